@@ -1,0 +1,171 @@
+"""Pure array math and its gradients. No state, no classes: layers and the model wire these up.
+
+Every function works on NumPy and CuPy arrays alike (it asks the array for its module),
+keeps the input's dtype, and takes an optional `out=` so the training path can reuse
+buffers. Shapes: x, y are (batch, n_in); h is (batch, n_hidden); rho_hat is (n_hidden,).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RHO_EPS = 1e-6
+"""rho_hat is clipped into [RHO_EPS, 1 - RHO_EPS] before the logs of the KL penalty: a unit
+that is off (or on) for the whole batch would otherwise give log(0). 1e-6 is well inside
+float32's range near 1 (its spacing there is 6e-8), so 1 - RHO_EPS < 1 in both dtypes."""
+
+REDUCTIONS = ("mean", "halfsum")
+
+
+def array_module(a):
+    """numpy or cupy, whichever `a` belongs to."""
+    return np if isinstance(a, np.ndarray) else __import__("cupy").get_array_module(a)
+
+
+# ----------------------------------------------------------------------------- activations
+
+def sigmoid(z, out=None):
+    """y = 1 / (1 + exp(-z)), computed as (1 + tanh(z / 2)) / 2.
+
+    The identity is exact; tanh never overflows, so any finite z (1e4 in float32 too)
+    gives a finite y in [0, 1] with no warning, in four in-place passes."""
+    xp = array_module(z)
+    out = xp.multiply(z, 0.5, out=out)
+    xp.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+def sigmoid_backward(dy, y, out=None):
+    """dz = dy * y * (1 - y), the sigmoid's derivative written with its output y."""
+    xp = array_module(y)
+    out = xp.subtract(1.0, y, out=out)
+    out *= y
+    out *= dy
+    return out
+
+
+def relu(z, out=None):
+    """y = max(z, 0)."""
+    return array_module(z).maximum(z, 0.0, out=out)
+
+
+def relu_backward(dy, y, out=None):
+    """dz = dy where the unit was on (y > 0), else 0 (the subgradient 0 at z = 0)."""
+    xp = array_module(y)
+    return xp.multiply(dy, y > 0, out=out)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def _reduction_scale(reduction, shape):
+    """The factor c in loss = c * sum(per-element loss); Python float so float32 stays float32."""
+    batch, n_features = shape
+    if reduction == "mean":          # the book's: mean over batch and features
+        return 1.0 / (batch * n_features)
+    if reduction == "halfsum":       # UFLDL's: 1/2 * squared error summed over features, mean over batch
+        return 0.5 / batch
+    raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+
+
+def mse(y, x, reduction="mean"):
+    """Reconstruction error of y against x: mean((y - x)^2), or 1/(2 batch) sum((y - x)^2)."""
+    d = y - x
+    return _reduction_scale(reduction, x.shape) * float(array_module(d).vdot(d, d))
+
+
+def mse_backward(y, x, reduction="mean", out=None):
+    """dL/dy = 2c (y - x), with c the reduction's scale."""
+    xp = array_module(y)
+    out = xp.subtract(y, x, out=out)
+    out *= 2.0 * _reduction_scale(reduction, x.shape)
+    return out
+
+
+def softplus(z, out=None):
+    """log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)): no overflow for any z."""
+    xp = array_module(z)
+    t = xp.abs(z)
+    xp.negative(t, out=t)
+    xp.exp(t, out=t)
+    xp.log1p(t, out=t)
+    out = xp.maximum(z, 0.0, out=out)
+    out += t
+    return out
+
+
+def bce_with_logits(z, x):
+    """Binary cross-entropy of sigmoid(z) against targets x in [0, 1], from the logits z.
+
+    -[x log s + (1 - x) log(1 - s)] with s = sigmoid(z) equals softplus(z) - x z, which never
+    takes the log of 0. Averaged over batch and features (reduction "mean")."""
+    per_element = softplus(z)
+    per_element -= x * z
+    return float(per_element.sum()) / x.size
+
+
+def bce_with_logits_backward(y, x, out=None):
+    """dL/dz = (sigmoid(z) - x) / (batch * n_features); y = sigmoid(z) from the forward pass.
+
+    The sigmoid's derivative cancels against the log's, which is why BCE is paired with it."""
+    xp = array_module(y)
+    out = xp.subtract(y, x, out=out)
+    out *= 1.0 / x.size
+    return out
+
+
+# ----------------------------------------------------------------------------- sparsity
+
+def clip_rho_hat(rho_hat):
+    """rho_hat clipped into [RHO_EPS, 1 - RHO_EPS] (a new array)."""
+    return array_module(rho_hat).clip(rho_hat, RHO_EPS, 1.0 - RHO_EPS)
+
+
+def kl_divergence(rho, rho_hat):
+    """KL(rho || rho_hat) = rho log(rho / rho_hat) + (1 - rho) log((1 - rho) / (1 - rho_hat)).
+
+    Elementwise over rho_hat; rho is the scalar target. Zero where rho_hat == rho, positive
+    elsewhere. Callers clip rho_hat first (clip_rho_hat)."""
+    xp = array_module(rho_hat)
+    return rho * xp.log(rho / rho_hat) + (1.0 - rho) * xp.log((1.0 - rho) / (1.0 - rho_hat))
+
+
+def kl_divergence_backward(rho, rho_hat):
+    """d KL / d rho_hat = -rho / rho_hat + (1 - rho) / (1 - rho_hat), and 0 where clipping
+    held rho_hat at a bound (the clip's derivative is 0 there).
+
+    rho_hat is the unclipped batch mean; the gradient reaching h[i, j] is this / batch."""
+    q = clip_rho_hat(rho_hat)
+    g = (1.0 - rho) / (1.0 - q) - rho / q
+    g *= (rho_hat >= RHO_EPS) & (rho_hat <= 1.0 - RHO_EPS)
+    return g
+
+
+def sparsity_penalty(h, rho, beta):
+    """beta * sum_j KL(rho || rho_hat_j), rho_hat = mean of h over the batch. Returns (penalty,
+    rho_hat) with rho_hat unclipped, shape (n_hidden,)."""
+    rho_hat = h.mean(axis=0)
+    return beta * float(kl_divergence(rho, clip_rho_hat(rho_hat)).sum()), rho_hat
+
+
+def sparsity_backward(h, rho, beta, rho_hat=None):
+    """dPenalty/dh, shape (batch, n_hidden): every row gets beta * dKL/drho_hat / batch,
+    since rho_hat_j = (1/batch) sum_i h[i, j]."""
+    if rho_hat is None:
+        rho_hat = h.mean(axis=0)
+    row = kl_divergence_backward(rho, rho_hat) * (beta / h.shape[0])
+    return array_module(h).broadcast_to(row, h.shape)
+
+
+# ----------------------------------------------------------------------------- weight decay
+
+def weight_decay(weights, lam):
+    """lam / 2 * sum of every weight squared (biases are not passed in)."""
+    if lam == 0:
+        return 0.0
+    return 0.5 * lam * sum(float(array_module(W).vdot(W, W)) for W in weights)
+
+
+def weight_decay_backward(W, lam):
+    """d/dW of lam / 2 * ||W||^2 = lam * W."""
+    return lam * W
