@@ -217,6 +217,24 @@ class SparseAutoencoder:
 
         return Loss(reconstruction, sparsity, weight_decay, rho_hat)
 
+    def loss(self, x):
+        """The loss of x, forward only: grads are left alone (for validation and inspection).
+        rho_hat is the mean activation over all of x."""
+        cfg = self.config
+        x = self._check_input(x)
+        h = self.encode(x)
+        z = h @ self.params["decoder.W"]
+        z += self.params["decoder.b"]
+        if cfg.reconstruction_loss == "bce":
+            reconstruction = F.bce_with_logits(z, x)
+        else:
+            y = F.sigmoid(z, out=z) if cfg.output_activation == "sigmoid" else z
+            reconstruction = F.mse(y, x, cfg.reduction)
+        rho_hat = h.mean(axis=0)
+        sparsity = cfg.sparsity_weight * F.kl_divergence(cfg.sparsity_target, F.clip_rho_hat(rho_hat)).sum()
+        weight_decay = F.weight_decay([self.params["encoder.W"], self.params["decoder.W"]], cfg.weight_decay)
+        return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+
     def _check_input(self, x):
         n = self.config.n_inputs
         shape = getattr(x, "shape", None)

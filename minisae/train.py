@@ -1,0 +1,214 @@
+"""The minibatch training loop.
+
+    history = fit(model, Adam(model.params, model.grads, lr=0.01), x_train,
+                  epochs=10, batch_size=1000, seed=0, x_val=x_test)
+
+Each epoch reshuffles the training set with a generator seeded by (seed, epoch), so a run
+resumed from a checkpoint after epoch k draws exactly the batches an uninterrupted run
+would. Batches are gathered into one reused buffer; the data set itself is never copied.
+Like the book's code, each epoch runs len(x_train) // batch_size full batches (a partial
+last batch would give the KL term a noisy rho_hat).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from .errors import ConfigError, InputError, TrainingError
+
+DEAD_UNIT_THRESHOLD = 1e-3
+"""A unit whose mean activation is below this is counted as dead."""
+
+
+@dataclass
+class History:
+    """Per-epoch records; each field is a list with one entry per epoch (None where not measured)."""
+
+    epoch: list = field(default_factory=list)
+    train_total: list = field(default_factory=list)
+    train_reconstruction: list = field(default_factory=list)
+    train_sparsity: list = field(default_factory=list)
+    train_weight_decay: list = field(default_factory=list)
+    train_mean_activation: list = field(default_factory=list)
+    val_total: list = field(default_factory=list)
+    val_reconstruction: list = field(default_factory=list)
+    val_sparsity: list = field(default_factory=list)
+    val_weight_decay: list = field(default_factory=list)
+    val_mean_activation: list = field(default_factory=list)
+    dead_fraction: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    def append(self, **record):
+        for f in fields(self):
+            getattr(self, f.name).append(record.get(f.name))
+
+    def as_dict(self):
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown history fields {sorted(unknown)}")
+        return cls(**{k: list(v) for k, v in d.items()})
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def last(self):
+        """The last epoch's record as a dict (empty before the first epoch)."""
+        return {k: v[-1] for k, v in self.as_dict().items()} if self.epoch else {}
+
+
+def evaluate(model, x, batch_size=1000):
+    """Loss parts of the whole of x, forward only, in batches: reconstruction averaged over
+    samples, sparsity from each unit's mean activation over all of x. Returns a dict with
+    total, reconstruction, sparsity, weight_decay, mean_activation (float), dead_fraction,
+    and rho_hat (NumPy, per unit)."""
+    from . import functional as F
+    n = len(x)
+    if n == 0:
+        raise InputError("cannot evaluate on an empty set")
+    reconstruction, rho_hat, weight_decay = 0.0, 0.0, 0.0
+    for start in range(0, n, batch_size):
+        part = model.loss(x[start:start + batch_size])
+        w = min(batch_size, n - start) / n
+        reconstruction += w * part.reconstruction
+        rho_hat = rho_hat + w * part.mean_activation.astype(np.float64)
+        weight_decay = part.weight_decay
+    cfg = model.config
+    sparsity = cfg.sparsity_weight * float(
+        F.kl_divergence(cfg.sparsity_target, F.clip_rho_hat(rho_hat)).sum())
+    return {"total": reconstruction + sparsity + weight_decay, "reconstruction": reconstruction,
+            "sparsity": sparsity, "weight_decay": weight_decay,
+            "mean_activation": float(rho_hat.mean()),
+            "dead_fraction": float((rho_hat < DEAD_UNIT_THRESHOLD).mean()), "rho_hat": rho_hat}
+
+
+def _check_data(model, x, what):
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{what} must be a NumPy array (loaders give NumPy; the loop moves "
+                         f"each batch to the device), got {type(x).__name__}")
+    n_in = model.config.n_inputs
+    if x.ndim != 2 or x.shape[1] != n_in:
+        raise InputError(f"{what} must have shape (n, {n_in}), got {x.shape}")
+    if len(x) == 0:
+        raise InputError(f"{what} is empty")
+    if x.dtype != model.dtype:
+        x = x.astype(model.dtype)  # once, here, never per batch
+    if not np.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or inf; clean the data before training")
+    return x
+
+
+def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progress=True,
+        history=None, on_epoch_end=None, log_every=None):
+    """Train for epochs (counted from len(history), so a resumed run continues); return History.
+
+    x_train, x_val: NumPy arrays (n, n_inputs). on_epoch_end(history) is called after each
+    epoch (the CLI saves its checkpoint there). A non-finite loss raises TrainingError naming
+    the epoch and step; nothing is saved after it, so the last good checkpoint stays."""
+    if not (isinstance(epochs, int) and epochs >= 0):
+        raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x_train = _check_data(model, x_train, "x_train")
+    if x_val is not None:
+        x_val = _check_data(model, x_val, "x_val")
+    history = History() if history is None else history
+    batch_size = min(batch_size, len(x_train))
+    steps = len(x_train) // batch_size
+    # Reading a loss from the GPU waits for it, so there losses come back every few steps.
+    if log_every is None:
+        log_every = 1 if model.backend.name == "numpy" else 20
+    batch = np.empty((batch_size, x_train.shape[1]), dtype=model.dtype)
+    first = len(history) + 1
+    bar = _progress(max(0, epochs - first + 1) * steps, progress)
+
+    for epoch in range(first, epochs + 1):
+        order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
+        sums = dict.fromkeys(("total", "reconstruction", "sparsity", "weight_decay",
+                              "mean_activation"), 0.0)
+        pending = []
+        t0 = time.perf_counter()
+        for step in range(steps):
+            np.take(x_train, order[step * batch_size:(step + 1) * batch_size], axis=0,
+                    out=batch, mode="clip")  # indices are in range; "clip" avoids a buffer copy
+            pending.append((step, model.loss_and_grads(batch, validate=False)))
+            optimizer.step()
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                for s, loss in pending:
+                    parts = loss.as_dict()
+                    if not math.isfinite(parts["total"]):
+                        bar.close()
+                        raise TrainingError(
+                            f"the loss became {parts['total']} at epoch {epoch}, step {s + 1} of "
+                            f"{steps}; lower the learning rate (--lr) or check the data. "
+                            f"The last checkpoint (epoch {len(history)}) is kept.")
+                    for k in sums:
+                        sums[k] += parts[k]
+                pending.clear()
+                bar.update(log_every if (step + 1) % log_every == 0 else (step + 1) % log_every)
+                bar.set_postfix(loss=f"{parts['total']:.4g}", rec=f"{parts['reconstruction']:.4g}",
+                                sparse=f"{parts['sparsity']:.4g}",
+                                act=f"{parts['mean_activation']:.3f}", epoch=f"{epoch}/{epochs}",
+                                refresh=False)
+        seconds = time.perf_counter() - t0
+        record = {f"train_{k}": v / steps for k, v in sums.items()}
+        if x_val is not None:
+            val = evaluate(model, x_val, batch_size)
+            record.update({f"val_{k}": val[k] for k in
+                           ("total", "reconstruction", "sparsity", "weight_decay", "mean_activation")})
+            record["dead_fraction"] = val["dead_fraction"]
+        history.append(epoch=epoch, seconds=seconds, **record)
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+    bar.close()
+    return history
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, enabled):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="training", unit="batch", dynamic_ncols=True)
+
+
+def reconstruction_mse(model, x, batch_size=1000):
+    """Mean over samples and pixels of (reconstruction - x)^2, whatever loss the model
+    trains with, so that runs with different settings compare on one scale."""
+    from .backend import to_numpy
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        d = to_numpy(model.reconstruct(xb)) - xb
+        total += float(np.vdot(d, d))
+    return total / x.size
+
+
+PRESETS = {
+    # Géron's notebook: MSE averaged over pixels, 1,000 sigmoid units, target 0.1, weight 0.2.
+    "book": dict(hidden=1000, sparsity_target=0.1, sparsity_weight=0.2, weight_decay=0.0,
+                 output="sigmoid", loss="mse", reduction="mean", lr=0.01, epochs=100,
+                 batch_size=1000),
+    # UFLDL's exercise: half the squared error summed over pixels, 196 units, beta 3, lambda 3e-3.
+    "ufldl": dict(hidden=196, sparsity_target=0.1, sparsity_weight=3.0, weight_decay=3e-3,
+                  output="sigmoid", loss="mse", reduction="halfsum", lr=0.01, epochs=200,
+                  batch_size=1000),
+}
+"""Named settings for `minisae train --preset`; explicit flags override single values."""
