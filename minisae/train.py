@@ -138,8 +138,11 @@ def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progr
         for step in range(steps):
             np.take(x_train, order[step * batch_size:(step + 1) * batch_size], axis=0,
                     out=batch, mode="clip")  # indices are in range; "clip" avoids a buffer copy
-            pending.append((step, model.loss_and_grads(batch, validate=False)))
-            optimizer.step()
+            # A diverging run overflows before its loss turns inf/NaN; the check below
+            # reports that with the epoch and step, so NumPy's warnings would only repeat it.
+            with np.errstate(over="ignore", invalid="ignore"):
+                pending.append((step, model.loss_and_grads(batch, validate=False)))
+                optimizer.step()
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 for s, loss in pending:
                     parts = loss.as_dict()

@@ -1,0 +1,136 @@
+"""The training loop: shuffling, history, resume, NaN guard, validation metrics."""
+import numpy as np
+import pytest
+
+from minisae import SGD, Adam, SparseAutoencoder
+from minisae.errors import ConfigError, InputError, TrainingError
+from minisae.train import History, evaluate, fit, reconstruction_mse
+
+
+def small(seed=0, **kw):
+    model = SparseAutoencoder(12, 5, seed=seed, **kw)
+    return model, Adam(model.params, model.grads, lr=0.01)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(1)
+    return rng.random((120, 12), dtype=np.float32), rng.random((40, 12), dtype=np.float32)
+
+
+def test_fit_records_every_epoch(data):
+    x, xv = data
+    model, opt = small()
+    h = fit(model, opt, x, epochs=4, batch_size=32, x_val=xv, progress=False)
+    assert h.epoch == [1, 2, 3, 4]
+    for key, values in h.as_dict().items():
+        assert len(values) == 4, key
+        assert all(v is not None for v in values), key
+    assert opt.t == 4 * (120 // 32)  # full batches only
+    assert all(0.0 <= d <= 1.0 for d in h.dead_fraction)
+    assert h.train_total[-1] < h.train_total[0]
+    # the total is the sum of its parts
+    assert np.isclose(h.val_total[-1], h.val_reconstruction[-1] + h.val_sparsity[-1]
+                      + h.val_weight_decay[-1])
+
+
+def test_fit_without_validation_leaves_val_fields_empty(data):
+    x, _ = data
+    model, opt = small()
+    h = fit(model, opt, x, epochs=1, batch_size=40, progress=False)
+    assert h.val_total == [None] and h.dead_fraction == [None]
+
+
+def test_each_epoch_reshuffles_and_seed_repeats(data):
+    x, _ = data
+    runs = []
+    for seed in (0, 0, 1):
+        model, opt = small()
+        runs.append(fit(model, opt, x, 3, 30, seed=seed, progress=False).train_total)
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_resume_continues_exactly(data):
+    x, xv = data
+    model, opt = small()
+    full = fit(model, opt, x, 5, 32, seed=7, x_val=xv, progress=False)
+
+    model2, opt2 = small()
+    part = fit(model2, opt2, x, 2, 32, seed=7, x_val=xv, progress=False)
+    rest = fit(model2, opt2, x, 5, 32, seed=7, x_val=xv, progress=False, history=part)
+    assert rest.train_total == full.train_total
+    assert rest.val_total == full.val_total
+    np.testing.assert_array_equal(model.flat_params, model2.flat_params)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(data):
+    x, _ = data
+    model = SparseAutoencoder(12, 5, output_activation="linear", seed=0)
+    opt = SGD(model.params, model.grads, lr=50.0, momentum=0.9)  # far too large: blows up
+    saved = []
+    with pytest.raises(TrainingError, match=r"epoch \d+, step \d+") as e:
+        fit(model, opt, x, 50, 30, progress=False, on_epoch_end=lambda h: saved.append(h.last()))
+    assert "--lr" in str(e.value)
+    # the checkpointing callback never saw a non-finite epoch
+    assert len(saved) < 50
+    assert all(np.isfinite(r["train_total"]) for r in saved)
+
+
+def test_bad_data_and_arguments(data):
+    x, _ = data
+    model, opt = small()
+    with pytest.raises(InputError, match="shape"):
+        fit(model, opt, x[:, :5], 1, 10, progress=False)
+    bad = x.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        fit(model, opt, bad, 1, 10, progress=False)
+    with pytest.raises(InputError, match="NumPy"):
+        fit(model, opt, x.tolist(), 1, 10, progress=False)
+    with pytest.raises(ConfigError, match="batch_size"):
+        fit(model, opt, x, 1, 0, progress=False)
+    with pytest.raises(ConfigError, match="epochs"):
+        fit(model, opt, x, -1, 10, progress=False)
+
+
+def test_float64_data_is_converted_once(data):
+    x, _ = data
+    model, opt = small()
+    fit(model, opt, x.astype(np.float64), 1, 40, progress=False)
+    assert model.flat_params.dtype == np.float32
+
+
+def test_evaluate_matches_model_loss_on_one_batch(data):
+    _, xv = data
+    model, _ = small(weight_decay=0.01)
+    whole = model.loss(xv)
+    parts = evaluate(model, xv, batch_size=7)  # batched, combined over all of xv
+    assert np.isclose(parts["reconstruction"], whole.reconstruction, rtol=1e-5)
+    assert np.isclose(parts["sparsity"], whole.sparsity, rtol=1e-4)
+    assert np.isclose(parts["weight_decay"], whole.weight_decay, rtol=1e-6)
+    np.testing.assert_allclose(parts["rho_hat"], whole.mean_activation, rtol=1e-5)
+
+
+def test_dead_fraction_counts_silent_units(data):
+    _, xv = data
+    model, _ = small()
+    model.params["encoder.b"][:2] = -50.0  # two units that never fire
+    assert evaluate(model, xv)["dead_fraction"] == pytest.approx(2 / 5)
+
+
+def test_reconstruction_mse_is_per_pixel(data):
+    _, xv = data
+    model, _ = small()
+    y = model.reconstruct(xv)
+    assert reconstruction_mse(model, xv, batch_size=9) == pytest.approx(float(((y - xv) ** 2).mean()),
+                                                                      rel=1e-5)
+
+
+def test_history_round_trips_through_dict():
+    h = History()
+    h.append(epoch=1, train_total=2.0, seconds=0.5)
+    assert History.from_dict(h.as_dict()) == h
+    assert h.last()["train_total"] == 2.0 and h.last()["val_total"] is None
+    with pytest.raises(ValueError, match="unknown"):
+        History.from_dict({"bogus": []})
