@@ -44,6 +44,8 @@ def _add_train(sub):
     p.add_argument("--dataset", choices=DATASETS, default=None, help="default: mnist")
     p.add_argument("--data-dir", default=None, help="folder with the four IDX files "
                                                     "(default: $MINISAE_DATA, cache, download)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never try the internet (offline, MNIST falls back to its 5,000-digit subset)")
     p.add_argument("--hidden", type=int, help="hidden units")
     p.add_argument("--sparsity-target", type=float, help="rho, the target mean activation")
     p.add_argument("--sparsity-weight", type=float, help="beta, the KL penalty's weight")
@@ -108,7 +110,8 @@ def cmd_train(args):
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
     os.makedirs(out, exist_ok=True)
 
-    data = datasets.load(settings["dataset"], args.data_dir, progress=not args.no_progress)
+    data = datasets.load(settings["dataset"], args.data_dir, download=not args.no_download,
+                         progress=not args.no_progress)
     print(f"data: {data.name}, {len(data.x_train):,} train / {len(data.x_test):,} test, from "
           f"{data.source}")
     print(f"model: {model}")
@@ -164,7 +167,7 @@ def write_results(model, history, data, out, settings):
     return metrics
 
 
-def summary_table(m, out):
+def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
     rows = [
         ("data", f"{m['dataset']} ({m['data_source']})"),
         ("epochs", f"{m['epochs']}"),
@@ -175,7 +178,7 @@ def summary_table(m, out):
                       f"weight decay {m['test_loss']['weight_decay']:.4f})"),
         ("mean activation", f"{m['mean_activation']:.4f} (target {m['sparsity_target']})"),
         ("dead units", f"{100 * m['dead_fraction']:.1f}%"),
-        ("written", ", ".join(("checkpoint.npz", "metrics.json") + FIGURES) + f" in {out}"),
+        ("written", ", ".join(written) + f" in {out}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -188,6 +191,7 @@ def _add_show(sub):
     p.add_argument("checkpoint", help="a checkpoint.npz written by `minisae train`")
     p.add_argument("--out", default=None, help="folder for the figures (default: the checkpoint's)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-download", action="store_true", help="never try the internet")
     _add_backend(p)
     p.set_defaults(func=cmd_show)
 
@@ -198,9 +202,10 @@ def cmd_show(args):
     settings = ck.extra.get("settings") or {"dataset": "mnist"}
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(out, exist_ok=True)
-    data = datasets.load(settings.get("dataset", "mnist"), args.data_dir)
+    data = datasets.load(settings.get("dataset", "mnist"), args.data_dir,
+                         download=not args.no_download)
     metrics = write_results(ck.model, ck.history, data, out, settings)
-    print(summary_table(metrics, out))
+    print(summary_table(metrics, out, written=("metrics.json",) + FIGURES))
     return 0
 
 

