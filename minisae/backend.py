@@ -40,6 +40,8 @@ class Backend:
         """`a` (NumPy, CuPy or a list) as an array of this backend, in `dtype` (default: ours).
 
         No copy when it already is one."""
+        if self.name == "numpy":
+            a = to_numpy(a)  # a CuPy array refuses implicit conversion; move it explicitly
         return self.xp.asarray(a, dtype=self.dtype if dtype is None else dtype)
 
     def zeros(self, shape, dtype=None):
@@ -96,16 +98,17 @@ def get_backend(name: str | Backend | None = None, dtype: str = "float32") -> Ba
 
     name=None reads the MINISAE_BACKEND environment variable, and defaults to "auto".
     dtype is "float32" (training) or "float64" (gradient checks)."""
+    if str(dtype) not in DTYPES:
+        raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if isinstance(name, Backend):
         return name if np.dtype(dtype) == name.dtype else Backend(name.name, name.xp, np.dtype(dtype))
+    from_env = name is None and bool(os.environ.get(ENV_VAR, "").strip())
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or "auto"
     key = str(name).lower()
     if key not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
-                          + (f" (from ${ENV_VAR})" if name == os.environ.get(ENV_VAR) else ""))
-    if str(dtype) not in DTYPES:
-        raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+                          + (f" (from ${ENV_VAR})" if from_env else ""))
     if key == "auto":
         key = "cupy" if cupy_available() else "numpy"
     xp = _import_cupy() if key == "cupy" else np

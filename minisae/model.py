@@ -96,6 +96,15 @@ class Config:
              f"seed must be a non-negative integer or None, got {self.seed!r}")
 
 
+def _dtype_name(dtype):
+    """"float32" for "float32", np.float32 or np.dtype("float32"); other values pass through
+    unchanged for get_backend to reject with its message."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
 def _is_real(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
         and math.isfinite(v)
@@ -112,10 +121,11 @@ class SparseAutoencoder:
     def __init__(self, n_inputs=784, n_hidden=1000, sparsity_target=0.1, sparsity_weight=0.2,
                  weight_decay=0.0, output_activation="sigmoid", reconstruction_loss="mse",
                  reduction="mean", backend="numpy", dtype="float32", seed=42):
+        dtype = _dtype_name(dtype)
         self.config = Config(n_inputs, n_hidden, sparsity_target, sparsity_weight, weight_decay,
-                             output_activation, reconstruction_loss, reduction, str(dtype), seed)
+                             output_activation, reconstruction_loss, reduction, dtype, seed)
         self.config.validate()
-        self.backend = get_backend(backend, dtype=str(dtype))
+        self.backend = get_backend(backend, dtype=dtype)
         self.dtype = self.backend.dtype
 
         shapes = {"encoder.W": (n_inputs, n_hidden), "encoder.b": (n_hidden,),
@@ -255,7 +265,9 @@ class SparseAutoencoder:
         xp = self.backend.xp
         # One cheap reduction first; the exact elementwise check only when it is not finite
         # (a sum of huge finite values can overflow to inf).
-        if not bool(xp.isfinite(x.sum())) and not bool(xp.isfinite(x).all()):
+        with np.errstate(over="ignore"):
+            finite_sum = bool(xp.isfinite(x.sum()))
+        if not finite_sum and not bool(xp.isfinite(x).all()):
             raise InputError("x contains NaN or inf; clean or impute the data before training")
         return x
 

@@ -33,7 +33,8 @@ class Optimizer:
         for name, p in params.items():
             if p.shape != grads[name].shape:
                 raise ConfigError(f"grad of {name!r} has shape {grads[name].shape}, param {p.shape}")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float, np.integer, np.floating))
+                                        and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be a positive number, got {lr!r}")
         self.params, self.grads, self.lr = dict(params), dict(grads), float(lr)
         self.t = 0  # steps taken
@@ -132,6 +133,9 @@ class Adam(Optimizer):
             raise ConfigError("fused=True needs params and grads that are views of one flat "
                               "buffer each, in the same order (as SparseAutoencoder's are)")
         self.fused = can_fuse if fused is None else bool(fused)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None (automatic), got {threads!r}")
         self.threads = threads if threads is not None else min(2, os.cpu_count() or 1)
         self._pool = None
         self._scratch = None
