@@ -169,3 +169,88 @@ def weight_decay(weights, lam):
 def weight_decay_backward(W, lam):
     """d/dW of lam / 2 * ||W||^2 = lam * W."""
     return lam * W
+
+
+# ----------------------------------------------------------------------------- fused (fast path)
+# The model's fast path (SparseAutoencoder._loss_and_grads_fused) calls these instead of a
+# sequence of the functions above. They work in place, keep fewer arrays alive, and on CuPy
+# each is one kernel instead of a kernel launch per operation. tests/test_fastpath.py checks
+# each against the plain functions.
+
+def bias_sigmoid_(z, b):
+    """z = sigmoid(z + b), in place; z (batch, n), b (n,). Returns z."""
+    xp = array_module(z)
+    if xp is not np:
+        _cupy_kernel("bias_sigmoid")(b, z)
+        return z
+    z += b
+    return sigmoid(z, out=z)
+
+
+def bias_sigmoid_mse_backward_(z, b, x, scale, out):
+    """The sigmoid output layer and the squared error, forward and backward, in one go:
+
+        y = sigmoid(z + b),   out = d(scale * sum((y - x)^2)) / dz = 2 scale (y - x) y (1 - y)
+
+    Returns sum((y - x)^2) (a float on NumPy, a 0-d array on CuPy); z is used as scratch.
+    y itself is never stored: with t = tanh((z + b) / 2), y = (1 + t) / 2 and
+    y (1 - y) = (1 - t^2) / 4, so out = (scale / 2) (y - x) (1 - t^2)."""
+    xp = array_module(z)
+    if xp is not np:
+        _cupy_kernel("bias_sigmoid_mse_backward")(b, x, z.dtype.type(0.5 * scale), z, out)
+        return xp.vdot(z, z)  # the kernel leaves y - x in z
+    z += b
+    z *= 0.5
+    t = np.tanh(z, out=z)
+    e = np.multiply(t, 0.5, out=out)
+    e += 0.5                      # y
+    e -= x                        # y - x
+    squared_error = float(np.vdot(e, e))
+    t *= t
+    np.subtract(1.0, t, out=t)    # 1 - t^2 = 4 y (1 - y)
+    e *= t
+    e *= 0.5 * scale
+    return squared_error
+
+
+def sigmoid_backward_(dy, y, row=None, work=None):
+    """dy = (dy + row) * y * (1 - y), in place: the sigmoid's backward, with a per-unit term
+    `row` (n,) first added to every row of dy (the KL gradient). work: scratch of y's shape."""
+    xp = array_module(dy)
+    if xp is not np:
+        if row is None:
+            row = xp.zeros(dy.shape[-1], dtype=dy.dtype)
+        _cupy_kernel("sigmoid_backward")(y, row, dy)
+        return dy
+    if row is not None:
+        dy += row
+    work = np.subtract(1.0, y, out=work)
+    work *= y
+    dy *= work
+    return dy
+
+
+_CUPY_KERNELS = {
+    # name: (in_params, out_params, operation). T is the array's float type; the (T) casts
+    # keep float32 arithmetic in float32 (a bare 0.5 is a double in CUDA C++).
+    "bias_sigmoid": ("T b", "T z", "z = tanh((z + b) * (T)0.5) * (T)0.5 + (T)0.5;"),
+    "bias_sigmoid_mse_backward": (
+        "T b, T x, T k", "T z, T dz",
+        "T t = tanh((z + b) * (T)0.5);"
+        "T e = t * (T)0.5 + (T)0.5 - x;"
+        "dz = e * ((T)1 - t * t) * k;"
+        "z = e;"),
+    "sigmoid_backward": ("T y, T row", "T dy", "dy = ((T)1 - y) * y * (dy + row);"),
+}
+_CUPY_COMPILED = {}
+
+
+def _cupy_kernel(name):
+    """The cupy.ElementwiseKernel `name` of _CUPY_KERNELS, compiled on first use."""
+    kernel = _CUPY_COMPILED.get(name)
+    if kernel is None:
+        import cupy
+        in_params, out_params, operation = _CUPY_KERNELS[name]
+        kernel = _CUPY_COMPILED[name] = cupy.ElementwiseKernel(in_params, out_params, operation,
+                                                               "minisae_" + name)
+    return kernel

@@ -143,6 +143,10 @@ class SparseAutoencoder:
         self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
         self.output_activation = ACTIVATIONS[output_activation]()
         self._buffers = Buffers()
+        self.fused = True
+        """Take the fast path (`_loss_and_grads_fused`) where it applies: a sigmoid output with
+        the MSE, the book's model. False: always the plain layer-by-layer path below, which
+        the fast one must match (tests/test_fastpath.py)."""
 
     @staticmethod
     def _initial_weights(shapes, seed):
@@ -190,6 +194,8 @@ class SparseAutoencoder:
         finiteness checks (the training loop checks the whole set once instead)."""
         cfg = self.config
         x = self._check_input(x) if validate else self.backend.asarray(x)
+        if self.fused and cfg.output_activation == "sigmoid" and cfg.reconstruction_loss == "mse":
+            return self._loss_and_grads_fused(x)
         batch = x.shape[0]
 
         # forward
@@ -244,6 +250,64 @@ class SparseAutoencoder:
         sparsity = cfg.sparsity_weight * F.kl_divergence(cfg.sparsity_target, F.clip_rho_hat(rho_hat)).sum()
         weight_decay = F.weight_decay([self.params["encoder.W"], self.params["decoder.W"]], cfg.weight_decay)
         return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+
+    def _loss_and_grads_fused(self, x):
+        """loss_and_grads for a sigmoid output with the MSE (the book's model), with fewer
+        arrays and kernel launches. The same math as the plain path above (a test checks that
+        both give the same numbers, tests/test_fastpath.py). What differs:
+
+        - the output y is never stored: one fused function goes from the decoder's z to dz
+          and the squared error (F.bias_sigmoid_mse_backward_), in place;
+        - work is done in place: z1 becomes h, dh becomes dz1 (F.sigmoid_backward_);
+        - sums over the batch are products with a vector of ones, so BLAS's threads share
+          them (sum_i a[i, j] = (ones @ a)[j]);
+        - on CuPy each of those functions is one kernel instead of one per operation.
+        The layers' own buffers and caches are used, so afterwards each holds what its plain
+        forward would have left there."""
+        cfg, xp = self.config, self.backend.xp
+        enc, dec = self.encoder, self.decoder
+        batch, n_inputs = x.shape
+        n_hidden = enc.W.shape[1]
+        rho, beta = cfg.sparsity_target, cfg.sparsity_weight
+        scale = F._reduction_scale(cfg.reduction, x.shape)
+        ones = self._ones(batch)
+
+        # forward: h = sigmoid(x @ W1 + b1), in place in the encoder's output buffer
+        enc._x = x
+        h = xp.matmul(x, enc.W, out=enc._buffer("y", x, (batch, n_hidden)))
+        F.bias_sigmoid_(h, enc.b)
+        self.encoder_activation._y = dec._x = h
+        rho_hat = xp.matmul(ones, h)  # a fresh (small) array: the returned Loss keeps it
+        rho_hat *= 1.0 / batch
+
+        # output layer and loss: dz = d(reconstruction) / d(h @ W2 + b2)
+        z = xp.matmul(h, dec.W, out=dec._buffer("y", h, (batch, n_inputs)))
+        dz = self._buffers.get("dy", z)
+        reconstruction = F.bias_sigmoid_mse_backward_(z, dec.b, x, scale, out=dz) * scale
+        sparsity = beta * F.kl_divergence(rho, F.clip_rho_hat(rho_hat)).sum()
+        weight_decay = F.weight_decay([enc.W, dec.W], cfg.weight_decay)
+
+        # backward
+        xp.matmul(h.T, dz, out=dec.dW)
+        xp.matmul(ones, dz, out=dec.db)
+        dh = xp.matmul(dz, dec.W.T, out=dec._buffer("dx", h))
+        kl_row = F.kl_divergence_backward(rho, rho_hat) * (beta / batch) if beta else None
+        work = self._buffers.get("work", dh) if xp is np else None  # CuPy's kernel needs none
+        dz1 = F.sigmoid_backward_(dh, h, kl_row, work=work)
+        xp.matmul(x.T, dz1, out=enc.dW)
+        xp.matmul(ones, dz1, out=enc.db)
+        if cfg.weight_decay:
+            for name in ("encoder.W", "decoder.W"):
+                self.grads[name] += F.weight_decay_backward(self.params[name], cfg.weight_decay)
+
+        return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+
+    def _ones(self, batch):
+        """A vector of `batch` ones (kept while the batch size stays)."""
+        ones = getattr(self, "_ones_vector", None)
+        if ones is None or ones.shape[0] != batch:
+            ones = self._ones_vector = self.backend.xp.ones(batch, dtype=self.dtype)
+        return ones
 
     def _check_input(self, x):
         n = self.config.n_inputs

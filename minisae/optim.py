@@ -6,14 +6,13 @@ of `state_dict()` as NumPy arrays (for checkpoints).
 Adam has two paths that compute the same update:
 - the plain one (`fused=False`), the paper's formulas line by line, one parameter at a time;
 - the fast one (the default when the parameters are views of one flat buffer, as a
-  SparseAutoencoder's are): the same update over the flat buffer in cache-sized chunks,
-  split across threads on NumPy, and one fused kernel on CuPy.
+  SparseAutoencoder's are): the same update over the flat buffer in cache-sized chunks
+  (optionally split across threads) on NumPy, and one fused kernel on CuPy.
 tests/test_optim.py checks that the two agree.
 """
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -110,10 +109,10 @@ class Adam(Optimizer):
         p -= lr * m_hat / (sqrt(v_hat) + eps)
     """
 
-    CHUNK = 1 << 16
+    CHUNK = 1 << 18
     """Elements per chunk on the fast path. Twelve passes over a chunk then run mostly in
     cache instead of twelve passes over memory; larger chunks also pay NumPy's per-call
-    overhead less often (BENCHMARKS.md has the measurements)."""
+    overhead less often. 2^18 measured best on a 2-core EPYC (BENCHMARKS.md)."""
 
     def __init__(self, params, grads, lr=0.001, betas=(0.9, 0.999), eps=1e-8, fused=None,
                  threads=None):
@@ -136,7 +135,10 @@ class Adam(Optimizer):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise ConfigError(f"threads must be a positive integer or None (automatic), got {threads!r}")
-        self.threads = threads if threads is not None else min(2, os.cpu_count() or 1)
+        # One thread unless asked: right after a matrix product OpenBLAS's idle workers spin
+        # on every other core for a while, and a second thread here only competes with them
+        # (measured slower in a training step; BENCHMARKS.md).
+        self.threads = 1 if threads is None else threads
         self._pool = None
         self._scratch = None
 
@@ -173,17 +175,20 @@ class Adam(Optimizer):
 
     def _step_flat_numpy(self):
         n = self._flat_p.size
-        if self._scratch is None:
-            self._scratch = np.empty((self.threads, self.CHUNK), dtype=self._flat_p.dtype)
+        size = min(self.CHUNK, n)
+        if self._scratch is None or self._scratch.shape != (self.threads, size):
+            self._scratch = np.empty((self.threads, size), dtype=self._flat_p.dtype)
         if self.threads == 1 or n < 4 * self.CHUNK:
             self._update_range(0, n, self._scratch[0])
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="minisae-adam")
-        # NumPy releases the GIL inside ufuncs, so the threads' chunks run in parallel.
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="minisae-adam")
+        # NumPy releases the GIL inside ufuncs, so the threads' chunks run in parallel. This
+        # thread takes the first share itself rather than sleep while the others work.
         bounds = np.linspace(0, n, self.threads + 1).astype(int)
         jobs = [self._pool.submit(self._update_range, bounds[i], bounds[i + 1], self._scratch[i])
-                for i in range(self.threads)]
+                for i in range(1, self.threads)]
+        self._update_range(bounds[0], bounds[1], self._scratch[0])
         for job in jobs:
             job.result()
 

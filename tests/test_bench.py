@@ -1,0 +1,118 @@
+"""`minisae bench`: the form of its output at a tiny size. No test asserts a time."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from minisae import bench
+from minisae.errors import ConfigError, MinisaeError
+
+TINY = dict(configs="8x16,12x32", steps=2, warmup=1, rounds=2, n_samples=96, n_inputs=20)
+
+ROW_KEYS = {"hidden", "batch", "minisae_samples_per_s", "torch_samples_per_s", "ratio",
+            "matmul_gflops", "roofline_samples_per_s", "roofline_fraction", "round_seconds"}
+
+
+def has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="minisae")
+    bench.add_parser(p.add_subparsers(dest="command"))
+    return p
+
+
+def test_parse_configs():
+    assert bench.parse_configs("196x256, 1000X1000") == [(196, 256), (1000, 1000)]
+    for bad in ("", "196", "196x", "ax2", "0x10", "10x-1"):
+        with pytest.raises(ConfigError):
+            bench.parse_configs(bad)
+
+
+def test_run_benchmark_without_torch():
+    result = bench.run_benchmark(torch=False, **TINY)
+    assert set(result) == {"backend", "machine", "settings", "results"}
+    assert result["backend"] == "numpy"
+    assert {"cpu", "cores", "blas", "numpy", "torch", "python"} <= set(result["machine"])
+    s = result["settings"]
+    assert s["configs"] == ["8x16", "12x32"] and s["steps"] == 2 and s["rounds"] == 2
+    assert s["torch"] is False and "no-torch" in s["torch_note"]
+    assert [(r["hidden"], r["batch"]) for r in result["results"]] == [(8, 16), (12, 32)]
+    for r in result["results"]:
+        assert ROW_KEYS <= set(r)
+        assert r["torch_samples_per_s"] is None and r["ratio"] is None
+        assert r["minisae_samples_per_s"] > 0 and r["roofline_samples_per_s"] > 0
+        assert r["roofline_fraction"] == pytest.approx(
+            r["minisae_samples_per_s"] / r["roofline_samples_per_s"])
+        # GFLOP/s = roofline samples/s times 10 * n_inputs * hidden flops per sample
+        assert r["matmul_gflops"] == pytest.approx(
+            r["roofline_samples_per_s"] * 10 * 20 * r["hidden"] / 1e9)
+        assert set(r["round_seconds"]) == {"minisae", "matmul"}
+        split = r["time_split"]
+        assert set(split) == {"matmul", "adam", "elementwise_and_other"}
+        assert sum(split.values()) == pytest.approx(1.0) and split["adam"] > 0
+        assert all(len(t) == 2 for t in r["round_seconds"].values())
+    json.dumps(result)  # JSON-ready as it is
+
+    table = bench.format_table(result)
+    header = [line for line in table.splitlines() if line.lstrip().startswith("hidden")]
+    assert len(header) == 1
+    for column in bench.COLUMNS:
+        assert column in header[0]
+    assert len(table.splitlines()) == table.count("\n") + 1
+    assert "PyTorch: skipped" in table
+
+
+@pytest.mark.skipif(not has_torch(), reason="PyTorch is not installed")
+def test_run_benchmark_with_torch_same_model():
+    result = bench.run_benchmark(torch=True, threads=1, **TINY)
+    assert result["settings"]["torch"] is True and result["settings"]["threads"] == 1
+    for r in result["results"]:
+        assert r["torch_samples_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["minisae_samples_per_s"] / r["torch_samples_per_s"])
+        # same weights, same batch, same loss: the PyTorch model is the same model
+        losses = r["first_loss"]
+        assert losses["minisae"] == pytest.approx(losses["torch"], rel=1e-5)
+        assert set(r["round_seconds"]) == {"minisae", "torch", "matmul"}
+
+
+def test_cli_quick_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = parser().parse_args(["bench", "--quick", "--no-torch", "--configs", "8x16",
+                                "--samples", "64", "--steps", "2", "-q", "--json", str(out)])
+    assert args.func is bench.main
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "minisae samples/s" in printed and "of roofline" in printed
+    result = json.loads(out.read_text())
+    assert result["settings"]["configs"] == ["8x16"] and result["settings"]["steps"] == 2
+    assert result["settings"]["n_samples"] == 64 and len(result["results"]) == 1
+
+
+def test_user_errors_are_minisae_errors(tmp_path):
+    with pytest.raises(ConfigError):
+        bench.run_benchmark(configs="8x100", n_samples=50, torch=False)  # batch > data
+    with pytest.raises(ConfigError):
+        bench.run_benchmark(configs="8x16", steps=0, torch=False)
+    with pytest.raises(ConfigError):
+        bench.run_benchmark(configs="8x16", threads=0, torch=False, n_samples=32)
+    with pytest.raises(MinisaeError):
+        bench.run_benchmark(backend="tpu", configs="8x16", torch=False)
+    args = parser().parse_args(["bench", "--quick", "--no-torch", "--configs", "8x16", "-q",
+                                "--json", str(tmp_path / "missing-dir" / "b.json")])
+    with pytest.raises(ConfigError):
+        args.func(args)
+
+
+def test_batches_are_views_that_wrap():
+    data = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    b = bench._Batches(data, 4)
+    assert b.per_epoch == 2
+    assert np.shares_memory(b[0], data)
+    assert np.array_equal(b[1], data[4:8]) and np.array_equal(b[2], data[0:4])
