@@ -33,7 +33,9 @@ from contextlib import ExitStack
 import numpy as np
 
 from .backend import get_backend, to_numpy
+from .functional import RHO_EPS
 from .errors import ConfigError, MinisaeError
+from .fileio import atomic_write
 
 N_INPUTS = 784
 N_SAMPLES = 60_000
@@ -41,7 +43,6 @@ DEFAULT_CONFIGS = "196x256,196x1000,1000x256,1000x1000"
 QUICK_CONFIGS = "16x32,24x64"
 LR = 1e-3
 SPARSITY_TARGET, SPARSITY_WEIGHT = 0.1, 0.2
-RHO_EPS = 1e-6
 
 COLUMNS = ("hidden", "batch", "minisae samples/s", "torch samples/s", "ratio",
            "matmul GFLOP/s", "roofline samples/s", "of roofline")
@@ -146,7 +147,7 @@ class TorchRunner:
         h = torch.sigmoid(self.encoder(x))
         y = torch.sigmoid(self.decoder(h))
         rho, beta = SPARSITY_TARGET, SPARSITY_WEIGHT
-        rho_hat = h.mean(dim=0).clamp(RHO_EPS, 1.0 - RHO_EPS)
+        rho_hat = h.mean(dim=0).clamp(RHO_EPS, 1.0 - RHO_EPS)  # minisae's clip
         kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
         return torch.nn.functional.mse_loss(y, x) + beta * kl.sum()
 
@@ -435,8 +436,9 @@ def add_parser(subparsers):
                     "shape; report samples/s for minisae, for the same model in PyTorch (when "
                     "installed), the float32 matmul rate on the step's five products, and the "
                     "roofline (samples/s if a step were only those products).")
-    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"),
-                   help="array backend (default numpy; cupy compares against PyTorch CUDA)")
+    p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
+                   help="array backend (default: $MINISAE_BACKEND, else auto: CuPy when a GPU "
+                        "answers, else NumPy); cupy compares against PyTorch CUDA")
     p.add_argument("--configs", default=None,
                    help=f"HIDDENxBATCH pairs, comma-separated (default {DEFAULT_CONFIGS})")
     p.add_argument("--steps", type=int, default=None,
@@ -479,7 +481,7 @@ def main(args):
     print(format_table(result))
     if args.json:
         try:
-            with open(args.json, "w") as f:
+            with atomic_write(args.json, "w") as f:
                 json.dump(result, f, indent=2)
                 f.write("\n")
         except OSError as e:

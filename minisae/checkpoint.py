@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .errors import CheckpointError
+from .fileio import atomic_write
 from .model import Config, SparseAutoencoder
 from .optim import SGD, Adam
 from .train import History
@@ -55,19 +55,9 @@ def save(path, model, optimizer=None, history=None, extra=None):
         arrays["optimizer"] = np.array(json.dumps(_optimizer_settings(optimizer)))
         for key, value in optimizer.state_dict().items():
             arrays[f"optim/{key}"] = np.asarray(value)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, fsync=True) as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -93,7 +83,10 @@ def load(path, backend=None):
     where = f"checkpoint {path}"
     if "format_version" not in data or "config" not in data:
         raise CheckpointError(f"{where} has no format_version/config: not a minisae checkpoint")
-    version = int(data["format_version"])
+    try:
+        version = int(data["format_version"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where} has an unreadable format_version") from None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{where} has format version {version}; this minisae reads "
                               f"version {FORMAT_VERSION} (save it again with a matching minisae)")

@@ -13,7 +13,9 @@ import time
 import numpy as np
 
 from . import __version__
+from .backend import get_backend
 from .errors import ConfigError, MinisaeError
+from .fileio import atomic_write
 
 FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
 
@@ -82,7 +84,7 @@ def cmd_train(args):
     from .train import History, fit
 
     if args.resume:
-        ck = checkpoint.load(args.resume, backend=args.backend)
+        ck = checkpoint.load(args.resume, backend=get_backend(args.backend))
         settings = dict(ck.extra.get("settings") or {})
         if not settings:
             raise ConfigError(f"{args.resume} was not written by `minisae train`; it has no settings")
@@ -153,9 +155,8 @@ def write_results(model, history, data, out, settings):
         "dead_fraction": val["dead_fraction"], "backend": model.backend.name,
         "history": history.as_dict(),
     }
-    with open(os.path.join(out, "metrics.json.tmp"), "w") as f:
+    with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    os.replace(os.path.join(out, "metrics.json.tmp"), os.path.join(out, "metrics.json"))
     W = to_numpy(model.params["encoder.W"])
     plots.feature_grid(W, os.path.join(out, "features.png"),
                        title=f"encoder weights ({settings.get('preset', '')})")
@@ -198,7 +199,7 @@ def _add_show(sub):
 
 def cmd_show(args):
     from . import checkpoint, datasets
-    ck = checkpoint.load(args.checkpoint, backend=args.backend)
+    ck = checkpoint.load(args.checkpoint, backend=get_backend(args.backend))
     settings = ck.extra.get("settings") or {"dataset": "mnist"}
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(out, exist_ok=True)
@@ -299,6 +300,10 @@ def main(argv=None):
         return args.func(args) or 0
     except MinisaeError as e:
         print(f"minisae: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a folder we cannot write, a full disk: the OS says which file
+        print(f"minisae: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("minisae: interrupted", file=sys.stderr)

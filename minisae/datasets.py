@@ -21,7 +21,6 @@ import http.client
 import math
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minisae.errors import DatasetError, InputError
+from minisae.fileio import atomic_write
 
 DATASETS = ("mnist", "fashion-mnist")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -170,26 +170,12 @@ def write_idx(path, x, compress=None):
     data = np.ascontiguousarray(x, x.dtype.newbyteorder(">"))
     if compress is None:
         compress = path.name.endswith(".gz")
-    with _atomic(path) as f:
+    with atomic_write(path) as f:
         with (gzip.GzipFile(fileobj=f, mode="wb", mtime=0) if compress
               else contextlib.nullcontext(f)) as out:
             out.write(header)
             out.write(data.data)
     return path
-
-
-@contextlib.contextmanager
-def _atomic(path):
-    """Yield a temp file beside path; move it onto path only if the block finishes."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:       # Ctrl-C included: leave nothing half-written behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- one folder
@@ -317,7 +303,7 @@ def describe(name, data_dir=None, cache_dir=None, mirrors=None):
 def _download(url, dest, md5, progress, timeout):
     """Stream url into a temp file beside dest; keep it as dest only if its md5 is md5."""
     h = hashlib.md5(usedforsecurity=False)
-    with _atomic(dest) as f, urllib.request.urlopen(url, timeout=timeout) as r:
+    with atomic_write(dest) as f, urllib.request.urlopen(url, timeout=timeout) as r:
         size = int(r.headers.get("Content-Length") or 0) or None
         with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name,
                   disable=not progress, leave=False) as bar:
@@ -333,7 +319,11 @@ def fetch(name, *, mirrors=None, cache_dir=None, progress=True, timeout=None):
     """Download the four files of `name` into the cache (skipping good ones); return its folder."""
     spec = _spec(name)
     folder = cache_root(cache_dir) / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"cannot create the cache folder {folder} ({e.strerror or e}); set "
+                           "XDG_CACHE_HOME to a writable folder") from None
     for stem in FILES:
         dest = folder / f"{stem}.gz"
         if dest.is_file() and _md5(dest) == spec.gz_md5s[stem]:

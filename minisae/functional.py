@@ -6,6 +6,8 @@ buffers. Shapes: x, y are (batch, n_in); h is (batch, n_hidden); rho_hat is (n_h
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 RHO_EPS = 1e-6
@@ -17,8 +19,10 @@ REDUCTIONS = ("mean", "halfsum")
 
 
 def array_module(a):
-    """numpy or cupy, whichever `a` belongs to."""
-    return np if isinstance(a, np.ndarray) else __import__("cupy").get_array_module(a)
+    """numpy or cupy, whichever `a` belongs to (numpy for NumPy arrays, scalars and numbers)."""
+    if isinstance(a, (np.ndarray, np.generic, numbers.Number)):
+        return np
+    return __import__("cupy").get_array_module(a)
 
 
 # ----------------------------------------------------------------------------- activations
@@ -69,9 +73,11 @@ def _reduction_scale(reduction, shape):
 
 
 def mse(y, x, reduction="mean"):
-    """Reconstruction error of y against x: mean((y - x)^2), or 1/(2 batch) sum((y - x)^2)."""
+    """Reconstruction error of y against x: mean((y - x)^2), or 1/(2 batch) sum((y - x)^2).
+
+    Like every loss here it returns a 0-d array of y's dtype, left on the device until read."""
     d = y - x
-    return _reduction_scale(reduction, x.shape) * float(array_module(d).vdot(d, d))
+    return array_module(d).vdot(d, d) * _reduction_scale(reduction, x.shape)
 
 
 def mse_backward(y, x, reduction="mean", out=None):
@@ -101,7 +107,7 @@ def bce_with_logits(z, x):
     takes the log of 0. Averaged over batch and features (reduction "mean")."""
     per_element = softplus(z)
     per_element -= x * z
-    return float(per_element.sum()) / x.size
+    return per_element.sum() * (1.0 / x.size)
 
 
 def bce_with_logits_backward(y, x, out=None):
@@ -141,11 +147,16 @@ def kl_divergence_backward(rho, rho_hat):
     return g
 
 
+def kl_penalty(rho, rho_hat, beta):
+    """beta * sum_j KL(rho || rho_hat_j), with rho_hat clipped first (a 0-d array)."""
+    return kl_divergence(rho, clip_rho_hat(rho_hat)).sum() * beta
+
+
 def sparsity_penalty(h, rho, beta):
     """beta * sum_j KL(rho || rho_hat_j), rho_hat = mean of h over the batch. Returns (penalty,
     rho_hat) with rho_hat unclipped, shape (n_hidden,)."""
     rho_hat = h.mean(axis=0)
-    return beta * float(kl_divergence(rho, clip_rho_hat(rho_hat)).sum()), rho_hat
+    return kl_penalty(rho, rho_hat, beta), rho_hat
 
 
 def sparsity_backward(h, rho, beta, rho_hat=None):
@@ -163,7 +174,7 @@ def weight_decay(weights, lam):
     """lam / 2 * sum of every weight squared (biases are not passed in)."""
     if lam == 0:
         return 0.0
-    return 0.5 * lam * sum(float(array_module(W).vdot(W, W)) for W in weights)
+    return sum(array_module(W).vdot(W, W) for W in weights) * (0.5 * lam)
 
 
 def weight_decay_backward(W, lam):

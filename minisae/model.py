@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,8 +23,9 @@ RECONSTRUCTION_LOSSES = ("mse", "bce")
 
 
 class Loss:
-    """One step's loss parts. They stay on the device until read: reading `total` (a float)
-    is the only point where a GPU step waits for its result."""
+    """One step's loss parts, kept as 0-d arrays on the device until read: reading a part (a
+    float) is where a GPU step waits for its result, so a loop that reads every few steps
+    lets the GPU run ahead."""
 
     def __init__(self, reconstruction, sparsity, weight_decay, rho_hat):
         self._parts = (reconstruction, sparsity, weight_decay)
@@ -64,6 +65,15 @@ class Config:
     reduction: str = "mean"
     dtype: str = "float32"
     seed: int | None = 42
+
+    def normalized(self):
+        """The same config in plain Python numbers: a NumPy float64 scalar would upcast the
+        float32 math it meets, and cannot be written to JSON. Call after validate()."""
+        return replace(self, n_inputs=int(self.n_inputs), n_hidden=int(self.n_hidden),
+                       sparsity_target=float(self.sparsity_target),
+                       sparsity_weight=float(self.sparsity_weight),
+                       weight_decay=float(self.weight_decay),
+                       seed=None if self.seed is None else int(self.seed))
 
     def validate(self):
         def need(ok, msg):
@@ -125,6 +135,7 @@ class SparseAutoencoder:
         self.config = Config(n_inputs, n_hidden, sparsity_target, sparsity_weight, weight_decay,
                              output_activation, reconstruction_loss, reduction, dtype, seed)
         self.config.validate()
+        self.config = self.config.normalized()
         self.backend = get_backend(backend, dtype=dtype)
         self.dtype = self.backend.dtype
 
@@ -166,7 +177,9 @@ class SparseAutoencoder:
 
     def encode(self, x):
         """h = sigmoid(x @ W1 + b1), shape (batch, n_hidden), on the model's backend."""
-        x = self._check_input(x)
+        return self._encode(self._check_input(x))
+
+    def _encode(self, x):
         z = x @ self.params["encoder.W"]
         z += self.params["encoder.b"]
         return F.sigmoid(z, out=z)
@@ -217,7 +230,7 @@ class SparseAutoencoder:
         rho_hat = h.sum(axis=0)  # a fresh (small) array: the returned Loss keeps it
         rho_hat *= 1.0 / batch
         rho, beta = cfg.sparsity_target, cfg.sparsity_weight
-        sparsity = beta * F.kl_divergence(rho, F.clip_rho_hat(rho_hat)).sum()
+        sparsity = F.kl_penalty(rho, rho_hat, beta)
         W1, W2 = self.params["encoder.W"], self.params["decoder.W"]
         weight_decay = F.weight_decay([W1, W2], cfg.weight_decay)
 
@@ -227,18 +240,23 @@ class SparseAutoencoder:
             # each h[i, j] reaches the penalty through rho_hat_j = mean_i h[i, j]
             dh += F.kl_divergence_backward(rho, rho_hat) * (beta / batch)
         self.encoder.backward(self.encoder_activation.backward(dh))
-        if cfg.weight_decay:
-            for name in ("encoder.W", "decoder.W"):
-                self.grads[name] += F.weight_decay_backward(self.params[name], cfg.weight_decay)
+        self._add_weight_decay_grads()
 
         return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+
+    def _add_weight_decay_grads(self):
+        """grads of W1 and W2 += lambda * W (biases are not decayed)."""
+        lam = self.config.weight_decay
+        if lam:
+            for name in ("encoder.W", "decoder.W"):
+                self.grads[name] += F.weight_decay_backward(self.params[name], lam)
 
     def loss(self, x):
         """The loss of x, forward only: grads are left alone (for validation and inspection).
         rho_hat is the mean activation over all of x."""
         cfg = self.config
         x = self._check_input(x)
-        h = self.encode(x)
+        h = self._encode(x)
         z = h @ self.params["decoder.W"]
         z += self.params["decoder.b"]
         if cfg.reconstruction_loss == "bce":
@@ -247,7 +265,7 @@ class SparseAutoencoder:
             y = F.sigmoid(z, out=z) if cfg.output_activation == "sigmoid" else z
             reconstruction = F.mse(y, x, cfg.reduction)
         rho_hat = h.mean(axis=0)
-        sparsity = cfg.sparsity_weight * F.kl_divergence(cfg.sparsity_target, F.clip_rho_hat(rho_hat)).sum()
+        sparsity = F.kl_penalty(cfg.sparsity_target, rho_hat, cfg.sparsity_weight)
         weight_decay = F.weight_decay([self.params["encoder.W"], self.params["decoder.W"]], cfg.weight_decay)
         return Loss(reconstruction, sparsity, weight_decay, rho_hat)
 
@@ -262,8 +280,8 @@ class SparseAutoencoder:
         - sums over the batch are products with a vector of ones, so BLAS's threads share
           them (sum_i a[i, j] = (ones @ a)[j]);
         - on CuPy each of those functions is one kernel instead of one per operation.
-        The layers' own buffers and caches are used, so afterwards each holds what its plain
-        forward would have left there."""
+        The layers' input and output caches (`_x`, `_y`) are set as the plain forward sets them;
+        the decoder's output buffer is left holding scratch."""
         cfg, xp = self.config, self.backend.xp
         enc, dec = self.encoder, self.decoder
         batch, n_inputs = x.shape
@@ -284,7 +302,7 @@ class SparseAutoencoder:
         z = xp.matmul(h, dec.W, out=dec._buffer("y", h, (batch, n_inputs)))
         dz = self._buffers.get("dy", z)
         reconstruction = F.bias_sigmoid_mse_backward_(z, dec.b, x, scale, out=dz) * scale
-        sparsity = beta * F.kl_divergence(rho, F.clip_rho_hat(rho_hat)).sum()
+        sparsity = F.kl_penalty(rho, rho_hat, beta)
         weight_decay = F.weight_decay([enc.W, dec.W], cfg.weight_decay)
 
         # backward
@@ -296,9 +314,7 @@ class SparseAutoencoder:
         dz1 = F.sigmoid_backward_(dh, h, kl_row, work=work)
         xp.matmul(x.T, dz1, out=enc.dW)
         xp.matmul(ones, dz1, out=enc.db)
-        if cfg.weight_decay:
-            for name in ("encoder.W", "decoder.W"):
-                self.grads[name] += F.weight_decay_backward(self.params[name], cfg.weight_decay)
+        self._add_weight_decay_grads()
 
         return Loss(reconstruction, sparsity, weight_decay, rho_hat)
 

@@ -84,7 +84,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, grads, lr=0.01, momentum=0.9):
         super().__init__(params, grads, lr)
-        if not (0.0 <= momentum < 1.0):
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.integer, np.floating)) \
+                or not (0.0 <= momentum < 1.0):
             raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
         _, self.u = self._zeros_like_params()
@@ -117,11 +118,16 @@ class Adam(Optimizer):
     def __init__(self, params, grads, lr=0.001, betas=(0.9, 0.999), eps=1e-8, fused=None,
                  threads=None):
         super().__init__(params, grads, lr)
-        b1, b2 = betas
+        try:
+            b1, b2 = (float(b) for b in betas)
+            eps = float(eps)
+        except (TypeError, ValueError):
+            raise ConfigError(f"betas must be two numbers and eps a number; got betas={betas!r}, "
+                              f"eps={eps!r}") from None
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ConfigError(f"betas must be in [0, 1), got {betas!r}")
-        if not (eps > 0):
-            raise ConfigError(f"eps must be positive, got {eps!r}")
+        if not (eps > 0 and math.isfinite(eps)):
+            raise ConfigError(f"eps must be a positive number, got {eps!r}")
         self.betas, self.eps = (float(b1), float(b2)), float(eps)
         self._flat_m, self.m = self._zeros_like_params()
         self._flat_v, self.v = self._zeros_like_params()

@@ -8,8 +8,6 @@ threads. The PNG goes to a temporary file in the same folder and is then renamed
 """
 
 import math
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minisae.errors import ConfigError, InputError
+from minisae.fileio import atomic_write
 from minisae.functional import kl_divergence
 
 DPI = 100
@@ -33,14 +32,8 @@ def _save(fig, path):
     """Write fig as a PNG to path atomically (temp file + os.replace); return the Path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=DPI)
     fig.clear()  # no pyplot registry holds it: dropping the last reference frees it
     return path
 

@@ -81,8 +81,7 @@ def evaluate(model, x, batch_size=1000):
         rho_hat = rho_hat + w * part.mean_activation.astype(np.float64)
         weight_decay = part.weight_decay
     cfg = model.config
-    sparsity = cfg.sparsity_weight * float(
-        F.kl_divergence(cfg.sparsity_target, F.clip_rho_hat(rho_hat)).sum())
+    sparsity = float(F.kl_penalty(cfg.sparsity_target, rho_hat, cfg.sparsity_weight))
     return {"total": reconstruction + sparsity + weight_decay, "reconstruction": reconstruction,
             "sparsity": sparsity, "weight_decay": weight_decay,
             "mean_activation": float(rho_hat.mean()),
@@ -112,10 +111,11 @@ def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progr
     x_train, x_val: NumPy arrays (n, n_inputs). on_epoch_end(history) is called after each
     epoch (the CLI saves its checkpoint there). A non-finite loss raises TrainingError naming
     the epoch and step; nothing is saved after it, so the last good checkpoint stays."""
-    if not (isinstance(epochs, int) and epochs >= 0):
-        raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
+                             ("log_every", 1 if log_every is None else log_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    epochs, batch_size = int(epochs), int(batch_size)
     x_train = _check_data(model, x_train, "x_train")
     if x_val is not None:
         x_val = _check_data(model, x_val, "x_val")

@@ -136,3 +136,23 @@ def test_python_dash_m_and_version():
     r = subprocess.run([sys.executable, "-m", "minisae", "train", "--hidden", "-3", "--out", "/nonexistent/x"],
                        capture_output=True, text=True, env={"MINISAE_BACKEND": "numpy", "PATH": ""})
     assert r.returncode != 0
+
+
+@pytest.mark.skipif(__import__("minisae").backend.cupy_available(), reason="needs a machine without CuPy")
+def test_resume_honours_the_backend_default(tiny_mnist, tmp_path, monkeypatch, capsys):
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("MINISAE_BACKEND", "cupy")  # not installed here: the resume must say so
+    for argv in (["train", "--resume", str(tmp_path / "r" / "checkpoint.npz"), "--epochs", "2"],
+                 ["show", str(tmp_path / "r" / "checkpoint.npz")]):
+        assert cli.main(argv) == 1
+        assert "cupy" in capsys.readouterr().err.lower()
+
+
+def test_unwritable_output_is_a_one_line_error(tiny_mnist, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = cli.main(["train", *TINY, "--epochs", "1", "--out", str(blocker / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("minisae: error:") and "\n" not in err
+    assert "Traceback" not in err

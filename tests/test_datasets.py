@@ -479,3 +479,15 @@ def test_debian_fashion_mnist_labels_match_the_content_md5s():
         path = datasets.Path("/usr/share/datasets/fashion-mnist") / f"{stem}.gz"
         y = datasets._read_checked(path, stem, spec, images=False)
         assert y.dtype == np.uint8 and np.bincount(y).tolist() == [len(y) // 10] * 10
+
+
+def test_unusable_cache_falls_back_to_the_offline_subset(monkeypatch, tmp_path):
+    """A cache folder that cannot be made is a DatasetError inside, not a crash: MNIST still
+    falls back to the offline subset."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(DatasetError, match="cache folder"):
+        datasets.fetch("mnist", progress=False)
+    ds = datasets.load_mnist(progress=False)
+    assert ds.subset and len(ds.x_train) == 4000

@@ -296,7 +296,15 @@ def test_float32_stays_float32_with_python_scalars(backend):
     }
     for name, a in outputs.items():
         assert a.dtype == np.float32, f"{name} gave {a.dtype}"
-    for fn in (F.mse, F.bce_with_logits):
-        assert isinstance(fn(h, x), float)
-    assert isinstance(F.sparsity_penalty(h, 0.1, 0.2)[0], float)
-    assert isinstance(F.weight_decay([z], 0.1), float)
+    # the losses are 0-d arrays of the inputs' dtype (left on the device until read)
+    for name, value in {"mse": F.mse(h, x), "bce_with_logits": F.bce_with_logits(h, x),
+                        "sparsity_penalty": F.sparsity_penalty(h, 0.1, 0.2)[0],
+                        "kl_penalty": F.kl_penalty(0.1, rho_hat, 0.2),
+                        "weight_decay": F.weight_decay([z], 0.1)}.items():
+        assert value.dtype == np.float32 and value.shape == (), f"{name} gave {value.dtype}"
+
+
+def test_array_module_of_scalars_is_numpy():
+    assert F.array_module(np.float64(0.3)) is np and F.array_module(0.2) is np
+    assert float(F.kl_divergence(0.1, 0.1)) == 0.0
+    assert float(F.kl_divergence_backward(0.1, np.float64(0.1))) == 0.0

@@ -510,3 +510,22 @@ def test_same_seed_same_numbers_on_numpy_and_cupy(combo, dtype, rtol):
     for k in PARAM_NAMES:
         np.testing.assert_allclose(g1[k], g0[k], rtol=rtol, atol=rtol * np.abs(g0[k]).max(),
                                    err_msg=k)
+
+
+def test_numpy_scalar_hyperparameters_keep_float32_and_save(tmp_path):
+    """NumPy float64 scalars as rho/beta/lambda must not upcast the float32 path, and NumPy
+    integers as sizes must survive a checkpoint (JSON)."""
+    from minisae import checkpoint
+    model = SparseAutoencoder(np.int64(6), np.int64(4), sparsity_target=np.float64(0.1),
+                              sparsity_weight=np.float64(0.5), weight_decay=np.float64(0.01),
+                              seed=np.int64(1))
+    x = np.random.default_rng(0).random((5, 6), dtype=np.float32)
+    loss = model.loss_and_grads(x)
+    assert all(g.dtype == np.float32 for g in model.grads.values())
+    assert all(np.asarray(p).dtype == np.float32 for p in loss._parts if not isinstance(p, float))
+    model.fused = False
+    model.loss_and_grads(x)
+    assert all(g.dtype == np.float32 for g in model.grads.values())
+    assert type(model.config.sparsity_target) is float and type(model.config.n_hidden) is int
+    c = checkpoint.load(checkpoint.save(tmp_path / "c.npz", model))
+    assert c.model.config == model.config

@@ -355,3 +355,16 @@ def test_params_and_grads_must_match():
     g["encoder.b"] = np.zeros(7)
     with pytest.raises(ConfigError, match="shape"):
         SGD(p, g)
+
+
+def test_bad_optimizer_hyperparameters_are_config_errors():
+    from minisae import SGD, Adam, SparseAutoencoder
+    from minisae.errors import ConfigError
+    m = SparseAutoencoder(4, 3)
+    for kw in ({"eps": None}, {"eps": 0.0}, {"betas": (0.9,)}, {"betas": None},
+               {"betas": (0.9, 1.0)}, {"lr": True}, {"lr": -1.0}):
+        with pytest.raises(ConfigError):
+            Adam(m.params, m.grads, **kw)
+    for momentum in (None, 1.0, -0.1, True):
+        with pytest.raises(ConfigError, match="momentum"):
+            SGD(m.params, m.grads, momentum=momentum)

@@ -134,3 +134,12 @@ def test_history_round_trips_through_dict():
     assert h.last()["train_total"] == 2.0 and h.last()["val_total"] is None
     with pytest.raises(ValueError, match="unknown"):
         History.from_dict({"bogus": []})
+
+
+def test_numpy_integers_accepted_and_log_every_checked(data):
+    x, _ = data
+    model, opt = small()
+    h = fit(model, opt, x, np.int64(1), np.int64(40), progress=False)
+    assert len(h) == 1
+    with pytest.raises(ConfigError, match="log_every"):
+        fit(model, opt, x, 2, 40, progress=False, log_every=0)
