@@ -10,6 +10,7 @@ NumPy and CuPy can live side by side in one process (the tests need both).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -113,3 +114,14 @@ def get_backend(name: str | Backend | None = None, dtype: str = "float32") -> Ba
         key = "cupy" if cupy_available() else "numpy"
     xp = _import_cupy() if key == "cupy" else np
     return Backend(key, xp, np.dtype(dtype))
+
+
+def flat_views(flat, shapes):
+    """Named, shaped views into consecutive slices of the 1-D array `flat`: {name: shape}
+    -> {name: view}. Writing a view writes `flat`, so one pass over `flat` updates them all."""
+    views, start = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        views[name] = flat[start:start + size].reshape(shape)
+        start += size
+    return views

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import functional as F
-from .backend import get_backend, to_numpy
+from .backend import flat_views, get_backend, to_numpy
 from .errors import ConfigError, InputError
 from .layers import ACTIVATIONS, Buffers, Dense, Sigmoid
 
@@ -143,8 +143,8 @@ class SparseAutoencoder:
                   "decoder.W": (n_hidden, n_inputs), "decoder.b": (n_inputs,)}
         self.flat_params = self.backend.asarray(self._initial_weights(shapes, seed))
         self.flat_grads = self.backend.zeros(self.flat_params.shape)
-        self.params = _views(self.flat_params, shapes)
-        self.grads = _views(self.flat_grads, shapes)
+        self.params = flat_views(self.flat_params, shapes)
+        self.grads = flat_views(self.flat_grads, shapes)
 
         p, g = self.params, self.grads
         # The first layer needs no dx: nothing upstream of x is learned.
@@ -363,13 +363,3 @@ class SparseAutoencoder:
                 f"rho={c.sparsity_target}, beta={c.sparsity_weight}, lambda={c.weight_decay}, "
                 f"output={c.output_activation}, loss={c.reconstruction_loss}/{c.reduction}, "
                 f"{self.backend.name}/{self.dtype.name})")
-
-
-def _views(flat, shapes):
-    """Named, shaped views into consecutive slices of a flat array."""
-    views, start = {}, 0
-    for name, shape in shapes.items():
-        size = math.prod(shape)
-        views[name] = flat[start:start + size].reshape(shape)
-        start += size
-    return views

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import flat_views, to_numpy
 from .errors import CheckpointError, ConfigError
 from .functional import array_module
 
@@ -43,11 +43,7 @@ class Optimizer:
         first = next(iter(self.params.values()))
         xp = array_module(first)
         flat = xp.zeros(sum(p.size for p in self.params.values()), dtype=first.dtype)
-        views, start = {}, 0
-        for name, p in self.params.items():
-            views[name] = flat[start:start + p.size].reshape(p.shape)
-            start += p.size
-        return flat, views
+        return flat, flat_views(flat, {name: p.shape for name, p in self.params.items()})
 
     # ------------------------------------------------------------------ state
 
