@@ -3,11 +3,12 @@
     python demos/gradcheck_tour.py
 
 Six steps, each explained as it runs, on a model small enough to print:
-  1. build a tiny float64 sparse autoencoder and a batch of random inputs
-  2. one analytic backward pass (model.loss_and_grads)
+  1. build a tiny float64 sparse autoencoder on the reference path (fast=False), and a batch
+  2. one analytic backward pass (model.loss_and_grads), and the lines of model.py it ran
   3. central differences for one weight by hand: f(p + h), f(p - h), the quotient
   4. the relative error, and why the check runs in float64 (a float32 twin for contrast)
-  5. the full table for every parameter (minisae.gradcheck.check_model + format_table)
+  5. the full table for every parameter (minisae.gradcheck.check_model + format_table), then
+     the same check of the fast engine
   6. a deliberately broken gradient, the sparsity term's forgotten, and the check naming
      the parameters it breaks
 It exits with status 1 if the real check (step 5) fails, or if the broken gradient of
@@ -17,12 +18,14 @@ loss option.
 
 import argparse
 import dataclasses
+import inspect
 import sys
 import textwrap
 
 import numpy as np
 
 from minisae import SparseAutoencoder, to_numpy
+from minisae.model import SparseAutoencoder as _Model
 from minisae.errors import GradientCheckError
 from minisae.gradcheck import (STEP, THRESHOLD, GradCheckRow, assert_gradients_ok, check_model,
                                format_table, numerical_gradient, relative_error)
@@ -57,12 +60,20 @@ def step(n, title):
 
 h = args.step
 
+
+def source_lines(function, *needles):
+    """(file:line, text) of the lines of `function` that contain any of the needles."""
+    lines, first = inspect.getsourcelines(function)
+    where = inspect.getsourcefile(function).split("minisae/")[-1]
+    return [(f"minisae/{where}:{first + i}", line.strip()) for i, line in enumerate(lines)
+            if any(n in line for n in needles) and not line.strip().startswith("#")]
+
 # ----------------------------------------------------------------------------- 1
 step(1, "a tiny model")
 model = SparseAutoencoder(args.n_inputs, args.n_hidden, sparsity_target=0.1,
                           sparsity_weight=args.beta, weight_decay=args.weight_decay,
                           reduction=args.reduction, backend=args.backend, dtype="float64",
-                          seed=args.seed)
+                          seed=args.seed, fast=False)
 x = np.random.default_rng(args.seed).random((args.batch, args.n_inputs))
 print(model)
 print(f"x: {x.shape}, uniform in [0, 1); parameters: "
@@ -71,7 +82,10 @@ print(f"x: {x.shape}, uniform in [0, 1); parameters: "
 say(f"""Small enough that perturbing every one of its {model.n_params} numbers twice costs
 nothing, and every term of the loss is switched on (reconstruction, beta = {args.beta:g} times
 the KL sparsity penalty, lambda = {args.weight_decay:g} weight decay), so a mistake in any
-backward formula has somewhere to show. The dtype is float64; step 4 says why.""")
+backward formula has somewhere to show. The dtype is float64; step 4 says why. fast=False
+puts it on the reference path: loss_and_grads runs the layers of minisae/layers.py and the
+formulas of minisae/functional.py, the code this tour points at. (fast=True, the default,
+computes the same numbers in the fast engine, minisae/fast/; step 5 checks it too.)""")
 
 # ----------------------------------------------------------------------------- 2
 step(2, "one analytic backward pass")
@@ -84,8 +98,15 @@ for name, g in analytic.items():
 print()
 say("""loss_and_grads runs the forward pass, then the hand-written backward pass: the output
 sigmoid's and the decoder's gradients, the KL term's gradient added to dh (every h[i, j]
-reaches it through rho_hat_j), then the encoder's. The gradients land in model.grads. The
-question for the rest of the tour: are they right?""")
+reaches it through rho_hat_j), then the encoder's. The gradients land in model.grads. These
+are the backward lines it just ran:""")
+reconstruction_line = ("F.mse_backward(" if model.config.reconstruction_loss == "mse"
+                       else "F.bce_with_logits_backward(")
+for where, line in source_lines(_Model.loss_and_grads, reconstruction_line, ".decoder.backward(",
+                                ".encoder.backward(", "+= F.weight_decay_backward("):
+    print(f"  {where:<22} {line}")
+print()
+say("""The question for the rest of the tour: are they right?""")
 
 # ----------------------------------------------------------------------------- 3
 step(3, "central differences for one weight, by hand")
@@ -149,7 +170,7 @@ float64.""")
 
 # ----------------------------------------------------------------------------- 5
 step(5, "every parameter: check_model and format_table")
-rows = check_model(model, x, h=h)
+rows = check_model(model, x, h=h, path="reference")
 table = format_table(rows, f"{model} on {args.batch} samples, h = {h:g}, "
                            f"threshold {THRESHOLD:.0e}")
 print(table + "\n")
@@ -162,15 +183,22 @@ verdict = ("Every parameter passes: the backward pass is right." if ok else
            "or too small for this check (see the table).")
 say(f"""check_model does step 3 for each of the {model.n_params} numbers (two forward
 passes each), then step 4 for each parameter array. {verdict}""")
+fast_rows = check_model(model, x, h=h, path="fast")
+ok = ok and all(r.ok for r in fast_rows)
+print(f"the fast engine (path='fast'), same model: largest relative error "
+      f"{max(r.rel_error for r in fast_rows):.2e} ({'all pass' if all(r.ok for r in fast_rows) else 'FAIL'})\n")
 
 # ----------------------------------------------------------------------------- 6
 step(6, "break a gradient on purpose")
-say("""Suppose the backward pass forgot the sparsity term (the line that adds the KL gradient
-to dh). We can imitate that bug without touching the library: take the analytic gradients
+(kl_line,) = source_lines(_Model.loss_and_grads, "F.sparsity_backward(")
+say(f"""Suppose the backward pass forgot the sparsity term: the line that adds the KL gradient
+to dh, which step 2 ran, {kl_line[0]}:""")
+print(f"  {kl_line[1]}\n")
+say("""We can imitate that bug without touching the library: take the analytic gradients
 of a twin with the same weights but beta = 0, and compare them with central differences of
 the real loss, which does include the KL term.""")
 forgetful = SparseAutoencoder(**dict(dataclasses.asdict(model.config), sparsity_weight=0.0),
-                              backend=model.backend)
+                              backend=model.backend, fast=False)
 forgetful.loss_and_grads(x)
 broken_rows, numeric = [], {}
 for pname, p in model.params.items():

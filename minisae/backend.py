@@ -1,16 +1,19 @@
 """The array backend: which module does the math (NumPy or CuPy) and in which dtype.
 
 A Backend has two jobs: choosing the array module `xp`, and creating arrays on it.
-Nothing else in minisae imports CuPy; code asks its Backend for `xp` instead, so
-NumPy and CuPy can live side by side in one process (the tests need both).
+This is the only module that imports CuPy. Other code asks a Backend for `xp`, or asks
+`array_module(a)` which module an array belongs to, so NumPy and CuPy can live side by side
+in one process (the tests need both).
 
     be = get_backend("auto")          # CuPy when a CUDA device answers, else NumPy
     x = be.asarray(numpy_batch)       # host -> device, cast to be.dtype
+    array_module(x)                   # numpy or cupy, whichever x belongs to
     to_numpy(x)                       # device -> host
 """
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -58,6 +61,17 @@ class Backend:
 
     def __repr__(self):
         return f"Backend({self.name!r}, dtype={self.dtype.name})"
+
+
+def array_module(a) -> ModuleType:
+    """numpy or cupy, whichever `a` belongs to (numpy for NumPy arrays, scalars and numbers)."""
+    if isinstance(a, (np.ndarray, np.generic, numbers.Number)):
+        return np
+    try:
+        import cupy
+    except ImportError:  # not an array of any backend (a list, say): NumPy will take it
+        return np
+    return cupy.get_array_module(a)
 
 
 def to_numpy(a):

@@ -284,12 +284,8 @@ def build_parser():
     _add_train(sub)
     _add_show(sub)
     _add_gradcheck(sub)
-    try:
-        from . import bench
-    except ImportError:  # pragma: no cover - the module ships with the package
-        bench = None
-    if bench is not None and hasattr(bench, "add_parser"):
-        bench.add_parser(sub)
+    from .fast import bench
+    bench.add_parser(sub)
     _add_data(sub)
     return parser
 

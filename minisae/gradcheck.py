@@ -64,21 +64,51 @@ def numerical_gradient(f, p, h=STEP):
     return grad.reshape(p.shape)
 
 
-def check_model(model, x, h=STEP, threshold=THRESHOLD):
-    """Compare model.loss_and_grads(x)'s gradients with central differences of its loss, for
-    every parameter. The model should be float64. Returns one GradCheckRow per parameter."""
-    if model.dtype != np.float64:
-        raise ConfigError(f"gradient checks need a float64 model (central differences in "
-                          f"{model.dtype} are too coarse); build it with dtype='float64'")
-    model.loss_and_grads(x)
-    analytic = {name: to_numpy(g).copy() for name, g in model.grads.items()}
+PATHS = ("reference", "fast")
+
+
+def check_gradients(params, grads, loss_and_grads, h=STEP, threshold=THRESHOLD):
+    """Compare the gradients that loss_and_grads() writes into `grads` with central differences
+    of the loss it returns (its `.total`), for every named array in `params`.
+
+    loss_and_grads: a function of no arguments that computes the loss at the current
+    parameters and fills `grads`. Returns one GradCheckRow per parameter."""
+    loss_and_grads()
+    analytic = {name: to_numpy(g).copy() for name, g in grads.items()}
     rows = []
-    for name, p in model.params.items():
-        numeric = numerical_gradient(lambda: model.loss_and_grads(x).total, p, h)
+    for name, p in params.items():
+        numeric = numerical_gradient(lambda: loss_and_grads().total, p, h)
         rows.append(GradCheckRow(name, tuple(p.shape), float(np.linalg.norm(analytic[name])),
                                  float(np.linalg.norm(numeric)),
                                  relative_error(numeric, analytic[name]), threshold))
     return rows
+
+
+def check_model(model, *inputs, path="reference", h=STEP, threshold=THRESHOLD):
+    """Compare model.loss_and_grads(*inputs)'s gradients with central differences of its loss,
+    for every parameter. The model must be float64.
+
+    path: "reference" checks the readable path (model.fast off for the check), "fast" the fast
+    engine (model.fast on). A model without a fast engine (no `fast` attribute) has only the
+    reference path. The model's own setting is restored afterwards. Returns one GradCheckRow
+    per parameter."""
+    if path not in PATHS:
+        raise ConfigError(f"path must be one of {PATHS}, got {path!r}")
+    if model.dtype != np.float64:
+        raise ConfigError(f"gradient checks need a float64 model (central differences in "
+                          f"{model.dtype} are too coarse); build it with dtype='float64'")
+    has_fast = hasattr(model, "fast")
+    if path == "fast" and not has_fast:
+        raise ConfigError(f"{type(model).__name__} has no fast engine; check path='reference'")
+    before = model.fast if has_fast else None
+    if has_fast:
+        model.fast = path == "fast"
+    try:
+        return check_gradients(model.params, model.grads,
+                               lambda: model.loss_and_grads(*inputs), h, threshold)
+    finally:
+        if has_fast:
+            model.fast = before
 
 
 def assert_gradients_ok(rows):

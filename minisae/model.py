@@ -5,18 +5,24 @@
     rho_hat = mean of h over the batch               (n_hidden,)
     loss    = reconstruction(y, x) + beta * sum_j KL(rho || rho_hat_j)
               + lambda / 2 * (||W1||^2 + ||W2||^2)
+
+Read `loss_and_grads` top to bottom: forward through the layers, the three loss terms from
+functional.py, then backward through the same layers in reverse. That is the reference path,
+what `fast=False` runs and what the gradient check verifies. `fast=True` (the default) hands
+the same computation to the fast engine in minisae/fast/, at one marked line.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from . import functional as F
 from .backend import flat_views, get_backend, to_numpy
 from .errors import ConfigError, InputError
-from .layers import ACTIVATIONS, Buffers, Dense, Sigmoid
+from .layers import ACTIVATIONS, Dense, Sigmoid
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 RECONSTRUCTION_LOSSES = ("mse", "bce")
@@ -82,55 +88,128 @@ class Config:
 
         for name in ("n_inputs", "n_hidden"):
             v = getattr(self, name)
-            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1,
-                 f"{name} must be a positive integer, got {v!r}")
+            need(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
         rho = self.sparsity_target
         need(_is_real(rho) and 0.0 < rho < 1.0,
              f"sparsity_target must be strictly between 0 and 1 (a mean activation), got {rho!r}")
         for name in ("sparsity_weight", "weight_decay"):
             v = getattr(self, name)
-            need(_is_real(v) and v >= 0.0, f"{name} must be a finite number >= 0, got {v!r}")
+            need(_is_real(v) and 0.0 <= v <= 1e6,
+                 f"{name} must be a number between 0 and 1e6, got {v!r}")
         need(self.output_activation in OUTPUT_ACTIVATIONS,
              f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
         need(self.reconstruction_loss in RECONSTRUCTION_LOSSES,
              f"reconstruction_loss must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction_loss!r}")
         need(self.reduction in F.REDUCTIONS,
              f"reduction must be one of {F.REDUCTIONS}, got {self.reduction!r}")
-        need(not (self.reconstruction_loss == "bce" and self.output_activation != "sigmoid"),
-             "reconstruction_loss='bce' needs output_activation='sigmoid' (cross-entropy compares "
-             "probabilities); use 'mse' with a linear output")
-        need(not (self.reconstruction_loss == "bce" and self.reduction != "mean"),
-             "reduction='halfsum' is UFLDL's half squared error and applies to 'mse' only; "
-             "use reduction='mean' with 'bce'")
-        need(self.seed is None or (isinstance(self.seed, (int, np.integer)) and self.seed >= 0),
+        problem = combination_problem(self.output_activation, self.reconstruction_loss,
+                                      self.reduction)
+        need(problem is None, problem)
+        need(self.dtype in ("float32", "float64"),
+             f"dtype must be 'float32' (training) or 'float64' (gradient checks), got {self.dtype!r}")
+        need(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**63),
              f"seed must be a non-negative integer or None, got {self.seed!r}")
+
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in fields(cls)]
+
+
+def combination_problem(output_activation, reconstruction_loss, reduction):
+    """Why this (output, loss, reduction) is not a valid model, or None when it is."""
+    if reconstruction_loss == "bce" and output_activation != "sigmoid":
+        return ("reconstruction_loss='bce' needs output_activation='sigmoid' (cross-entropy "
+                "compares probabilities); use 'mse' with a linear output")
+    if reconstruction_loss == "bce" and reduction != "mean":
+        return ("reduction='halfsum' is UFLDL's half squared error and applies to 'mse' only; "
+                "use reduction='mean' with 'bce'")
+    return None
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _dtype_name(dtype):
-    """"float32" for "float32", np.float32 or np.dtype("float32"); other values pass through
-    unchanged for get_backend to reject with its message."""
+    """"float32" for "float32", np.float32 or np.dtype("float32"); anything else as its repr,
+    for Config.validate to refuse (None included: NumPy would read it as float64)."""
+    if dtype is None:
+        return "None"
     try:
         return np.dtype(dtype).name
     except TypeError:
         return str(dtype)
 
 
-def _is_real(v):
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
-        and math.isfinite(v)
+def _physical_memory():
+    """Bytes of RAM on this machine, or None where the OS doesn't say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_data(x, n_inputs, unit_range, what="x"):
+    """Refuse data the model cannot learn from, with a message that says what to do.
+
+    x: an array of any backend, (n, n_inputs). unit_range: the model's output is a sigmoid
+    (or its loss is cross-entropy), so every value must lie in [0, 1]. min and max find NaN
+    and inf too (they propagate)."""
+    if len(x) == 0:
+        raise InputError(f"{what} is empty (0 rows); pass at least one sample")
+    with np.errstate(invalid="ignore"):
+        low, high = float(x.min()), float(x.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{what} contains NaN or inf; clean or impute the data first")
+    if unit_range and (low < 0.0 or high > 1.0):
+        raise InputError(
+            f"{what} holds values in [{low:.4g}, {high:.4g}], but a sigmoid output (and "
+            f"cross-entropy) can only reconstruct values in [0, 1]; scale the data into "
+            f"[0, 1] first (for example (x - x.min()) / (x.max() - x.min())), or use "
+            f"output_activation='linear' with reconstruction_loss='mse'")
+
+
+def as_numeric(x, what="x"):
+    """x as an array (NumPy unless it already is another backend's) of real numbers, or an
+    InputError saying why not (strings, ragged lists, complex numbers, objects)."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{what} must be a rectangular array of numbers, got "
+                             f"{type(x).__name__} ({e})") from None
+    if x.dtype.kind not in "biuf":
+        kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}
+        raise InputError(f"{what} must hold real numbers, got {kind.get(x.dtype.kind, x.dtype)} "
+                         f"(dtype {x.dtype}); convert it with np.asarray(x, dtype=np.float32) "
+                         f"or take its real part")
+    return x
 
 
 class SparseAutoencoder:
     """A one-hidden-layer autoencoder with the KL sparsity penalty (Géron; UFLDL).
 
-    Parameters live in one flat buffer (`flat_params`), and their gradients in another
-    (`flat_grads`); `params` and `grads` are dicts of named views into them:
-    "encoder.W" (n_inputs, n_hidden), "encoder.b" (n_hidden,), "decoder.W" (n_hidden,
-    n_inputs), "decoder.b" (n_inputs,). Optimizers update the views in place."""
+    Parameters: `params` and `grads` are dicts of named arrays, "encoder.W" (n_inputs,
+    n_hidden), "encoder.b" (n_hidden,), "decoder.W" (n_hidden, n_inputs), "decoder.b"
+    (n_inputs,). They are views into two flat 1-D buffers, `flat_params` and `flat_grads`
+    (in that order): an optimizer can update all of them in one pass, and SciPy's optimizers
+    can take the model as one vector (`minisae.optim.LBFGS` does).
+
+    fast: True (default) computes loss_and_grads with the fast engine (minisae/fast/), False
+    with the readable reference below; both give the same numbers (tests/test_fast.py)."""
 
     def __init__(self, n_inputs=784, n_hidden=1000, sparsity_target=0.1, sparsity_weight=0.2,
                  weight_decay=0.0, output_activation="sigmoid", reconstruction_loss="mse",
-                 reduction="mean", backend="numpy", dtype="float32", seed=42):
+                 reduction="mean", backend="numpy", dtype="float32", seed=42, fast=True):
         dtype = _dtype_name(dtype)
         self.config = Config(n_inputs, n_hidden, sparsity_target, sparsity_weight, weight_decay,
                              output_activation, reconstruction_loss, reduction, dtype, seed)
@@ -138,11 +217,18 @@ class SparseAutoencoder:
         self.config = self.config.normalized()
         self.backend = get_backend(backend, dtype=dtype)
         self.dtype = self.backend.dtype
+        self.fast = bool(fast)
 
+        n_inputs, n_hidden = self.config.n_inputs, self.config.n_hidden
         shapes = {"encoder.W": (n_inputs, n_hidden), "encoder.b": (n_hidden,),
                   "decoder.W": (n_hidden, n_inputs), "decoder.b": (n_inputs,)}
-        self.flat_params = self.backend.asarray(self._initial_weights(shapes, seed))
-        self.flat_grads = self.backend.zeros(self.flat_params.shape)
+        self._check_size(sum(math.prod(s) for s in shapes.values()))
+        try:
+            self.flat_params = self.backend.asarray(self._initial_weights(shapes, self.config.seed))
+            self.flat_grads = self.backend.zeros(self.flat_params.shape)
+        except MemoryError:
+            raise ConfigError(f"not enough memory for a model of {n_inputs} inputs and "
+                              f"{n_hidden} hidden units; use fewer hidden units") from None
         self.params = flat_views(self.flat_params, shapes)
         self.grads = flat_views(self.flat_grads, shapes)
 
@@ -153,11 +239,32 @@ class SparseAutoencoder:
         self.encoder_activation = Sigmoid()
         self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
         self.output_activation = ACTIVATIONS[output_activation]()
-        self._buffers = Buffers()
-        self.fused = True
-        """Take the fast path (`_loss_and_grads_fused`) where it applies: a sigmoid output with
-        the MSE, the book's model. False: always the plain layer-by-layer path below, which
-        the fast one must match (tests/test_fastpath.py)."""
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """The model of a named preset (minisae.presets.PRESETS: "book", "ufldl",
+        "ufldl-patches"), with any constructor argument overridden:
+        SparseAutoencoder.from_preset("ufldl", n_hidden=100, backend="cupy")."""
+        from .presets import get_preset
+        kwargs = dict(get_preset(name).model)
+        allowed = set(Config.field_names()) | {"backend", "fast"}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown argument(s) {', '.join(unknown)} for "
+                              f"SparseAutoencoder.from_preset; known: {', '.join(sorted(allowed))}")
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def _check_size(self, n_params):
+        """Refuse, before allocating, a model whose parameters and gradients alone would not
+        fit in this machine's memory."""
+        need, have = 2 * n_params * self.dtype.itemsize, _physical_memory()
+        if have and self.backend.name == "numpy" and need > have:
+            c = self.config
+            raise ConfigError(f"a model of {c.n_inputs} inputs and {c.n_hidden:,} hidden units has "
+                              f"{n_params:,} parameters: {need / 2**30:,.1f} GiB for them and their "
+                              f"gradients, more than this machine's {have / 2**30:,.1f} GiB of "
+                              f"memory; use fewer hidden units")
 
     @staticmethod
     def _initial_weights(shapes, seed):
@@ -173,182 +280,124 @@ class SparseAutoencoder:
                 parts.append(np.zeros(shape[0]))
         return np.concatenate(parts)
 
-    # ------------------------------------------------------------------ inference (fresh arrays)
-
-    def encode(self, x):
-        """h = sigmoid(x @ W1 + b1), shape (batch, n_hidden), on the model's backend."""
-        return self._encode(self._check_input(x))
+    # ------------------------------------------------------------------ the forward pass
 
     def _encode(self, x):
-        z = x @ self.params["encoder.W"]
-        z += self.params["encoder.b"]
-        return F.sigmoid(z, out=z)
+        """h = sigmoid(x @ W1 + b1), (batch, n_hidden)."""
+        return self.encoder_activation.forward(self.encoder.forward(x))
+
+    def _decode(self, h):
+        """z = h @ W2 + b2 and y = sigmoid(z) (or y = z for a linear output), (batch, n_inputs)."""
+        z = self.decoder.forward(h)
+        return z, self.output_activation.forward(z)
+
+    def _forward(self, x):
+        """The whole forward pass, x -> (h, z, y); each layer keeps what its backward needs."""
+        h = self._encode(x)
+        z, y = self._decode(h)
+        return h, z, y
+
+    def _losses(self, x, h, z, y):
+        """The three terms of the loss, from the forward pass's arrays."""
+        cfg = self.config
+        if cfg.reconstruction_loss == "bce":
+            reconstruction = F.bce_with_logits(z, x)
+        else:
+            reconstruction = F.mse(y, x, cfg.reduction)
+        sparsity, rho_hat = F.sparsity_penalty(h, cfg.sparsity_target, cfg.sparsity_weight)
+        weight_decay = F.weight_decay([self.params["encoder.W"], self.params["decoder.W"]],
+                                      cfg.weight_decay)
+        return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+
+    # ------------------------------------------------------------------ inference
+
+    def encode(self, x, batch_size=None):
+        """h = sigmoid(x @ W1 + b1), shape (n, n_hidden), on the model's backend.
+
+        batch_size: encode that many rows at a time (bounds the memory for a large x)."""
+        x = self._check_input(x)
+        if batch_size is None:
+            return self._encode(x)
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        parts = [self._encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return self.backend.xp.concatenate(parts)
 
     def decode(self, h):
-        """y = sigmoid(h @ W2 + b2) (or without the sigmoid for a linear output)."""
+        """y = sigmoid(h @ W2 + b2) (or h @ W2 + b2 for a linear output), (batch, n_inputs)."""
+        h = as_numeric(h, "h")
+        if h.ndim != 2 or h.shape[1] != self.config.n_hidden or h.shape[0] == 0:
+            raise InputError(f"decode expects codes of shape (batch, {self.config.n_hidden}) "
+                             f"with batch >= 1, got {tuple(h.shape)}")
         h = self.backend.asarray(h)
-        if h.ndim != 2 or h.shape[1] != self.config.n_hidden:
-            raise InputError(f"decode expects codes of shape (batch, {self.config.n_hidden}), "
-                             f"got {tuple(h.shape)}")
-        z = h @ self.params["decoder.W"]
-        z += self.params["decoder.b"]
-        return F.sigmoid(z, out=z) if self.config.output_activation == "sigmoid" else z
+        check_data(h, self.config.n_hidden, unit_range=False, what="the codes h")
+        return self._decode(h)[1]
 
     def reconstruct(self, x):
         """decode(encode(x)), shape (batch, n_inputs)."""
-        return self.decode(self.encode(x))
+        return self._decode(self.encode(x))[1]
+
+    def loss(self, x):
+        """The loss of x, forward only: grads are left alone (for validation and inspection).
+        rho_hat is the mean activation over all of x."""
+        x = self._check_input(x)
+        return self._losses(x, *self._forward(x))
 
     # ------------------------------------------------------------------ training
 
     def loss_and_grads(self, x, validate=True):
         """Loss of batch x (batch, n_inputs), and its gradient written into `self.grads`.
 
-        x may be a NumPy array or one of the backend's. validate=False skips the shape and
-        finiteness checks (the training loop checks the whole set once instead)."""
-        cfg = self.config
+        x may be a NumPy array or one of the backend's. validate=False skips the checks of
+        shape, type, finiteness and range (the training loop checks the whole set once)."""
         x = self._check_input(x) if validate else self.backend.asarray(x)
-        if self.fused and cfg.output_activation == "sigmoid" and cfg.reconstruction_loss == "mse":
-            return self._loss_and_grads_fused(x)
-        batch = x.shape[0]
+        if self.fast:  # the same numbers from the fast engine (minisae/fast/); skip on a first read
+            from .fast import autoencoder_loss_and_grads
+            return autoencoder_loss_and_grads(self, x)
+
+        cfg = self.config
+        rho, beta, lam = cfg.sparsity_target, cfg.sparsity_weight, cfg.weight_decay
 
         # forward
-        h = self.encoder_activation.forward(self.encoder.forward(x))
-        z = self.decoder.forward(h)
-        y = self.output_activation.forward(z)
+        h, z, y = self._forward(x)
+        loss = self._losses(x, h, z, y)
 
-        # losses, and the gradient of the reconstruction term w.r.t. the output layer's input
+        # backward: the reconstruction term first, down to dz = dL/dz at the output layer
         if cfg.reconstruction_loss == "bce":
-            reconstruction = F.bce_with_logits(z, x)
-            dz = F.bce_with_logits_backward(y, x, out=self._buffers.get("dz", y))
+            dz = F.bce_with_logits_backward(y, x)  # straight to z: sigmoid and log cancel
         else:
-            dy = F.mse_backward(y, x, cfg.reduction, out=self._buffers.get("dy", y))
-            # dy = 2c (y - x), so c * sum((y - x)^2) = sum(dy^2) / (4c): no second pass over y - x.
-            c = F._reduction_scale(cfg.reduction, x.shape)
-            reconstruction = self.backend.xp.vdot(dy, dy) * (0.25 / c)
-            dz = self.output_activation.backward(dy)
-
-        rho_hat = h.sum(axis=0)  # a fresh (small) array: the returned Loss keeps it
-        rho_hat *= 1.0 / batch
-        rho, beta = cfg.sparsity_target, cfg.sparsity_weight
-        sparsity = F.kl_penalty(rho, rho_hat, beta)
-        W1, W2 = self.params["encoder.W"], self.params["decoder.W"]
-        weight_decay = F.weight_decay([W1, W2], cfg.weight_decay)
-
-        # backward
-        dh = self.decoder.backward(dz)
-        if beta:
-            # each h[i, j] reaches the penalty through rho_hat_j = mean_i h[i, j]
-            dh += F.kl_divergence_backward(rho, rho_hat) * (beta / batch)
+            dz = self.output_activation.backward(F.mse_backward(y, x, cfg.reduction))
+        # h reaches the loss twice: through the decoder, and through rho_hat in the KL term
+        dh = self.decoder.backward(dz) + F.sparsity_backward(h, rho, beta)
         self.encoder.backward(self.encoder_activation.backward(dh))
-        self._add_weight_decay_grads()
+        # weight decay adds lambda * W to each weight's gradient (biases are not decayed)
+        self.grads["encoder.W"] += F.weight_decay_backward(self.params["encoder.W"], lam)
+        self.grads["decoder.W"] += F.weight_decay_backward(self.params["decoder.W"], lam)
+        return loss
 
-        return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+    # ------------------------------------------------------------------ input checks
 
-    def _add_weight_decay_grads(self):
-        """grads of W1 and W2 += lambda * W (biases are not decayed)."""
-        lam = self.config.weight_decay
-        if lam:
-            for name in ("encoder.W", "decoder.W"):
-                self.grads[name] += F.weight_decay_backward(self.params[name], lam)
-
-    def loss(self, x):
-        """The loss of x, forward only: grads are left alone (for validation and inspection).
-        rho_hat is the mean activation over all of x."""
-        cfg = self.config
-        x = self._check_input(x)
-        h = self._encode(x)
-        z = h @ self.params["decoder.W"]
-        z += self.params["decoder.b"]
-        if cfg.reconstruction_loss == "bce":
-            reconstruction = F.bce_with_logits(z, x)
-        else:
-            y = F.sigmoid(z, out=z) if cfg.output_activation == "sigmoid" else z
-            reconstruction = F.mse(y, x, cfg.reduction)
-        rho_hat = h.mean(axis=0)
-        sparsity = F.kl_penalty(cfg.sparsity_target, rho_hat, cfg.sparsity_weight)
-        weight_decay = F.weight_decay([self.params["encoder.W"], self.params["decoder.W"]], cfg.weight_decay)
-        return Loss(reconstruction, sparsity, weight_decay, rho_hat)
-
-    def _loss_and_grads_fused(self, x):
-        """loss_and_grads for a sigmoid output with the MSE (the book's model), with fewer
-        arrays and kernel launches. The same math as the plain path above (a test checks that
-        both give the same numbers, tests/test_fastpath.py). What differs:
-
-        - the output y is never stored: one fused function goes from the decoder's z to dz
-          and the squared error (F.bias_sigmoid_mse_backward_), in place;
-        - work is done in place: z1 becomes h, dh becomes dz1 (F.sigmoid_backward_);
-        - sums over the batch are products with a vector of ones, so BLAS's threads share
-          them (sum_i a[i, j] = (ones @ a)[j]);
-        - on CuPy each of those functions is one kernel instead of one per operation.
-        The layers' input and output caches (`_x`, `_y`) are set as the plain forward sets them;
-        the decoder's output buffer is left holding scratch."""
-        cfg, xp = self.config, self.backend.xp
-        enc, dec = self.encoder, self.decoder
-        batch, n_inputs = x.shape
-        n_hidden = enc.W.shape[1]
-        rho, beta = cfg.sparsity_target, cfg.sparsity_weight
-        scale = F._reduction_scale(cfg.reduction, x.shape)
-        ones = self._ones(batch)
-
-        # forward: h = sigmoid(x @ W1 + b1), in place in the encoder's output buffer
-        enc._x = x
-        h = xp.matmul(x, enc.W, out=enc._buffer("y", x, (batch, n_hidden)))
-        F.bias_sigmoid_(h, enc.b)
-        self.encoder_activation._y = dec._x = h
-        rho_hat = xp.matmul(ones, h)  # a fresh (small) array: the returned Loss keeps it
-        rho_hat *= 1.0 / batch
-
-        # output layer and loss: dz = d(reconstruction) / d(h @ W2 + b2)
-        z = xp.matmul(h, dec.W, out=dec._buffer("y", h, (batch, n_inputs)))
-        dz = self._buffers.get("dy", z)
-        reconstruction = F.bias_sigmoid_mse_backward_(z, dec.b, x, scale, out=dz) * scale
-        sparsity = F.kl_penalty(rho, rho_hat, beta)
-        weight_decay = F.weight_decay([enc.W, dec.W], cfg.weight_decay)
-
-        # backward
-        xp.matmul(h.T, dz, out=dec.dW)
-        xp.matmul(ones, dz, out=dec.db)
-        dh = xp.matmul(dz, dec.W.T, out=dec._buffer("dx", h))
-        kl_row = F.kl_divergence_backward(rho, rho_hat) * (beta / batch) if beta else None
-        work = self._buffers.get("work", dh) if xp is np else None  # CuPy's kernel needs none
-        dz1 = F.sigmoid_backward_(dh, h, kl_row, work=work)
-        xp.matmul(x.T, dz1, out=enc.dW)
-        xp.matmul(ones, dz1, out=enc.db)
-        self._add_weight_decay_grads()
-
-        return Loss(reconstruction, sparsity, weight_decay, rho_hat)
-
-    def _ones(self, batch):
-        """A vector of `batch` ones (kept while the batch size stays)."""
-        ones = getattr(self, "_ones_vector", None)
-        if ones is None or ones.shape[0] != batch:
-            ones = self._ones_vector = self.backend.xp.ones(batch, dtype=self.dtype)
-        return ones
+    @property
+    def needs_unit_range(self):
+        """True when the data must lie in [0, 1]: a sigmoid output can't reconstruct more."""
+        c = self.config
+        return c.output_activation == "sigmoid" or c.reconstruction_loss == "bce"
 
     def _check_input(self, x):
+        """x as an array of this model's backend and dtype, after checking its type, shape,
+        finiteness and range; an InputError that says what to do otherwise."""
         n = self.config.n_inputs
-        shape = getattr(x, "shape", None)
-        if shape is None:
-            x = np.asarray(x)
-            shape = x.shape
-        if len(shape) != 2:
-            hint = " (one sample? use x[None, :])" if len(shape) == 1 else \
+        x = as_numeric(x)
+        if x.ndim != 2:
+            hint = " (one sample? use x[None, :])" if x.ndim == 1 else \
                 " (images? flatten them to (batch, n_inputs), e.g. x.reshape(len(x), -1))" \
-                if len(shape) > 2 else ""
-            raise InputError(f"x must be 2-D (batch, {n}), got {len(shape)}-D shape {tuple(shape)}{hint}")
-        if shape[1] != n:
-            raise InputError(f"x has {shape[1]} features but the model has n_inputs={n}; "
-                             f"got shape {tuple(shape)}, expected (batch, {n})")
-        if shape[0] == 0:
-            raise InputError("x is an empty batch (0 rows); pass at least one sample")
+                if x.ndim > 2 else ""
+            raise InputError(f"x must be 2-D (batch, {n}), got {x.ndim}-D shape {tuple(x.shape)}{hint}")
+        if x.shape[1] != n:
+            raise InputError(f"x has {x.shape[1]} features but the model has n_inputs={n}; "
+                             f"got shape {tuple(x.shape)}, expected (batch, {n})")
         x = self.backend.asarray(x)
-        xp = self.backend.xp
-        # One cheap reduction first; the exact elementwise check only when it is not finite
-        # (a sum of huge finite values can overflow to inf).
-        with np.errstate(over="ignore"):
-            finite_sum = bool(xp.isfinite(x.sum()))
-        if not finite_sum and not bool(xp.isfinite(x).all()):
-            raise InputError("x contains NaN or inf; clean or impute the data before training")
+        check_data(x, n, self.needs_unit_range)
         return x
 
     # ------------------------------------------------------------------ conveniences
@@ -362,4 +411,4 @@ class SparseAutoencoder:
         return (f"SparseAutoencoder({c.n_inputs} -> {c.n_hidden} -> {c.n_inputs}, "
                 f"rho={c.sparsity_target}, beta={c.sparsity_weight}, lambda={c.weight_decay}, "
                 f"output={c.output_activation}, loss={c.reconstruction_loss}/{c.reduction}, "
-                f"{self.backend.name}/{self.dtype.name})")
+                f"{self.backend.name}/{self.dtype.name}{'' if self.fast else ', reference path'})")

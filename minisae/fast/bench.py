@@ -32,10 +32,10 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from .backend import get_backend, to_numpy
-from .functional import RHO_EPS
-from .errors import ConfigError, MinisaeError
-from .fileio import atomic_write
+from ..backend import get_backend, to_numpy
+from ..functional import RHO_EPS
+from ..errors import ConfigError, MinisaeError
+from ..fileio import atomic_write
 
 N_INPUTS = 784
 N_SAMPLES = 60_000
@@ -94,8 +94,8 @@ class MinisaeRunner:
     name = "minisae"
 
     def __init__(self, backend, hidden, data, batch, seed):
-        from .model import SparseAutoencoder
-        from .optim import Adam
+        from ..model import SparseAutoencoder
+        from ..optim import Adam
         self.backend = backend
         self.model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden,
                                        sparsity_target=SPARSITY_TARGET,

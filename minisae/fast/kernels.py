@@ -1,0 +1,185 @@
+"""Fused elementwise passes: several of functional.py's formulas in one go, in place.
+
+Each function names the reference functions it reproduces. On NumPy each is a short sequence
+of in-place ufuncs (`out=`), so a training step allocates nothing; on CuPy each is one
+ElementwiseKernel instead of a kernel launch per operation. The CuPy module is never imported
+here: the kernels are built from the array's own module (`xp.ElementwiseKernel`), which
+backend.array_module finds.
+
+Names ending in `_` work in place on their first argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_module
+
+# name: (in_params, out_params, operation). T is the array's float type; the (T) casts keep
+# float32 arithmetic in float32 (a bare 0.5 is a double in CUDA C++).
+_CUPY_KERNELS = {
+    "bias_sigmoid": ("T b", "T z", "z = tanh((z + b) * (T)0.5) * (T)0.5 + (T)0.5;"),
+    "sigmoid_mse_head": (
+        "T b, T x, T k", "T z, T dz",
+        "T t = tanh((z + b) * (T)0.5);"
+        "T e = t * (T)0.5 + (T)0.5 - x;"
+        "dz = e * ((T)1 - t * t) * k;"
+        "z = e;"),
+    "linear_mse_head": (
+        "T b, T x, T k", "T z, T dz",
+        "T e = z + b - x;"
+        "dz = e * k;"
+        "z = e;"),
+    "sigmoid_bce_head": (
+        "T b, T x, T k", "T z, T dz",
+        "T a = z + b;"
+        "T s = tanh(a * (T)0.5) * (T)0.5 + (T)0.5;"
+        "T abs_a = a < (T)0 ? -a : a;"
+        "dz = (s - x) * k;"
+        "z = (a > (T)0 ? a : (T)0) + log1p(exp(-abs_a)) - x * a;"),
+    "sigmoid_backward": ("T y, T row", "T dy", "dy = ((T)1 - y) * y * (dy + row);"),
+    "add_scaled": ("T W, T lam", "T dW", "dW += lam * W;"),
+}
+_COMPILED = {}
+
+
+def cupy_kernel(xp, name, table=None):
+    """The ElementwiseKernel `name` (of _CUPY_KERNELS, or of `table`), compiled on first use
+    with the CuPy module xp."""
+    kernel = _COMPILED.get(name)
+    if kernel is None:
+        in_params, out_params, operation = (table or _CUPY_KERNELS)[name]
+        kernel = _COMPILED[name] = xp.ElementwiseKernel(in_params, out_params, operation,
+                                                        "minisae_" + name)
+    return kernel
+
+
+def bias_sigmoid_(z, b):
+    """z = sigmoid(z + b), in place; z (batch, n), b (n,). Returns z.
+
+    Reproduces functional.sigmoid(z + b) (the Dense layer's bias, then the Sigmoid layer)."""
+    xp = array_module(z)
+    if xp is not np:
+        cupy_kernel(xp, "bias_sigmoid")(b, z)
+        return z
+    z += b
+    z *= 0.5
+    np.tanh(z, out=z)
+    z *= 0.5
+    z += 0.5
+    return z
+
+
+def sigmoid_mse_head_(z, b, x, scale, dz):
+    """A sigmoid output layer and the squared error, forward and backward, in one go:
+
+        y = sigmoid(z + b),   dz = d(scale * sum((y - x)^2)) / dz = 2 scale (y - x) y (1 - y)
+
+    Reproduces functional.sigmoid, functional.mse, functional.mse_backward and
+    functional.sigmoid_backward. Returns sum((y - x)^2) (a float on NumPy, a 0-d array on
+    CuPy); z is used as scratch. y itself is never stored: with t = tanh((z + b) / 2),
+    y = (1 + t) / 2 and y (1 - y) = (1 - t^2) / 4, so dz = (scale / 2) (y - x) (1 - t^2)."""
+    xp = array_module(z)
+    if xp is not np:
+        cupy_kernel(xp, "sigmoid_mse_head")(b, x, z.dtype.type(0.5 * scale), z, dz)
+        return xp.vdot(z.ravel(), z.ravel())  # the kernel leaves y - x in z
+    z += b
+    z *= 0.5
+    t = np.tanh(z, out=z)
+    e = np.multiply(t, 0.5, out=dz)
+    e += 0.5                      # y
+    e -= x                        # y - x
+    squared_error = float(np.vdot(e, e))
+    t *= t
+    np.subtract(1.0, t, out=t)    # 1 - t^2 = 4 y (1 - y)
+    e *= t
+    e *= 0.5 * scale
+    return squared_error
+
+
+def linear_mse_head_(z, b, x, scale, dz):
+    """A linear output layer and the squared error: y = z + b, dz = 2 scale (y - x).
+
+    Reproduces the Identity layer, functional.mse and functional.mse_backward. Returns
+    sum((y - x)^2); z is used as scratch."""
+    xp = array_module(z)
+    if xp is not np:
+        cupy_kernel(xp, "linear_mse_head")(b, x, z.dtype.type(2.0 * scale), z, dz)
+        return xp.vdot(z.ravel(), z.ravel())
+    z += b
+    e = np.subtract(z, x, out=dz)
+    squared_error = float(np.vdot(e, e))
+    e *= 2.0 * scale
+    return squared_error
+
+
+def sigmoid_bce_head_(z, b, x, dz, work=None):
+    """A sigmoid output layer and binary cross-entropy from the logits a = z + b:
+
+        loss_sum = sum(softplus(a) - x a),    dz = (sigmoid(a) - x) / x.size
+
+    Reproduces functional.bce_with_logits (times x.size) and bce_with_logits_backward.
+    Returns loss_sum; z is used as scratch. work: scratch of z's shape (NumPy only)."""
+    xp = array_module(z)
+    k = 1.0 / x.size
+    if xp is not np:
+        cupy_kernel(xp, "sigmoid_bce_head")(b, x, z.dtype.type(k), z, dz)
+        return z.sum()            # the kernel leaves softplus(a) - x a in z
+    z += b                        # a
+    s = np.multiply(z, 0.5, out=dz)
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5                      # sigmoid(a)
+    w = np.abs(z, out=work)
+    np.negative(w, out=w)
+    np.exp(w, out=w)
+    np.log1p(w, out=w)            # log(1 + exp(-|a|))
+    x_dot_a = float(np.vdot(x, z))
+    np.maximum(z, 0.0, out=z)     # softplus(a) = max(a, 0) + log(1 + exp(-|a|))
+    loss_sum = float(z.sum()) + float(w.sum()) - x_dot_a
+    s -= x
+    s *= k
+    return loss_sum
+
+
+def sigmoid_backward_(dy, y, row=None, work=None):
+    """dy = (dy + row) * y * (1 - y), in place: the sigmoid's backward, with a per-unit term
+    `row` (n,) first added to every row of dy (the KL gradient). work: scratch of y's shape.
+
+    Reproduces `dh + functional.sparsity_backward(...)` then functional.sigmoid_backward."""
+    xp = array_module(dy)
+    if xp is not np:
+        if row is None:
+            row = xp.zeros(dy.shape[-1], dtype=dy.dtype)
+        cupy_kernel(xp, "sigmoid_backward")(y, row, dy)
+        return dy
+    if row is not None:
+        dy += row
+    work = np.subtract(1.0, y, out=work)
+    work *= y
+    dy *= work
+    return dy
+
+
+def weight_decay(weights, lam):
+    """lam / 2 * sum of every weight squared, as dot products (no squared copy).
+
+    Reproduces functional.weight_decay."""
+    if lam == 0:
+        return 0.0
+    xp = array_module(weights[0])
+    return 0.5 * lam * sum(xp.vdot(W.ravel(), W.ravel()) for W in weights)
+
+
+def add_weight_decay_grad_(dW, W, lam, work=None):
+    """dW += lam * W, in place. work: scratch of W's shape (NumPy only).
+
+    Reproduces `grads += functional.weight_decay_backward(W, lam)`."""
+    if lam == 0:
+        return dW
+    xp = array_module(dW)
+    if xp is not np:
+        cupy_kernel(xp, "add_scaled")(W, dW.dtype.type(lam), dW)
+        return dW
+    np.multiply(W, lam, out=work)
+    dW += work
+    return dW
