@@ -152,7 +152,7 @@ class Adam(Optimizer):
 
     fast: True (default) runs the update in the fast engine when the parameters are views of
     one flat buffer (a SparseAutoencoder's are); False, or other parameters, run
-    `reference_step`. threads: the fast engine's threads (default 1)."""
+    `reference_step`. threads: the fast engine's threads (None: its thread policy decides)."""
 
     def __init__(self, params, grads, lr=0.001, betas=(0.9, 0.999), eps=1e-8, fast=True,
                  threads=None):
@@ -174,7 +174,7 @@ class Adam(Optimizer):
         self._engine = None
         if fast:  # the fast engine, where the arrays allow it (minisae/fast/adam.py)
             from .fast import FlatAdam
-            self._engine = FlatAdam.build(self, threads=threads or 1)
+            self._engine = FlatAdam.build(self, threads=threads)
 
     @property
     def fast(self):

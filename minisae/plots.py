@@ -1,25 +1,37 @@
 """Pictures of a sparse autoencoder, written as PNG files.
 
-Every function takes plain NumPy arrays (convert CuPy arrays first), writes a PNG to
-`path` and returns it as a Path. Figures are built with matplotlib's object API and the
-Agg canvas, never pyplot, so nothing global is touched: this works headless and in
-threads. The PNG goes to a temporary file in the same folder and is then renamed over
-`path`, so a crash never leaves a half-written image behind.
+Each picture has two functions: `<name>_figure(...)` builds and returns a matplotlib Figure
+(to show in a notebook, or to inspect in a test), and `<name>(..., path)` writes that figure
+to `path` as a PNG and returns it as a Path. Arrays may be NumPy or CuPy (they are copied to
+the host here, at the edge). Figures are built with matplotlib's object API and the Agg
+canvas, never pyplot, so nothing global is touched: this works headless and in threads.
+The PNG goes to a temporary file in the same folder and is then renamed over `path`, so a
+crash never leaves a half-written image behind.
 """
 
 import math
+import numbers
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from minisae.backend import to_numpy
 from minisae.errors import ConfigError, InputError
 from minisae.fileio import atomic_write
 from minisae.functional import kl_divergence
 
 DPI = 100
+LOSS_COLORS = {"total": "k", "reconstruction": "tab:blue", "sparsity": "tab:orange",
+               "weight_decay": "tab:purple"}
+"""The loss parts training_curves draws, read from history keys "train_<part>", "val_<part>"."""
 
+
+# ------------------------------------------------------------------------------ checks
 
 def _figure(width, height):
     """A Figure (width x height inches) on its own Agg canvas."""
@@ -30,7 +42,12 @@ def _figure(width, height):
 
 def _save(fig, path):
     """Write fig as a PNG to path atomically (temp file + os.replace); return the Path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"path must be a file name such as 'runs/book/features.png', "
+                          f"got {path!r}")
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; pass a file name such as {path / 'figure.png'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=DPI)
@@ -38,16 +55,56 @@ def _save(fig, path):
     return path
 
 
+def _array(a, name, hint):
+    """a (NumPy or CuPy) as a float64 NumPy array; InputError if it is not numeric."""
+    try:
+        return np.asarray(to_numpy(a), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a numeric array; {hint}") from None
+
+
+def _positive_int(value, name, example):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer such as {example}, got {value!r}")
+    return int(value)
+
+
+def _image_shape(image_shape):
+    """(height, width) as two positive ints, or ConfigError."""
+    try:
+        h, w = image_shape
+    except (TypeError, ValueError):
+        h = w = None
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
+               for n in (h, w)):
+        raise ConfigError(f"image_shape must be (height, width) in pixels, e.g. (28, 28) for "
+                          f"MNIST or (8, 8) for image patches; got {image_shape!r}")
+    return int(h), int(w)
+
+
+def _unit_interval(value, name):
+    """A float strictly inside (0, 1), or ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ConfigError(f"{name} must be a number in (0, 1), such as 0.1, got {value!r}")
+    return float(value)
+
+
 def _check_weights(W, image_shape):
-    W = np.asarray(W, dtype=np.float64)
-    n_pixels = math.prod(image_shape)
-    if W.ndim != 2 or W.shape[0] != n_pixels:
-        raise InputError(
-            f"expected encoder weights of shape ({n_pixels}, n_units) for images of shape "
-            f"{tuple(image_shape)}, got {W.shape}; pass model.params['encoder.W'] as NumPy"
-        )
+    """W as a finite float64 (n_pixels, n_units) NumPy array, n_units >= 1."""
+    h, w = _image_shape(image_shape)
+    hint = "pass model.params['encoder.W'], of shape (n_inputs, n_hidden)"
+    W = _array(W, "W", hint)
+    if W.ndim != 2 or W.shape[0] != h * w:
+        raise InputError(f"expected encoder weights of shape ({h * w}, n_units) for images of "
+                         f"shape {(h, w)}, got {W.shape}; {hint}, and image_shape to match")
+    if W.shape[1] == 0:
+        raise InputError(f"W has no units (shape {W.shape}); {hint}")
+    if not np.isfinite(W).all():
+        raise InputError("W holds NaN or inf (did training diverge?); pass finite weights")
     return W
 
+
+# ------------------------------------------------------------------------------ feature grids
 
 def tile_images(W, image_shape=(28, 28), n_cols=None, pad=1):
     """UFLDL's display_network: one tile per column of W, (n_inputs, n_units) -> 2-D image.
@@ -58,10 +115,14 @@ def tile_images(W, image_shape=(28, 28), n_cols=None, pad=1):
     Shape: (pad + n_rows * (h + pad), pad + n_cols * (w + pad)).
     """
     W = _check_weights(W, image_shape)
-    h, w = image_shape
+    h, w = _image_shape(image_shape)
+    if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
+        raise ConfigError(f"pad must be a whole number of pixels >= 0, such as 1, got {pad!r}")
     n_units = W.shape[1]
-    n_cols = n_cols or max(1, math.ceil(math.sqrt(n_units)))
-    n_rows = max(1, math.ceil(n_units / n_cols))
+    if n_cols is None:
+        n_cols = math.ceil(math.sqrt(n_units))
+    n_cols = _positive_int(n_cols, "n_cols", 14)
+    n_rows = math.ceil(n_units / n_cols)
 
     centred = W - W.mean(axis=0)
     scale = np.abs(centred).max(axis=0, initial=0.0)
@@ -78,125 +139,307 @@ def tile_images(W, image_shape=(28, 28), n_cols=None, pad=1):
     return canvas
 
 
-def _grid_axes(ax, W, image_shape, max_units, title):
-    W = _check_weights(W, image_shape)[:, :max_units]
-    ax.imshow(tile_images(W, image_shape), cmap="gray", vmin=-1, vmax=1,
-              interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title(title if title is not None else f"first {W.shape[1]} units")
+def unit_count(n_shown, n_units):
+    """ "first 196 of 1000 units" for a subset, "all 25 units" when every unit is shown."""
+    if n_shown < n_units:
+        return f"first {n_shown} of {n_units} units"
+    return f"all {n_units} unit" + ("s" if n_units != 1 else "")
+
+
+def _grid_panel(W, image_shape, max_units, title):
+    """(canvas, title lines) for one feature grid; the count line is added unless the
+    caller's title already says it."""
+    W = _check_weights(W, image_shape)
+    max_units = _positive_int(max_units, "max_units", 196)
+    shown = W[:, :max_units]
+    count = unit_count(shown.shape[1], W.shape[1])
+    title = "" if title is None else str(title)
+    says_count = count in title or (shown.shape[1] == W.shape[1] and f"{W.shape[1]} units" in title)
+    lines = title if says_count else f"{title}\n{count}".strip()
+    return tile_images(shown, image_shape), lines
+
+
+def _zoom(canvas, long_px):
+    """Screen pixels per canvas pixel so the long side comes near long_px: a whole number
+    from 1 to 8, so every tile pixel and every 1-pixel gap shows at the same size (a 5x5
+    grid of 8x8 patches: 8x; 14x14 MNIST tiles: 2x); below 1 only for huge grids."""
+    long_side = max(canvas.shape)
+    if long_side > long_px:
+        return long_px / long_side
+    return min(8, long_px // long_side)
+
+
+GRID_CAPTION = "each tile centred and scaled on its own (gray = its mean)"
+
+
+def _grids_figure(panels, image_shape, max_units, long_px):
+    """One row of feature grids, each shown at a whole-number zoom (_zoom), titles above and
+    a caption below; the figure is sized around them (no tight_layout guesswork)."""
+    grids = [_grid_panel(W, image_shape, max_units, title) for title, W in panels]
+    sizes = [np.array(canvas.shape[::-1]) * _zoom(canvas, long_px) / DPI for canvas, _ in grids]
+    box_w, box_h = max(w for w, _ in sizes), max(h for _, h in sizes)
+    n_lines = max(lines.count("\n") + 1 for _, lines in grids)
+    top, bottom = 0.15 + 0.22 * n_lines, 0.35
+    panel_w = max(box_w, 3.0) + 0.4  # at least 3 in, so a title fits
+    fig = _figure(panel_w * len(grids), box_h + top + bottom)
+    fig_w, fig_h = fig.get_size_inches()
+    for i, ((canvas, lines), (w, h)) in enumerate(zip(grids, sizes)):
+        left, low = i * panel_w + (panel_w - w) / 2, bottom + box_h - h
+        ax = fig.add_axes([left / fig_w, low / fig_h, w / fig_w, h / fig_h])
+        ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1,
+                  interpolation="nearest" if w * DPI >= canvas.shape[1] else "antialiased")
+        ax.set_axis_off()
+        ax.set_title(lines, fontsize=11)
+    fig.text(0.5, 0.08 / fig_h, GRID_CAPTION, ha="center", va="bottom", fontsize=8,
+             color="0.3")
+    return fig
+
+
+def feature_grid_figure(W, image_shape=(28, 28), max_units=196, title=None):
+    """A Figure of the first max_units filters (columns of W, (n_inputs, n_units)), tiled as
+    by tile_images; the title says how many of the units it shows."""
+    return _grids_figure([(title, W)], image_shape, max_units, long_px=900)
 
 
 def feature_grid(W, path, image_shape=(28, 28), max_units=196, title=None):
     """Grayscale grid of the first max_units filters (columns of W, (n_inputs, n_units))."""
-    fig = _figure(6, 6.3)
-    _grid_axes(fig.add_subplot(), W, image_shape, max_units, title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(feature_grid_figure(W, image_shape, max_units, title), path)
+
+
+def feature_grids_side_by_side_figure(panels, image_shape=(28, 28), max_units=196):
+    """A Figure with one feature grid per (title, W) in panels, side by side."""
+    try:
+        panels = [(title, W) for title, W in panels]
+    except (TypeError, ValueError):
+        panels = None
+    if not panels:
+        raise InputError("feature_grids_side_by_side needs a list of (title, W) pairs, "
+                         "e.g. [('book', W_book), ('ufldl', W_ufldl)]")
+    return _grids_figure(panels, image_shape, max_units, long_px=600)
 
 
 def feature_grids_side_by_side(panels, path, image_shape=(28, 28), max_units=196):
     """One feature grid per (title, W) in panels, side by side, e.g. two training presets."""
-    panels = list(panels)
-    if not panels:
-        raise InputError("feature_grids_side_by_side needs at least one (title, W) panel")
-    fig = _figure(5 * len(panels), 5.4)
-    for ax, (title, W) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
-        _grid_axes(ax, W, image_shape, max_units, title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(feature_grids_side_by_side_figure(panels, image_shape, max_units), path)
 
 
-def reconstructions(x, x_hat, path, n=10, image_shape=(28, 28)):
+# ------------------------------------------------------------------------------ reconstructions
+
+def reconstructions_figure(x, x_hat, n=10, image_shape=(28, 28)):
     """Originals x over reconstructions x_hat, both (batch, n_in) in [0, 1]; first n rows."""
-    x, x_hat = np.asarray(x), np.asarray(x_hat)
-    if x.shape != x_hat.shape or x.ndim != 2 or x.shape[1] != math.prod(image_shape):
-        raise InputError(
-            f"x and x_hat must both be (batch, {math.prod(image_shape)}), "
-            f"got {x.shape} and {x_hat.shape}"
-        )
+    h, w = _image_shape(image_shape)
+    hint = f"pass x and model.reconstruct(x), both of shape (batch, {h * w})"
+    x, x_hat = _array(x, "x", hint), _array(x_hat, "x_hat", hint)
+    if x.shape != x_hat.shape or x.ndim != 2 or x.shape[1] != h * w:
+        raise InputError(f"x and x_hat must both be (batch, {h * w}) for images of shape "
+                         f"{(h, w)}, got {x.shape} and {x_hat.shape}; {hint}")
     if len(x) == 0:
-        raise InputError("reconstructions needs at least one image, got an empty batch")
-    n = max(1, min(n, len(x)))
-    fig = _figure(1.1 * n, 2.5)
+        raise InputError(f"reconstructions needs at least one image, got an empty batch; {hint}")
+    n = min(_positive_int(n, "n", 10), len(x))
+    fig = _figure(max(1.1 * n, 2.5), 2.5)
     axes = fig.subplots(2, n, squeeze=False)
     for row, (images, label) in enumerate([(x, "original"), (x_hat, "reconstruction")]):
         for i, ax in enumerate(axes[row]):
-            ax.imshow(images[i].reshape(image_shape), cmap="gray", vmin=0, vmax=1,
+            ax.imshow(images[i].reshape(h, w), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def reconstructions(x, x_hat, path, n=10, image_shape=(28, 28)):
+    """Originals x over reconstructions x_hat, both (batch, n_in) in [0, 1]; first n rows."""
+    return _save(reconstructions_figure(x, x_hat, n, image_shape), path)
+
+
+# ------------------------------------------------------------------------------ activations
+
+def _bin_range(rho_hat):
+    """(lo, hi) for the bins: all of rho_hat, unless a few far outliers (a dead unit at 0,
+    one stuck near 1) would squeeze the rest into one bar; then the 1st..99th percentile
+    widened by half its width on each side, and the caller counts the units left out."""
+    lo, hi = rho_hat.min(), rho_hat.max()
+    q_lo, q_hi = np.percentile(rho_hat, [1, 99])
+    if q_hi - q_lo < 0.1 * (hi - lo):
+        pad = 0.5 * (q_hi - q_lo)
+        lo, hi = max(lo, q_lo - pad), min(hi, q_hi + pad)
+    if hi - lo < 1e-6:  # every unit alike: one narrow bar
+        lo, hi = lo - 5e-4, hi + 5e-4
+    return lo, hi
+
+
+def activation_histogram_figure(mean_activation, target):
+    """Histogram of the per-unit mean activations rho_hat, (n_hidden,), against the target.
+
+    The x axis spans the data and the target (plus 5%), not all of [0, 1]; 10 to 50 bins
+    (NumPy's "auto" rule) cover the data, so a tight cluster near the target shows its
+    spread. Far outliers are counted in the title instead of stretching the axis."""
+    rho_hat = _array(mean_activation, "mean_activation", "pass evaluate(model, x, per_unit=True)[1], "
+                     "one mean activation per hidden unit").ravel()
+    if rho_hat.size == 0 or not np.isfinite(rho_hat).all():
+        raise InputError(f"mean_activation must hold one finite value per hidden unit, got "
+                         f"{rho_hat.size} values (NaN/inf included); pass "
+                         f"evaluate(model, x, per_unit=True)[1]")
+    target = _unit_interval(target, "target")
+    lo, hi = _bin_range(rho_hat)
+    n_bins = int(np.clip(len(np.histogram_bin_edges(rho_hat, "auto")) - 1, 10, 50))
+    view_lo, view_hi = min(lo, target), max(hi, target)
+    margin = 0.05 * (view_hi - view_lo)
+
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    ax.hist(rho_hat, bins=np.linspace(lo, hi, n_bins + 1), color="tab:blue", alpha=0.8,
+            edgecolor="white", linewidth=0.5)
+    ax.axvline(target, color="tab:red", linestyle="--", label=f"target rho = {target:g}")
+    ax.axvline(rho_hat.mean(), color="k", linestyle=":",
+               label=f"mean rho_hat = {rho_hat.mean():.3g}")
+    ax.set_xlim(view_lo - margin, view_hi + margin)
+    ax.ticklabel_format(axis="x", useOffset=False)  # 0.0995, not "-5e-4 + 1e-1"
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("mean activation of a hidden unit (rho_hat_j)")
+    ax.set_ylabel("number of units")
+    ax.set_title(_histogram_title(rho_hat, lo, hi), fontsize=11)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _histogram_title(rho_hat, lo, hi):
+    """ "1000 hidden units, rho_hat from 0.0964 to 0.109", plus a line counting the units
+    outside [lo, hi] when there are any."""
+    title = f"{rho_hat.size} hidden units, rho_hat from {rho_hat.min():.3g} to {rho_hat.max():.3g}"
+    below, above = int((rho_hat < lo).sum()), int((rho_hat > hi).sum())
+    if below or above:
+        title += (f"\n{below + above} off this axis: {below} below {lo:.3g}, "
+                  f"{above} above {hi:.3g}")
+    return title
 
 
 def activation_histogram(mean_activation, target, path):
     """Histogram of the per-unit mean activations rho_hat, (n_hidden,), against the target rho."""
-    rho_hat = np.asarray(mean_activation, dtype=np.float64).ravel()
-    fig = _figure(6, 4)
-    ax = fig.add_subplot()
-    ax.hist(rho_hat, bins=50, range=(0.0, 1.0), color="tab:blue", alpha=0.8)
-    ax.axvline(target, color="tab:red", linestyle="--", label=f"target rho = {target:g}")
-    if rho_hat.size:
-        ax.axvline(rho_hat.mean(), color="k", linestyle=":",
-                   label=f"mean rho_hat = {rho_hat.mean():.3f}")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("mean activation of a hidden unit (rho_hat_j)")
-    ax.set_ylabel("number of units")
-    ax.set_title(f"{rho_hat.size} hidden units")
-    ax.legend()
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(activation_histogram_figure(mean_activation, target), path)
 
 
-def _series(values):
-    """A history list as floats, None -> nan (an array entry counts as its mean)."""
-    return np.array([np.nan if v is None else float(np.mean(v)) for v in values], dtype=float)
+# ------------------------------------------------------------------------------ training curves
+
+def _series(history, key):
+    """history[key] as floats, None/NaN/inf -> nan (an array entry counts as its mean)."""
+    values = history.get(key) or []
+    try:
+        y = np.array([np.nan if v is None else float(np.mean(to_numpy(v))) for v in values],
+                     dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"history[{key!r}] must be a list with one number per epoch (None "
+                         f"where not measured); pass History.as_dict()") from None
+    y[~np.isfinite(y)] = np.nan
+    return y
 
 
-def training_curves(history, path):
-    """Losses per epoch (left; log y when every value is positive) and mean activation (right).
+def _loss_series(history, splits):
+    """[(y, style, color, label)] for every loss series with a nonzero value, and the labels
+    of the parts that are 0 at every epoch ("weight decay" when both splits are; "train
+    sparsity" when only one is): a log axis cannot show them, so they get a legend note."""
+    drawn, zero = [], []
+    for part, color in LOSS_COLORS.items():
+        name, zero_here, n_drawn = part.replace("_", " "), [], len(drawn)
+        for split, (style, split_label) in splits.items():
+            y = _series(history, f"{split}_{part}")
+            if not np.isfinite(y).any():
+                continue  # missing key, empty list, or never measured
+            if np.nanmax(np.abs(y)) == 0:
+                zero_here.append(f"{split_label} {name}")
+            else:
+                drawn.append((y, style, color, f"{split_label} {name}"))
+        if zero_here:
+            zero += zero_here if len(drawn) > n_drawn else [name]
+    return drawn, zero
 
-    history maps names like "train_total", "val_sparsity", "train_mean_activation" to
-    per-epoch lists; missing keys, empty lists and None entries are skipped.
+
+def _check_history(history):
+    """history as a Mapping (a History is turned into its dict), or InputError."""
+    if hasattr(history, "as_dict"):
+        history = history.as_dict()
+    if not isinstance(history, Mapping):
+        raise InputError(f"history must map names like 'train_total' to per-epoch lists; "
+                         f"pass History.as_dict(), got {type(history).__name__}")
+    return history
+
+
+def training_curves_figure(history, val_label="validation", sparsity_target=None):
+    """Losses per epoch (left) and the mean activation (right), train solid, held out dashed.
+
+    history maps "train_<part>" and "val_<part>" (part: total, reconstruction, sparsity,
+    weight_decay, mean_activation) to per-epoch lists, as History.as_dict() gives; missing
+    keys, empty lists and None entries are skipped. val_label names the held-out split in
+    the legend ("test" when it is the test set). A part that is 0 at every epoch (weight
+    decay with lambda = 0) is not drawn but named in the legend; the loss axis is log
+    when every drawn value is positive. sparsity_target, if given, is marked on the right.
     """
-    fig = _figure(11, 4)
+    history = _check_history(history)
+    if not isinstance(val_label, str) or not val_label.strip():
+        raise ConfigError(f"val_label must name the held-out split, e.g. 'test' or "
+                          f"'validation', got {val_label!r}")
+    splits = {"train": ("-", "train"), "val": ("--", val_label.strip())}
+    fig = _figure(12, 4.2)
     ax_loss, ax_act = fig.subplots(1, 2)
-    colors = {"total": "k", "reconstruction": "tab:blue", "sparsity": "tab:orange"}
-    styles = {"train": "-", "val": "--"}
-    plotted = []
-    for part, color in colors.items():
-        for split, style in styles.items():
-            y = _series(history.get(f"{split}_{part}") or [])
-            if np.isfinite(y).any():
-                ax_loss.plot(np.arange(1, len(y) + 1), y, style, color=color, marker=".",
-                             label=f"{split} {part}")
-                plotted.append(y[np.isfinite(y)])
-    if plotted and (np.concatenate(plotted) > 0).all():
+    drawn, zero = _loss_series(history, splits)
+    for y, style, color, label in drawn:
+        ax_loss.plot(np.arange(1, len(y) + 1), y, style, color=color, marker=".", label=label)
+    for label in zero:
+        ax_loss.plot([], [], " ", label=f"{label} = 0 (not drawn)")
+    log = bool(drawn) and all((y[np.isfinite(y)] > 0).all() for y, *_ in drawn)
+    if log:
         ax_loss.set_yscale("log")
-    for split, style in styles.items():
-        y = _series(history.get(f"{split}_mean_activation") or [])
-        if np.isfinite(y).any():
-            ax_act.plot(np.arange(1, len(y) + 1), y, style, color="tab:green", marker=".",
-                        label=f"{split} mean rho_hat")
-    for ax, title in [(ax_loss, "loss"), (ax_act, "mean activation")]:
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax_loss.set_ylabel("loss")
-    ax_act.set_ylabel("mean over units of rho_hat_j")
+    # up to 8 loss curves: their legend goes outside, to the right, where it hides none
+    _finish_curves(ax_loss, "loss" + (" (log scale)" if log else ""), "loss",
+                   dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0))
+    _activation_curves(ax_act, history, splits, sparsity_target)
+    _finish_curves(ax_act, "mean activation", "mean over units of rho_hat_j", {})
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def sparsity_loss_curves(path, target=0.1):
+def _activation_curves(ax, history, splits, sparsity_target):
+    """Mean rho_hat per epoch for each split, and the target rho as a line kept in view."""
+    if sparsity_target is not None:
+        sparsity_target = _unit_interval(sparsity_target, "sparsity_target")
+    for split, (style, split_label) in splits.items():
+        y = _series(history, f"{split}_mean_activation")
+        if np.isfinite(y).any():
+            ax.plot(np.arange(1, len(y) + 1), y, style, color="tab:green", marker=".",
+                    label=f"{split_label} mean rho_hat")
+    if sparsity_target is not None and ax.lines:
+        ax.axhline(sparsity_target, color="tab:red", linestyle=":",
+                   label=f"target rho = {sparsity_target:g}")
+        low, high = ax.get_ylim()  # axhline leaves the limits alone: widen them to show it
+        pad = 0.05 * (max(high, sparsity_target) - min(low, sparsity_target))
+        ax.set_ylim(min(low, sparsity_target - pad), max(high, sparsity_target + pad))
+
+
+def _finish_curves(ax, title, ylabel, legend):
+    """Epoch axis with integer ticks, title, y label, and a legend or a "no data" note."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **legend)
+    if not ax.lines or all(len(line.get_xdata()) == 0 for line in ax.lines):
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+
+
+def training_curves(history, path, val_label="validation", sparsity_target=None):
+    """Losses per epoch and mean activation; see training_curves_figure."""
+    return _save(training_curves_figure(history, val_label, sparsity_target), path)
+
+
+# ------------------------------------------------------------------------------ the KL penalty
+
+def sparsity_loss_curves_figure(target=0.1):
     """Géron's figure: KL(p || q), |p - q| and (p - q)^2 against the actual sparsity q."""
-    if not 0 < target < 1:
-        raise ConfigError(f"target sparsity must lie in (0, 1), got {target}")
-    p, q = target, np.linspace(0.001, 0.999, 500)
+    p, q = _unit_interval(target, "target sparsity"), np.linspace(0.001, 0.999, 500)
     kl = kl_divergence(p, q)
     fig = _figure(7, 4.5)
     ax = fig.add_subplot()
@@ -211,4 +454,9 @@ def sparsity_loss_curves(path, target=0.1):
     ax.set_title(f"Sparsity loss for target p = {p:g}")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def sparsity_loss_curves(path, target=0.1):
+    """Géron's figure: KL(p || q), |p - q| and (p - q)^2 against the actual sparsity q."""
+    return _save(sparsity_loss_curves_figure(target), path)

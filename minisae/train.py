@@ -2,6 +2,7 @@
 
     history = fit(model, Adam(model.params, model.grads, lr=0.01), x_train,
                   epochs=10, batch_size=1000, seed=0, x_val=x_test)
+    metrics = evaluate(model, x_test)        # floats: total, reconstruction, sparsity, ...
 
 Each epoch reshuffles the training set with a generator seeded by (seed, epoch), so a run
 resumed from a checkpoint after epoch k draws exactly the batches an uninterrupted run
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .errors import ConfigError, InputError, TrainingError
+from .model import as_numeric, check_data
 
 DEAD_UNIT_THRESHOLD = 1e-3
 """A unit whose mean activation is below this is counted as dead."""
@@ -64,15 +66,19 @@ class History:
         return {k: v[-1] for k, v in self.as_dict().items()} if self.epoch else {}
 
 
-def evaluate(model, x, batch_size=1000):
+def evaluate(model, x, batch_size=1000, per_unit=False):
     """Loss parts of the whole of x, forward only, in batches: reconstruction averaged over
-    samples, sparsity from each unit's mean activation over all of x. Returns a dict with
-    total, reconstruction, sparsity, weight_decay, mean_activation (float), dead_fraction,
-    and rho_hat (NumPy, per unit)."""
+    samples, sparsity from each unit's mean activation over all of x.
+
+    Returns a dict of floats: total, reconstruction, sparsity, weight_decay, mean_activation
+    (the mean over units of rho_hat) and dead_fraction (the share of units whose rho_hat is
+    below DEAD_UNIT_THRESHOLD). per_unit=True returns (that dict, rho_hat), rho_hat the
+    per-unit mean activations as a NumPy float64 array of shape (n_hidden,)."""
     from . import functional as F
+    x = _check_data(model, x, "x")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = len(x)
-    if n == 0:
-        raise InputError("cannot evaluate on an empty set")
     reconstruction, rho_hat, weight_decay = 0.0, 0.0, 0.0
     for start in range(0, n, batch_size):
         part = model.loss(x[start:start + batch_size])
@@ -82,40 +88,55 @@ def evaluate(model, x, batch_size=1000):
         weight_decay = part.weight_decay
     cfg = model.config
     sparsity = float(F.kl_penalty(cfg.sparsity_target, rho_hat, cfg.sparsity_weight))
-    return {"total": reconstruction + sparsity + weight_decay, "reconstruction": reconstruction,
-            "sparsity": sparsity, "weight_decay": weight_decay,
-            "mean_activation": float(rho_hat.mean()),
-            "dead_fraction": float((rho_hat < DEAD_UNIT_THRESHOLD).mean()), "rho_hat": rho_hat}
+    metrics = {"total": reconstruction + sparsity + weight_decay,
+               "reconstruction": reconstruction, "sparsity": sparsity,
+               "weight_decay": weight_decay, "mean_activation": float(rho_hat.mean()),
+               "dead_fraction": float((rho_hat < DEAD_UNIT_THRESHOLD).mean())}
+    return (metrics, rho_hat) if per_unit else metrics
 
 
 def _check_data(model, x, what):
-    if not isinstance(x, np.ndarray):
+    """x (a data set) checked once: a NumPy array of real numbers, (n, n_inputs), finite, in
+    [0, 1] where the model needs it, in the model's dtype (cast here, once, never per batch)."""
+    if hasattr(x, "dtype") and not isinstance(x, np.ndarray):
         raise InputError(f"{what} must be a NumPy array (loaders give NumPy; the loop moves "
                          f"each batch to the device), got {type(x).__name__}")
+    x = as_numeric(x, what)
     n_in = model.config.n_inputs
     if x.ndim != 2 or x.shape[1] != n_in:
         raise InputError(f"{what} must have shape (n, {n_in}), got {x.shape}")
-    if len(x) == 0:
-        raise InputError(f"{what} is empty")
+    check_data(x, n_in, model.needs_unit_range, what)
     if x.dtype != model.dtype:
-        x = x.astype(model.dtype)  # once, here, never per batch
-    if not np.isfinite(x).all():
-        raise InputError(f"{what} contains NaN or inf; clean the data before training")
+        x = x.astype(model.dtype)
     return x
 
 
+def _check_optimizer(model, optimizer):
+    """The optimizer must update this model's own parameter arrays."""
+    params = getattr(optimizer, "params", None)
+    if not isinstance(params, dict) or set(params) != set(model.params) or any(
+            params[k] is not model.params[k] for k in model.params):
+        raise ConfigError("the optimizer was not built on this model's parameters, so training "
+                          "would change nothing; build it with Adam(model.params, model.grads)")
+
+
 def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progress=True,
-        history=None, on_epoch_end=None, log_every=None):
+        history=None, on_epoch_end=None, log_every=None, threads="auto"):
     """Train for epochs (counted from len(history), so a resumed run continues); return History.
 
-    x_train, x_val: NumPy arrays (n, n_inputs). on_epoch_end(history) is called after each
-    epoch (the CLI saves its checkpoint there). A non-finite loss raises TrainingError naming
-    the epoch and step; nothing is saved after it, so the last good checkpoint stays."""
+    x_train, x_val: NumPy arrays (n, n_inputs), checked once here. on_epoch_end(history) is
+    called after each epoch (the CLI saves its checkpoint there). A non-finite loss raises
+    TrainingError naming the epoch and step; nothing is saved after it, so the last good
+    checkpoint stays. threads: BLAS threads for the run, a number or "auto" (the thread
+    policy of minisae/fast/threads.py chooses from the problem's size and the machine)."""
+    from .fast.threads import thread_limits
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
-                             ("log_every", 1 if log_every is None else log_every, 1)):
+                             ("log_every", 1 if log_every is None else log_every, 1),
+                             ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     epochs, batch_size = int(epochs), int(batch_size)
+    _check_optimizer(model, optimizer)
     x_train = _check_data(model, x_train, "x_train")
     if x_val is not None:
         x_val = _check_data(model, x_val, "x_val")
@@ -127,51 +148,59 @@ def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progr
         log_every = 1 if model.backend.name == "numpy" else 20
     batch = np.empty((batch_size, x_train.shape[1]), dtype=model.dtype)
     first = len(history) + 1
-    bar = _progress(max(0, epochs - first + 1) * steps, progress)
-
-    for epoch in range(first, epochs + 1):
-        order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
-        sums = dict.fromkeys(("total", "reconstruction", "sparsity", "weight_decay",
-                              "mean_activation"), 0.0)
-        pending = []
-        t0 = time.perf_counter()
-        for step in range(steps):
-            np.take(x_train, order[step * batch_size:(step + 1) * batch_size], axis=0,
-                    out=batch, mode="clip")  # indices are in range; "clip" avoids a buffer copy
-            # A diverging run overflows before its loss turns inf/NaN; the check below
-            # reports that with the epoch and step, so NumPy's warnings would only repeat it.
-            with np.errstate(over="ignore", invalid="ignore"):
-                pending.append((step, model.loss_and_grads(batch, validate=False)))
-                optimizer.step()
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                for s, loss in pending:
-                    parts = loss.as_dict()
-                    if not math.isfinite(parts["total"]):
-                        bar.close()
-                        raise TrainingError(
-                            f"the loss became {parts['total']} at epoch {epoch}, step {s + 1} of "
-                            f"{steps}; lower the learning rate (--lr) or check the data. "
-                            f"The last checkpoint (epoch {len(history)}) is kept.")
-                    for k in sums:
-                        sums[k] += parts[k]
-                pending.clear()
-                bar.update(log_every if (step + 1) % log_every == 0 else (step + 1) % log_every)
-                bar.set_postfix(loss=f"{parts['total']:.4g}", rec=f"{parts['reconstruction']:.4g}",
-                                sparse=f"{parts['sparsity']:.4g}",
-                                act=f"{parts['mean_activation']:.3f}", epoch=f"{epoch}/{epochs}",
-                                refresh=False)
-        seconds = time.perf_counter() - t0
-        record = {f"train_{k}": v / steps for k, v in sums.items()}
-        if x_val is not None:
-            val = evaluate(model, x_val, batch_size)
-            record.update({f"val_{k}": val[k] for k in
-                           ("total", "reconstruction", "sparsity", "weight_decay", "mean_activation")})
-            record["dead_fraction"] = val["dead_fraction"]
-        history.append(epoch=epoch, seconds=seconds, **record)
-        if on_epoch_end is not None:
-            on_epoch_end(history)
-    bar.close()
+    with thread_limits(threads, model.config.n_inputs, model.config.n_hidden, batch_size), \
+            _progress(max(0, epochs - first + 1) * steps, progress) as bar:
+        for epoch in range(first, epochs + 1):
+            seconds, sums = _train_epoch(model, optimizer, x_train, batch, seed, epoch, steps,
+                                         log_every, bar, epochs, len(history))
+            record = {f"train_{k}": v / steps for k, v in sums.items()}
+            if x_val is not None:
+                val = evaluate(model, x_val, batch_size)
+                record.update({f"val_{k}": val[k] for k in
+                               ("total", "reconstruction", "sparsity", "weight_decay", "mean_activation")})
+                record["dead_fraction"] = val["dead_fraction"]
+            history.append(epoch=epoch, seconds=seconds, **record)
+            if on_epoch_end is not None:
+                on_epoch_end(history)
     return history
+
+
+LOGGED = ("total", "reconstruction", "sparsity", "weight_decay", "mean_activation")
+
+
+def _train_epoch(model, optimizer, x_train, batch, seed, epoch, steps, log_every, bar, epochs,
+                 saved):
+    """One pass over x_train in a fresh order; returns (seconds, sums of the logged parts)."""
+    batch_size = len(batch)
+    order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
+    sums = dict.fromkeys(LOGGED, 0.0)
+    pending = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        np.take(x_train, order[step * batch_size:(step + 1) * batch_size], axis=0,
+                out=batch, mode="clip")  # indices are in range; "clip" avoids a buffer copy
+        # A diverging run overflows before its loss turns inf/NaN; the check below
+        # reports that with the epoch and step, so NumPy's warnings would only repeat it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            pending.append((step, model.loss_and_grads(batch, validate=False)))
+            optimizer.step()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            for s, loss in pending:
+                parts = loss.as_dict()
+                if not math.isfinite(parts["total"]):
+                    raise TrainingError(
+                        f"the loss became {parts['total']} at epoch {epoch}, step {s + 1} of "
+                        f"{steps}; lower the learning rate (--lr) or check the data. "
+                        f"The last checkpoint (epoch {saved}) is kept.")
+                for k in sums:
+                    sums[k] += parts[k]
+            bar.update(len(pending))
+            bar.set_postfix(loss=f"{parts['total']:.4g}", rec=f"{parts['reconstruction']:.4g}",
+                            sparse=f"{parts['sparsity']:.4g}",
+                            act=f"{parts['mean_activation']:.3f}", epoch=f"{epoch}/{epochs}",
+                            refresh=False)
+            pending.clear()
+    return time.perf_counter() - t0, sums
 
 
 class _NoBar:
@@ -184,8 +213,15 @@ class _NoBar:
     def close(self):
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
 
 def _progress(total, enabled):
+    """A tqdm bar (closed when its block ends, also on an error), or a silent stand-in."""
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm

@@ -86,12 +86,52 @@ def test_bad_data_and_arguments(data):
     bad[3, 3] = np.nan
     with pytest.raises(InputError, match="NaN"):
         fit(model, opt, bad, 1, 10, progress=False)
-    with pytest.raises(InputError, match="NumPy"):
-        fit(model, opt, x.tolist(), 1, 10, progress=False)
+    with pytest.raises(InputError, match="real numbers"):
+        fit(model, opt, x.astype(str), 1, 10, progress=False)
+    with pytest.raises(InputError, match="real numbers"):
+        fit(model, opt, x.astype(np.complex64), 1, 10, progress=False)
+    with pytest.raises(InputError, match="rectangular"):
+        fit(model, opt, [[0.1, 0.2], [0.3]], 1, 10, progress=False)
+    with pytest.raises(InputError, match="empty"):
+        fit(model, opt, x[:0], 1, 10, progress=False)
     with pytest.raises(ConfigError, match="batch_size"):
         fit(model, opt, x, 1, 0, progress=False)
     with pytest.raises(ConfigError, match="epochs"):
         fit(model, opt, x, -1, 10, progress=False)
+    for seed in (-1, True, 1.5):
+        with pytest.raises(ConfigError, match="seed"):
+            fit(model, opt, x, 1, 10, seed=seed, progress=False)
+    # a list of numbers is data too: converted once, like float64
+    assert len(fit(model, opt, x.tolist(), 1, 40, progress=False)) == 1
+
+
+def test_data_outside_the_unit_range_is_refused_with_a_hint(data):
+    x, xv = data
+    model, opt = small()
+    scaled = 16 * x  # like scikit-learn's load_digits().data, 0..16
+    with pytest.raises(InputError, match=r"\[0, 1\].*scale.*linear") as e:
+        fit(model, opt, scaled, 1, 10, progress=False)
+    assert "16" in str(e.value) or "15.9" in str(e.value)
+    with pytest.raises(InputError, match="x_val"):
+        fit(model, opt, x, 1, 10, x_val=xv - 0.5, progress=False)
+    before = model.flat_params.copy()
+    with pytest.raises(InputError):  # per call, outside fit
+        model.loss_and_grads(scaled[:4])
+    np.testing.assert_array_equal(model.flat_params, before)
+    bce = SparseAutoencoder(12, 5, reconstruction_loss="bce", seed=0)
+    with pytest.raises(InputError, match="cross-entropy"):
+        bce.loss(3.0 * x[:5])
+    # a linear output reconstructs any finite value
+    linear = SparseAutoencoder(12, 5, output_activation="linear", seed=0)
+    fit(linear, Adam(linear.params, linear.grads), scaled, 1, 40, progress=False)
+
+
+def test_an_optimizer_of_another_model_is_refused(data):
+    x, _ = data
+    model, _ = small()
+    other, other_opt = small(seed=1)
+    with pytest.raises(ConfigError, match="this model's parameters"):
+        fit(model, other_opt, x, 1, 10, progress=False)
 
 
 def test_float64_data_is_converted_once(data):
@@ -105,11 +145,18 @@ def test_evaluate_matches_model_loss_on_one_batch(data):
     _, xv = data
     model, _ = small(weight_decay=0.01)
     whole = model.loss(xv)
-    parts = evaluate(model, xv, batch_size=7)  # batched, combined over all of xv
+    parts, rho_hat = evaluate(model, xv, batch_size=7, per_unit=True)  # batched, combined
     assert np.isclose(parts["reconstruction"], whole.reconstruction, rtol=1e-5)
     assert np.isclose(parts["sparsity"], whole.sparsity, rtol=1e-4)
     assert np.isclose(parts["weight_decay"], whole.weight_decay, rtol=1e-6)
-    np.testing.assert_allclose(parts["rho_hat"], whole.mean_activation, rtol=1e-5)
+    np.testing.assert_allclose(rho_hat, whole.mean_activation, rtol=1e-5)
+    assert rho_hat.shape == (5,) and rho_hat.dtype == np.float64
+    # every value of the metrics is a float (the per-unit array comes apart)
+    assert evaluate(model, xv, batch_size=7) == parts
+    assert set(parts) == {"total", "reconstruction", "sparsity", "weight_decay",
+                          "mean_activation", "dead_fraction"}
+    assert all(type(v) is float for v in parts.values())
+    assert {k: float(v) for k, v in parts.items()} == parts
 
 
 def test_dead_fraction_counts_silent_units(data):

@@ -65,15 +65,15 @@ class FlatAdam:
     instead of twelve passes over memory; larger chunks also pay NumPy's per-call overhead
     less often. 2^18 measured best on a 2-core EPYC (BENCHMARKS.md)."""
 
-    def __init__(self, opt, flat_p, flat_g, flat_m, flat_v, threads=1):
+    def __init__(self, opt, flat_p, flat_g, flat_m, flat_v, threads=None):
         self.opt = opt
         self.p, self.g, self.m, self.v = flat_p, flat_g, flat_m, flat_v
-        self.threads = threads
+        self.threads = 1 if threads is None else threads
         self._pool = None
         self._scratch = None
 
     @classmethod
-    def build(cls, opt, threads=1):
+    def build(cls, opt, threads=None):
         flats = [flat_owner(list(arrays.values())) for arrays in (opt.params, opt.grads, opt.m, opt.v)]
         if any(f is None for f in flats) or len({f.shape for f in flats}) != 1:
             return None
