@@ -276,12 +276,11 @@ def activation_histogram_figure(mean_activation, target):
     The x axis spans the data and the target (plus 5%), not all of [0, 1]; 10 to 50 bins
     (NumPy's "auto" rule) cover the data, so a tight cluster near the target shows its
     spread. Far outliers are counted in the title instead of stretching the axis."""
-    rho_hat = _array(mean_activation, "mean_activation", "pass evaluate(model, x, per_unit=True)[1], "
-                     "one mean activation per hidden unit").ravel()
+    hint = "pass rho_hat, one mean activation per hidden unit: evaluate(model, x, per_unit=True)[1]"
+    rho_hat = _array(mean_activation, "mean_activation", hint).ravel()
     if rho_hat.size == 0 or not np.isfinite(rho_hat).all():
         raise InputError(f"mean_activation must hold one finite value per hidden unit, got "
-                         f"{rho_hat.size} values (NaN/inf included); pass "
-                         f"evaluate(model, x, per_unit=True)[1]")
+                         f"{rho_hat.size} values (NaN/inf included); {hint}")
     target = _unit_interval(target, "target")
     lo, hi = _bin_range(rho_hat)
     n_bins = int(np.clip(len(np.histogram_bin_edges(rho_hat, "auto")) - 1, 10, 50))
