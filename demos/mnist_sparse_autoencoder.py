@@ -2,7 +2,7 @@
 
     python demos/mnist_sparse_autoencoder.py --out runs/mnist_sae
 
-Both settings of minisae.train.PRESETS, one after the other, on the same data:
+Both settings of minisae.presets.PRESETS, one after the other, on the same data:
   book   Géron's notebook: 1,000 sigmoid units, rho 0.1, beta 0.2, MSE averaged over
          pixels ("mean"), Adam lr 0.01, batches of 1,000
   ufldl  UFLDL's exercise: 196 units, rho 0.1, beta 3, weight decay 3e-3, half the squared
@@ -27,14 +27,15 @@ import os
 import numpy as np
 
 from minisae import Adam, SparseAutoencoder, checkpoint, datasets, plots, to_numpy
-from minisae.cli import summary_table, write_results
-from minisae.train import PRESETS, fit
+from minisae.cli import preset_settings, summary_table, write_results
+from minisae.presets import PRESETS
+from minisae.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="runs/mnist_sae", help="output folder")
 parser.add_argument("--epochs-book", type=int, default=20, help="epochs for the book preset")
 parser.add_argument("--book-epochs-full", action="store_true",
-                    help=f"train the book preset for its {PRESETS['book']['epochs']} epochs")
+                    help=f"train the book preset for its {PRESETS['book'].training['epochs']} epochs")
 parser.add_argument("--epochs-ufldl", type=int, default=200, help="epochs for the ufldl preset")
 parser.add_argument("--seed", type=int, default=42, help="weights and shuffling")
 parser.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
@@ -64,7 +65,7 @@ def grad_ratio(model, x):
     return float(np.linalg.norm(sparsity) / np.linalg.norm(reconstruction))
 
 
-epochs = {"book": PRESETS["book"]["epochs"] if args.book_epochs_full else args.epochs_book,
+epochs = {"book": PRESETS["book"].training["epochs"] if args.book_epochs_full else args.epochs_book,
           "ufldl": args.epochs_ufldl}
 if args.quick:
     epochs = {"book": 2, "ufldl": 2}
@@ -76,15 +77,11 @@ print(f"data: {data.name}, {len(x_train):,} train / {len(data.x_test):,} test, f
 
 runs = {}
 for name in ("book", "ufldl"):
-    settings = dict(PRESETS[name], preset=name, dataset="mnist", seed=args.seed,
-                    epochs=epochs[name])
+    settings = dict(preset_settings(PRESETS[name]), seed=args.seed, epochs=epochs[name])
     if args.quick:
         settings["hidden"] = 50
-    model = SparseAutoencoder(
-        n_inputs=784, n_hidden=settings["hidden"], sparsity_target=settings["sparsity_target"],
-        sparsity_weight=settings["sparsity_weight"], weight_decay=settings["weight_decay"],
-        output_activation=settings["output"], reconstruction_loss=settings["loss"],
-        reduction=settings["reduction"], backend=args.backend, seed=args.seed)
+    model = SparseAutoencoder.from_preset(name, n_hidden=settings["hidden"], backend=args.backend,
+                                          seed=args.seed)
     optimizer = Adam(model.params, model.grads, lr=settings["lr"])
     x_probe = data.x_test[:settings["batch_size"]]
     ratio_start = grad_ratio(model, x_probe)

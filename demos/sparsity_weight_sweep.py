@@ -63,9 +63,9 @@ for beta in args.weights:
                               reduction="mean", backend=args.backend, seed=args.seed)
     history = fit(model, Adam(model.params, model.grads, lr=args.lr), x_train, args.epochs,
                   args.batch_size, seed=args.seed, progress=False)
-    val = evaluate(model, data.x_test)
+    val, rho_hat = evaluate(model, data.x_test, per_unit=True)
     # summed over units without beta, so that every row is on one scale (beta = 0 too)
-    kl = float(F.kl_divergence(args.target, F.clip_rho_hat(val["rho_hat"])).sum())
+    kl = float(F.kl_divergence(args.target, F.clip_rho_hat(rho_hat)).sum())
     row = dict(beta=beta, mse=reconstruction_mse(model, data.x_test),
                act=val["mean_activation"], dead=val["dead_fraction"], kl=kl,
                seconds=float(sum(history.seconds)))

@@ -1,22 +1,35 @@
 """Save and load a model, its optimizer state, its history and the run's settings as one .npz.
 
-No pickle: arrays are stored as arrays, everything else as JSON text, and loading uses
-np.load(allow_pickle=False). A save goes to a temporary file in the same folder that is then
-renamed over the target, so a crash mid-write never replaces a good checkpoint.
+No pickle: arrays are stored as arrays, everything else as JSON text. A save goes through
+fileio.atomic_write, so a crash mid-write never replaces a good checkpoint.
 
-Keys: "format_version", "config" (JSON), "param/<name>", "optimizer" (JSON: type and
-hyperparameters), "optim/<slot>.<name>", "history" (JSON), "extra" (JSON).
+Members (np.savez adds ".npy" to each name): "format_version", "config" (JSON),
+"param/<name>", "optimizer" (JSON: type and hyperparameters), "optim/<key>" (the optimizer's
+state_dict: "t", "lr", "<slot>.<param name>"), "history" (JSON), "extra" (JSON).
+
+Loading trusts nothing in the file, and spends no memory on what it has not checked:
+  1. the zip directory: only the names above, stored or deflated, not encrypted;
+  2. the small JSON members, each under a size cap: format_version, config, optimizer;
+  3. every array's .npy header: the shape and dtype the config implies, and a member size
+     that matches that header;
+  4. history and extra (their JSON types);
+  5. every array's data, streamed in chunks and dropped: finite (Adam's v also >= 0), CRC;
+and only then builds the model and copies the arrays into it, one at a time.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
+import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+import zlib
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError, MinisaeError
 from .fileio import atomic_write
 from .model import Config, SparseAutoencoder
 from .optim import SGD, Adam
@@ -24,6 +37,19 @@ from .train import History
 
 FORMAT_VERSION = 1
 OPTIMIZERS = {"Adam": Adam, "SGD": SGD}
+PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
+_SETTINGS = {"Adam": ("lr", "betas", "eps"), "SGD": ("lr", "momentum")}   # the optimizer JSON
+_SLOTS = {"Adam": ("m", "v"), "SGD": ("u",)}       # state arrays, one per parameter
+_JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
+# Largest member data allowed for each JSON member, in bytes (NumPy stores 4 per character).
+_TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20}
+_MAX_DIRECTORY = 1 << 16   # bytes of zip directory: a checkpoint has a couple of dozen members
+_CHUNK = 1 << 20
+_DTYPES = ("float32", "float64")
+_KNOWN = {"format_version", "config", "optimizer", "history", "extra", "optim/t", "optim/lr",
+          *(f"param/{p}" for p in PARAMS),
+          *(f"optim/{s}.{p}" for slots in _SLOTS.values() for s in slots for p in PARAMS)}
+WRITTEN_BY = "a .npz written by `minisae train` or minisae.save"
 
 
 @dataclass
@@ -34,30 +60,69 @@ class Checkpoint:
     extra: dict
 
 
+def param_shapes(config):
+    """The shapes SparseAutoencoder gives its parameters (model.py), from the config alone."""
+    n_in, n_h = config.n_inputs, config.n_hidden
+    return {"encoder.W": (n_in, n_h), "encoder.b": (n_h,), "decoder.W": (n_h, n_in),
+            "decoder.b": (n_in,)}
+
+
+# ----------------------------------------------------------------------------- save
+
 def _optimizer_settings(opt):
     if isinstance(opt, Adam):
         return {"type": "Adam", "lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps}
     if isinstance(opt, SGD):
         return {"type": "SGD", "lr": opt.lr, "momentum": opt.momentum}
-    raise CheckpointError(f"cannot save optimizer of type {type(opt).__name__}")
+    raise CheckpointError(f"cannot save an optimizer of type {type(opt).__name__}; a checkpoint "
+                          f"holds one of {', '.join(OPTIMIZERS)}")
+
+
+def _text(key, value):
+    """value as JSON in a 0-d string array, refused here if load() would refuse it."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot save {key}: {e}; keep it to JSON types (dict, list, "
+                              f"str, numbers, None)") from None
+    if key in _TEXT_LIMITS and 4 * len(text) > _TEXT_LIMITS[key]:
+        raise CheckpointError(f"cannot save {key}: {len(text):,} characters of JSON, more than the "
+                              f"{_TEXT_LIMITS[key] // 4:,} a checkpoint may hold; keep it smaller")
+    return np.array(text)
 
 
 def save(path, model, optimizer=None, history=None, extra=None):
     """Write the checkpoint to `path` (a .npz) atomically; returns the path."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"cannot save the checkpoint to {path}: it is a folder; give a file "
+                              f"name, like {os.path.join(path, 'checkpoint.npz')}")
     arrays = {"format_version": np.array(FORMAT_VERSION),
-              "config": np.array(json.dumps(asdict(model.config))),
-              "history": np.array(json.dumps((history or History()).as_dict())),
-              "extra": np.array(json.dumps(extra or {}))}
+              "config": _text("config", asdict(model.config)),
+              "history": _text("history", (history or History()).as_dict()),
+              "extra": _text("extra", extra or {})}
     for name, p in model.params.items():
         arrays[f"param/{name}"] = np.asarray(_host(p))
     if optimizer is not None:
-        arrays["optimizer"] = np.array(json.dumps(_optimizer_settings(optimizer)))
-        for key, value in optimizer.state_dict().items():
+        settings = _optimizer_settings(optimizer)
+        arrays["optimizer"] = _text("optimizer", settings)
+        state = optimizer.state_dict()
+        kind = settings["type"]
+        expected = {"t", "lr"} | {f"{s}.{p}" for s in _SLOTS[kind] for p in model.params}
+        if set(state) != expected:    # a changed optimizer: load() would refuse the file
+            raise CheckpointError(f"cannot save {kind} state {sorted(set(state) ^ expected)}: "
+                                  f"checkpoint.py does not know these keys; update its _SLOTS")
+        for key, value in state.items():
             arrays[f"optim/{key}"] = np.asarray(value)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path, fsync=True) as f:
-        np.savez(f, **arrays)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_write(path, fsync=True) as f:
+            np.savez(f, **arrays)
+    except MinisaeError:
+        raise
+    except OSError as e:
+        raise CheckpointError(f"cannot write the checkpoint {path}: {e.strerror or e}; check that "
+                              f"its folder is writable and has space") from None
     return path
 
 
@@ -66,60 +131,331 @@ def _host(a):
     return to_numpy(a)
 
 
-def load(path, backend=None):
-    """Read a checkpoint saved by save(). backend overrides the saved model's ("numpy",
-    "cupy", "auto"); default numpy. Raises CheckpointError for a missing, corrupt, or
-    incompatible file."""
+# ----------------------------------------------------------------------------- load
+
+class _Members:
+    """The members of one open checkpoint zip, each read only after its header is checked."""
+
+    def __init__(self, zf, where):
+        self.zf, self.where = zf, where
+        self.infos = {}
+        for info in zf.infolist():
+            key = info.filename[:-len(".npy")] if info.filename.endswith(".npy") else None
+            if key not in _KNOWN:
+                raise self.error(f"is not a minisae checkpoint ({WRITTEN_BY}): it holds "
+                                 f"{info.filename!r}, which minisae never writes")
+            if key in self.infos:
+                raise self.error(f"holds {info.filename!r} twice; it is damaged")
+            if info.flag_bits & 0x1:
+                raise self.error(f"member {info.filename!r} is encrypted; minisae writes "
+                                 f"plain checkpoints, use one it wrote")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise self.error(f"member {info.filename!r} uses compression method "
+                                 f"{info.compress_type}; only stored and deflated are read "
+                                 f"(re-save it with numpy.savez)")
+            self.infos[key] = info
+
+    def error(self, problem):
+        return CheckpointError(f"{self.where} {problem}")
+
+    def __contains__(self, key):
+        return key in self.infos
+
+    def open(self, key, shape=None, dtypes=None):
+        """The member's file object positioned at its data, and the (shape, dtype) its header
+        declares; checks them against shape and dtypes (a tuple of dtypes) when given, and
+        that the member's size is the header's size plus shape's data."""
+        if key not in self.infos:
+            raise self.error(f"has no {key!r}; it is damaged or not a minisae checkpoint "
+                             f"({WRITTEN_BY})")
+        info = self.infos[key]
+        f = self.zf.open(info)
+        try:
+            got_shape, fortran, dtype = self._npy_header(f, key)
+            if fortran and len(got_shape) > 1:
+                raise self.error(f"member {key!r} is in Fortran order; minisae writes C order")
+            if shape is not None and got_shape != shape:
+                raise self.error(f"member {key!r} has shape {got_shape}, but its config implies "
+                                 f"{shape}; the file is damaged or was edited")
+            if dtypes is not None and dtype not in dtypes:
+                want = " or ".join(sorted({d.name for d in dtypes}))
+                raise self.error(f"member {key!r} holds {dtype}, expected {want}; the file is "
+                                 f"damaged or was edited")
+            if info.file_size != f.tell() + math.prod(got_shape) * dtype.itemsize:
+                raise self.error(f"member {key!r} is {info.file_size:,} bytes, but its header "
+                                 f"declares {got_shape} {dtype}; the file is damaged")
+        except BaseException:
+            f.close()
+            raise
+        return f, got_shape, dtype
+
+    def _npy_header(self, f, key):
+        try:
+            with warnings.catch_warnings():     # a header NumPy must repair is a damaged one
+                warnings.simplefilter("error")
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    return np.lib.format.read_array_header_1_0(f)
+                if version == (2, 0):
+                    return np.lib.format.read_array_header_2_0(f)
+        except Exception as e:  # NumPy's parser of the header's dict literal raises anything
+            raise self.error(f"member {key!r} has an unreadable .npy header ({_one_line(e)}); "
+                             f"the file is damaged") from None
+        raise self.error(f"member {key!r} is a .npy of version {version}; minisae writes 1.0 "
+                         f"(re-save it with numpy.savez)")
+
+    def _exact(self, f, n, key):
+        data = f.read(n)
+        if len(data) != n:
+            raise self.error(f"member {key!r} ends early; the file is truncated")
+        return data
+
+    def text(self, key):
+        """A 0-d string member (a JSON text), at most _TEXT_LIMITS[key] bytes."""
+        limit = _TEXT_LIMITS.get(key, 1 << 16)
+        if self.infos.get(key) and self.infos[key].file_size > limit + 1024:
+            raise self.error(f"member {key!r} is {self.infos[key].file_size:,} bytes, more than "
+                             f"the {limit:,} minisae allows; the file is damaged or hostile")
+        f, _, dtype = self.open(key, shape=())
+        with f:
+            if dtype.kind != "U" or dtype.shape or dtype.itemsize > limit:
+                raise self.error(f"member {key!r} should be a string of at most {limit:,} bytes, "
+                                 f"found {dtype}; the file is damaged or was edited")
+            codec = "utf-32-be" if dtype.byteorder == ">" else "utf-32-le"
+            parts, left = [], dtype.itemsize
+            while left:
+                n = min(_CHUNK, left)
+                parts.append(self._exact(f, n, key).decode(codec))
+                left -= n
+        return "".join(parts).rstrip("\0")
+
+    def json(self, key):
+        try:
+            return json.loads(self.text(key))
+        except (ValueError, RecursionError) as e:     # JSONDecodeError, UnicodeDecodeError
+            raise self.error(f"member {key!r} is not readable JSON ({_one_line(e)}); the file "
+                             f"is damaged") from None
+
+    def number(self, key, kinds):
+        """A 0-d numeric member whose dtype kind is in kinds ("iu": integer, "f": float)."""
+        f, _, dtype = self.open(key, shape=())
+        with f:
+            if dtype.kind not in kinds or dtype.shape or dtype.fields or dtype.itemsize > 8:
+                what = "a float" if kinds == "f" else "an integer"
+                raise self.error(f"member {key!r} should be {what}, found {dtype}; the file is "
+                                 f"damaged or was edited")
+            return np.frombuffer(self._exact(f, dtype.itemsize, key), dtype)[0].item()
+
+    def floats(self, key, shape, dtype, nonnegative=False, out=None):
+        """Stream a float array member in chunks, checking every value is finite (and >= 0);
+        copy it into out (a NumPy array of shape) when given, else keep nothing."""
+        f, _, stored = self.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))
+        flat = None if out is None else out.reshape(-1)
+        with f:
+            done, total, step = 0, math.prod(shape), max(1, _CHUNK // dtype.itemsize)
+            while done < total:
+                n = min(step, total - done)
+                x = np.frombuffer(self._exact(f, n * dtype.itemsize, key), stored)
+                if not np.isfinite(x).all():
+                    raise self.error(f"member {key!r} holds NaN or inf; the run had diverged or "
+                                     f"the file is damaged, use an earlier checkpoint")
+                if nonnegative and (x < 0).any():
+                    raise self.error(f"member {key!r} holds negative values (it is a mean of "
+                                     f"squares); the file is damaged")
+                if flat is not None:
+                    flat[done:done + n] = x
+                done += n
+            if f.read(1):
+                raise self.error(f"member {key!r} has bytes after its data; the file is damaged")
+        return out
+
+
+def _one_line(e):
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _config(m):
+    d = m.json("config")
+    if not isinstance(d, dict):
+        raise m.error(f"has a config that is a JSON {type(d).__name__}, not an object; the file is "
+                      f"damaged or from an incompatible version")
+    unknown = set(d) - {f.name for f in fields(Config)}
+    if unknown:
+        raise m.error(f"has a config with unknown fields {sorted(unknown)}; it is damaged or from "
+                      f"an incompatible version (upgrade minisae)")
+    try:
+        config = Config(**d)
+        config.validate()
+    except (TypeError, ConfigError) as e:
+        raise m.error(f"has a damaged config, or one from an incompatible version: "
+                      f"{_one_line(e)}") from None
+    if config.dtype not in _DTYPES:
+        raise m.error(f"has a config with dtype {config.dtype!r}; a model is one of "
+                      f"{', '.join(_DTYPES)}; the file is damaged")
+    return config
+
+
+def _optimizer(m):
+    """(type name, constructor keywords) from the optimizer JSON, types checked."""
+    d = m.json("optimizer")
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind not in OPTIMIZERS:
+        raise m.error(f"has optimizer settings of unknown type {kind!r} (known: "
+                      f"{', '.join(OPTIMIZERS)}); the file is damaged or from a newer minisae")
+    settings = {k: v for k, v in d.items() if k != "type"}
+    if set(settings) != set(_SETTINGS[kind]):
+        raise m.error(f"has {kind} settings {sorted(settings)}, expected "
+                      f"{sorted(_SETTINGS[kind])}; the file is damaged or from an incompatible "
+                      f"version")
+    betas = settings.get("betas", [0.0, 0.0])
+    if not (all(_is_number(v) for k, v in settings.items() if k != "betas")
+            and isinstance(betas, list) and len(betas) == 2 and all(map(_is_number, betas))):
+        raise m.error(f"has {kind} settings of the wrong types ({settings}); lr, eps, momentum "
+                      f"are numbers and betas two numbers; the file is damaged")
+    if "betas" in settings:
+        settings["betas"] = tuple(betas)
+    return kind, settings
+
+
+def _history(m):
+    d = m.json("history")
+    names = [f.name for f in fields(History)]
+    if not isinstance(d, dict) or set(d) - set(names):
+        what = sorted(set(d) - set(names)) if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+        raise m.error(f"has a history that is not History's fields (found {what}); the file is "
+                      f"damaged or from an incompatible version")
+    lengths = set()
+    for name, values in d.items():
+        if not (isinstance(values, list) and all(v is None or _is_number(v) for v in values)):
+            raise m.error(f"has a history field {name!r} that is not a list of numbers; the "
+                          f"file is damaged")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise m.error(f"has history fields of different lengths {sorted(lengths)}; the file is "
+                      f"damaged")
+    n = lengths.pop() if lengths else 0
+    return History.from_dict({name: d.get(name, [None] * n) for name in names})
+
+
+def _extra(m):
+    if "extra" not in m:
+        return {}
+    d = m.json("extra")
+    if not isinstance(d, dict):
+        raise m.error(f"has extra settings that are a JSON {type(d).__name__}, not an object; "
+                      f"the file is damaged")
+    return d
+
+
+def _checkpoint_path(path):
     path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, "checkpoint.npz")
+        if not os.path.isfile(inside):
+            raise CheckpointError(f"no checkpoint.npz in the folder {path}; give a run's folder "
+                                  f"(`minisae train --out`) or a checkpoint file")
+        return inside
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}; check the path (a run writes "
                               f"<out>/checkpoint.npz)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"{path} is not a readable minisae checkpoint ({e}); it may be "
-                              f"truncated or another kind of file") from None
+    return path
+
+
+def _check_container(f, where):
+    """Refuse what is not a zip, and a zip directory larger than a checkpoint's, before
+    zipfile reads that directory into memory."""
+    head = f.read(6)
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        kind = ("a single NumPy array (.npy)" if head == b"\x93NUMPY" else
+                "empty" if not head else "not a zip archive")
+        raise CheckpointError(f"{where} is not a minisae checkpoint ({WRITTEN_BY}): it is {kind}")
+    end = getattr(zipfile, "_EndRecData", lambda f: None)(f)   # zipfile's own reader of it
+    if end and (end[4] > len(_KNOWN) or end[5] > _MAX_DIRECTORY):
+        raise CheckpointError(f"{where} is not a minisae checkpoint: its zip directory declares "
+                              f"{end[4]:,} members in {end[5]:,} bytes")
+    f.seek(0)
+
+
+# Everything a damaged file can make zipfile, zlib, NumPy's header parser or a decoder raise.
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, TypeError, KeyError,
+           IndexError, struct.error, NotImplementedError, RecursionError, OverflowError)
+
+
+def load(path, backend=None):
+    """Read a checkpoint saved by save(), or the checkpoint.npz in a run's folder. backend
+    overrides the saved model's ("numpy", "cupy", "auto"); default numpy. Raises
+    CheckpointError for a missing, corrupt, hostile or incompatible file."""
+    path = _checkpoint_path(path)
     where = f"checkpoint {path}"
-    if "format_version" not in data or "config" not in data:
-        raise CheckpointError(f"{where} has no format_version/config: not a minisae checkpoint")
     try:
-        version = int(data["format_version"])
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{where} has an unreadable format_version") from None
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{where} has format version {version}; this minisae reads "
-                              f"version {FORMAT_VERSION} (save it again with a matching minisae)")
+        f = open(path, "rb")
+    except OSError as e:
+        raise CheckpointError(f"cannot read {where}: {e.strerror or e}") from None
     try:
-        config = Config(**json.loads(str(data["config"])))
-        config.validate()
-        model = SparseAutoencoder(**{k: v for k, v in asdict(config).items()},
-                                  backend=backend or "numpy")
-        for name, p in model.params.items():
-            src = data.get(f"param/{name}")
-            if src is None:
-                raise CheckpointError(f"{where} has no parameter {name!r}")
-            if src.shape != p.shape:
-                raise CheckpointError(f"{where}: parameter {name!r} has shape {src.shape}, but its "
-                                      f"config implies {p.shape}")
-            if not np.isfinite(src).all():
-                raise CheckpointError(f"{where}: parameter {name!r} holds NaN or inf")
-            p[...] = model.backend.asarray(src)
-        optimizer = None
-        if "optimizer" in data:
-            settings = json.loads(str(data["optimizer"]))
-            kind = settings.pop("type")
-            if kind not in OPTIMIZERS:
-                raise CheckpointError(f"{where}: unknown optimizer {kind!r}")
-            if "betas" in settings:
-                settings["betas"] = tuple(settings["betas"])
-            optimizer = OPTIMIZERS[kind](model.params, model.grads, **settings)
-            optimizer.load_state_dict({k[len("optim/"):]: v for k, v in data.items()
-                                       if k.startswith("optim/")})
-        history = History.from_dict(json.loads(str(data["history"])))
-        extra = json.loads(str(data["extra"])) if "extra" in data else {}
-    except CheckpointError:
+        with f:
+            _check_container(f, where)
+            with zipfile.ZipFile(f) as zf:
+                return _load(_Members(zf, where), backend)
+    except MinisaeError:
         raise
-    except (TypeError, ValueError, KeyError) as e:  # bad JSON, unknown fields, bad values
-        raise CheckpointError(f"{where} is damaged or from an incompatible version: {e}") from None
+    except MemoryError:
+        raise CheckpointError(f"not enough memory to load {where}; free some, or load it on a "
+                              f"machine with more") from None
+    except _DAMAGE as e:
+        raise CheckpointError(f"{where} is damaged or not a minisae checkpoint ({WRITTEN_BY}): "
+                              f"{_one_line(e)}; it may be truncated, use another copy") from None
+
+
+def _load(m, backend):
+    if "format_version" not in m or "config" not in m:
+        raise m.error(f"has no format_version/config: not a minisae checkpoint ({WRITTEN_BY})")
+    version = m.number("format_version", "iu")
+    if version != FORMAT_VERSION:
+        raise m.error(f"has format version {version}; this minisae reads version "
+                      f"{FORMAT_VERSION} (save it again with a matching minisae)")
+    # 1. the config, and from it every array the file must hold, with its shape
+    config = _config(m)
+    dtype = np.dtype(config.dtype)
+    arrays = {f"param/{name}": (shape, False) for name, shape in param_shapes(config).items()}
+    kind, settings = _optimizer(m) if "optimizer" in m else (None, None)
+    if kind is not None:
+        arrays.update({f"optim/{slot}.{name}": (shape, slot == "v") for slot in _SLOTS[kind]
+                       for name, shape in param_shapes(config).items()})
+    expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer"}
+    expected |= {"optim/t", "optim/lr"} if kind else set()
+    for key in sorted(set(m.infos) - expected):
+        raise m.error(f"holds {key!r}, which does not belong with "
+                      f"{'a ' + kind if kind else 'no'} optimizer; the file is damaged")
+    # 2. every header before any data
+    for key, (shape, _) in arrays.items():
+        m.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))[0].close()
+    history, extra = _history(m), _extra(m)
+    if kind is not None:
+        t, lr = m.number("optim/t", "iu"), m.number("optim/lr", "f")
+        if not (0 <= t < 2**53 and math.isfinite(lr) and lr > 0):
+            raise m.error(f"has optimizer step t={t} and lr={lr}; t must be >= 0 and lr a "
+                          f"positive number; the file is damaged")
+    # 3. every array's data, checked and dropped: a bad file is refused before memory is spent
+    for key, (shape, nonnegative) in arrays.items():
+        m.floats(key, shape, dtype, nonnegative)
+    # 4. only now the model and optimizer, filled one array at a time
+    model = SparseAutoencoder(**asdict(config), backend=backend or "numpy")
+    for name, p in model.params.items():
+        host = m.floats(f"param/{name}", p.shape, dtype, out=np.empty(p.shape, dtype))
+        p[...] = model.backend.asarray(host)
+    optimizer = None
+    if kind is not None:
+        try:
+            optimizer = OPTIMIZERS[kind](model.params, model.grads, **settings)
+        except ConfigError as e:
+            raise m.error(f"has {kind} settings out of range: {_one_line(e)}") from None
+        state = {"t": t, "lr": lr}
+        for key, (shape, _) in arrays.items():
+            if key.startswith("optim/"):
+                state[key[len("optim/"):]] = m.floats(key, shape, dtype, out=np.empty(shape, dtype))
+        optimizer.load_state_dict(state)
     return Checkpoint(model, optimizer, history, extra)

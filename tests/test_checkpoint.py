@@ -142,3 +142,215 @@ def test_model_only_checkpoint(tmp_path):
     c = ck.load(ck.save(tmp_path / "m.npz", model))
     assert c.optimizer is None and len(c.history) == 0 and isinstance(c.history, History)
     assert zipfile.is_zipfile(tmp_path / "m.npz")
+
+
+# ----------------------------------------------------------------------------- every bad file
+# Each ends in a CheckpointError with a one-line message, never another exception.
+
+def refused(path, match):
+    with pytest.raises(CheckpointError, match=match) as e:
+        ck.load(path)
+    assert "\n" not in str(e.value) and "allow_pickle" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_run_folder_loads_its_checkpoint(tmp_path):
+    model, *_ = trained(tmp_path)
+    os.rename(tmp_path / "c.npz", tmp_path / "checkpoint.npz")
+    assert ck.load(tmp_path).model.config == model.config
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty", "no checkpoint.npz in the folder")
+
+
+def test_old_checkpoints_load(tmp_path):
+    """A file written the way minisae wrote checkpoints before the loader was hardened."""
+    model, opt, history, _ = trained(tmp_path)
+    arrays = {"format_version": np.array(1), "config": np.array(json.dumps(vars(model.config))),
+              "history": np.array(json.dumps(history.as_dict())),
+              "extra": np.array(json.dumps({"settings": {"preset": "x"}})),
+              "optimizer": np.array(json.dumps({"type": "Adam", "lr": 0.02,
+                                                "betas": [0.9, 0.999], "eps": 1e-8}))}
+    arrays.update({f"param/{k}": np.asarray(v) for k, v in model.params.items()})
+    arrays.update({f"optim/{k}": np.asarray(v) for k, v in opt.state_dict().items()})
+    np.savez(tmp_path / "old.npz", **arrays)
+    c = ck.load(tmp_path / "old.npz")
+    assert c.history == history and c.optimizer.t == opt.t
+    np.testing.assert_array_equal(c.model.params["decoder.W"], model.params["decoder.W"])
+
+
+def test_compressed_and_big_endian_checkpoints_load(tmp_path):
+    model, _, _, path = trained(tmp_path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["param/encoder.W"] = arrays["param/encoder.W"].astype(">f4")
+    np.savez_compressed(tmp_path / "z.npz", **arrays)
+    np.testing.assert_array_equal(ck.load(tmp_path / "z.npz").model.params["encoder.W"],
+                                  model.params["encoder.W"])
+
+
+def test_param_shapes_match_the_model():
+    model = SparseAutoencoder(7, 3)
+    assert ck.param_shapes(model.config) == {k: v.shape for k, v in model.params.items()}
+    assert tuple(model.params) == ck.PARAMS
+
+
+@pytest.mark.parametrize("content,kind", [
+    (b"hello, a text file\n", "not a zip archive"),
+    (json.dumps({"train_total": 0.1}).encode(), "not a zip archive"),
+    (b"", "empty"),
+])
+def test_other_files_are_named_plainly(tmp_path, content, kind):
+    path = tmp_path / "metrics.json"
+    path.write_bytes(content)
+    message = refused(path, "not a minisae checkpoint")
+    assert kind in message and "minisae train" in message
+
+
+def test_npy_file(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    refused(tmp_path / "a.npy", r"not a minisae checkpoint.*single NumPy array \(.npy\)")
+
+
+def _zip_bytes(path):
+    return bytearray(open(path, "rb").read())
+
+
+def _central_entries(data):
+    """(offset, name) of each central-directory entry of a zip in data."""
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        n = int.from_bytes(data[at + 28:at + 30], "little")
+        yield at, bytes(data[at + 46:at + 46 + n]).decode()
+        at = data.find(b"PK\x01\x02", at + 46 + n)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    (8, 0x1, "encrypted"),                       # general-purpose flag bit 0
+    (10, 99, "compression method 99"),
+    (10, 12, "compression method 12"),           # bzip2: zipfile could, minisae does not
+])
+def test_encrypted_and_unusual_compression(tmp_path, field, value, match):
+    *_, path = trained(tmp_path)
+    data = _zip_bytes(path)
+    at = next(_central_entries(data))[0]
+    if field == 8:
+        data[at + 8] |= value
+    else:
+        data[at + 10:at + 12] = value.to_bytes(2, "little")
+    open(path, "wb").write(data)
+    refused(path, match)
+
+
+def test_unknown_and_duplicate_members(tmp_path):
+    *_, path = trained(tmp_path)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("payload.npy", b"x" * 100)
+    refused(path, "'payload.npy', which minisae never writes")
+    *_, path = trained(tmp_path)
+    with pytest.warns(UserWarning, match="Duplicate"), zipfile.ZipFile(path, "a") as z:
+        z.writestr("config.npy", b"x")
+    refused(path, "twice")
+
+
+def test_members_that_do_not_belong_to_the_optimizer(tmp_path):
+    *_, path = trained(tmp_path, "sgd")
+    _rewrite(path, **{"optim/m.encoder.b": np.zeros(4, np.float32)})
+    refused(path, "'optim/m.encoder.b', which does not belong with a SGD optimizer")
+    *_, path = trained(tmp_path)
+    _rewrite(path, optimizer=None)
+    refused(path, "does not belong with no optimizer")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("extra", "[1, 2]", "extra settings that are a JSON list"),
+    ("extra", "\"settings\"", "extra settings that are a JSON str"),
+    ("optimizer", "[1]", "unknown type None"),
+    ("optimizer", '{"type": "RMSprop", "lr": 0.1}', "unknown type 'RMSprop'"),
+    ("optimizer", '{"type": "Adam", "lr": "0.1", "betas": [0.9, 0.9], "eps": 1e-8}', "wrong types"),
+    ("optimizer", '{"type": "Adam", "lr": 0.1, "betas": 0.9, "eps": 1e-8}', "wrong types"),
+    ("optimizer", '{"type": "Adam", "lr": 0.1, "eps": 1e-8}', "expected"),
+    ("optimizer", '{"type": "Adam", "lr": 0.1, "betas": [0.9, 0.9], "eps": 1e-8, "x": 1}',
+     "expected"),
+    ("optimizer", '{"type": "Adam", "lr": -1, "betas": [0.9, 0.9], "eps": 1e-8}', "out of range"),
+    ("optimizer", '{"type": "Adam", "lr": NaN, "betas": [0.9, 0.9], "eps": 1e-8}', "out of range"),
+    ("optimizer", '{"type": "Adam", "lr": 1e999, "betas": [0.9, 0.9], "eps": 1e-8}',
+     "out of range"),
+    ("history", "[]", "history"),
+    ("history", '{"epoch": [1, 2], "nonsense": []}', "nonsense"),
+    ("history", '{"epoch": [1, "two"]}', "not a list of numbers"),
+    ("history", '{"epoch": [1, 2], "seconds": [1.0]}', "different lengths"),
+    ("config", "[1]", "config that is a JSON list"),
+    ("config", '"n_hidden"', "config that is a JSON str"),
+    ("config", '{"n_inputs": 10, "n_hidden": 4, "color": "red"}', "unknown fields"),
+    ("config", '{"n_inputs": 10, "n_hidden": 4.5}', "n_hidden"),
+    ("config", '{"n_inputs": 10, "n_hidden": 4, "dtype": "float16"}', "dtype"),
+    ("config", '{"n_inputs": 10, "n_hidden": 4, "sparsity_target": "0.1"}', "sparsity_target"),
+    pytest.param("config", "[" * 10_000, "not readable JSON", id="config-deep-nesting"),
+    pytest.param("config", "1" * 5000, "not readable JSON", id="config-5000-digits"),
+    pytest.param("config", "x" * 20_000, "more than the 65,536", id="config-too-long"),
+])
+def test_json_members_of_the_wrong_type(tmp_path, key, value, match):
+    *_, path = trained(tmp_path)
+    _rewrite(path, **{key: np.array(value)})
+    refused(path, match)
+
+
+def test_json_members_that_are_not_strings(tmp_path):
+    *_, path = trained(tmp_path)
+    _rewrite(path, config=np.zeros(3))
+    refused(path, "'config' has shape")
+    _rewrite(path, config=np.array(b"{}"))
+    refused(path, "should be a string")
+    _rewrite(path, format_version=np.array(1.0))
+    refused(path, "should be an integer")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("optim/m.encoder.W", "nan", "'optim/m.encoder.W' holds NaN or inf"),
+    ("optim/v.decoder.b", "inf", "'optim/v.decoder.b' holds NaN or inf"),
+    ("optim/v.encoder.b", "negative", "negative"),
+    ("optim/m.decoder.W", "float64", "holds float64, expected float32"),
+    ("optim/m.decoder.W", "int32", "holds int32"),
+    ("optim/v.decoder.W", "shape", r"has shape \(4, 9\)"),
+    ("optim/v.decoder.W", "fortran", "Fortran"),
+    ("optim/t", "negative", "t=-1"),
+    ("optim/t", "float", "integer"),
+    ("optim/lr", "nan", "lr=nan"),
+    ("param/decoder.b", "inf", "NaN or inf"),
+])
+def test_optimizer_state_is_checked_before_use(tmp_path, key, value, match):
+    *_, path = trained(tmp_path)
+    with np.load(path) as z:
+        a = z[key]
+    a = {"nan": lambda: np.full_like(a, np.nan), "inf": lambda: np.full_like(a, np.inf),
+         "negative": lambda: -np.ones_like(a), "float64": lambda: a.astype(np.float64),
+         "int32": lambda: a.astype(np.int32), "shape": lambda: np.zeros((4, 9), a.dtype),
+         "fortran": lambda: np.asfortranarray(a), "float": lambda: np.array(3.0)}[value]()
+    _rewrite(path, **{key: a})
+    refused(path, match)
+
+
+def test_save_refuses_what_load_would(tmp_path):
+    model = SparseAutoencoder(3, 2)
+    with pytest.raises(CheckpointError, match="extra.*JSON"):
+        ck.save(tmp_path / "c.npz", model, extra={"x": object()})
+    with pytest.raises(CheckpointError, match="cannot save an optimizer of type"):
+        ck.save(tmp_path / "c.npz", model, optimizer=object())
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_save_into_an_unwritable_place(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="cannot write the checkpoint") as e:
+        ck.save(tmp_path / "file" / "c.npz", SparseAutoencoder(3, 2))
+    assert "\n" not in str(e.value)
+
+
+def test_float64_round_trip(tmp_path):
+    model = SparseAutoencoder(5, 3, dtype="float64", seed=2)
+    opt = Adam(model.params, model.grads, lr=0.1)
+    fit(model, opt, np.random.default_rng(0).random((8, 5)), 1, 4, progress=False)
+    c = ck.load(ck.save(tmp_path / "c.npz", model, opt))
+    assert c.model.dtype == np.float64 and c.optimizer.t == opt.t
+    np.testing.assert_array_equal(c.optimizer.state_dict()["v.encoder.W"],
+                                  opt.state_dict()["v.encoder.W"])

@@ -95,26 +95,79 @@ def test_show_remakes_figures(tiny_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--hidden", "0"], "n_hidden"),
-    (["train", "--sparsity-target", "1.5"], "sparsity_target"),
-    (["train", "--loss", "bce", "--output", "linear"], "bce"),
-    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--sparsity-target", "1.5"], "--sparsity-target must"),
+    (["train", "--sparsity-weight", "-1"], "--sparsity-weight must"),
+    (["train", "--loss", "bce", "--output", "linear"], "--loss"),
+    (["train", "--lr", "0"], "--lr must"),
+    (["train", "--hidden", "10000000000"], "use fewer hidden units"),
     (["show", "missing.npz"], "no checkpoint"),
     (["train", "--resume", "missing.npz"], "no checkpoint"),
 ])
-def test_bad_arguments_give_one_line_errors(tiny_mnist, tmp_path, capsys, argv, message):
+def test_bad_arguments_give_one_line_errors_that_name_the_flag(tiny_mnist, tmp_path, capsys, argv,
+                                                               message):
     code = cli.main(argv + ["--out", str(tmp_path / "o")] if argv[0] == "train" else argv)
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert err.startswith("minisae: error:") and message in err and "\n" not in err
+    assert not any(name in err for name in ("n_hidden", "sparsity_target", "sparsity_weight",
+                                            "output_activation", "reconstruction_loss"))
 
 
-def test_gradcheck_passes_and_prints_a_table(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--hidden", "0"], "--hidden: must be at least 1"),
+    (["train", "--epochs", "0"], "--epochs: must be at least 1"),
+    (["train", "--out", ""], "--out: must name a folder"),
+    (["train", "--threads", "0"], "--threads"),
+    (["gradcheck", "--seed", "-1"], "--seed: must be 0 or more"),
+    (["train", "--hiden", "5"], "did you mean --hidden?"),
+    (["train", "--sparsity_weight", "2"], "did you mean --sparsity-weight?"),
+    (["show", "x.npz", "--dat-dir", "d"], "did you mean --data-dir?"),
+])
+def test_argument_errors_show_the_subcommands_usage(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert f"usage: minisae {argv[0]}" in err and message in err and "Traceback" not in err
+
+
+def test_every_option_has_help_with_its_default():
+    parser = cli.build_parser()
+    subparsers = parser._subparsers._group_actions[0].choices
+    assert set(subparsers) == {"train", "show", "gradcheck", "bench", "data"}
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            if not action.option_strings or action.help == "show this help message and exit":
+                continue
+            assert action.help, f"{name} {action.option_strings} has no help text"
+            if action.nargs != 0:  # an option that takes a value says its default
+                assert "default" in action.help, f"{name} {action.option_strings}: {action.help}"
+
+
+def test_gradcheck_passes_and_prints_both_paths(capsys):
     assert cli.main(["gradcheck", "--backend", "numpy"]) == 0
     out = capsys.readouterr().out
     for name in ("encoder.W", "encoder.b", "decoder.W", "decoder.b", "rel. error"):
         assert name in out
-    assert out.count("output=") == len(cli.GRADCHECK_OPTIONS)
+    valid = [c for c in cli.gradcheck_combinations() if c[3] is None]
+    invalid = [c for c in cli.gradcheck_combinations() if c[3] is not None]
+    assert len(valid) == 5 and len(invalid) == 3
+    for output, loss, reduction, _ in valid:
+        for path in ("reference", "fast"):
+            assert f"output={output}, loss={loss}, reduction={reduction}, path={path}" in out
+    for output, loss, reduction, problem in invalid:
+        assert f"output={output}, loss={loss}, reduction={reduction}: {problem}" in out
+    assert "all gradients match, on both paths" in out
+
+
+def test_gradcheck_fails_on_a_wrong_gradient_in_the_fast_engine(monkeypatch, capsys):
+    from minisae.fast import kernels
+    right = kernels.sigmoid_backward_
+    monkeypatch.setattr(kernels, "sigmoid_backward_",
+                        lambda dy, y, row=None, work=None: 1.01 * right(dy, y, row, work))
+    assert cli.main(["gradcheck", "--backend", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "'fast'" in err and "'reference'" not in err
 
 
 def test_gradcheck_fails_on_a_wrong_gradient(monkeypatch, capsys):
@@ -156,3 +209,156 @@ def test_unwritable_output_is_a_one_line_error(tiny_mnist, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("minisae: error:") and "\n" not in err
     assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- manners
+
+def test_an_existing_run_is_not_replaced_without_force(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and f"--resume {out}" in err and "--force" in err
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out), "--force"]) == 0
+    assert len(checkpoint.load(out / "checkpoint.npz").history) == 1
+
+
+def test_resume_takes_a_run_folder_and_refuses_another_preset(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert len(checkpoint.load(out / "checkpoint.npz").history) == 2
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--preset", "ufldl", "--epochs", "3"]) == 1
+    assert "--preset ufldl differs from the resumed run's book" in capsys.readouterr().err
+
+
+def _interrupt_after(monkeypatch, calls):
+    """Ctrl-C during the model's `calls`-th training step."""
+    from minisae.model import SparseAutoencoder
+    real, count = SparseAutoencoder.loss_and_grads, [0]
+
+    def loss_and_grads(self, x, validate=True):
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return real(self, x, validate)
+
+    monkeypatch.setattr(SparseAutoencoder, "loss_and_grads", loss_and_grads)
+
+
+def test_ctrl_c_says_what_was_saved_and_how_to_resume(tiny_mnist, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_after(mp, calls=6 + 3)  # 6 steps an epoch: inside the second epoch
+        assert cli.main(["train", *TINY, "--epochs", "3", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("minisae: interrupted; the checkpoint in") and "holds 1 of 3 epochs" in err
+    command = err.split("continue with: ")[1]
+    assert command.startswith(f"minisae train --resume {out} --epochs 3")
+    assert cli.main(command.split()[1:]) == 0  # the printed command finishes the run ...
+    assert cli.main(["train", *TINY, "--epochs", "3", "--out", str(tmp_path / "full")]) == 0
+    resumed = checkpoint.load(out)  # ... exactly as an uninterrupted one
+    full = checkpoint.load(tmp_path / "full")
+    np.testing.assert_array_equal(resumed.model.flat_params, full.model.flat_params)
+
+
+def test_ctrl_c_before_anything_was_saved(tiny_mnist, tmp_path, capsys, monkeypatch):
+    _interrupt_after(monkeypatch, calls=2)
+    assert cli.main(["train", *TINY, "--epochs", "3", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; nothing was saved yet" in err and "Traceback" not in err
+    monkeypatch.setattr(cli, "build_parser", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(["train"]) == 130
+    assert capsys.readouterr().err.strip() == "minisae: interrupted"
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5])
+def test_ctrl_c_at_any_moment_never_prints_a_traceback(tiny_mnist, tmp_path, delay):
+    import os
+    import signal
+    import time
+    env = dict(os.environ, MINISAE_DATA=str(tiny_mnist), MINISAE_BACKEND="numpy")
+    p = subprocess.Popen([sys.executable, "-m", "minisae", "train", *TINY, "--epochs", "50",
+                          "--out", str(tmp_path / "r")], env=env, stderr=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "minisae: interrupted" in err
+
+
+def test_show_takes_a_run_folder(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    (out / "metrics.json").unlink()
+    assert cli.main(["show", str(out), "--backend", "numpy"]) == 0
+    assert (out / "metrics.json").exists()
+
+
+def test_show_says_plainly_when_a_file_is_not_a_checkpoint(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for path in (out / "metrics.json", out / "features.png"):
+        assert cli.main(["show", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert "not a minisae checkpoint" in err and "allow_pickle" not in err
+        assert err.count("\n") == 1
+
+
+def test_metrics_and_curves_name_the_test_set(tiny_mnist, tmp_path):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert "test_total" in history and not any(k.startswith("val_") for k in history)
+
+
+def test_the_book_preset_points_to_ufldl(tiny_mnist, tmp_path, capsys):
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "b")]) == 0
+    assert "--preset ufldl" in capsys.readouterr().out
+    assert cli.main(["train", *TINY, "--epochs", "1", "--preset", "ufldl",
+                     "--out", str(tmp_path / "u")]) == 0
+    assert "--preset ufldl" not in capsys.readouterr().out
+
+
+def test_output_files_honour_the_umask(tiny_mnist, tmp_path):
+    import os
+    old = os.umask(0o027)
+    try:
+        assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.npz", "metrics.json") + cli.FIGURES:
+        assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_reference_flag_runs_the_reference_path_end_to_end(tiny_mnist, tmp_path, monkeypatch):
+    from minisae import Adam
+    from minisae.fast import FlatAdam, step
+    from minisae.layers import Dense
+    calls = {"dense": 0, "adam": 0, "engine": 0}
+
+    def count(owner, name, key):
+        real = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            calls[key] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
+
+    count(Dense, "backward", "dense")
+    count(Adam, "reference_step", "adam")
+    count(FlatAdam, "step", "engine")
+    count(step, "autoencoder_loss_and_grads", "engine")
+    assert cli.main(["train", *TINY, "--epochs", "1", "--reference", "--out", str(tmp_path / "r")]) == 0
+    assert calls == {"dense": 2 * 6, "adam": 6, "engine": 0}  # 6 steps of 50 in 300 digits
+
+
+def test_threads_flag(tiny_mnist, tmp_path):
+    assert cli.main(["train", *TINY, "--epochs", "1", "--threads", "1",
+                     "--out", str(tmp_path / "r")]) == 0

@@ -88,6 +88,12 @@ def fake(monkeypatch, tmp_path):
     return arrays, src
 
 
+def accept(monkeypatch, folder):
+    """Make the four .gz files in folder the "official" MNIST (their md5s)."""
+    monkeypatch.setitem(datasets.SPECS, "mnist", dataclasses.replace(
+        datasets.SPECS["mnist"], gz_md5s={s: md5(folder / f"{s}.gz") for s in FILES}))
+
+
 def assert_is(ds, arrays):
     assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
     assert ds.x_train.shape == (12, 784) and ds.x_test.shape == (6, 784)
@@ -201,6 +207,7 @@ BAD_FILES = {
     "garbage after gzip magic": (b"\x1f\x8b" + bytes(range(50)), "gzip"),
     "flipped gzip byte": (GOOD[:30] + bytes([GOOD[30] ^ 0xFF]) + GOOD[31:], "gzip"),
     "text file": (b"hello, this is not an IDX file\n", "magic"),
+    "70 dimensions": (header(dims=(1,) * 70) + bytes(1), "70 dimensions"),
 }
 
 
@@ -218,6 +225,14 @@ def test_read_idx_rejects_bad_files(tmp_path, case):
         tracemalloc.stop()
     assert str(path) in str(e.value)
     assert peak < 8 << 20       # a lying header allocates nothing of the size it claims
+
+
+def test_read_idx_size_cap(tmp_path):
+    write_idx(tmp_path / "a.gz", np.zeros((10, 10), np.int32))
+    assert read_idx(tmp_path / "a.gz", max_bytes=400).shape == (10, 10)
+    with pytest.raises(DatasetError, match=r"shape \(10, 10\) \(400 bytes of data\), more than "
+                                           r"the 399 allowed"):
+        read_idx(tmp_path / "a.gz", max_bytes=399)
 
 
 def test_read_idx_missing_file_and_folder(tmp_path):
@@ -288,17 +303,30 @@ def test_wrong_kind_of_file_is_named(fake, tmp_path):
     assert f"{FILES[0]}.gz" in str(e.value)
 
 
+def test_headers_are_checked_against_the_dataset_before_reading(fake, tmp_path, monkeypatch):
+    arrays, src = fake
+    folder = tmp_path / "d"
+    write_set(folder)
+    write_idx(folder / f"{FILES[0]}.gz", arrays[FILES[0]][:, :, :27])
+    with pytest.raises(DatasetError, match=r"expected uint8 images of shape \(n, 28, 28\), the "
+                                           r"header declares uint8 \(12, 28, 27\)"):
+        datasets.load_mnist(folder, download=False)
+    monkeypatch.setitem(datasets.SPECS, "mnist", dataclasses.replace(
+        datasets.SPECS["mnist"], n_train=100, n_test=5))
+    with pytest.raises(DatasetError, match="declares 6 images, but the mnist t10k-images-idx3-ubyte "
+                                           "has 5"):
+        datasets.load_mnist(src, download=False)
+
+
 def test_mismatched_counts_and_bad_labels(tmp_path, monkeypatch):
     folder = tmp_path / "d"
     arrays = write_set(folder)
-    # accept any md5: these tests are about the shape checks after it
-    monkeypatch.setattr(datasets, "_md5", lambda *a, **k: "x")
-    monkeypatch.setitem(datasets.SPECS, "mnist", dataclasses.replace(
-        datasets.SPECS["mnist"], gz_md5s=dict.fromkeys(FILES, "x")))
     write_idx(folder / f"{FILES[1]}.gz", arrays[FILES[1]][:5])
+    accept(monkeypatch, folder)     # these tests are about the checks after the md5
     with pytest.raises(DatasetError, match="5 labels for 12 images"):
         datasets.load_mnist(folder, download=False)
     write_idx(folder / f"{FILES[1]}.gz", arrays[FILES[1]] + 10)
+    accept(monkeypatch, folder)
     with pytest.raises(DatasetError, match="labels must be 0..9"):
         datasets.load_mnist(folder, download=False)
 
@@ -323,6 +351,34 @@ def test_corrupt_env_folder_is_skipped_with_a_notice(fake, tmp_path, monkeypatch
     ds = datasets.load_mnist(download=False, cache_dir=tmp_path / "cache")
     assert ds.source.startswith("cache")
     assert "skipping $MINISAE_DATA" in capsys.readouterr().err
+
+
+def test_minisae_data_that_is_not_a_folder_is_an_error(fake, tmp_path, monkeypatch):
+    _, src = fake
+    monkeypatch.setenv("MINISAE_DATA", str(tmp_path / "nope"))
+    with pytest.raises(DatasetError, match=r"\$MINISAE_DATA is set to .*nope, which does not "
+                                           r"exist; set it to the folder"):
+        datasets.load_mnist(download=False)
+    rows = dict(datasets.describe("mnist"))
+    assert rows[f"$MINISAE_DATA {tmp_path / 'nope'}"].startswith("error: ")
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MINISAE_DATA", str(tmp_path / "file"))
+    with pytest.raises(DatasetError, match="MINISAE_DATA.*is not a folder"):
+        datasets.load_fashion_mnist(download=False)
+    assert datasets.load_mnist(src, download=False).source == f"data_dir {src}"  # not looked at
+
+
+def test_minisae_data_without_the_files_gets_a_notice(fake, tmp_path, monkeypatch, capsys):
+    (tmp_path / "env").mkdir()
+    write_set(tmp_path / "cache" / "mnist")
+    monkeypatch.setenv("MINISAE_DATA", str(tmp_path / "env"))
+    ds = datasets.load_mnist(download=False, cache_dir=tmp_path / "cache")
+    assert ds.source.startswith("cache")
+    err = capsys.readouterr().err
+    assert f"$MINISAE_DATA is set to {tmp_path / 'env'}, but it holds no mnist files" in err
+    with pytest.raises(DatasetError, match="fashion-mnist not found"):
+        datasets.load_fashion_mnist(download=False, cache_dir=tmp_path / "nothing")
+    assert "holds no fashion-mnist files" in capsys.readouterr().err
 
 
 def test_cache_root_honours_xdg(tmp_path, monkeypatch):
@@ -396,6 +452,38 @@ def test_server_down_404_and_broken_connection_fall_through(fake, tmp_path, serv
     assert_is(ds, arrays)
     assert ds.source == f"download into {cache / 'mnist'}"
     assert len(list((cache / "mnist").iterdir())) == 4
+
+
+class Endless(http.server.BaseHTTPRequestHandler):
+    """Sends zeros until the client hangs up; announces a huge size if self.announce."""
+    announce = False
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.announce:
+            self.send_header("Content-Length", str(10**12))
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(bytes(1 << 16))
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+class Announces(Endless):
+    announce = True
+
+
+@pytest.mark.parametrize("handler,problem", [(Endless, "sent more than"),
+                                             (Announces, "announces 1,000,000,000,000 bytes")])
+def test_a_server_sending_too_much_is_cut_off(fake, tmp_path, serve, handler, problem):
+    with pytest.raises(DatasetError, match=f"could not download.*{problem}"):
+        datasets.fetch("mnist", mirrors=[serve(handler=handler)], cache_dir=tmp_path / "c",
+                       progress=False)
+    assert list((tmp_path / "c" / "mnist").iterdir()) == []
 
 
 def test_broken_connection_leaves_no_file(tmp_path, serve):
@@ -491,3 +579,8 @@ def test_unusable_cache_falls_back_to_the_offline_subset(monkeypatch, tmp_path):
         datasets.fetch("mnist", progress=False)
     ds = datasets.load_mnist(progress=False)
     assert ds.subset and len(ds.x_train) == 4000
+
+
+def test_data_dir_that_does_not_exist(tmp_path):
+    with pytest.raises(DatasetError, match="nope: no such folder; expected train-images"):
+        datasets.load_mnist(tmp_path / "nope", download=False)

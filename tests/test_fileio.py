@@ -1,0 +1,120 @@
+"""fileio.atomic_write: whole files or none, umask-honouring modes, stale .part files cleaned."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from minisae import SparseAutoencoder
+from minisae import checkpoint as ck
+from minisae.datasets import write_idx
+from minisae.errors import CheckpointError
+from minisae.fileio import atomic_write, remove_stale_parts
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="modes, PIDs and fork are POSIX")
+
+
+def parts(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+def dead_pid():
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_writes_whole_file(tmp_path):
+    with atomic_write(tmp_path / "a.txt", "w") as f:
+        f.write("hello")
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_failure_keeps_the_old_file_and_leaves_no_part(tmp_path):
+    (tmp_path / "a").write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(tmp_path / "a") as f:
+            f.write(b"half")
+            raise KeyboardInterrupt
+    assert (tmp_path / "a").read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["a"]
+
+
+@posix_only
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_modes_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "a", fsync=True) as f:
+            f.write(b"x")
+        ck.save(tmp_path / "c.npz", SparseAutoencoder(3, 2))
+        write_idx(tmp_path / "i.gz", np.zeros(3, np.uint8))
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    for name in ("a", "c.npz", "i.gz", "plain"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_writing_onto_a_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        with atomic_write(tmp_path / "d") as f:
+            f.write(b"x")
+    assert os.listdir(tmp_path) == ["d"] and os.listdir(tmp_path / "d") == []
+    with pytest.raises(CheckpointError, match="is a folder") as e:
+        ck.save(tmp_path / "d", SparseAutoencoder(3, 2))
+    assert "\n" not in str(e.value)
+
+
+@posix_only
+def test_stale_parts_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    target = tmp_path / "c.npz"
+    dead, live = dead_pid(), os.getppid()
+    stale = tmp_path / f".c.npz.{dead}.0123abcd.part"
+    running = tmp_path / f".c.npz.{live}.0123abcd.part"
+    mine = tmp_path / f".c.npz.{os.getpid()}.0123abcd.part"
+    other_target = tmp_path / f".d.npz.{dead}.0123abcd.part"
+    legacy_old, legacy_new = tmp_path / ".c.npz.k2j_9x0a.part", tmp_path / ".c.npz.zz81_qpa.part"
+    for p in (stale, running, mine, other_target, legacy_old, legacy_new):
+        p.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(legacy_old, (two_hours_ago, two_hours_ago))
+    with atomic_write(target) as f:
+        f.write(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not stale.exists() and not legacy_old.exists()
+    assert running.exists() and mine.exists() and other_target.exists() and legacy_new.exists()
+    remove_stale_parts(tmp_path / "d.npz")
+    assert not other_target.exists()
+
+
+@posix_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_saves_killed_mid_write_leave_at_most_one_part(tmp_path):
+    """SIGKILL gives no chance to clean up; each next save removes the leftovers."""
+    target = tmp_path / "c.npz"
+    model = SparseAutoencoder(3, 2)
+    ck.save(target, model)
+    good = target.read_bytes()
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:    # the child: start a save, die inside it
+            try:
+                with atomic_write(target) as f:
+                    f.write(b"half a checkpoint")
+                    f.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            finally:
+                os._exit(1)
+        os.waitpid(pid, 0)
+        assert target.read_bytes() == good
+        assert len(parts(tmp_path)) == 1
+    ck.save(target, model)
+    assert parts(tmp_path) == [] and ck.load(target).model.config == model.config
