@@ -330,13 +330,42 @@ def _refuse_to_overwrite(out, force):
                           f"--force to replace it")
 
 
-def _resumed_settings(args, ck):
-    settings = dict(ck.extra.get("settings") or {})
-    if not settings:
-        raise ConfigError(f"{args.resume} was not written by `minisae train`; it has no settings")
-    for name, value in TRAINING_DEFAULTS.items():  # checkpoints from before a setting existed
-        settings.setdefault(name, value)
+_NUMBER = (int, float)
+SETTING_TYPES = {
+    "preset": str, "dataset": str, "optimizer": str, "output": str, "loss": str,
+    "reduction": str, "dtype": str, "hidden": int, "epochs": int, "batch_size": int,
+    "max_iter": int, "memory": int, "n_patches": int, "patch_size": int, "seed": int,
+    "sparsity_target": _NUMBER, "sparsity_weight": _NUMBER, "weight_decay": _NUMBER,
+    "lr": _NUMBER, "momentum": _NUMBER,
+}
+SETTING_CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS}
+
+
+def run_settings(ck, where):
+    """The settings `minisae train` saved with a checkpoint, checked (a damaged or edited file
+    gets a CheckpointError, not a crash later), with what older runs did not record filled in."""
+    from .errors import CheckpointError
+    settings = ck.extra.get("settings")
+    if settings is None:
+        raise ConfigError(f"{where} was not written by `minisae train`; it has no settings")
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{where}: its settings are a JSON {type(settings).__name__}, not "
+                              f"an object; the file is damaged")
+    for name, value in settings.items():
+        kind = SETTING_TYPES.get(name)
+        ok = kind is not None and isinstance(value, kind) and not isinstance(value, bool)
+        if ok and name in SETTING_CHOICES:
+            ok = value in SETTING_CHOICES[name]
+        if not ok:
+            raise CheckpointError(f"{where}: its setting {name!r} = {value!r} is unknown or of "
+                                  f"the wrong type; the file is damaged or from another version")
+    settings = dict(TRAINING_DEFAULTS, **settings)  # runs from before a setting existed
     settings.setdefault("dtype", ck.model.config.dtype)
+    return settings
+
+
+def _resumed_settings(args, ck):
+    settings = run_settings(ck, args.resume)
     for name in KEPT_ON_RESUME:
         value = getattr(args, name, None)
         if value is not None and value != settings.get(name):
@@ -495,8 +524,9 @@ def cmd_show(args):
     from . import checkpoint
     from .backend import get_backend
     ck = checkpoint.load(args.checkpoint, backend=get_backend(args.backend))
-    settings = dict(TRAINING_DEFAULTS, **(ck.extra.get("settings") or {}))
-    settings.setdefault("dtype", ck.model.config.dtype)
+    if ck.extra.get("settings") is None:  # a checkpoint saved from Python: MNIST, by default
+        ck.extra["settings"] = {"dataset": "mnist"}
+    settings = run_settings(ck, args.checkpoint)
     out = args.out or _run_folder(args.checkpoint)
     os.makedirs(out, exist_ok=True)
     args.no_progress = False
@@ -579,13 +609,15 @@ def _add_data(sub):
 def cmd_data(args):
     from . import datasets
     names = datasets.DATASETS if args.dataset == "all" else (args.dataset,)
+    errors = 0
     for name in names:
         if args.fetch:
             print(f"{name}: fetched into {datasets.fetch(name)}")
         print(f"{name}:")
         for where, status in datasets.describe(name, args.data_dir):
             print(f"  {status:<12} {where}")
-    return 0
+            errors += status.startswith("error")
+    return 1 if errors else 0
 
 
 # ----------------------------------------------------------------------------- main

@@ -362,3 +362,18 @@ def test_reference_flag_runs_the_reference_path_end_to_end(tiny_mnist, tmp_path,
 def test_threads_flag(tiny_mnist, tmp_path):
     assert cli.main(["train", *TINY, "--epochs", "1", "--threads", "1",
                      "--out", str(tmp_path / "r")]) == 0
+
+
+@pytest.mark.parametrize("settings", [["not", "a", "dict"], {"hidden": "eight"},
+                                      {"optimizer": "rmsprop"}, {"bogus": 1}, {"seed": True}])
+def test_damaged_run_settings_are_one_line_errors(tiny_mnist, tmp_path, capsys, settings):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    ck = checkpoint.load(out)
+    checkpoint.save(out / "checkpoint.npz", ck.model, ck.optimizer, ck.history,
+                    {"settings": settings})
+    capsys.readouterr()
+    for argv in (["train", "--resume", str(out), "--epochs", "2"], ["show", str(out)]):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("minisae: error:") and "settings" in err and err.count("\n") == 1
