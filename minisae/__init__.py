@@ -26,13 +26,13 @@ __version__ = "0.2.0"
 _PUBLIC = {  # name -> the submodule that defines it
     "Backend": "backend", "get_backend": "backend", "to_numpy": "backend",
     "SparseAutoencoder": "model", "Loss": "model",
-    "Adam": "optim", "SGD": "optim", "LBFGS": "optim",
+    "Adam": "optim", "SGD": "optim", "LBFGS": "lbfgs",
     "SoftmaxRegression": "softmax",
     "fit": "train", "evaluate": "train", "History": "train",
     "save": "checkpoint", "load": "checkpoint", "Checkpoint": "checkpoint",
     "PRESETS": "presets",
 }
-_SUBMODULES = ("backend", "functional", "layers", "model", "optim", "gradcheck", "fast",
+_SUBMODULES = ("backend", "functional", "layers", "model", "optim", "lbfgs", "gradcheck", "fast",
                "datasets", "patches", "train", "checkpoint", "plots", "presets", "softmax",
                "selftaught", "cli", "errors", "fileio")
 

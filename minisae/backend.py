@@ -139,3 +139,21 @@ def flat_views(flat, shapes):
         views[name] = flat[start:start + size].reshape(shape)
         start += size
     return views
+
+
+def flat_owner(arrays):
+    """The 1-D contiguous array that `arrays` tile exactly, in order, or None: the inverse of
+    flat_views, for code that wants one pass over a model's whole parameter vector."""
+    if not arrays:
+        return None
+    owner = arrays[0].base
+    if owner is None or getattr(owner, "ndim", None) != 1 or not owner.flags.c_contiguous:
+        return None
+    ptr = (lambda a: a.ctypes.data) if isinstance(owner, np.ndarray) else (lambda a: a.data.ptr)
+    expected = ptr(owner)
+    for a in arrays:
+        if a.base is not owner or not a.flags.c_contiguous or a.dtype != owner.dtype \
+                or ptr(a) != expected:
+            return None
+        expected += a.nbytes
+    return owner if expected == ptr(owner) + owner.nbytes else None

@@ -32,21 +32,26 @@ import numpy as np
 from .errors import CheckpointError, ConfigError, MinisaeError
 from .fileio import atomic_write
 from .model import Config, SparseAutoencoder
-from .optim import SGD, Adam
+from .optim import LBFGS, SGD, Adam
 from .train import History
 
 FORMAT_VERSION = 1
-OPTIMIZERS = {"Adam": Adam, "SGD": SGD}
+OPTIMIZERS = {"Adam": Adam, "SGD": SGD, "LBFGS": LBFGS}
 PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
-_SETTINGS = {"Adam": ("lr", "betas", "eps"), "SGD": ("lr", "momentum")}   # the optimizer JSON
-_SLOTS = {"Adam": ("m", "v"), "SGD": ("u",)}       # state arrays, one per parameter
+_SETTINGS = {"Adam": ("lr", "betas", "eps"), "SGD": ("lr", "momentum"),   # the optimizer JSON
+             "LBFGS": ("max_iter", "memory", "gtol", "ftol")}
+_SLOTS = {"Adam": ("m", "v"), "SGD": ("u",), "LBFGS": ()}   # state arrays, one per parameter
+# state numbers, and their kinds ("iu": an integer >= 0, "f": a positive float)
+_SCALARS = {"Adam": {"t": "iu", "lr": "f"}, "SGD": {"t": "iu", "lr": "f"},
+            "LBFGS": {"t": "iu", "evaluations": "iu", "max_iter": "iu", "memory": "iu"}}
 _JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
 # Largest member data allowed for each JSON member, in bytes (NumPy stores 4 per character).
 _TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20}
 _MAX_DIRECTORY = 1 << 16   # bytes of zip directory: a checkpoint has a couple of dozen members
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64")
-_KNOWN = {"format_version", "config", "optimizer", "history", "extra", "optim/t", "optim/lr",
+_KNOWN = {"format_version", "config", "optimizer", "history", "extra",
+          *(f"optim/{k}" for scalars in _SCALARS.values() for k in scalars),
           *(f"param/{p}" for p in PARAMS),
           *(f"optim/{s}.{p}" for slots in _SLOTS.values() for s in slots for p in PARAMS)}
 WRITTEN_BY = "a .npz written by `minisae train` or minisae.save"
@@ -74,6 +79,8 @@ def _optimizer_settings(opt):
         return {"type": "Adam", "lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps}
     if isinstance(opt, SGD):
         return {"type": "SGD", "lr": opt.lr, "momentum": opt.momentum}
+    if isinstance(opt, LBFGS):
+        return {"type": "LBFGS", **opt.hyperparameters()}
     raise CheckpointError(f"cannot save an optimizer of type {type(opt).__name__}; a checkpoint "
                           f"holds one of {', '.join(OPTIMIZERS)}")
 
@@ -108,7 +115,7 @@ def save(path, model, optimizer=None, history=None, extra=None):
         arrays["optimizer"] = _text("optimizer", settings)
         state = optimizer.state_dict()
         kind = settings["type"]
-        expected = {"t", "lr"} | {f"{s}.{p}" for s in _SLOTS[kind] for p in model.params}
+        expected = set(_SCALARS[kind]) | {f"{s}.{p}" for s in _SLOTS[kind] for p in model.params}
         if set(state) != expected:    # a changed optimizer: load() would refuse the file
             raise CheckpointError(f"cannot save {kind} state {sorted(set(state) ^ expected)}: "
                                   f"checkpoint.py does not know these keys; update its _SLOTS")
@@ -426,7 +433,7 @@ def _load(m, backend):
         arrays.update({f"optim/{slot}.{name}": (shape, slot == "v") for slot in _SLOTS[kind]
                        for name, shape in param_shapes(config).items()})
     expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer"}
-    expected |= {"optim/t", "optim/lr"} if kind else set()
+    expected |= {f"optim/{k}" for k in _SCALARS[kind]} if kind else set()
     for key in sorted(set(m.infos) - expected):
         raise m.error(f"holds {key!r}, which does not belong with "
                       f"{'a ' + kind if kind else 'no'} optimizer; the file is damaged")
@@ -434,11 +441,13 @@ def _load(m, backend):
     for key, (shape, _) in arrays.items():
         m.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))[0].close()
     history, extra = _history(m), _extra(m)
-    if kind is not None:
-        t, lr = m.number("optim/t", "iu"), m.number("optim/lr", "f")
-        if not (0 <= t < 2**53 and math.isfinite(lr) and lr > 0):
-            raise m.error(f"has optimizer step t={t} and lr={lr}; t must be >= 0 and lr a "
-                          f"positive number; the file is damaged")
+    scalars = {}
+    for key, kinds in (_SCALARS[kind].items() if kind else ()):
+        value = scalars[key] = m.number(f"optim/{key}", kinds)
+        if not (0 <= value < 2**53 if kinds == "iu" else math.isfinite(value) and value > 0):
+            raise m.error(f"has optimizer state {key}={value}; it must be "
+                          f"{'a count >= 0' if kinds == 'iu' else 'a positive number'}; the "
+                          f"file is damaged")
     # 3. every array's data, checked and dropped: a bad file is refused before memory is spent
     for key, (shape, nonnegative) in arrays.items():
         m.floats(key, shape, dtype, nonnegative)
@@ -453,7 +462,7 @@ def _load(m, backend):
             optimizer = OPTIMIZERS[kind](model.params, model.grads, **settings)
         except ConfigError as e:
             raise m.error(f"has {kind} settings out of range: {_one_line(e)}") from None
-        state = {"t": t, "lr": lr}
+        state = dict(scalars)
         for key, (shape, _) in arrays.items():
             if key.startswith("optim/"):
                 state[key[len("optim/"):]] = m.floats(key, shape, dtype, out=np.empty(shape, dtype))

@@ -620,6 +620,74 @@ def cmd_data(args):
     return 1 if errors else 0
 
 
+# ----------------------------------------------------------------------------- selftaught
+
+def _add_selftaught(sub):
+    p = sub.add_parser(
+        "selftaught", help="self-taught learning: autoencoder codes of 5-9 as features for 0-4",
+        description="UFLDL's self-taught learning: a sparse autoencoder learns from the classes "
+                    "5-9 without their labels; softmax regressions learn the classes 0-4 from "
+                    "half of them and are tested on the other half, on the autoencoder's codes, "
+                    "the raw pixels and an untrained autoencoder's codes. Prints the table and "
+                    "writes <out>/<dataset>.json.")
+    p.add_argument("--dataset", nargs="+", default=["mnist"], choices=("mnist", "fashion-mnist"),
+                   help="one or more data sets (default: mnist)")
+    p.add_argument("--out", default="runs/selftaught", type=_folder,
+                   help="folder for <dataset>.json (default: runs/selftaught)")
+    p.add_argument("--hidden", type=_positive_int, default=196,
+                   help="autoencoder units (default: 196)")
+    p.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"),
+                   help="how the autoencoder trains (default: lbfgs)")
+    p.add_argument("--max-iter", type=_positive_int, default=400,
+                   help="L-BFGS iterations of the autoencoder (default: 400)")
+    p.add_argument("--epochs", type=_positive_int, default=400,
+                   help="Adam epochs of the autoencoder (default: 400)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate (default: 0.01)")
+    p.add_argument("--batch-size", type=_positive_int, default=1000,
+                   help="Adam's batch size (default: 1000)")
+    p.add_argument("--softmax-max-iter", type=_positive_int, default=100,
+                   help="L-BFGS iterations of each softmax regression (default: 100)")
+    p.add_argument("--softmax-weight-decay", type=float, default=1e-4,
+                   help="the softmax regression's lambda (default: 1e-4)")
+    p.add_argument("--seeds", type=_count, nargs="+", default=[0, 1, 2],
+                   help="autoencoder seeds, one trained and one untrained model each "
+                        "(default: 0 1 2)")
+    p.add_argument("--splits", type=_positive_int, default=5,
+                   help="random halvings of the labelled classes per seed (default: 5)")
+    p.add_argument("--max-unlabelled", type=_positive_int, default=None,
+                   help="train the autoencoder on a random subset of this many samples "
+                        "(default: all)")
+    p.add_argument("--max-labelled", type=_positive_int, default=None,
+                   help="classify a random subset of this many labelled samples (default: all)")
+    _add_backend(p)
+    _add_data_source(p)
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--quick", action="store_true",
+                   help="a seconds-long smoke run: 1 seed, 2 halvings, 32 units, 20 iterations, "
+                        "600 samples each")
+    p.set_defaults(func=cmd_selftaught)
+
+
+def cmd_selftaught(args):
+    from .selftaught import self_taught
+    config = dict(n_hidden=args.hidden, optimizer=args.optimizer, max_iter=args.max_iter,
+                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                  softmax_max_iter=args.softmax_max_iter,
+                  softmax_weight_decay=args.softmax_weight_decay, seeds=args.seeds,
+                  splits=args.splits, max_unlabelled=args.max_unlabelled,
+                  max_labelled=args.max_labelled, backend=args.backend, data_dir=args.data_dir,
+                  download=not args.no_download, progress=args.progress)
+    if args.quick:
+        config.update(n_hidden=32, max_iter=20, epochs=2, softmax_max_iter=30, seeds=[0],
+                      splits=2, max_unlabelled=600, max_labelled=600)
+    for name in args.dataset:
+        print(f"\n== {name}")
+        result = self_taught(name, log=print, **config)
+        print("\n" + result.format_table())
+        print(f"wrote {result.write_json(os.path.join(args.out, f'{name}.json'))}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 class _Parser(argparse.ArgumentParser):
@@ -641,6 +709,7 @@ def build_parser():
     from .fast.bench import add_parser as add_bench
     add_bench(sub)
     _add_data(sub)
+    _add_selftaught(sub)
     return parser
 
 

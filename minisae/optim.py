@@ -1,4 +1,4 @@
-"""Optimizers: Adam (Kingma & Ba, 2015) and SGD with momentum.
+"""Optimizers: Adam (Kingma & Ba, 2015), SGD with momentum, and L-BFGS (in lbfgs.py).
 
 An optimizer holds the model's named parameter and gradient arrays (`model.params`,
 `model.grads`) and updates the parameters in place at each `step()`. Its state (Adam's m and
@@ -203,3 +203,6 @@ class Adam(Optimizer):
             p -= self.lr * m_hat / (array_module(v).sqrt(v_hat) + self.eps)
             self.m[name][...] = m                         # kept for the next step
             self.v[name][...] = v
+
+
+from .lbfgs import LBFGS  # noqa: E402  (full-batch L-BFGS through SciPy; its own file, lbfgs.py)

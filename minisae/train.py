@@ -187,7 +187,7 @@ def _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, p
     if log_every is None:
         log_every = 1 if model.backend.name == "numpy" else 20
     batch = np.empty((batch_size, x_train.shape[1]), dtype=model.dtype)
-    with _progress(max(0, epochs - first + 1) * steps, progress, "batch") as bar:
+    with progress_bar(max(0, epochs - first + 1) * steps, progress) as bar:
         for epoch in range(first, epochs + 1):
             seconds, sums = _train_epoch(model, optimizer, x_train, batch, seed, epoch, steps,
                                          log_every, bar, epochs, len(history))
@@ -282,12 +282,12 @@ class _NoBar:
         pass
 
 
-def _progress(total, enabled, unit):
+def progress_bar(total, enabled, desc="training", unit="batch"):
     """A tqdm bar (closed when its block ends, also on an error), or a silent stand-in."""
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="training", unit=unit, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def reconstruction_mse(model, x, batch_size=1000):

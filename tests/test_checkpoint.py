@@ -354,3 +354,22 @@ def test_float64_round_trip(tmp_path):
     assert c.model.dtype == np.float64 and c.optimizer.t == opt.t
     np.testing.assert_array_equal(c.optimizer.state_dict()["v.encoder.W"],
                                   opt.state_dict()["v.encoder.W"])
+
+
+def test_lbfgs_round_trip(tmp_path):
+    from minisae import LBFGS
+    model = SparseAutoencoder(10, 4, reduction="halfsum", dtype="float64", seed=3)
+    opt = LBFGS(model.params, model.grads, max_iter=30, memory=7)
+    x = np.random.default_rng(0).random((40, 10))
+    history = fit(model, opt, x, 6, progress=False)
+    assert len(history) == 6 and opt.t == 6
+    path = ck.save(tmp_path / "l.npz", model, opt, history)
+    c = ck.load(path)
+    assert type(c.optimizer) is LBFGS
+    assert (c.optimizer.t, c.optimizer.max_iter, c.optimizer.memory) == (6, 30, 7)
+    assert c.optimizer.evaluations == opt.evaluations > 0
+    assert c.optimizer.flat_params is c.model.flat_params
+    np.testing.assert_array_equal(c.model.flat_params, model.flat_params)
+    # and it trains on from there
+    more = fit(c.model, c.optimizer, x, 9, history=c.history, progress=False)
+    assert len(more) == 9 and c.optimizer.t == 9

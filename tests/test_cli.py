@@ -134,7 +134,7 @@ def test_argument_errors_show_the_subcommands_usage(capsys, argv, message):
 def test_every_option_has_help_with_its_default():
     parser = cli.build_parser()
     subparsers = parser._subparsers._group_actions[0].choices
-    assert set(subparsers) == {"train", "show", "gradcheck", "bench", "data"}
+    assert set(subparsers) == {"train", "show", "gradcheck", "bench", "data", "selftaught"}
     for name, sub in subparsers.items():
         for action in sub._actions:
             if not action.option_strings or action.help == "show this help message and exit":
@@ -377,3 +377,22 @@ def test_damaged_run_settings_are_one_line_errors(tiny_mnist, tmp_path, capsys, 
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith("minisae: error:") and "settings" in err and err.count("\n") == 1
+
+
+def test_train_on_patches_with_lbfgs_and_resume(tmp_path, capsys):
+    out = tmp_path / "p"
+    small = ["--dataset", "patches", "--preset", "ufldl-patches", "--n-patches", "400",
+             "--no-progress", "--backend", "numpy", "--out", str(out)]
+    assert cli.main(["train", *small, "--max-iter", "12"]) == 0
+    text = capsys.readouterr().out
+    assert "L-BFGS" in text and "iterations" in text and "edge filters" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 12 and metrics["settings"]["optimizer"] == "lbfgs"
+    assert set(metrics["filter_score"]) >= {"orientation", "orientation_random", "localization"}
+    for name in ("checkpoint.npz",) + cli.FIGURES:
+        assert (out / name).stat().st_size > 0
+    ck = checkpoint.load(out)
+    assert ck.model.config.n_inputs == 64 and ck.model.config.dtype == "float64"
+    assert type(ck.optimizer).__name__ == "LBFGS" and ck.optimizer.t == 12
+    assert cli.main(["train", "--resume", str(out), "--max-iter", "15", "--no-progress"]) == 0
+    assert len(checkpoint.load(out).history) == 15

@@ -44,7 +44,7 @@ def table_rows(stdout, first_words):
 
 
 @pytest.mark.parametrize("name", ["mnist_sparse_autoencoder.py", "sparsity_weight_sweep.py",
-                                  "gradcheck_tour.py"])
+                                  "gradcheck_tour.py", "self_taught_learning.py"])
 def test_docstring_gives_the_command(name):
     doc = ast.get_docstring(ast.parse((DEMOS / name).read_text()))
     assert doc and f"python demos/{name}" in doc
@@ -106,3 +106,16 @@ def test_gradcheck_tour_exits_nonzero_when_the_check_fails(tmp_path):
     r = run_demo("gradcheck_tour.py", tmp_path, "--backend", "numpy", "--step", "0.1")
     assert r.returncode == 1
     assert "FAILED" in r.stderr
+
+
+def test_self_taught_learning(tmp_path):
+    out = tmp_path / "st"
+    r = run_demo("self_taught_learning.py", tmp_path, "--quick", "--no-download",
+                 "--backend", "numpy", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    keys = {"codes", "raw", "untrained", "codes-raw", "codes-untrained"}
+    rows = table_rows(r.stdout, keys)
+    assert set(rows) == keys
+    assert rows["codes"][1] == "32" and rows["raw"][1] == "784"
+    m = json.loads((out / "mnist.json").read_text())
+    assert m["subset"] and len(m["runs"]) == 2

@@ -190,3 +190,32 @@ def test_numpy_integers_accepted_and_log_every_checked(data):
     assert len(h) == 1
     with pytest.raises(ConfigError, match="log_every"):
         fit(model, opt, x, 2, 40, progress=False, log_every=0)
+
+
+def test_fit_with_lbfgs_records_an_iteration_per_epoch(data):
+    from minisae import LBFGS
+    x, xv = data
+    model = SparseAutoencoder(12, 5, dtype="float64", reduction="halfsum", seed=0)
+    opt = LBFGS(model.params, model.grads)
+    saved = []
+    h = fit(model, opt, x, 8, x_val=xv, progress=False,
+            on_epoch_end=lambda hist: saved.append(len(hist)))
+    assert h.epoch == list(range(1, 9)) and saved == list(range(1, 9)) and opt.t == 8
+    assert all(b < a for a, b in zip(h.train_total, h.train_total[1:]))  # L-BFGS descends
+    assert h.train_total[-1] == pytest.approx(model.loss(x).total, rel=1e-9)
+    assert all(v is not None for v in h.val_total)
+    # resumed: only the iterations up to the new total run
+    h = fit(model, opt, x, 11, history=h, progress=False)
+    assert len(h) == 11 and opt.t == 11
+    with pytest.raises(ConfigError, match="full batch"):
+        fit(model, opt, x, 12, 32, progress=False)
+    other = SparseAutoencoder(12, 5, dtype="float64", seed=1)
+    with pytest.raises(ConfigError, match="this model's parameters"):
+        fit(other, opt, x, 12, progress=False)
+
+
+def test_minibatch_optimizers_need_a_batch_size(data):
+    x, _ = data
+    model, opt = small()
+    with pytest.raises(ConfigError, match="batch_size"):
+        fit(model, opt, x, 1, progress=False)

@@ -1,0 +1,344 @@
+"""Self-taught learning (UFLDL's exercise; Raina et al., 2007): features learned from
+unlabelled data help a classifier on other, labelled data.
+
+    result = self_taught("mnist", n_hidden=196, seeds=(0, 1, 2), splits=5)
+    print(result.format_table());  result.write_json("selftaught.json")
+
+1. Split the data by class: the digits 5-9 lose their labels and train a sparse autoencoder
+   (UFLDL's settings: rho 0.1, beta 3, lambda 3e-3, halfsum, sigmoid output; by L-BFGS for
+   400 iterations, or by Adam); the digits 0-4 keep theirs.
+2. Split the labelled digits in two halves at random, train a softmax regression on one and
+   measure its accuracy on the other, for three inputs:
+     codes       the trained autoencoder's codes h = sigmoid(x @ W1 + b1)
+     raw         the pixels themselves
+     untrained   the codes of a freshly initialised autoencoder of the same size: how much of
+                 the gain is the learned weights, not the sigmoid layer itself
+3. Repeat for several random splits and autoencoder seeds; report the mean accuracy of each
+   input, its spread, and the paired differences (the same split for all three inputs).
+
+The autoencoder never sees a labelled digit, and the classifier never sees a 5-9.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import get_backend, to_numpy
+from .errors import ConfigError, InputError
+from .lbfgs import LBFGS
+from .softmax import SoftmaxRegression
+
+UFLDL_AUTOENCODER = dict(sparsity_target=0.1, sparsity_weight=3.0, weight_decay=3e-3,
+                         output_activation="sigmoid", reconstruction_loss="mse",
+                         reduction="halfsum")
+"""The sparse autoencoder's settings in UFLDL's exercises (sparseae and stl)."""
+
+INPUTS = {"codes": "codes (trained)", "raw": "raw pixels", "untrained": "codes (untrained)"}
+"""The classifier's three inputs: key -> label in the table."""
+
+COMPARISONS = (("codes", "raw"), ("codes", "untrained"))
+"""Paired differences reported (same split, same seed)."""
+
+
+# ----------------------------------------------------------------------------- the pieces
+
+def split_by_class(x, y, unlabelled_classes, labelled_classes):
+    """(x_unlabelled, x_labelled, y_labelled): the rows of x whose class is in
+    unlabelled_classes (their labels dropped), and those in labelled_classes with their labels
+    mapped to 0..L-1 in the order given (for MNIST 0-4 stay 0-4)."""
+    y = np.asarray(y)
+    unlabelled, labelled = list(unlabelled_classes), list(labelled_classes)
+    if set(unlabelled) & set(labelled):
+        raise ConfigError(f"a class cannot be both unlabelled and labelled: "
+                          f"{sorted(set(unlabelled) & set(labelled))}")
+    if len(labelled) < 2 or not unlabelled:
+        raise ConfigError("self-taught learning needs some unlabelled classes and at least two "
+                          f"labelled ones; got unlabelled {unlabelled}, labelled {labelled}")
+    is_unlabelled = np.isin(y, unlabelled)
+    is_labelled = np.isin(y, labelled)
+    for name, mask, classes in (("unlabelled", is_unlabelled, unlabelled),
+                                ("labelled", is_labelled, labelled)):
+        if not mask.any():
+            raise InputError(f"no samples of the {name} classes {classes} in the data "
+                             f"(its labels run {y.min()}..{y.max()})")
+    code = np.full(int(y.max()) + 1, -1, dtype=np.int64)
+    code[labelled] = np.arange(len(labelled))
+    return x[is_unlabelled], x[is_labelled], code[y[is_labelled]]
+
+
+def build_autoencoder(n_inputs, n_hidden, seed, backend="numpy", dtype="float64"):
+    """A freshly initialised sparse autoencoder with UFLDL's settings."""
+    from .model import SparseAutoencoder
+    return SparseAutoencoder(n_inputs=n_inputs, n_hidden=n_hidden, backend=backend, dtype=dtype,
+                             seed=seed, **UFLDL_AUTOENCODER)
+
+
+def train_autoencoder(x, n_hidden=196, seed=0, optimizer="lbfgs", max_iter=400, epochs=400,
+                      lr=0.01, batch_size=1000, backend="numpy", dtype="float64", progress=False):
+    """Train build_autoencoder(...) on x (n, n_inputs), NumPy. optimizer "lbfgs": full batch,
+    max_iter iterations; "adam": `epochs` epochs of minibatches (minisae.train.fit).
+    Returns (model, info), info a dict: loss, steps, evaluations, seconds, message."""
+    model = build_autoencoder(x.shape[1], n_hidden, seed, backend, dtype)
+    t0 = time.perf_counter()
+    if optimizer == "lbfgs":
+        x_dev = model.backend.asarray(x)  # once: every evaluation uses the whole set
+        opt = LBFGS(model.flat_params, model.flat_grads, max_iter=max_iter)
+        r = opt.minimize(lambda: model.loss_and_grads(x_dev), progress=progress)
+        info = {"loss": r.loss, "steps": r.iterations, "evaluations": r.evaluations,
+                "message": r.message}
+    elif optimizer == "adam":
+        from .optim import Adam
+        from .train import fit
+        opt = Adam(model.params, model.grads, lr=lr)
+        history = fit(model, opt, np.asarray(x, dtype=model.dtype), epochs, batch_size, seed=seed,
+                      progress=progress)
+        steps = len(history) * (len(x) // min(batch_size, len(x)))
+        info = {"loss": history.train_total[-1] if len(history) else float("nan"),
+                "steps": steps, "evaluations": steps, "message": f"{len(history)} epochs"}
+    else:
+        raise ConfigError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    info["seconds"] = time.perf_counter() - t0
+    return model, info
+
+
+def features(x, trained, untrained):
+    """The classifier's three inputs for the rows x (NumPy): {"codes": trained.encode(x),
+    "raw": x, "untrained": untrained.encode(x)}, each on the trained model's backend."""
+    x_dev = trained.backend.asarray(x)
+    return {"codes": trained.encode(x_dev), "raw": x_dev, "untrained": untrained.encode(x_dev)}
+
+
+def split_halves(n, seed, split):
+    """(train, test) row indices: a random half of range(n) (UFLDL's round(n / 2), MATLAB's
+    round, which takes 4.5 up) and the rest, drawn from a generator seeded by (seed, split)."""
+    order = np.random.default_rng([seed, split]).permutation(n)
+    n_train = (n + 1) // 2
+    return order[:n_train], order[n_train:]
+
+
+def softmax_accuracy(x_train, y_train, x_test, y_test, n_classes, weight_decay=1e-4, max_iter=100,
+                     seed=0, backend="numpy", dtype="float64"):
+    """Train a SoftmaxRegression on (x_train, y_train) by L-BFGS (full batch, max_iter
+    iterations, as UFLDL's softmaxTrain) and return its accuracy on (x_test, y_test)."""
+    clf = SoftmaxRegression(x_train.shape[1], n_classes, weight_decay=weight_decay,
+                            backend=backend, dtype=dtype, seed=seed)
+    x_train = clf.backend.asarray(x_train)           # once: every evaluation uses them all
+    y_train = clf._check_y(y_train, x_train.shape[0])
+    LBFGS(clf.flat_params, clf.flat_grads, max_iter=max_iter).minimize(
+        lambda: clf.loss_and_grads(x_train, y_train, validate=False))
+    return clf.score(x_test, y_test)
+
+
+# ----------------------------------------------------------------------------- the result
+
+@dataclass
+class SelfTaughtResult:
+    """Accuracies of every (seed, split) run, and what produced them.
+
+    runs: one dict per run: {"seed", "split", "codes", "raw", "untrained"} (accuracies in
+    [0, 1]); autoencoders: one dict per seed (loss, steps, evaluations, seconds, message,
+    mean_activation); settings: every knob of the run."""
+
+    dataset: str
+    source: str
+    subset: bool
+    settings: dict
+    n_unlabelled: int
+    n_labelled: int
+    n_train: int
+    n_test: int
+    n_features: dict
+    runs: list = field(default_factory=list)
+    autoencoders: list = field(default_factory=list)
+    softmax_seconds: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self):
+        """{key: {"label", "n_features", "mean", "std", "min", "max", "runs"}} for each input
+        (accuracy, in percent) and each paired difference "a-b" (percentage points)."""
+        rows = {}
+        for key, label in INPUTS.items():
+            rows[key] = dict(label=label, n_features=self.n_features[key],
+                             **_stats([100 * r[key] for r in self.runs]))
+        for a, b in COMPARISONS:
+            rows[f"{a}-{b}"] = dict(label=f"{INPUTS[a]} - {INPUTS[b]}", n_features=None,
+                                    **_stats([100 * (r[a] - r[b]) for r in self.runs]))
+        return rows
+
+    def format_table(self):
+        s = self.settings
+        opt = (f"L-BFGS, {s['max_iter']} iterations" if s["optimizer"] == "lbfgs"
+               else f"Adam lr {s['lr']:g}, {s['epochs']} epochs of {s['batch_size']}")
+        ae_s = sum(a["seconds"] for a in self.autoencoders)
+        lines = [
+            f"Self-taught learning on {self.dataset} ({self.source}):",
+            f"  autoencoder: {s['n_hidden']} units, rho {s['sparsity_target']:g}, "
+            f"beta {s['sparsity_weight']:g}, lambda {s['weight_decay']:g}, {s['reduction']}, "
+            f"{opt}, on {self.n_unlabelled:,} unlabelled samples of classes "
+            f"{_classes(s['unlabelled_classes'])}",
+            f"  softmax: lambda {s['softmax_weight_decay']:g}, L-BFGS {s['softmax_max_iter']} "
+            f"iterations, on {self.n_labelled:,} labelled samples of classes "
+            f"{_classes(s['labelled_classes'])}, {self.n_train:,} train / {self.n_test:,} test "
+            "per split",
+            f"  {len(s['seeds'])} autoencoder seed(s) x {s['splits']} split(s) = {len(self.runs)} "
+            f"runs; autoencoder training {ae_s:.1f} s, classifiers "
+            f"{sum(self.softmax_seconds.values()):.1f} s, total {self.seconds:.1f} s",
+            "",
+            f"{'input':<16} {'features':>8} {'accuracy':>9} {'std':>6} {'min':>7} {'max':>7}",
+        ]
+        lines.append("-" * len(lines[-1]))
+        for key, r in self.summary().items():
+            if r["n_features"] is None:
+                lines.append(f"{key:<16} {'':>8} {r['mean']:>+8.2f}p {r['std']:>6.2f} "
+                             f"{r['min']:>+7.2f} {r['max']:>+7.2f}")
+            else:
+                lines.append(f"{key:<16} {r['n_features']:>8} {r['mean']:>8.2f}% {r['std']:>6.2f} "
+                             f"{r['min']:>7.2f} {r['max']:>7.2f}")
+        lines.append("accuracy in % on the test half (mean, std, min, max over runs); the "
+                     "differences in points, per run on the same split (p)")
+        return "\n".join(lines)
+
+    def as_dict(self):
+        return {"dataset": self.dataset, "source": self.source, "subset": self.subset,
+                "settings": self.settings, "n_unlabelled": self.n_unlabelled,
+                "n_labelled": self.n_labelled, "n_train": self.n_train, "n_test": self.n_test,
+                "n_features": self.n_features, "summary": self.summary(), "runs": self.runs,
+                "autoencoders": self.autoencoders, "softmax_seconds": self.softmax_seconds,
+                "seconds": self.seconds}
+
+    def write_json(self, path):
+        """Write as_dict() to path as JSON (its folder is created); returns path."""
+        import os
+        from .fileio import atomic_write
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(json.dumps(self.as_dict(), indent=2).encode())
+        return path
+
+
+def _stats(values):
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "runs": len(v)}
+
+
+def _classes(classes):
+    c = list(classes)
+    return f"{c[0]}-{c[-1]}" if c == list(range(c[0], c[-1] + 1)) else ",".join(map(str, c))
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+def self_taught(dataset="mnist", *, data=None, n_hidden=196, optimizer="lbfgs", max_iter=400,
+                epochs=400, lr=0.01, batch_size=1000, softmax_weight_decay=1e-4,
+                softmax_max_iter=100, seeds=(0,), splits=5, unlabelled_classes=(5, 6, 7, 8, 9),
+                labelled_classes=(0, 1, 2, 3, 4), pool=True, max_unlabelled=None,
+                max_labelled=None, backend="numpy", dtype="float64", data_dir=None,
+                download=True, progress=False, log=None):
+    """Run the experiment (see the module's docstring) and return a SelfTaughtResult.
+
+    dataset: "mnist" or "fashion-mnist", loaded by minisae.datasets.load (offline MNIST is the
+        5,000-digit subset); or pass `data`: a Dataset, or a tuple (x, y) of NumPy arrays.
+    pool: use train and test files together (True), or the training file only.
+    optimizer: "lbfgs" (max_iter iterations, full batch) or "adam" (epochs, lr, batch_size).
+    seeds: one autoencoder per seed (and its untrained twin, same seed); splits: random halves
+        of the labelled samples per seed. max_unlabelled / max_labelled: keep a random subset
+        (for quick runs). log: a function called with one line per stage (e.g. print)."""
+    t_start = time.perf_counter()
+    say = log or (lambda line: None)
+    if optimizer not in ("lbfgs", "adam"):
+        raise ConfigError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    seeds = [int(s) for s in ((seeds,) if isinstance(seeds, (int, np.integer)) else seeds)]
+    if not seeds or isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) \
+            or splits < 1:
+        raise ConfigError(f"need at least one seed and splits >= 1; got seeds {seeds}, "
+                          f"splits {splits!r}")
+    backend = get_backend(backend, dtype=dtype).name  # a bad one fails here, before any work
+
+    x, y, name, source, subset = _load(dataset, data, pool, data_dir, download, progress)
+    x_unlab, x_lab, y_lab = split_by_class(x, y, unlabelled_classes, labelled_classes)
+    pick = np.random.default_rng(0)
+    if max_unlabelled is not None and len(x_unlab) > max_unlabelled:
+        x_unlab = x_unlab[np.sort(pick.choice(len(x_unlab), max_unlabelled, replace=False))]
+    if max_labelled is not None and len(x_lab) > max_labelled:
+        keep = np.sort(pick.choice(len(x_lab), max_labelled, replace=False))
+        x_lab, y_lab = x_lab[keep], y_lab[keep]
+    x_unlab = np.asarray(x_unlab, dtype=dtype)
+    x_lab = np.asarray(x_lab, dtype=dtype)
+    n_train = (len(x_lab) + 1) // 2  # as split_halves
+    say(f"{name} ({source}): {len(x_unlab):,} unlabelled samples of classes "
+        f"{_classes(unlabelled_classes)} for the autoencoder, {len(x_lab):,} labelled of classes "
+        f"{_classes(labelled_classes)} for the classifier ({n_train:,} train / "
+        f"{len(x_lab) - n_train:,} test per split)")
+
+    settings = dict(dataset=name, n_hidden=n_hidden, optimizer=optimizer, max_iter=max_iter,
+                    epochs=epochs, lr=lr, batch_size=batch_size, **UFLDL_AUTOENCODER,
+                    softmax_weight_decay=softmax_weight_decay, softmax_max_iter=softmax_max_iter,
+                    seeds=seeds, splits=int(splits), unlabelled_classes=list(unlabelled_classes),
+                    labelled_classes=list(labelled_classes), pool=pool,
+                    max_unlabelled=max_unlabelled, max_labelled=max_labelled, backend=backend,
+                    dtype=dtype)
+    result = SelfTaughtResult(name, source, subset, settings, len(x_unlab), len(x_lab), n_train,
+                              len(x_lab) - n_train,
+                              {"codes": n_hidden, "raw": x.shape[1], "untrained": n_hidden})
+    result.softmax_seconds = dict.fromkeys(INPUTS, 0.0)
+    n_classes = len(labelled_classes)
+    for seed in seeds:
+        trained, info = train_autoencoder(x_unlab, n_hidden, seed, optimizer, max_iter, epochs, lr,
+                                          batch_size, backend, dtype, progress)
+        info["mean_activation"] = float(to_numpy(trained.encode(x_unlab)).mean())
+        result.autoencoders.append(dict(seed=seed, **info))
+        say(f"seed {seed}: autoencoder loss {info['loss']:.4g} after {info['steps']} "
+            f"{'iterations' if optimizer == 'lbfgs' else 'steps'} ({info['message']}), mean "
+            f"activation {info['mean_activation']:.3f}, {info['seconds']:.1f} s")
+        untrained = build_autoencoder(x.shape[1], n_hidden, seed, backend, dtype)
+        inputs = features(x_lab, trained, untrained)
+        for split in range(int(splits)):
+            train, test = split_halves(len(x_lab), seed, split)
+            run = {"seed": seed, "split": split}
+            for key, f in inputs.items():
+                t0 = time.perf_counter()
+                run[key] = softmax_accuracy(
+                    f[_index(f, train)], y_lab[train], f[_index(f, test)], y_lab[test], n_classes,
+                    softmax_weight_decay, softmax_max_iter, seed=seed, backend=backend, dtype=dtype)
+                result.softmax_seconds[key] += time.perf_counter() - t0
+            result.runs.append(run)
+            say(f"seed {seed}, split {split}: " + ", ".join(
+                f"{key} {100 * run[key]:.2f}%" for key in INPUTS))
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _index(a, idx):
+    """idx as an index array on a's backend (moved to the device for a CuPy array)."""
+    if isinstance(a, np.ndarray):
+        return idx
+    from .functional import array_module
+    return array_module(a).asarray(idx)
+
+
+def _load(dataset, data, pool, data_dir, download, progress):
+    """(x, y, name, source, subset) from `data` or minisae.datasets.load(dataset)."""
+    if data is None:
+        from . import datasets
+        data = datasets.load(dataset, data_dir, download=download, progress=progress)
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise InputError(f"data must be a Dataset or a tuple (x, y), got a tuple of "
+                             f"{len(data)}")
+        x, y = (np.asarray(a) for a in data)
+        name = dataset if isinstance(dataset, str) else "data"
+        source, subset = "arrays given", False
+    else:
+        x, y = data.x_train, data.y_train
+        if pool:
+            x, y = np.concatenate([x, data.x_test]), np.concatenate([y, data.y_test])
+        name, source, subset = data.name, data.source, bool(data.subset)
+    if x.ndim != 2 or y.shape != (len(x),):
+        raise InputError(f"data must be x (n, n_features) and y (n,), got {x.shape} and {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise InputError(f"labels must be integers, got {y.dtype}")
+    return x, y.astype(np.int64), name, source, subset
