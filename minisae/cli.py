@@ -499,7 +499,8 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
     if "filter_score" in m:
         s = m["filter_score"]
         rows.append(("edge filters", f"orientation {s['orientation']:.3f} vs {s['orientation_random']:.3f} "
-                                     f"for random filters (x{s['orientation_ratio']:.2f}), localization "
+                                     f"for shuffled filters (x{s['orientation_ratio']:.2f}), coherence "
+                                     f"x{s['coherence_ratio']:.2f}, localization "
                                      f"x{s['localization_ratio']:.2f}"))
     rows.append(("written", ", ".join(written) + f" in {out}"))
     if m["settings"].get("preset") == "book" and m["settings"].get("reduction") == "mean":

@@ -447,6 +447,14 @@ def test_large_finite_input_is_accepted_without_warning():
     (dict(seed=-1), "seed"),
     (dict(backend="jax"), "unknown backend"),
     (dict(dtype="float16"), "dtype"),
+    (dict(dtype=None), "dtype"),
+    (dict(seed=True), "seed"),
+    (dict(seed=2**64), "seed"),
+    (dict(sparsity_weight=10**400), "sparsity_weight"),
+    (dict(weight_decay=1e300), "weight_decay"),
+    (dict(sparsity_target=True), "sparsity_target"),
+    (dict(n_hidden=10**12), "fewer hidden units"),
+    (dict(n_hidden=10**30), "fewer hidden units"),
 ])
 def test_bad_config_is_a_config_error(kwargs, word):
     args = dict(n_inputs=5, n_hidden=3)
@@ -540,3 +548,41 @@ def test_numpy_scalar_hyperparameters_keep_float32_and_save(tmp_path):
     assert type(model.config.sparsity_target) is float and type(model.config.n_hidden) is int
     c = checkpoint.load(checkpoint.save(tmp_path / "c.npz", model))
     assert c.model.config == model.config
+
+
+@pytest.mark.parametrize("x, word", [
+    (np.ones((2, 4), dtype=np.complex128) * 0.5, "complex"),
+    (np.array([["0.1", "0.2", "0.3", "0.4"]]), "strings"),
+    ([[0.1, 0.2, 0.3, 0.4], [0.1]], "rectangular"),
+    (np.array([[0.1, None, 0.3, 0.4]], dtype=object), "objects"),
+    (np.full((2, 4), 2.0), r"\[0, 1\]"),
+])
+def test_data_a_model_cannot_use_is_refused(x, word):
+    model = make_model("numpy", 4, 3)
+    for call in (model.loss_and_grads, model.loss, model.encode, model.reconstruct):
+        with pytest.raises(InputError, match=word):
+            call(x)
+
+
+def test_decode_refuses_nan_codes_and_encode_takes_a_batch_size():
+    model = make_model("numpy", 4, 3)
+    with pytest.raises(InputError, match="NaN"):
+        model.decode(np.full((2, 3), np.nan))
+    x = random_inputs(7, 4)
+    np.testing.assert_allclose(model.encode(x, batch_size=3), model.encode(x), rtol=1e-14)
+    with pytest.raises(ConfigError, match="batch_size"):
+        model.encode(x, batch_size=0)
+
+
+def test_from_preset_gives_the_presets_model_and_takes_overrides():
+    from minisae.presets import PRESETS
+    for name, preset in PRESETS.items():
+        model = SparseAutoencoder.from_preset(name, n_hidden=3, seed=1)
+        for key, value in preset.model.items():
+            if key != "n_hidden":
+                assert getattr(model.config, key) == value, (name, key)
+        assert model.config.n_hidden == 3
+    with pytest.raises(ConfigError, match="unknown argument"):
+        SparseAutoencoder.from_preset("ufldl", hidden=3)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        SparseAutoencoder.from_preset("nope")
