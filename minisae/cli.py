@@ -735,6 +735,10 @@ def main(argv=None):
     except MinisaeError as e:
         print(f"minisae: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("minisae: error: out of memory; use fewer hidden units, a smaller batch, or a "
+              "machine with more memory", file=sys.stderr)
+        return 1
     except OSError as e:  # a folder we cannot write, a full disk: the OS says which file
         print(f"minisae: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
               file=sys.stderr)

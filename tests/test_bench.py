@@ -10,8 +10,10 @@ from minisae.errors import ConfigError, MinisaeError
 
 TINY = dict(configs="8x16,12x32", steps=2, warmup=1, rounds=2, n_samples=96, n_inputs=20)
 
-ROW_KEYS = {"hidden", "batch", "minisae_samples_per_s", "torch_samples_per_s", "ratio",
-            "matmul_gflops", "roofline_samples_per_s", "roofline_fraction", "round_seconds"}
+ROW_KEYS = {"hidden", "batch", "minisae_samples_per_s", "reference_samples_per_s",
+            "torch_samples_per_s", "ratio", "compiled_samples_per_s", "compiled_ratio",
+            "matmul_gflops", "roofline_samples_per_s", "roofline_fraction", "round_seconds",
+            "threads", "thread_trials"}
 
 
 def has_torch():
@@ -43,10 +45,14 @@ def test_run_benchmark_without_torch():
     s = result["settings"]
     assert s["configs"] == ["8x16", "12x32"] and s["steps"] == 2 and s["rounds"] == 2
     assert s["torch"] is False and "no-torch" in s["torch_note"]
+    assert s["threads"] == "auto" and s["path"] == "fast" and s["compiled"] is False
+    assert s["adam_kernel"] in ("numba", "numpy")
     assert [(r["hidden"], r["batch"]) for r in result["results"]] == [(8, 16), (12, 32)]
     for r in result["results"]:
         assert ROW_KEYS <= set(r)
         assert r["torch_samples_per_s"] is None and r["ratio"] is None
+        assert r["compiled_samples_per_s"] is None and r["reference_samples_per_s"] is None
+        assert r["threads"] == 1  # auto: products this small run on one thread
         assert r["minisae_samples_per_s"] > 0 and r["roofline_samples_per_s"] > 0
         assert r["roofline_fraction"] == pytest.approx(
             r["minisae_samples_per_s"] / r["roofline_samples_per_s"])
@@ -71,8 +77,9 @@ def test_run_benchmark_without_torch():
 
 @pytest.mark.skipif(not has_torch(), reason="PyTorch is not installed")
 def test_run_benchmark_with_torch_same_model():
-    result = bench.run_benchmark(torch=True, threads=1, **TINY)
+    result = bench.run_benchmark(torch=True, compile=False, threads=1, **TINY)
     assert result["settings"]["torch"] is True and result["settings"]["threads"] == 1
+    assert result["settings"]["torch_threads"] == 1
     for r in result["results"]:
         assert r["torch_samples_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["minisae_samples_per_s"] / r["torch_samples_per_s"])
@@ -116,3 +123,58 @@ def test_batches_are_views_that_wrap():
     assert b.per_epoch == 2
     assert np.shares_memory(b[0], data)
     assert np.array_equal(b[1], data[4:8]) and np.array_equal(b[2], data[0:4])
+
+
+def test_reference_path_runs_beside_the_fast_one():
+    result = bench.run_benchmark(torch=False, path="both", **dict(TINY, configs="8x16"))
+    (r,) = result["results"]
+    assert r["minisae_samples_per_s"] > 0 and r["reference_samples_per_s"] > 0
+    assert set(r["round_seconds"]) == {"minisae", "reference", "matmul"}
+    assert "reference path" in bench.format_table(result)
+    only = bench.run_benchmark(torch=False, path="reference", **dict(TINY, configs="8x16"))
+    (r,) = only["results"]
+    assert r["minisae_samples_per_s"] is None and "time_split" not in r
+    assert r["roofline_fraction"] == pytest.approx(
+        r["reference_samples_per_s"] / r["roofline_samples_per_s"])
+    with pytest.raises(ConfigError):
+        bench.run_benchmark(torch=False, path="slow", **TINY)
+
+
+def test_runners_compute_the_same_first_loss_on_both_paths():
+    be = bench.get_backend("numpy", "float32")
+    data = np.random.default_rng(0).random((32, 20), dtype=np.float32)
+    fast, reference = (bench.MinisaeRunner(be, 6, data, 16, seed=3, fast=f) for f in (True, False))
+    assert (fast.name, reference.name) == ("minisae", "reference")
+    assert (fast.model.fast, fast.opt.fast, reference.model.fast, reference.opt.fast) == \
+        (True, True, False, False)
+    assert fast.loss(0) == pytest.approx(reference.loss(0), rel=1e-6)
+
+
+@pytest.mark.skipif(not has_torch(), reason="PyTorch is not installed")
+def test_a_failing_torch_compile_is_reported_not_raised(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(bench, "CompiledTorchRunner", refuse)
+    result = bench.run_benchmark(torch=True, compile=True, threads=1, **dict(TINY, configs="8x16"))
+    s = result["settings"]
+    assert s["compiled"] is False and "no C++ compiler found" in s["compile_note"]
+    assert "more detail" not in s["compile_note"]
+    assert result["results"][0]["compiled_samples_per_s"] is None
+    assert "torch.compile: torch.compile failed" in bench.format_table(result)
+
+
+def test_cli_threads_flag_takes_a_number_or_auto():
+    args = parser().parse_args(["bench", "--threads", "1", "--no-torch"])
+    assert bench._settings_from_args(args)["threads"] == "1"
+    assert parser().parse_args(["bench"]).threads == "auto"
+    with pytest.raises(ConfigError, match="threads"):
+        bench.run_benchmark(configs="8x16", threads="two", torch=False, n_samples=32)
+    quick = bench._settings_from_args(parser().parse_args(["bench", "--quick"]))
+    assert quick["compile"] is False and quick["configs"] == bench.QUICK_CONFIGS
+
+
+def test_time_split_never_goes_below_zero():
+    split = bench._time_split({"minisae": [1.0], "matmul": [1.2]}, [0.1])
+    assert split["elementwise_and_other"] == pytest.approx(0.0)
+    assert split["matmul"] + split["adam"] == pytest.approx(1.0)

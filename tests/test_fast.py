@@ -5,7 +5,8 @@ when it should.
   model.py) for every valid output x loss x reduction;
 - fast/kernels.py's fused passes against the functional.py functions they reproduce; on CuPy
   (where a GPU answers) these are the ElementwiseKernels;
-- FlatAdam against Adam.reference_step at its default chunk, in one and two threads;
+- FlatAdam against Adam.reference_step, with each kernel (numba's fused loop, NumPy's
+  chunked passes), in one and two threads, float32 and float64;
 - which code runs: the layers and Adam.reference_step under fast=False and under the gradient
   check's reference mode, the engine otherwise.
 """
@@ -241,18 +242,65 @@ def test_weight_decay_pieces_match_reference(backend):
 
 # ----------------------------------------------------------------------------- Adam
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_flat_adam_at_its_default_chunk_matches_the_reference(threads):
-    """A model big enough for several default-size chunks (and the threaded split)."""
+def has_numba():
+    from minisae.fast.adam import numba_adam
+    return numba_adam() is not None
+
+
+KERNELS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    not has_numba(), reason="numba is not installed (the optional `fast` extra)"))]
+
+
+def adam_runs(kernel, threads, dtype="float32", steps=3):
+    """(p, m, v) after `steps` updates of the fast engine's `kernel` and of the reference, on
+    a model big enough for several default-size chunks (and the threaded split)."""
     runs = []
     for fast in (True, False):
-        model = make_model("numpy", n_inputs=784, n_hidden=700, dtype="float32", seed=6)
+        model = make_model("numpy", n_inputs=784, n_hidden=700, dtype=dtype, seed=6)
         assert model.n_params > 4 * FlatAdam.CHUNK
         opt = Adam(model.params, model.grads, lr=0.01, fast=fast, threads=threads)
-        assert opt.fast is fast
+        if fast:
+            opt._engine = FlatAdam.build(opt, threads=threads, kernel=kernel)
+            assert opt._engine.kernel == kernel
         rng = np.random.default_rng(7)
-        for _ in range(3):
+        for _ in range(steps):
             model.flat_grads[...] = rng.normal(size=model.n_params)
             opt.step()
-        runs.append(model.flat_params.copy())
-    np.testing.assert_allclose(runs[0], runs[1], rtol=2e-5, atol=2e-6)
+        if fast and threads > 1:
+            assert opt._engine._pool is not None  # the threaded split ran
+        runs.append(tuple(np.concatenate([a.ravel() for a in arrays.values()]).copy()
+                          for arrays in (model.params, opt.m, opt.v)))
+    return runs
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_flat_adam_at_its_default_chunk_matches_the_reference(kernel, threads):
+    (p, m, v), (p_ref, m_ref, v_ref) = adam_runs(kernel, threads)
+    np.testing.assert_allclose(p, p_ref, rtol=2e-5, atol=2e-6)
+    # m and v take the reference's operations in its order: the same bits
+    np.testing.assert_array_equal(m, m_ref)
+    np.testing.assert_array_equal(v, v_ref)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_flat_adam_in_float64_matches_the_reference(kernel):
+    (p, m, v), (p_ref, m_ref, v_ref) = adam_runs(kernel, 1, dtype="float64", steps=4)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(m, m_ref)
+    np.testing.assert_array_equal(v, v_ref)
+
+
+def test_flat_adam_picks_numba_where_installed_and_numpy_when_switched_off(monkeypatch):
+    from minisae.fast import adam as fast_adam
+    model = make_model("numpy", 5, 3)
+    expected = "numba" if has_numba() else "numpy"
+    assert Adam(model.params, model.grads)._engine.kernel == expected
+    monkeypatch.setattr(fast_adam, "_NUMBA", {})
+    monkeypatch.setenv("MINISAE_NUMBA", "0")
+    assert fast_adam.numba_adam() is None
+    assert Adam(model.params, model.grads)._engine.kernel == "numpy"
+    with pytest.raises(ImportError, match="numba"):
+        FlatAdam.build(Adam(model.params, model.grads, fast=False), kernel="numba")
+    with pytest.raises(ValueError):
+        FlatAdam.build(Adam(model.params, model.grads, fast=False), kernel="fortran")

@@ -1,23 +1,29 @@
-"""Adam over one flat buffer: Adam.reference_step's update, in cache-sized chunks and threads
-on NumPy, as one kernel on CuPy.
+"""Adam over one flat buffer: Adam.reference_step's update in one fused pass where it can be
+compiled, in cache-sized chunks of NumPy passes where not, as one kernel on CuPy.
 
 Reproduces minisae.optim.Adam.reference_step (the paper's Algorithm 1) for parameters that
 are views of one flat buffer, as a SparseAutoencoder's are; tests/test_fast.py checks that
-both give the same numbers. Two rewrites make it cheaper:
+every variant gives the reference's numbers. The rewrites:
 
 - the bias corrections move onto two scalars (see `step_constants`) instead of two passes
   over m and v;
-- the update runs over the flat buffer in chunks that stay in cache while the dozen passes
-  go over them, optionally split across threads (NumPy releases the GIL inside ufuncs).
+- on NumPy with numba installed (the `fast` extra), the whole update is one compiled loop:
+  each element of p, g, m, v is read once and p, m, v written once, 3x faster than twelve
+  NumPy passes (BENCHMARKS.md). Without numba, or with MINISAE_NUMBA=0 in the environment,
+  the twelve passes run over chunks that stay in cache;
+- either can be split across threads (numba's loop and NumPy's ufuncs release the GIL); the
+  thread policy (threads.py) gives one, since a second thread loses to OpenBLAS's spinning
+  worker on the machines measured.
 """
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, flat_owner
 from .kernels import cupy_kernel
 
 _ADAM_KERNEL = {
@@ -27,23 +33,36 @@ _ADAM_KERNEL = {
              "p -= a * m / (sqrt(v) + e);"),
 }
 
+KERNELS = ("numba", "numpy")
+_NUMBA = {}  # "kernel": the compiled loop, or None when numba is missing or switched off
 
-def flat_owner(arrays):
-    """The 1-D contiguous array that `arrays` tile exactly, in order, or None."""
-    if not arrays:
-        return None
-    owner = arrays[0].base
-    if owner is None or owner.ndim != 1 or not owner.flags.c_contiguous:
-        return None
-    xp = array_module(owner)
-    ptr = (lambda a: a.ctypes.data) if xp is np else (lambda a: a.data.ptr)
-    expected = ptr(owner)
-    for a in arrays:
-        if a.base is not owner or not a.flags.c_contiguous or a.dtype != owner.dtype \
-                or ptr(a) != expected:
-            return None
-        expected += a.nbytes
-    return owner if expected == ptr(owner) + owner.nbytes else None
+
+def numba_adam():
+    """The compiled fused Adam loop (numba, compiled on first use and cached on disk), or None
+    where numba is not installed or MINISAE_NUMBA=0."""
+    if "kernel" not in _NUMBA:
+        _NUMBA["kernel"] = None
+        if os.environ.get("MINISAE_NUMBA", "1").strip() not in ("0", "false", "no"):
+            try:
+                import numba
+            except ImportError:
+                pass
+            else:
+                _NUMBA["kernel"] = numba.njit(nogil=True, cache=True, error_model="numpy")(_adam_loop)
+    return _NUMBA["kernel"]
+
+
+def _adam_loop(p, g, m, v, b1, b2, c1, c2, a, e):
+    # One pass, in the reference's order of operations (no fast-math: no reassociation, no
+    # fused multiply-add), so m and v come out bit for bit as Adam.reference_step's.
+    # c1 = 1 - b1, c2 = 1 - b2; error_model="numpy" lets the loop vectorise (no zero check).
+    for i in range(p.size):
+        gi = g[i]
+        mi = b1 * m[i] + c1 * gi              # m = b1 m + (1 - b1) g
+        vi = b2 * v[i] + c2 * gi * gi         # v = b2 v + (1 - b2) g^2
+        m[i] = mi
+        v[i] = vi
+        p[i] -= mi / (np.sqrt(vi) + e) * a    # p -= a m / (sqrt(v) + e)
 
 
 def step_constants(lr, betas, eps, t):
@@ -58,26 +77,44 @@ def step_constants(lr, betas, eps, t):
 class FlatAdam:
     """The update of an Adam optimizer `opt` whose params, grads, m and v are each views of
     one flat buffer, in the same order. Build it with FlatAdam.build(opt), which gives None
-    when the arrays are not laid out that way (Adam then runs its reference step)."""
+    when the arrays are not laid out that way (Adam then runs its reference step).
+
+    threads: a number, or None for the thread policy's choice at each step (one thread
+    outside a thread_limits block). kernel: "numba" or "numpy" on NumPy arrays; None picks
+    numba where it is installed (on CuPy arrays the kernel is CuPy's, whatever is asked)."""
 
     CHUNK = 1 << 18
-    """Elements per chunk on NumPy. Twelve passes over a chunk then run mostly in cache
-    instead of twelve passes over memory; larger chunks also pay NumPy's per-call overhead
-    less often. 2^18 measured best on a 2-core EPYC (BENCHMARKS.md)."""
+    """Elements per chunk of the NumPy passes. Twelve passes over a chunk then run mostly in
+    cache instead of twelve passes over memory; larger chunks also pay NumPy's per-call
+    overhead less often. 2^18 measured best on a 2-core EPYC (BENCHMARKS.md)."""
 
-    def __init__(self, opt, flat_p, flat_g, flat_m, flat_v, threads=None):
+    def __init__(self, opt, flat_p, flat_g, flat_m, flat_v, threads=None, kernel=None):
         self.opt = opt
         self.p, self.g, self.m, self.v = flat_p, flat_g, flat_m, flat_v
-        self.threads = 1 if threads is None else threads
-        self._pool = None
+        self.threads = threads
+        self.kernel = self._pick_kernel(kernel, array_module(flat_p) is np)
+        self._pool, self._pool_size = None, 0
         self._scratch = None
 
+    @staticmethod
+    def _pick_kernel(kernel, on_numpy):
+        """"numba", "numpy" (on NumPy arrays) or "cupy" (one ElementwiseKernel, on CuPy's)."""
+        if kernel not in (None,) + KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS} or None, got {kernel!r}")
+        if not on_numpy:
+            return "cupy"
+        if kernel is None:
+            return "numba" if numba_adam() is not None else "numpy"
+        if kernel == "numba" and numba_adam() is None:
+            raise ImportError("the numba Adam kernel needs numba (pip install 'minisae[fast]')")
+        return kernel
+
     @classmethod
-    def build(cls, opt, threads=None):
+    def build(cls, opt, threads=None, kernel=None):
         flats = [flat_owner(list(arrays.values())) for arrays in (opt.params, opt.grads, opt.m, opt.v)]
         if any(f is None for f in flats) or len({f.shape for f in flats}) != 1:
             return None
-        return cls(opt, *flats, threads=threads)
+        return cls(opt, *flats, threads=threads, kernel=kernel)
 
     def step(self):
         """One update with the optimizer's current t, lr, betas and eps."""
@@ -92,27 +129,51 @@ class FlatAdam:
             cupy_kernel(xp, "adam", _ADAM_KERNEL)(self.g, T(a), T(e), T(b1), T(b2),
                                                    self.p, self.m, self.v)
 
+    def current_threads(self):
+        """The thread count for this step: the optimizer's own, else the policy's."""
+        if self.threads is not None:
+            return self.threads
+        from .threads import active
+        policy = active()
+        return 1 if policy is None else policy.adam_threads()
+
     def _step_numpy(self, a, e):
         n = self.p.size
-        size = min(self.CHUNK, n)
-        if self._scratch is None or self._scratch.shape != (self.threads, size):
-            self._scratch = np.empty((self.threads, size), dtype=self.p.dtype)
-        if self.threads == 1 or n < 4 * self.CHUNK:
-            self._update_range(0, n, self._scratch[0], a, e)
+        threads = self.current_threads()
+        if n < 4 * self.CHUNK:  # a share under two chunks: waking a thread costs more (~40 us)
+            threads = 1
+        update = self._update_numba if self.kernel == "numba" else self._update_chunks
+        if self.kernel == "numpy":
+            size = min(self.CHUNK, n)
+            if self._scratch is None or self._scratch.shape != (threads, size):
+                self._scratch = np.empty((threads, size), dtype=self.p.dtype)
+        if threads == 1:
+            update(0, n, 0, a, e)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="minisae-adam")
+        if self._pool is None or self._pool_size < threads - 1:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="minisae-adam")
+            self._pool_size = threads - 1
         # This thread takes the first share itself rather than sleep while the others work.
-        bounds = np.linspace(0, n, self.threads + 1).astype(int)
-        jobs = [self._pool.submit(self._update_range, bounds[i], bounds[i + 1], self._scratch[i], a, e)
-                for i in range(1, self.threads)]
-        self._update_range(bounds[0], bounds[1], self._scratch[0], a, e)
+        bounds = np.linspace(0, n, threads + 1).astype(int)
+        jobs = [self._pool.submit(update, bounds[i], bounds[i + 1], i, a, e)
+                for i in range(1, threads)]
+        update(bounds[0], bounds[1], 0, a, e)
         for job in jobs:
             job.result()
 
-    def _update_range(self, start, stop, scratch, a, e):
+    def _update_numba(self, start, stop, worker, a, e):
+        T = self.p.dtype.type
+        b1, b2 = self.opt.betas
+        s = slice(start, stop)
+        numba_adam()(self.p[s], self.g[s], self.m[s], self.v[s], T(b1), T(b2), T(1.0 - b1),
+                     T(1.0 - b2), T(a), T(e))
+
+    def _update_chunks(self, start, stop, worker, a, e):
         b1, b2 = self.opt.betas
         P, G, M, V = self.p, self.g, self.m, self.v
+        scratch = self._scratch[worker]  # (threads, CHUNK), made by _step_numpy
         for i in range(start, stop, self.CHUNK):
             j = min(i + self.CHUNK, stop)
             p, g, m, v, tmp = P[i:j], G[i:j], M[i:j], V[i:j], scratch[:j - i]
@@ -120,8 +181,8 @@ class FlatAdam:
             np.multiply(g, 1.0 - b1, out=tmp)
             m += tmp
             v *= b2                               # v = b2 v + (1 - b2) g^2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
+            np.multiply(g, 1.0 - b2, out=tmp)
+            tmp *= g
             v += tmp
             np.sqrt(v, out=tmp)                   # p -= a m / (sqrt(v) + e)
             tmp += e

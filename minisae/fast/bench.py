@@ -2,40 +2,48 @@
 
 For each configuration (n_hidden x batch) the model of the book's exercise is trained for a
 fixed number of steps: 784 inputs, sigmoid coding layer, sigmoid output, mean-MSE + beta *
-sum KL(rho || rho_hat), Adam, float32, on random data of MNIST's shape (60,000 x 784). Three
-things are timed in alternating rounds, and each one's median round is reported:
+sum KL(rho || rho_hat), Adam, float32, on random data of MNIST's shape (60,000 x 784). The
+contenders are timed in alternating rounds, and each one's median round is reported:
 
-- minisae: `model.loss_and_grads(x)` then `opt.step()`;
-- PyTorch (when installed): the same model written the usual way (nn.Linear, autograd,
-  torch.optim.Adam), with the same threads, starting weights and batches;
+- minisae: `model.loss_and_grads(x)` then `opt.step()`, on the fast engine (--path fast),
+  the readable reference path (fast=False for both, --path reference), or both;
+- torch (when installed): the same model written the usual way (nn.Linear, autograd,
+  torch.optim.Adam), with the same starting weights and batches;
+- torch.compile: that training step (zero_grad, loss, backward, Adam) under torch.compile,
+  where inductor can compile it (it needs a C++ compiler; --no-compile skips it);
 - the step's five matrix products alone (x @ W1, h @ W2, h.T @ dz2, dz2 @ W2.T, x.T @ dz1),
   10 * 784 * n_hidden flops per sample. Their rate is the machine's float32 matmul speed on
-  exactly these shapes, and batch / (their time) is the roofline: the samples/s of a step
-  that did nothing but its matrix products.
+  exactly these shapes at minisae's BLAS thread count, and batch / (their time) is the
+  roofline: the samples/s of a step that did nothing but its matrix products.
+
+Threads: --threads auto (the default) lets minisae's thread policy (threads.py) choose BLAS's
+count for each configuration and leaves PyTorch at its own default; --threads N gives N to both.
 
     minisae bench                                   # the four configurations, a table
     minisae bench --configs 1000x1000 --json b.json
+    minisae bench --path both                       # also the reference path's speed
     minisae bench --backend cupy                    # GPU, against PyTorch CUDA
 
-    from minisae.bench import run_benchmark, format_table
+    from minisae.fast.bench import run_benchmark, format_table
     print(format_table(run_benchmark(configs="196x256", steps=20)))
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from contextlib import ExitStack
 
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from ..functional import RHO_EPS
 from ..errors import ConfigError, MinisaeError
 from ..fileio import atomic_write
+from ..functional import RHO_EPS
+from .threads import parse_threads, thread_limits
 
 N_INPUTS = 784
 N_SAMPLES = 60_000
@@ -43,9 +51,11 @@ DEFAULT_CONFIGS = "196x256,196x1000,1000x256,1000x1000"
 QUICK_CONFIGS = "16x32,24x64"
 LR = 1e-3
 SPARSITY_TARGET, SPARSITY_WEIGHT = 0.1, 0.2
+PATHS = ("fast", "reference", "both")
 
 COLUMNS = ("hidden", "batch", "minisae samples/s", "torch samples/s", "ratio",
-           "matmul GFLOP/s", "roofline samples/s", "of roofline")
+           "compiled samples/s", "ratio to compiled", "matmul GFLOP/s", "roofline samples/s",
+           "of roofline", "threads")
 """The table's columns, in order; the JSON has one entry per row in result["results"]."""
 
 
@@ -89,19 +99,18 @@ class _Batches:
 
 
 class MinisaeRunner:
-    """minisae's training step: loss_and_grads, then Adam."""
+    """minisae's training step: loss_and_grads, then Adam; fast=False for the reference path."""
 
-    name = "minisae"
-
-    def __init__(self, backend, hidden, data, batch, seed):
+    def __init__(self, backend, hidden, data, batch, seed, fast=True):
         from ..model import SparseAutoencoder
         from ..optim import Adam
+        self.name = "minisae" if fast else "reference"
         self.backend = backend
         self.model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden,
                                        sparsity_target=SPARSITY_TARGET,
                                        sparsity_weight=SPARSITY_WEIGHT, backend=backend,
-                                       dtype="float32", seed=seed)
-        self.opt = Adam(self.model.params, self.model.grads, lr=LR)  # its own default threads
+                                       dtype="float32", seed=seed, fast=fast)
+        self.opt = Adam(self.model.params, self.model.grads, lr=LR, fast=fast)
         self.batches = _Batches(data, batch)
         self.adam_seconds = 0.0  # time inside opt.step (NumPy only: CuPy's returns at launch)
 
@@ -129,10 +138,9 @@ class TorchRunner:
 
     def __init__(self, torch, device, params, data, batch):
         self.torch, self.device = torch, device
-        nn = torch.nn
         n_inputs, hidden = params["encoder.W"].shape
-        self.encoder = nn.Linear(n_inputs, hidden).to(device)
-        self.decoder = nn.Linear(hidden, n_inputs).to(device)
+        self.encoder = torch.nn.Linear(n_inputs, hidden).to(device)
+        self.decoder = torch.nn.Linear(hidden, n_inputs).to(device)
         with torch.no_grad():  # nn.Linear keeps W as (n_out, n_in): minisae's transposed
             for layer, name in ((self.encoder, "encoder"), (self.decoder, "decoder")):
                 layer.weight.copy_(torch.from_numpy(to_numpy(params[name + ".W"]).T.copy()))
@@ -141,6 +149,7 @@ class TorchRunner:
                                     list(self.decoder.parameters()), lr=LR)
         tdata = torch.from_numpy(data)
         self.batches = _Batches(tdata.to(device) if device != "cpu" else tdata, batch)
+        self.train_step = self._step
 
     def _loss(self, x):
         torch = self.torch
@@ -151,20 +160,35 @@ class TorchRunner:
         kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
         return torch.nn.functional.mse_loss(y, x) + beta * kl.sum()
 
+    def _step(self, x):
+        self.opt.zero_grad()
+        self._loss(x).backward()
+        self.opt.step()
+
     def loss(self, k):
         with self.torch.no_grad():
             return float(self._loss(self.batches[k]))
 
     def run(self, first, steps):
-        opt, batches = self.opt, self.batches
+        step, batches = self.train_step, self.batches
         for k in range(first, first + steps):
-            opt.zero_grad()
-            self._loss(batches[k]).backward()
-            opt.step()
+            step(batches[k])
 
     def sync(self):
         if self.device != "cpu":
             self.torch.cuda.synchronize()
+
+
+class CompiledTorchRunner(TorchRunner):
+    """TorchRunner's whole training step under torch.compile (inductor: the elementwise work
+    and Adam become fused C++ loops; backward() splits it into a few graphs)."""
+
+    name = "compiled"
+
+    def __init__(self, torch, device, params, data, batch):
+        super().__init__(torch, device, params, data, batch)
+        torch._dynamo.reset()  # a fresh cache per configuration: shapes stay static
+        self.train_step = torch.compile(self._step, dynamic=False)
 
 
 class MatmulRunner:
@@ -222,48 +246,60 @@ def _import_torch(backend_name):
     return torch, "cpu"
 
 
-def _thread_limits(stack, threads, torch):
-    """Limit BLAS (and PyTorch) to `threads` for the run; returns the count in force."""
-    default = os.cpu_count() or 1
-    if threads is None:
-        threads = default
-    if isinstance(threads, bool) or not (isinstance(threads, int) and threads >= 1):
-        raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        if threads != default:
-            raise ConfigError("--threads needs threadpoolctl to limit NumPy's BLAS; "
-                              "pip install 'minisae[bench]'") from None
-    else:
-        stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
-    if torch is not None:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        stack.callback(torch.set_num_threads, before)
+def _torch_threads(stack, torch, threads):
+    """PyTorch gets `threads` when it is a number; under "auto" it keeps its own default."""
+    if torch is None or threads == "auto":
+        return None if torch is None else torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    stack.callback(torch.set_num_threads, before)
     return threads
 
 
+def _compiled_runner(torch, device, params, data, batch, say):
+    """A CompiledTorchRunner that has compiled and run one step, or (None, why not)."""
+    say(f"compiling the PyTorch step for batch {batch} (torch.compile; a minute or more "
+        f"the first time)")
+    try:
+        runner = CompiledTorchRunner(torch, device, params, data, batch)
+        runner.run(0, 2)  # compiles here
+        return runner, None
+    except Exception as e:  # no C++ compiler, an inductor limitation, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return None, f"torch.compile failed here ({type(e).__name__}: {first})"
+
+
 def machine_info(backend_name="numpy", torch=None):
-    """What the figures were measured on: CPU, cores, BLAS, versions (and the GPU on CuPy)."""
+    """What the figures were measured on: CPU, cores, BLAS, versions, load (and the GPU)."""
     info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
-            "blas": _blas_info(), "platform": platform.platform()}
-    coretype = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                           "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-                if k in os.environ}
-    if coretype:
-        info["environment"] = coretype
+            "blas": _blas_info(), "platform": platform.platform(), "load_average": _load()}
+    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                      "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MINISAE_NUMBA")
+           if k in os.environ}
+    if env:
+        info["environment"] = env
     if backend_name == "cupy":
-        try:
-            import cupy
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            name = props["name"]
-            info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
-            info["cupy"] = cupy.__version__
-        except Exception as e:  # informative only
-            info["gpu"] = f"unknown ({e})"
+        info.update(_gpu_info())
     return info
+
+
+def _load():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _gpu_info():
+    try:
+        cupy = get_backend("cupy").xp
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        return {"gpu": name.decode() if isinstance(name, bytes) else str(name),
+                "cupy": cupy.__version__}
+    except Exception as e:  # informative only
+        return {"gpu": f"unknown ({e})"}
 
 
 def _cpu_model():
@@ -295,133 +331,218 @@ def _blas_info():
         return "unknown"
 
 
+def _adam_kernel(backend_name):
+    if backend_name != "numpy":
+        return "cupy"
+    from .adam import numba_adam
+    return "numba" if numba_adam() is not None else "numpy"
+
+
 # ----------------------------------------------------------------------------- the run
 
+class _Run:
+    """What every configuration of one run shares: backend, data, contenders' settings."""
+
+    def __init__(self, backend, threads, torch, compile, path, n_samples, n_inputs, seed,
+                 progress):
+        self.be = get_backend(backend, dtype="float32")
+        self.threads = parse_threads(threads)
+        if self.be.name == "cupy" and self.threads != "auto":
+            raise ConfigError("--threads applies to the CPU (numpy backend) only")
+        self.torch, info = _import_torch(self.be.name) if torch else (None, "skipped (--no-torch)")
+        self.device, self.torch_note = (info, None) if self.torch is not None else (None, info)
+        self.compile = compile and self.torch is not None
+        self.compile_note = None if self.compile or self.torch is None else \
+            "skipped (--no-compile; --quick never compiles)"
+        self.path, self.n_inputs, self.seed = path, n_inputs, seed
+        self.say = progress or (lambda line: None)
+        self.data_host = np.random.default_rng(seed).random((n_samples, n_inputs), dtype=np.float32)
+        self.data = self.be.asarray(self.data_host)  # on the GPU once, outside the clocks
+
+    def runners(self, hidden, batch):
+        """The contenders of one configuration, built, in round order."""
+        runners = [MinisaeRunner(self.be, hidden, self.data, batch, self.seed, fast=fast)
+                   for fast in {"fast": (True,), "reference": (False,), "both": (True, False)}[self.path]]
+        params = runners[0].model.params
+        if self.torch is not None:
+            runners.append(TorchRunner(self.torch, self.device, params, self.data_host, batch))
+        if self.compile:
+            compiled, why = _compiled_runner(self.torch, self.device, params, self.data_host,
+                                             batch, self.say)
+            runners += [compiled] if compiled is not None else []
+            self.compile_note = why or self.compile_note
+        runners.append(MatmulRunner(self.be, hidden, self.n_inputs, batch, self.seed + 1))
+        return runners
+
+    def policy(self, hidden, batch):
+        """The thread policy's block for a configuration (nothing on the GPU)."""
+        if self.be.name != "numpy":
+            return contextlib.nullcontext(None)
+        return thread_limits(self.threads, self.n_inputs, hidden, batch)
+
+
+def _check_counts(**counts):
+    for name, (v, low) in counts.items():
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low):
+            raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+
+
 def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, rounds=7,
-                  threads=None, torch=True, n_samples=N_SAMPLES, n_inputs=N_INPUTS, seed=0,
-                  progress=None):
-    """Time minisae (and PyTorch, and the five products) on each (n_hidden, batch) config.
+                  threads="auto", torch=True, compile=True, path="fast", n_samples=N_SAMPLES,
+                  n_inputs=N_INPUTS, seed=0, progress=None):
+    """Time minisae (and PyTorch, eager and compiled, and the five products) on each
+    (n_hidden, batch) config.
 
     configs: "HxB,HxB" or a list of (n_hidden, batch). steps: steps per contender per round;
     rounds: how many alternating rounds (the median is reported); warmup: untimed steps first.
-    threads: CPU threads for NumPy's BLAS and for PyTorch (default: every core). torch=False skips
-    PyTorch. progress: a function given one line of text per round (None: quiet).
+    threads: "auto" (minisae's thread policy; PyTorch keeps its default) or a number for both.
+    torch=False skips PyTorch, compile=False its torch.compile contender. path: "fast",
+    "reference" or "both" (minisae's paths). progress: a function given one line per round.
     Returns a dict (JSON-ready): "machine", "settings", and "results", one entry per config."""
-    if isinstance(configs, str):
-        configs = parse_configs(configs)
-    configs = [(int(h), int(b)) for h, b in configs]
-    for name, v, low in (("steps", steps, 1), ("warmup", warmup, 0), ("rounds", rounds, 1),
-                         ("n_samples", n_samples, 1), ("n_inputs", n_inputs, 1)):
-        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low):
-            raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
-    too_big = [b for _, b in configs if b > n_samples]
-    if too_big:
-        raise ConfigError(f"batch {max(too_big)} is larger than the data ({n_samples} samples)")
-    be = get_backend(backend, dtype="float32")
-    if be.name == "cupy" and threads is not None:
-        raise ConfigError("--threads applies to the CPU (numpy backend) only")
-    torch_mod, info = _import_torch(be.name) if torch else (None, "skipped (--no-torch)")
-    device, torch_note = (info, None) if torch_mod is not None else (None, info)
+    configs = parse_configs(configs) if isinstance(configs, str) else [(int(h), int(b)) for h, b in configs]
+    _check_counts(steps=(steps, 1), warmup=(warmup, 0), rounds=(rounds, 1),
+                  n_samples=(n_samples, 1), n_inputs=(n_inputs, 1))
+    if path not in PATHS:
+        raise ConfigError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+    if max(b for _, b in configs) > n_samples:
+        raise ConfigError(f"batch {max(b for _, b in configs)} is larger than the data "
+                          f"({n_samples} samples)")
+    run = _Run(backend, threads, torch, compile, path, n_samples, n_inputs, seed, progress)
+    load_before = _load()
+    with contextlib.ExitStack() as stack:
+        torch_threads = _torch_threads(stack, run.torch, run.threads) if run.be.name == "numpy" else None
+        results = [_bench_config(run, hidden, batch, steps, warmup, rounds)
+                   for hidden, batch in configs]
+    machine = dict(machine_info(run.be.name, run.torch), load_average_before=load_before)
+    settings = {"configs": [f"{h}x{b}" for h, b in configs], "steps": steps, "warmup": warmup,
+                "rounds": rounds, "threads": run.threads if run.be.name == "numpy" else None,
+                "torch_threads": torch_threads, "path": path, "adam_kernel": _adam_kernel(run.be.name),
+                "n_samples": n_samples, "n_inputs": n_inputs, "lr": LR,
+                "sparsity_target": SPARSITY_TARGET, "sparsity_weight": SPARSITY_WEIGHT,
+                "torch": run.torch is not None, "torch_note": run.torch_note,
+                "compiled": run.compile and run.compile_note is None, "compile_note": run.compile_note}
+    return {"backend": run.be.name, "machine": machine, "settings": settings, "results": results}
 
-    say = progress or (lambda line: None)
-    rng = np.random.default_rng(seed)
-    data_host = rng.random((n_samples, n_inputs), dtype=np.float32)
-    data = be.asarray(data_host)  # on the GPU once, outside the clocks
 
-    results = []
-    with ExitStack() as stack:
-        n_threads = _thread_limits(stack, threads, torch_mod) if be.name == "numpy" else None
-        for hidden, batch in configs:
-            runners = [MinisaeRunner(be, hidden, data, batch, seed)]
-            row = {"hidden": hidden, "batch": batch}
-            if torch_mod is not None:
-                runners.append(TorchRunner(torch_mod, device, runners[0].model.params,
-                                           data_host, batch))
-                # Same weights and batch, so the same loss (up to float32 rounding).
-                row["first_loss"] = {r.name: r.loss(0) for r in runners}
-            runners.append(MatmulRunner(be, hidden, n_inputs, batch, seed + 1))
-            for r in runners:
-                r.run(0, warmup)
-            times = {r.name: [] for r in runners}
-            adam = []
-            for i in range(rounds):
-                # rotate the order so that no contender always follows the same one
-                for r in runners[i % len(runners):] + runners[:i % len(runners)]:
-                    before = getattr(r, "adam_seconds", 0.0)
-                    times[r.name].append(_timed_round(r, warmup + i * steps, steps))
-                    if r.name == "minisae":
-                        adam.append(r.adam_seconds - before)
-                say(f"{hidden}x{batch} round {i + 1}/{rounds}: " + ", ".join(
-                    f"{name} {batch * steps / t[-1]:,.0f}/s" for name, t in times.items()))
-            row.update(_summarise(times, batch, steps, _flops_per_sample(n_inputs, hidden)))
-            if be.name == "numpy":
-                row["time_split"] = _time_split(times, adam)
-            results.append(row)
-            del runners
+def _bench_config(run, hidden, batch, steps, warmup, rounds):
+    """One configuration's row: build the contenders, warm them up, time the rounds."""
+    with run.policy(hidden, batch) as policy:
+        runners = run.runners(hidden, batch)
+        row = {"hidden": hidden, "batch": batch}
+        if run.torch is not None:  # same weights and batch: the same loss, up to rounding
+            row["first_loss"] = {r.name: r.loss(0) for r in runners
+                                 if r.name in ("minisae", "reference", "torch")}
+        for r in runners:
+            r.run(0, warmup)
+        times, adam = _rounds(run, runners, hidden, batch, steps, warmup, rounds)
+        if policy is not None:
+            row.update(threads=policy.threads, thread_trials=policy.trials)
+    row.update(_summarise(times, batch, steps, _flops_per_sample(run.n_inputs, hidden)))
+    if run.be.name == "numpy" and "minisae" in times:
+        row["time_split"] = _time_split(times, adam)
+    return row
 
-    return {"backend": be.name,
-            "machine": machine_info(be.name, torch_mod),
-            "settings": {"configs": [f"{h}x{b}" for h, b in configs], "steps": steps,
-                         "warmup": warmup, "rounds": rounds, "threads": n_threads,
-                         "n_samples": n_samples, "n_inputs": n_inputs, "lr": LR,
-                         "sparsity_target": SPARSITY_TARGET, "sparsity_weight": SPARSITY_WEIGHT,
-                         "torch": torch_mod is not None, "torch_note": torch_note},
-            "results": results}
+
+def _rounds(run, runners, hidden, batch, steps, warmup, rounds):
+    """Alternating timed rounds: {name: [seconds per round]}, and minisae's Adam seconds."""
+    times = {r.name: [] for r in runners}
+    adam = []
+    for i in range(rounds):
+        # rotate the order so that no contender always follows the same one
+        for r in runners[i % len(runners):] + runners[:i % len(runners)]:
+            before = getattr(r, "adam_seconds", 0.0)
+            times[r.name].append(_timed_round(r, warmup + i * steps, steps))
+            if r.name == "minisae":
+                adam.append(r.adam_seconds - before)
+        run.say(f"{hidden}x{batch} round {i + 1}/{rounds}: " + ", ".join(
+            f"{name} {batch * steps / t[-1]:,.0f}/s" for name, t in times.items()))
+    return times, adam
 
 
 def _summarise(times, batch, steps, flops_per_sample):
-    """Median samples/s of each contender, their ratio, the matmul rate and the roofline."""
+    """Median samples/s of each contender, the ratios, the matmul rate and the roofline."""
     rate = {name: batch * steps / statistics.median(t) for name, t in times.items()}
+    ours = rate.get("minisae", rate.get("reference"))  # the fast path, when it ran
     roofline = rate["matmul"]  # samples/s if a step were its five products only
-    out = {"minisae_samples_per_s": rate["minisae"],
-           "torch_samples_per_s": rate.get("torch"),
-           "ratio": rate["minisae"] / rate["torch"] if "torch" in rate else None,
-           "matmul_gflops": roofline * flops_per_sample / 1e9,
-           "roofline_samples_per_s": roofline,
-           "roofline_fraction": rate["minisae"] / roofline,
-           "round_seconds": {name: t for name, t in times.items()}}
-    return out
+
+    def ratio(other):
+        return ours / rate[other] if other in rate else None
+
+    return {"minisae_samples_per_s": rate.get("minisae"),
+            "reference_samples_per_s": rate.get("reference"),
+            "torch_samples_per_s": rate.get("torch"), "ratio": ratio("torch"),
+            "compiled_samples_per_s": rate.get("compiled"), "compiled_ratio": ratio("compiled"),
+            "matmul_gflops": roofline * flops_per_sample / 1e9,
+            "roofline_samples_per_s": roofline, "roofline_fraction": ours / roofline,
+            "round_seconds": {name: t for name, t in times.items()}}
 
 
 def _time_split(times, adam):
     """Where minisae's step goes, as fractions of its median round: the five products (timed
     alone, so approximately), Adam (timed inside the step), and the rest (elementwise work,
-    sums, Python)."""
+    sums, Python; never below 0, though the products alone can come out slower)."""
     step = statistics.median(times["minisae"])
-    matmul = statistics.median(times["matmul"]) / step
     adam = statistics.median(adam) / step
+    matmul = min(statistics.median(times["matmul"]) / step, 1.0 - adam)
     return {"matmul": matmul, "adam": adam, "elementwise_and_other": 1.0 - matmul - adam}
 
 
-def format_table(result):
-    """The result of run_benchmark as a plain-text table (COLUMNS), with a header line."""
+# ----------------------------------------------------------------------------- the table
+
+def _rate(value):
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _ratio(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _table_row(r):
+    return (str(r["hidden"]), str(r["batch"]), _rate(r["minisae_samples_per_s"]),
+            _rate(r["torch_samples_per_s"]), _ratio(r["ratio"]),
+            _rate(r["compiled_samples_per_s"]), _ratio(r["compiled_ratio"]),
+            f"{r['matmul_gflops']:,.1f}", f"{r['roofline_samples_per_s']:,.0f}",
+            f"{100 * r['roofline_fraction']:.0f}%", str(r.get("threads", "-")))
+
+
+def _header(result):
     m, s = result["machine"], result["settings"]
     where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores, {m['blas']}"
+    load = m.get("load_average_before")
     lines = [f"minisae bench, backend {result['backend']}: {where}",
-             f"{s['steps']} steps x {s['rounds']} rounds per contender (median round), "
-             f"warmup {s['warmup']}, threads {s['threads']}, torch {m['torch'] or '-'}"]
-    if s.get("torch_note"):
-        lines.append(f"PyTorch: {s['torch_note']}")
-    rows = [COLUMNS]
-    for r in result["results"]:
-        torch_rate = r["torch_samples_per_s"]
-        rows.append((str(r["hidden"]), str(r["batch"]), f"{r['minisae_samples_per_s']:,.0f}",
-                     "-" if torch_rate is None else f"{torch_rate:,.0f}",
-                     "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-                     f"{r['matmul_gflops']:,.1f}", f"{r['roofline_samples_per_s']:,.0f}",
-                     f"{100 * r['roofline_fraction']:.0f}%"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+             f"{s['steps']} steps x {s['rounds']} rounds per contender (median round), warmup "
+             f"{s['warmup']}, threads {s['threads']} (torch {s.get('torch_threads') or '-'}), "
+             f"Adam kernel {s.get('adam_kernel')}, torch {m['torch'] or '-'}"
+             + (f", load average {load[0]:.2f}" if load else "")]
+    lines += [f"PyTorch: {s['torch_note']}"] if s.get("torch_note") else []
+    lines += [f"torch.compile: {s['compile_note']}"] if s.get("compile_note") else []
+    return lines
+
+
+def _grid(rows):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
     for j, row in enumerate(rows):
         lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    splits = [(r["hidden"], r["batch"], r["time_split"]) for r in result["results"]
-              if r.get("time_split")]
+    return lines
+
+
+def format_table(result):
+    """The result of run_benchmark as a plain-text table (COLUMNS), with header and notes."""
+    results = result["results"]
+    lines = _header(result) + _grid([COLUMNS] + [_table_row(r) for r in results])
+    refs = [r for r in results if r.get("reference_samples_per_s")]
+    if refs:
+        lines.append("the reference path (fast=False), samples/s: " + ", ".join(
+            f"{r['hidden']}x{r['batch']} {r['reference_samples_per_s']:,.0f}" for r in refs))
+    splits = [r for r in results if r.get("time_split")]
     if splits:
         lines.append("where minisae's step goes (the products timed alone, so roughly):")
-        lines.extend(f"  {h}x{b}: products {s['matmul']:.0%}, Adam {s['adam']:.0%}, "
-                     f"elementwise and the rest {s['elementwise_and_other']:.0%}"
-                     for h, b, s in splits)
+        lines.extend(f"  {r['hidden']}x{r['batch']}: products {s['matmul']:.0%}, Adam "
+                     f"{s['adam']:.0%}, elementwise and the rest {s['elementwise_and_other']:.0%}"
+                     for r in splits for s in (r["time_split"],))
     return "\n".join(lines)
 
 
@@ -433,9 +554,10 @@ def add_parser(subparsers):
         "bench", help="training throughput against PyTorch and the matmul roofline",
         description="Train the sparse autoencoder (784 inputs, sigmoid, MSE + KL, Adam, float32) "
                     "for a fixed number of steps per configuration on random data of MNIST's "
-                    "shape; report samples/s for minisae, for the same model in PyTorch (when "
-                    "installed), the float32 matmul rate on the step's five products, and the "
-                    "roofline (samples/s if a step were only those products).")
+                    "shape; report samples/s for minisae, for the same model in PyTorch (eager, "
+                    "and under torch.compile where it compiles), the float32 matmul rate on the "
+                    "step's five products, and the roofline (samples/s if a step were only "
+                    "those products).")
     p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
                    help="array backend (default: $MINISAE_BACKEND, else auto: CuPy when a GPU "
                         "answers, else NumPy); cupy compares against PyTorch CUDA")
@@ -446,52 +568,64 @@ def add_parser(subparsers):
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5)")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating timed rounds; the median is reported (default 7)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for NumPy's BLAS and for PyTorch (default: all cores)")
+    p.add_argument("--threads", default="auto", metavar="N|auto",
+                   help="BLAS threads: auto (default: minisae's thread policy chooses; PyTorch "
+                        "keeps its default) or a number (for minisae and PyTorch)")
+    p.add_argument("--path", choices=PATHS, default="fast",
+                   help="minisae's path: the fast engine (default), the readable reference "
+                        "(fast=False), or both")
     p.add_argument("--samples", type=int, default=None,
                    help=f"rows of random data (default {N_SAMPLES:,}, MNIST's training set)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the torch.compile contender (it compiles for a minute or more)")
     p.add_argument("--quick", action="store_true",
                    help=f"a seconds-long smoke run: configs {QUICK_CONFIGS}, 2,048 samples, "
-                        "3 steps, 2 rounds (overridden by the flags above)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON")
+                        "3 steps, 2 rounds, no torch.compile (overridden by the flags above)")
+    p.add_argument("--json", metavar="PATH", default=None,
+                   help="also write the result as JSON (default: the table only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
     p.set_defaults(func=main)
     return p
 
 
-def main(args):
-    """Run `minisae bench` from parsed arguments; print the table; 0 on success."""
+def _settings_from_args(args):
     quick = getattr(args, "quick", False)
     defaults = dict(configs=QUICK_CONFIGS, steps=3, warmup=1, rounds=2, n_samples=2048) if quick \
         else dict(configs=DEFAULT_CONFIGS, steps=40, warmup=5, rounds=7, n_samples=N_SAMPLES)
+    given = dict(configs=args.configs, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
+                 n_samples=args.samples)
+    settings = {k: defaults[k] if v is None else v for k, v in given.items()}
+    return dict(settings, backend=args.backend, threads=getattr(args, "threads", "auto"),
+                torch=not args.no_torch, path=getattr(args, "path", "fast"),
+                compile=not (quick or getattr(args, "no_compile", False)))
 
-    def pick(name, attr=None):
-        v = getattr(args, attr or name, None)
-        return defaults[name] if v is None else v
 
+def _write_json(path, result):
+    try:
+        with atomic_write(path, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write --json {path!r}: {e.strerror or e}") from None
+
+
+def main(args):
+    """Run `minisae bench` from parsed arguments; print the table; 0 on success."""
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         raise ConfigError(f"cannot write --json {args.json!r}: its folder does not exist")
     progress = None if getattr(args, "quiet", False) else \
         (lambda line: print(line, file=sys.stderr, flush=True))
-    result = run_benchmark(backend=args.backend, configs=pick("configs"), steps=pick("steps"),
-                           warmup=pick("warmup"), rounds=pick("rounds"), threads=args.threads,
-                           torch=not args.no_torch, n_samples=pick("n_samples", "samples"),
-                           progress=progress)
+    result = run_benchmark(progress=progress, **_settings_from_args(args))
     print(format_table(result))
     if args.json:
-        try:
-            with atomic_write(args.json, "w") as f:
-                json.dump(result, f, indent=2)
-                f.write("\n")
-        except OSError as e:
-            raise ConfigError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
+        _write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 
 
 def _standalone(argv=None):
-    """`python -m minisae.bench ...`, for when the CLI is not wired up."""
+    """`python -m minisae.fast.bench ...`, for when the CLI is not wired up."""
     import argparse
     parser = argparse.ArgumentParser(prog="minisae")
     sub = parser.add_subparsers(dest="command", required=True)

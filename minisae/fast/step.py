@@ -10,7 +10,9 @@ up to rounding (tests/test_fast.py). What differs:
 - sums over the batch (rho_hat, db1, db2) are products with a vector of ones, so BLAS's
   threads share them: sum_i a[i, j] = (ones @ a)[j];
 - the KL gradient is added to dh inside the sigmoid's backward pass (kernels.sigmoid_backward_);
-- on CuPy each fused pass is one kernel.
+- on CuPy each fused pass is one kernel;
+- the thread policy in force (threads.py) is told when each step starts and ends: under
+  threads="auto" it times steps to choose BLAS's thread count.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import weakref
 from .. import functional as F
 from ..model import Loss
 from . import kernels as K
+from .threads import active
 
 _BUFFERS = weakref.WeakKeyDictionary()  # model -> its Buffers (dropped with the model)
 
@@ -48,6 +51,16 @@ class Buffers:
 def autoencoder_loss_and_grads(model, x):
     """model.loss_and_grads(x) for a checked batch x of the model's backend and dtype:
     the loss (a model.Loss) and the gradients written into model.grads."""
+    policy = active()
+    if policy is None or model.backend.name != "numpy":
+        return _loss_and_grads(model, x)
+    policy.step_started()
+    loss = _loss_and_grads(model, x)
+    policy.step_finished()
+    return loss
+
+
+def _loss_and_grads(model, x):
     buffers = _BUFFERS.get(model)
     if buffers is None:
         buffers = _BUFFERS[model] = Buffers()

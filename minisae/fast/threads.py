@@ -1,34 +1,80 @@
-"""Thread policy: how many threads BLAS (and the fast Adam) use for a training run.
+"""Thread policy: how many threads BLAS (and the fast Adam) use during a training run.
 
-`thread_limits(threads, n_inputs, n_hidden, batch)` is a context manager that sets NumPy's
-BLAS thread count through threadpoolctl for the duration of a run and restores it after;
-it yields the count in force. threads is a positive integer, or "auto": small products run
-single-threaded (waking a second BLAS thread costs more than it saves), large ones use every
-core the process may run on.
+    with thread_limits("auto", n_inputs, n_hidden, batch) as policy:
+        ...training steps...              # policy.threads: BLAS's thread count now
+
+A fixed count (threads=4) is set once through threadpoolctl and restored when the block ends.
+"auto" decides from the problem's size and from what the machine gives right now:
+
+- products of fewer than AUTO_MIN_FLOPS run on one thread: a second BLAS thread gains little
+  there (within 5% at 24x64 on an idle 2-core EPYC), and with another program busy on a
+  core it costs 4x to 100x (BLAS's threads wait for each other in spin loops);
+- otherwise the policy times training steps on every core and on one thread, a few of each
+  (a trial), keeps the faster, and tries again later: after HOLD_SECONDS (doubled each time
+  the answer stays, up to MAX_HOLD_SECONDS), or at once when steps on more threads get
+  TRIPWIRE times slower than the trial measured (a program started on another core, say).
+  On an idle 2-core machine two threads win at the four bench sizes; with one core busy,
+  one thread wins at every size (BENCHMARKS.md, the thread-policy study).
+
+A trial compares steady states. After a product, OpenBLAS's worker threads spin for about
+0.1 s before they sleep, so for SETTLE_SECONDS after a step on more threads a one-thread step
+shares its core with a spinning worker and runs up to 2x slower: those steps are not counted.
+
+The training step reports to the policy in force: fast/step.py calls step_started() and
+step_finished() around each fused loss_and_grads, and FlatAdam reads adam_threads(). Outside
+a thread_limits block nothing is timed and nothing changes.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from ..errors import ConfigError
 
 AUTO_MIN_FLOPS = 2e7
 """Below this many flops per matrix product of the step (2 * batch * n_inputs * n_hidden),
-"auto" runs BLAS single-threaded."""
+"auto" runs BLAS single-threaded without trying more."""
+
+SAMPLES = 3               # steps counted for each candidate in a trial
+WARMUP_STEPS = 2          # steps before the first trial (first-touch allocations)
+SETTLE_SECONDS = 0.12     # one-thread steps this soon after a step on more threads don't count
+MARGIN = 0.97             # more threads must be at least 3% faster to be kept
+EARLY = 1.5               # a trial ends as soon as the challenger's mean is this much slower
+HOLD_SECONDS, MAX_HOLD_SECONDS = 30.0, 240.0
+HOLD_STEPS = 30           # and at least this many steps between trials
+TRIPWIRE = 1.6            # on more than one thread, re-try when the median of the RECENT
+RECENT = 7                # steps is this much slower than the trial measured
+
+_active = []              # the policies in force, innermost last
 
 
 def available_cores():
-    """The cores this process may run on (its CPU affinity), else os.cpu_count()."""
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota
+    (containers), else os.cpu_count()."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, quota) if quota else n)
+
+
+def _cgroup_cpu_quota():
+    """Whole CPUs allowed by a cgroup v2 `cpu.max` (rounded up), or None when unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def parse_threads(threads):
     """"auto", None (auto) or a positive integer (also as a string, from the command line)."""
-    if threads is None or threads == "auto":
+    if threads is None or (isinstance(threads, str) and threads.strip().lower() == "auto"):
         return "auto"
     if isinstance(threads, str) and threads.strip().isdigit():
         threads = int(threads)
@@ -38,8 +84,8 @@ def parse_threads(threads):
 
 
 def choose_threads(threads, n_inputs, n_hidden, batch):
-    """The BLAS thread count for a step of this size: `threads` itself when it is a number,
-    else the auto policy."""
+    """The BLAS thread count a run starts with: `threads` itself when it is a number; under
+    "auto", one thread for small products, else every available core (then tried)."""
     threads = parse_threads(threads)
     if threads != "auto":
         return threads
@@ -47,10 +93,124 @@ def choose_threads(threads, n_inputs, n_hidden, batch):
     return 1 if flops < AUTO_MIN_FLOPS else available_cores()
 
 
+class ThreadPolicy:
+    """The thread counts of one run. `threads` is BLAS's count in force now; under "auto"
+    with more than one core to choose from, `adaptive` is True and the steps reported through
+    step_started / step_finished drive the trials. set_blas(n) applies a count."""
+
+    def __init__(self, threads, n_inputs, n_hidden, batch, set_blas=None, clock=time.perf_counter):
+        self.requested = parse_threads(threads)
+        self.threads = choose_threads(threads, n_inputs, n_hidden, batch)
+        self.adaptive = self.requested == "auto" and self.threads > 1
+        self.cores_tried = self.threads      # the "every core" candidate
+        self.trials = 0                      # trials finished
+        self._set_blas = set_blas or (lambda n: None)
+        self._clock = clock
+        self._t0 = None
+        self._step = 0
+        self._last_multi = -1e9              # when the last step on more threads ended
+        # the first trial: every core (the count in force), then one thread
+        self._plan = [None] * WARMUP_STEPS + [self.threads] * SAMPLES + [1] * SAMPLES \
+            if self.adaptive else []
+        self._samples = {}
+        self._recent = []
+        self._best = None                    # the kept candidate's mean step in its trial
+        self._kept = None                    # the count the last trial kept
+        self._hold = HOLD_SECONDS
+        self._hold_until = (0.0, 0)
+
+    def adam_threads(self):
+        """Threads for the fast Adam under this policy: one. On the machines measured, a
+        second Adam thread gains nothing: Adam is bound by memory, and OpenBLAS's worker
+        spins on the other core for a while after every product (BENCHMARKS.md)."""
+        return 1
+
+    def step_started(self):
+        """Called before a training step's products; may change BLAS's thread count."""
+        if not self.adaptive:
+            return
+        if self._plan and self._plan[0] is not None:
+            self._apply(self._plan[0])
+        self._t0 = self._clock()
+
+    def step_finished(self):
+        """Called after the step's products and elementwise work."""
+        if not self.adaptive or self._t0 is None:
+            return
+        now = self._clock()
+        seconds, self._t0 = now - self._t0, None
+        self._step += 1
+        settling = self.threads == 1 and now - seconds - self._last_multi < SETTLE_SECONDS
+        if self.threads > 1:
+            self._last_multi = now
+        if not self._plan:
+            self._recent = (self._recent + [seconds])[-RECENT:]
+            self._maybe_retry()
+        elif not settling:
+            self._count(self._plan.pop(0), seconds)
+
+    def _count(self, threads, seconds):
+        """One step of a trial; decides when the plan is done or the challenger lost clearly."""
+        if threads is None:  # warm-up
+            return
+        self._samples.setdefault(threads, []).append(seconds)
+        means = {n: sum(t) / len(t) for n, t in self._samples.items()}
+        challenger = self._plan[-1] if self._plan else None
+        clear = len(means) == 2 and challenger in means and \
+            means[challenger] > EARLY * min(means.values())
+        if not self._plan or clear:
+            self._decide(means)
+
+    def _decide(self, means):
+        """Keep every core only if it was faster by MARGIN; then hold for a while."""
+        one, every = means.get(1, float("inf")), means.get(self.cores_tried, float("inf"))
+        keep = self.cores_tried if every < MARGIN * one else 1
+        same = keep == self._kept
+        self._kept, self._best = keep, means[keep]
+        self._apply(keep)
+        self.trials += 1
+        self._hold = min(2 * self._hold, MAX_HOLD_SECONDS) if same else HOLD_SECONDS
+        self._hold_until = (self._clock() + self._hold, self._step + HOLD_STEPS)
+        self._plan, self._samples, self._recent = [], {}, []
+
+    def _maybe_retry(self):
+        """A new trial when the hold is over, or at once when more threads got slow: the
+        count in force first (no switch), then the other."""
+        until_time, until_step = self._hold_until
+        slower = self._kept > 1 and len(self._recent) == RECENT and \
+            sorted(self._recent)[RECENT // 2] > TRIPWIRE * self._best
+        if slower:
+            self._hold = HOLD_SECONDS
+        if slower or (self._clock() >= until_time and self._step >= until_step):
+            other = 1 if self._kept > 1 else self.cores_tried
+            self._plan = [self._kept] * SAMPLES + [other] * SAMPLES
+
+    def _apply(self, n):
+        if n != self.threads:
+            self._set_blas(n)
+            self.threads = n
+
+
+def active():
+    """The ThreadPolicy of the innermost thread_limits block in force, or None."""
+    return _active[-1] if _active else None
+
+
 @contextlib.contextmanager
 def thread_limits(threads, n_inputs, n_hidden, batch):
-    """Limit NumPy's BLAS to the chosen thread count inside the block; yields that count."""
-    n = choose_threads(threads, n_inputs, n_hidden, batch)
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield n
+    """Set NumPy's BLAS threads for a run (see the module's docstring); restores them after.
+    Yields the ThreadPolicy: policy.threads is the count in force."""
+    from threadpoolctl import ThreadpoolController
+    blas = ThreadpoolController().select(user_api="blas")
+
+    def set_blas(n):
+        for lib in blas.lib_controllers:
+            lib.set_num_threads(n)
+
+    policy = ThreadPolicy(threads, n_inputs, n_hidden, batch, set_blas)
+    with blas.limit(limits=policy.threads):
+        _active.append(policy)
+        try:
+            yield policy
+        finally:
+            _active.remove(policy)
