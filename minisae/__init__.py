@@ -34,7 +34,7 @@ _PUBLIC = {  # name -> the submodule that defines it
 }
 _SUBMODULES = ("backend", "functional", "layers", "model", "optim", "lbfgs", "gradcheck", "fast",
                "datasets", "patches", "train", "checkpoint", "plots", "presets", "softmax",
-               "selftaught", "cli", "errors", "fileio")
+               "selftaught", "cli", "errors", "fileio", "checks")
 
 __all__ = ["__version__", *_PUBLIC, "MinisaeError", "ConfigError", "InputError", "BackendError",
            "DatasetError", "CheckpointError", "TrainingError", "GradientCheckError"]

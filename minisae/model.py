@@ -14,13 +14,13 @@ the same computation to the fast engine in minisae/fast/, at one marked line.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from . import functional as F
 from .backend import flat_views, get_backend, to_numpy
+from .checks import as_numeric, check_data, is_int, is_real, physical_memory
 from .errors import ConfigError, InputError
 from .layers import ACTIVATIONS, Dense, Sigmoid
 
@@ -88,13 +88,13 @@ class Config:
 
         for name in ("n_inputs", "n_hidden"):
             v = getattr(self, name)
-            need(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+            need(is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
         rho = self.sparsity_target
-        need(_is_real(rho) and 0.0 < rho < 1.0,
+        need(is_real(rho) and 0.0 < rho < 1.0,
              f"sparsity_target must be strictly between 0 and 1 (a mean activation), got {rho!r}")
         for name in ("sparsity_weight", "weight_decay"):
             v = getattr(self, name)
-            need(_is_real(v) and 0.0 <= v <= 1e6,
+            need(is_real(v) and 0.0 <= v <= 1e6,
                  f"{name} must be a number between 0 and 1e6, got {v!r}")
         need(self.output_activation in OUTPUT_ACTIVATIONS,
              f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
@@ -107,7 +107,7 @@ class Config:
         need(problem is None, problem)
         need(self.dtype in ("float32", "float64"),
              f"dtype must be 'float32' (training) or 'float64' (gradient checks), got {self.dtype!r}")
-        need(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**63),
+        need(self.seed is None or (is_int(self.seed) and 0 <= self.seed < 2**63),
              f"seed must be a non-negative integer or None, got {self.seed!r}")
 
     @classmethod
@@ -126,19 +126,6 @@ def combination_problem(output_activation, reconstruction_loss, reduction):
     return None
 
 
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v):
-    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
 def _dtype_name(dtype):
     """"float32" for "float32", np.float32 or np.dtype("float32"); anything else as its repr,
     for Config.validate to refuse (None included: NumPy would read it as float64)."""
@@ -148,51 +135,6 @@ def _dtype_name(dtype):
         return np.dtype(dtype).name
     except TypeError:
         return str(dtype)
-
-
-def _physical_memory():
-    """Bytes of RAM on this machine, or None where the OS doesn't say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_data(x, n_inputs, unit_range, what="x"):
-    """Refuse data the model cannot learn from, with a message that says what to do.
-
-    x: an array of any backend, (n, n_inputs). unit_range: the model's output is a sigmoid
-    (or its loss is cross-entropy), so every value must lie in [0, 1]. min and max find NaN
-    and inf too (they propagate)."""
-    if len(x) == 0:
-        raise InputError(f"{what} is empty (0 rows); pass at least one sample")
-    with np.errstate(invalid="ignore"):
-        low, high = float(x.min()), float(x.max())
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise InputError(f"{what} contains NaN or inf; clean or impute the data first")
-    if unit_range and (low < 0.0 or high > 1.0):
-        raise InputError(
-            f"{what} holds values in [{low:.4g}, {high:.4g}], but a sigmoid output (and "
-            f"cross-entropy) can only reconstruct values in [0, 1]; scale the data into "
-            f"[0, 1] first (for example (x - x.min()) / (x.max() - x.min())), or use "
-            f"output_activation='linear' with reconstruction_loss='mse'")
-
-
-def as_numeric(x, what="x"):
-    """x as an array (NumPy unless it already is another backend's) of real numbers, or an
-    InputError saying why not (strings, ragged lists, complex numbers, objects)."""
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        try:
-            x = np.asarray(x)
-        except (ValueError, TypeError) as e:
-            raise InputError(f"{what} must be a rectangular array of numbers, got "
-                             f"{type(x).__name__} ({e})") from None
-    if x.dtype.kind not in "biuf":
-        kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}
-        raise InputError(f"{what} must hold real numbers, got {kind.get(x.dtype.kind, x.dtype)} "
-                         f"(dtype {x.dtype}); convert it with np.asarray(x, dtype=np.float32) "
-                         f"or take its real part")
-    return x
 
 
 class SparseAutoencoder:
@@ -258,7 +200,7 @@ class SparseAutoencoder:
     def _check_size(self, n_params):
         """Refuse, before allocating, a model whose parameters and gradients alone would not
         fit in this machine's memory."""
-        need, have = 2 * n_params * self.dtype.itemsize, _physical_memory()
+        need, have = 2 * n_params * self.dtype.itemsize, physical_memory()
         if have and self.backend.name == "numpy" and need > have:
             c = self.config
             raise ConfigError(f"a model of {c.n_inputs} inputs and {c.n_hidden:,} hidden units has "
@@ -318,7 +260,7 @@ class SparseAutoencoder:
         x = self._check_input(x)
         if batch_size is None:
             return self._encode(x)
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         parts = [self._encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return self.backend.xp.concatenate(parts)

@@ -11,25 +11,16 @@ Adam.reference_step is the paper's Algorithm 1, line by line: what `fast=False` 
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from .backend import array_module, flat_views, to_numpy
+from .checks import is_real
 from .errors import CheckpointError, ConfigError
 
 
 def _is_number(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _is_finite_number(v):
-    if not _is_number(v):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 class Optimizer:
@@ -55,7 +46,7 @@ class Optimizer:
                 raise ConfigError(f"grad of {name!r} has shape {g.shape}, param {p.shape}")
             if p.dtype.kind != "f":
                 raise ConfigError(f"parameter {name!r} must be a float array, got {p.dtype}")
-        if not (_is_finite_number(lr) and lr > 0):
+        if not (is_real(lr) and lr > 0):
             raise ConfigError(f"lr must be a positive number, got {lr!r}")
         self.params, self.grads, self.lr = dict(params), dict(grads), float(lr)
         self.t = 0  # steps taken
@@ -99,7 +90,7 @@ class Optimizer:
         t, lr = _scalar(t), _scalar(lr)
         if not (_is_number(t) and float(t).is_integer() and 0 <= t < 2**53):
             raise CheckpointError(f"optimizer state 't' must be a step count >= 0, got {t!r}")
-        if not (_is_finite_number(lr) and lr > 0):
+        if not (is_real(lr) and lr > 0):
             raise CheckpointError(f"optimizer state 'lr' must be a positive number, got {lr!r}")
         checked = {}
         for key, (src, a) in arrays.items():
@@ -163,7 +154,7 @@ class Adam(Optimizer):
             raise ConfigError(f"betas must be two numbers, got {betas!r}") from None
         if not all(_is_number(b) and 0.0 <= b < 1.0 for b in (b1, b2)):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        if not (_is_finite_number(eps) and eps > 0):
+        if not (is_real(eps) and eps > 0):
             raise ConfigError(f"eps must be a positive number, got {eps!r}")
         if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
                                         and threads >= 1):

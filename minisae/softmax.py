@@ -23,6 +23,7 @@ import numpy as np
 
 from .backend import array_module as _xp
 from .backend import flat_views, get_backend, to_numpy
+from .checks import as_numeric
 from .errors import ConfigError, InputError
 
 INIT_SCALE = 0.005
@@ -216,7 +217,6 @@ class SoftmaxRegression:
     # ------------------------------------------------------------------ checks
 
     def _check_x(self, x):
-        from .model import as_numeric
         n = self.config.n_inputs
         x = as_numeric(x)
         shape = x.shape

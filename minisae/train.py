@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .errors import ConfigError, InputError, TrainingError
-from .model import as_numeric, check_data
+from .checks import as_numeric, check_data
 
 DEAD_UNIT_THRESHOLD = 1e-3
 """A unit whose mean activation is below this is counted as dead."""

@@ -119,13 +119,20 @@ def test_model_gradients_property(case):
     # |z| <= 8 keeps rho_hat well inside the clip bounds, where the loss is smooth
     assert (rho_hat > 1e-4).all() and (rho_hat < 1 - 1e-4).all()
     analytic = {k: to_numpy(g).copy() for k, g in model.grads.items()}
+    # Central differences resolve a gradient only down to the rounding of the loss divided by
+    # the step h = 1e-5: about 2e-11 * |loss|, plus the KL term's, which rounding in rho_hat
+    # (1e-16) reaches amplified by beta * (rho / rho_hat + (1 - rho) / (1 - rho_hat)): a unit
+    # near saturation makes log(1 - rho_hat) ill-conditioned. Below that floor (with a margin
+    # of 5 to 10) the relative error measures noise, not the gradient.
+    cfg = model.config
+    rho, beta = cfg.sparsity_target, cfg.sparsity_weight
+    kl_conditioning = beta * np.sum(rho / rho_hat + (1 - rho) / (1 - rho_hat))
+    noise = 1e-10 * (1 + abs(total) + kl_conditioning)
     for name, p in model.params.items():
         numeric = numerical_gradient(lambda: model.loss_and_grads(x).total, p)
         err = relative_error(numeric, analytic[name])
-        # Central differences resolve a gradient only down to rounding of the loss divided by the
-        # step (~1e-11 * |loss|); below that floor the relative error measures noise.
-        floor_ok = np.linalg.norm(numeric - analytic[name]) < 1e-10 * (1 + abs(total))
-        assert err < 1e-7 or floor_ok, f"{name}: relative error {err:.3e}"
+        assert err < 1e-7 or np.linalg.norm(numeric - analytic[name]) < noise * math.sqrt(p.size), \
+            f"{name}: relative error {err:.3e}"
 
 
 @settings(max_examples=25, deadline=None)
