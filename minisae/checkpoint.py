@@ -100,16 +100,26 @@ def _text(key, value):
 
 def save(path, model, optimizer=None, history=None, extra=None):
     """Write the checkpoint to `path` (a .npz) atomically; returns the path."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise CheckpointError(f"path must be a file name such as 'run/checkpoint.npz', got {path!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
         raise CheckpointError(f"cannot save the checkpoint to {path}: it is a folder; give a file "
                               f"name, like {os.path.join(path, 'checkpoint.npz')}")
+    if not isinstance(model, SparseAutoencoder):
+        raise CheckpointError(f"save() writes a SparseAutoencoder, got {type(model).__name__}")
+    if history is not None and not isinstance(history, History):
+        raise CheckpointError(f"history must be a History (what fit returned), got "
+                              f"{type(history).__name__}")
     arrays = {"format_version": np.array(FORMAT_VERSION),
               "config": _text("config", asdict(model.config)),
               "history": _text("history", (history or History()).as_dict()),
               "extra": _text("extra", extra or {})}
     for name, p in model.params.items():
         arrays[f"param/{name}"] = np.asarray(_host(p))
+        if not np.isfinite(arrays[f"param/{name}"]).all():  # load() would refuse the file
+            raise CheckpointError(f"cannot save: parameter {name!r} holds NaN or inf (training "
+                                  f"diverged); keep the last good checkpoint")
     if optimizer is not None:
         settings = _optimizer_settings(optimizer)
         arrays["optimizer"] = _text("optimizer", settings)
@@ -359,6 +369,8 @@ def _extra(m):
 
 
 def _checkpoint_path(path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise CheckpointError(f"path must name a checkpoint file or a run's folder, got {path!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
         inside = os.path.join(path, "checkpoint.npz")

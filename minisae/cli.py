@@ -52,8 +52,11 @@ KEPT_ON_RESUME = ("preset", "dataset", "optimizer", "hidden", "sparsity_target",
 
 
 def flag_names(message):
-    """A library message with its argument names replaced by the CLI's flags."""
-    return re.sub(r"\b(" + "|".join(FLAGS) + r")\b", lambda m: FLAGS[m.group(1)], message)
+    """A library message with its argument names replaced by the CLI's flags: a name as an
+    argument ("n_hidden must be", "output_activation='linear'"), not as an English word
+    ("more than this machine's memory")."""
+    return re.sub(r"\b(" + "|".join(FLAGS) + r")\b(?=\s+must\b|\s*=)",
+                  lambda m: FLAGS[m.group(1)], message)
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -224,11 +227,13 @@ class Interruption:
     note = ""
 
 
-def resume_command(args, run_folder, settings):
-    """The exact command that continues this run."""
+def resume_command(args, run_folder, settings, out=None):
+    """The exact command that continues the run saved in run_folder (into out, if another)."""
     unit = "--max-iter" if settings.get("optimizer") == "lbfgs" else "--epochs"
     target = settings["max_iter"] if unit == "--max-iter" else settings["epochs"]
     argv = ["minisae", "train", "--resume", run_folder, unit, str(target)]
+    if out is not None and os.path.abspath(out) != os.path.abspath(run_folder):
+        argv += ["--out", out]
     for flag, value in (("--backend", args.backend), ("--data-dir", args.data_dir),
                         ("--threads", None if args.threads == "auto" else args.threads)):
         if value is not None:
@@ -248,13 +253,24 @@ def cmd_train(args):
         ck = checkpoint.load(args.resume, backend=get_backend(args.backend))
         settings = _resumed_settings(args, ck)
         model, history = ck.model, ck.history
-        out = args.out or _run_folder(args.resume)
+        saved_in = _run_folder(args.resume)
+        out = args.out or saved_in
+        if os.path.abspath(out) != saved_in:  # continuing into another folder
+            _refuse_to_overwrite(out, args.force)
     else:
         settings = resolve_settings(args)
         out = args.out or os.path.join("runs", settings["preset"])
         _refuse_to_overwrite(out, args.force)
-        ck, history = None, History()
-    done, target = len(history), _target(settings)
+        ck, history, saved_in = None, History(), None
+    done, target, unit = len(history), _target(settings), _unit(settings)
+
+    def saved(folder, n):
+        """What Ctrl-C says once `folder` holds a checkpoint of n epochs (or iterations)."""
+        return (f"the checkpoint in {folder} holds {n} of {target} {unit}; continue with: "
+                f"{resume_command(args, folder, settings, out)}")
+
+    Interruption.note = saved(saved_in, done) if saved_in else (
+        f"nothing was saved yet (the first checkpoint is written after {_unit(settings, 1)} 1)")
     os.makedirs(out, exist_ok=True)
 
     data = load_data(settings, args)
@@ -269,11 +285,6 @@ def cmd_train(args):
 
     ckpt_path = os.path.join(out, "checkpoint.npz")
     extra = {"settings": settings, "data_source": data.source, "subset": data.subset}
-    resume = resume_command(args, out, settings)
-    Interruption.note = (f"the checkpoint in {out} holds {done} of {target} "
-                         f"{_unit(settings)}; continue with: {resume}" if done else
-                         f"nothing was saved yet (the first checkpoint is written after "
-                         f"{_unit(settings, 1)} 1)")
     every = 10 if settings["optimizer"] == "lbfgs" else 1
 
     def save(history):
@@ -281,12 +292,10 @@ def cmd_train(args):
         if n % every and n != target:
             return
         checkpoint.save(ckpt_path, model, optimizer, history, extra)
-        Interruption.note = (f"the checkpoint in {out} holds {n} of {target} {_unit(settings)}; "
-                             f"continue with: {resume}")
+        Interruption.note = saved(out, n)
 
     if done >= target:
-        print(f"the checkpoint already has {done} {_unit(settings)} (target {target}); "
-              f"nothing to train")
+        print(f"the checkpoint already has {done} {unit} (target {target}); nothing to train")
     t0 = time.perf_counter()
     try:
         fit(model, optimizer, data.x_train, target,
@@ -294,12 +303,14 @@ def cmd_train(args):
             seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
             history=history, on_epoch_end=save, threads=args.threads)
     except KeyboardInterrupt:
-        print(file=sys.stderr)  # after the progress bar's line
+        if not args.no_progress:
+            print(file=sys.stderr)  # after the progress bar's line
         raise
-    if done < target and len(history) % every:  # lbfgs stopped early (converged)
+    if len(history) > done and len(history) % every:  # L-BFGS converged between saves
         checkpoint.save(ckpt_path, model, optimizer, history, extra)
-    Interruption.note = ""
     wall = time.perf_counter() - t0
+    Interruption.note = (f"training was done: the checkpoint in {out} holds {len(history)} "
+                         f"{unit}; remake the figures with: minisae show {shlex.quote(out)}")
     metrics = write_results(model, history, data, out, settings)
     metrics["wall_seconds_this_run"] = wall
     print(summary_table(metrics, out))
@@ -338,7 +349,11 @@ SETTING_TYPES = {
     "sparsity_target": _NUMBER, "sparsity_weight": _NUMBER, "weight_decay": _NUMBER,
     "lr": _NUMBER, "momentum": _NUMBER,
 }
-SETTING_CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS}
+SETTING_CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "preset": tuple(PRESETS),
+                   "output": ("sigmoid", "linear"), "loss": ("mse", "bce"),
+                   "reduction": ("mean", "halfsum"), "dtype": ("float32", "float64")}
+SETTING_LOWEST = {"hidden": 1, "epochs": 1, "batch_size": 1, "max_iter": 1, "memory": 1,
+                  "n_patches": 1, "patch_size": 1, "seed": 0}
 
 
 def run_settings(ck, where):
@@ -356,6 +371,8 @@ def run_settings(ck, where):
         ok = kind is not None and isinstance(value, kind) and not isinstance(value, bool)
         if ok and name in SETTING_CHOICES:
             ok = value in SETTING_CHOICES[name]
+        if ok and name in SETTING_LOWEST:
+            ok = value >= SETTING_LOWEST[name]
         if not ok:
             raise CheckpointError(f"{where}: its setting {name!r} = {value!r} is unknown or of "
                                   f"the wrong type; the file is damaged or from another version")
@@ -429,13 +446,19 @@ def load_data(settings, args):
     if settings["dataset"] != "patches":
         return datasets.load(settings["dataset"], args.data_dir, download=not args.no_download,
                              progress=not args.no_progress)
+    from .checks import physical_memory
     from .patches import natural_patches
     n, size, seed = settings["n_patches"], settings["patch_size"], settings["seed"]
+    need, have = 1.1 * n * size * size * (4 if settings["dtype"] == "float32" else 8), physical_memory()
+    if have and need > have / 2:
+        raise ConfigError(f"--n-patches {n:,} of --patch-size {size} need {need / 2**30:,.1f} GiB, "
+                          f"more than half this machine's memory; ask for fewer")
     try:
         x_train = natural_patches(n, size, seed=seed, dtype=settings["dtype"])
         x_test = natural_patches(max(100, n // 10), size, seed=seed + 1, dtype=settings["dtype"])
-    except ConfigError as e:
-        raise ConfigError(flag_names(str(e))) from None
+    except MinisaeError as e:
+        raise type(e)(f"--dataset patches (--n-patches {n}, --patch-size {size}): "
+                      f"{flag_names(str(e))}") from None
     source = f"{size}x{size} whitened patches of natural photographs (scikit-learn, scikit-image)"
     return datasets.Dataset(x_train, None, x_test, None, "patches", source)
 
@@ -480,7 +503,8 @@ def write_results(model, history, data, out, settings):
 
 BOOK_NOTE = ("the book preset's features stay noise-like: its MSE is averaged over the pixels, "
              "so the sparsity term outweighs the reconstruction; for pen-stroke features try "
-             "`minisae train --preset ufldl` (README: \"Why the two settings differ\")")
+             "`minisae train --preset ufldl` (README: \"Why the book's and UFLDL's settings "
+             "differ\")")
 
 
 def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
@@ -503,7 +527,8 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
                                      f"x{s['coherence_ratio']:.2f}, localization "
                                      f"x{s['localization_ratio']:.2f}"))
     rows.append(("written", ", ".join(written) + f" in {out}"))
-    if m["settings"].get("preset") == "book" and m["settings"].get("reduction") == "mean":
+    if m["settings"].get("preset") == "book" and m["settings"].get("reduction") == "mean" \
+            and m["dataset"] != "patches":
         rows.append(("note", BOOK_NOTE))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -736,7 +761,7 @@ def main(argv=None):
         print(f"minisae: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except MemoryError:
-        print("minisae: error: out of memory; use fewer hidden units, a smaller batch, or a "
+        print("minisae: error: out of memory; use a smaller model, batch or data set, or a "
               "machine with more memory", file=sys.stderr)
         return 1
     except OSError as e:  # a folder we cannot write, a full disk: the OS says which file

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 _LEGACY_AGE = 3600.0    # seconds before a PID-less .part file (older minisae) counts as stale
+_WRITING = set()        # the .part files this process is writing now
 
 
 @contextlib.contextmanager
@@ -34,6 +35,7 @@ def atomic_write(path, mode="wb", fsync=False):
                                               f"to", str(path))
     remove_stale_parts(path)
     fd, tmp = _create_temp(path)
+    _WRITING.add(str(tmp))
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -45,6 +47,8 @@ def atomic_write(path, mode="wb", fsync=False):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        _WRITING.discard(str(tmp))
     if fsync:
         _fsync_folder(path.parent)
 
@@ -76,7 +80,11 @@ def remove_stale_parts(path):
             continue
         part = path.parent / name
         with contextlib.suppress(OSError):
-            if match[1] is not None:
+            if match[1] is not None and int(match[1]) == os.getpid():
+                # ours: stale unless this process is writing it now (a container gives every
+                # run the same PID, so an earlier, killed run's file can carry ours)
+                stale = str(part) not in _WRITING
+            elif match[1] is not None:
                 stale = not _process_alive(int(match[1]))
             else:   # tempfile.mkstemp's name, from before the PID was in it: judge by age
                 stale = time.time() - part.stat().st_mtime > _LEGACY_AGE

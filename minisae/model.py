@@ -166,7 +166,8 @@ class SparseAutoencoder:
                   "decoder.W": (n_hidden, n_inputs), "decoder.b": (n_inputs,)}
         self._check_size(sum(math.prod(s) for s in shapes.values()))
         try:
-            self.flat_params = self.backend.asarray(self._initial_weights(shapes, self.config.seed))
+            self.flat_params = self.backend.asarray(
+                self._initial_weights(shapes, self.config.seed, self.dtype))
             self.flat_grads = self.backend.zeros(self.flat_params.shape)
         except MemoryError:
             raise ConfigError(f"not enough memory for a model of {n_inputs} inputs and "
@@ -198,29 +199,28 @@ class SparseAutoencoder:
         return cls(**kwargs)
 
     def _check_size(self, n_params):
-        """Refuse, before allocating, a model whose parameters and gradients alone would not
-        fit in this machine's memory."""
-        need, have = 2 * n_params * self.dtype.itemsize, physical_memory()
+        """Refuse, before allocating, a model that could not train in this machine's memory:
+        its parameters, their gradients and Adam's two moments, four arrays of n_params."""
+        need, have = 4 * n_params * self.dtype.itemsize, physical_memory()
         if have and self.backend.name == "numpy" and need > have:
             c = self.config
             raise ConfigError(f"a model of {c.n_inputs} inputs and {c.n_hidden:,} hidden units has "
-                              f"{n_params:,} parameters: {need / 2**30:,.1f} GiB for them and their "
-                              f"gradients, more than this machine's {have / 2**30:,.1f} GiB of "
-                              f"memory; use fewer hidden units")
+                              f"{n_params:,} parameters: {need / 2**30:,.1f} GiB for them, their "
+                              f"gradients and Adam's two moments, more than this machine's "
+                              f"{have / 2**30:,.1f} GiB of memory; use fewer hidden units")
 
     @staticmethod
-    def _initial_weights(shapes, seed):
-        """Weights uniform in +-sqrt(6 / (n_in + n_out + 1)) (UFLDL's), biases 0, drawn with
-        NumPy's generator so that one seed gives one model on every backend."""
+    def _initial_weights(shapes, seed, dtype):
+        """One flat array of all the parameters, in `dtype`: weights uniform in
+        +-sqrt(6 / (n_in + n_out + 1)) (UFLDL's), biases 0, drawn with NumPy's generator so
+        that one seed gives one model on every backend."""
         rng = np.random.default_rng(seed)
-        parts = []
-        for name, shape in shapes.items():
+        flat = np.zeros(sum(math.prod(s) for s in shapes.values()), dtype=dtype)
+        for name, view in flat_views(flat, shapes).items():
             if name.endswith(".W"):
-                r = math.sqrt(6.0 / (shape[0] + shape[1] + 1))
-                parts.append(rng.uniform(-r, r, size=shape).ravel())
-            else:
-                parts.append(np.zeros(shape[0]))
-        return np.concatenate(parts)
+                r = math.sqrt(6.0 / (view.shape[0] + view.shape[1] + 1))
+                view[...] = rng.uniform(-r, r, size=view.shape)
+        return flat
 
     # ------------------------------------------------------------------ the forward pass
 

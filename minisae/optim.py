@@ -26,6 +26,8 @@ def _is_number(v):
 class Optimizer:
     """Holds the named parameter and gradient arrays it updates in place."""
 
+    _NONNEGATIVE = ()  # state slots that can never be negative (Adam's v)
+
     def __init__(self, params, grads, lr):
         if not isinstance(params, dict) or not isinstance(grads, dict):
             raise ConfigError("params and grads must be dicts of named arrays, e.g. "
@@ -94,12 +96,18 @@ class Optimizer:
             raise CheckpointError(f"optimizer state 'lr' must be a positive number, got {lr!r}")
         checked = {}
         for key, (src, a) in arrays.items():
-            src = np.asarray(src)
+            try:
+                src = np.asarray(src)
+            except (ValueError, TypeError):
+                raise CheckpointError(f"optimizer state {key} is not an array (a ragged list?)") from None
             if src.shape != a.shape or src.dtype.kind not in "fiu":
                 raise CheckpointError(f"optimizer state {key} has shape {src.shape} and dtype "
                                       f"{src.dtype}; the model's parameter: {a.shape}, {a.dtype}")
             if not np.isfinite(src).all():
                 raise CheckpointError(f"optimizer state {key} holds NaN or inf")
+            if key.split(".")[0] in self._NONNEGATIVE and (src < 0).any():
+                raise CheckpointError(f"optimizer state {key} holds negative values, but it is a "
+                                      f"running mean of squares; the state is damaged")
             checked[key] = src
         self.t, self.lr = int(t), float(lr)
         for key, (_, a) in arrays.items():
@@ -171,6 +179,8 @@ class Adam(Optimizer):
     def fast(self):
         """True when step() runs in the fast engine."""
         return self._engine is not None
+
+    _NONNEGATIVE = ("v",)
 
     def _state_arrays(self):
         return {"m": self.m, "v": self.v}

@@ -154,6 +154,12 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     epochs = int(epochs)
+    if history is not None and not isinstance(history, History):
+        raise ConfigError(f"history must be a History (what fit returned, or a checkpoint's), "
+                          f"got {type(history).__name__}")
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise ConfigError(f"on_epoch_end must be a function of the history, got "
+                          f"{type(on_epoch_end).__name__}")
     _check_optimizer(model, optimizer)
     x_train = _check_data(model, x_train, "x_train")
     if x_val is not None:

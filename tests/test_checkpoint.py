@@ -373,3 +373,18 @@ def test_lbfgs_round_trip(tmp_path):
     # and it trains on from there
     more = fit(c.model, c.optimizer, x, 9, history=c.history, progress=False)
     assert len(more) == 9 and c.optimizer.t == 9
+
+
+def test_save_and_load_check_what_they_are_given(tmp_path):
+    model, opt, history, path = trained(tmp_path)
+    for args, word in (((tmp_path / "x.npz", "model"), "SparseAutoencoder"),
+                       ((tmp_path / "x.npz", model, opt, {"epoch": []}), "History"),
+                       ((None, model), "file name")):
+        with pytest.raises(CheckpointError, match=word):
+            ck.save(*args)
+    with pytest.raises(CheckpointError, match="checkpoint file"):
+        ck.load(None)
+    model.params["decoder.b"][0] = np.nan
+    with pytest.raises(CheckpointError, match="NaN"):
+        ck.save(tmp_path / "nan.npz", model, opt, history)
+    assert not (tmp_path / "nan.npz").exists()

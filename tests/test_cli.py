@@ -365,7 +365,9 @@ def test_threads_flag(tiny_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("settings", [["not", "a", "dict"], {"hidden": "eight"},
-                                      {"optimizer": "rmsprop"}, {"bogus": 1}, {"seed": True}])
+                                      {"optimizer": "rmsprop"}, {"bogus": 1}, {"seed": True},
+                                      {"preset": "nope"}, {"batch_size": -1}, {"seed": -5},
+                                      {"reduction": "sum"}])
 def test_damaged_run_settings_are_one_line_errors(tiny_mnist, tmp_path, capsys, settings):
     out = tmp_path / "r"
     assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
@@ -396,3 +398,73 @@ def test_train_on_patches_with_lbfgs_and_resume(tmp_path, capsys):
     assert type(ck.optimizer).__name__ == "LBFGS" and ck.optimizer.t == 12
     assert cli.main(["train", "--resume", str(out), "--max-iter", "15", "--no-progress"]) == 0
     assert len(checkpoint.load(out).history) == 15
+
+
+def test_ctrl_c_while_the_command_loads(monkeypatch, capsys):
+    """The console script enters through minisae.__main__.main, which loads cli.py itself."""
+    import configparser
+    import importlib.abc
+    from pathlib import Path
+
+    import minisae.__main__ as entry
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "minisae = minisae.__main__:main" in cfg["options.entry_points"]["console_scripts"]
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "minisae.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "minisae.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert entry.main(["--version"]) == 130
+    assert capsys.readouterr().err.strip() == "minisae: interrupted"
+
+
+def test_resume_into_another_run_folder_needs_force(tiny_mnist, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(a)]) == 0
+    assert cli.main(["train", *TINY, "--hidden", "9", "--epochs", "3", "--out", str(b)]) == 0
+    before = (b / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(a), "--epochs", "2", "--out", str(b),
+                     "--no-progress"]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (b / "checkpoint.npz").read_bytes() == before
+    assert cli.main(["train", "--resume", str(a), "--epochs", "2", "--out", str(b),
+                     "--no-progress", "--force"]) == 0
+    assert len(checkpoint.load(b).history) == 2 and len(checkpoint.load(a).history) == 1
+
+
+def test_ctrl_c_before_training_and_after_it(tiny_mnist, tmp_path, capsys, monkeypatch):
+    a = tmp_path / "a"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(a)]) == 0
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:  # while the data load, on a resume
+        mp.setattr(cli, "load_data", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert cli.main(["train", "--resume", str(a), "--epochs", "2", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"holds 1 of 2 epochs; continue with: minisae train --resume {a} --epochs 2" in err
+    with pytest.MonkeyPatch.context() as mp:  # while the figures are written
+        mp.setattr(cli, "write_results", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert cli.main(["train", "--resume", str(a), "--epochs", "2", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "training was done" in err and f"minisae show {a}" in err
+    assert len(checkpoint.load(a).history) == 2
+
+
+def test_flag_names_rename_arguments_not_words():
+    msg = "n_hidden must be positive; output_activation='linear' needs more than this machine's memory"
+    assert cli.flag_names(msg) == ("--hidden must be positive; --output='linear' needs more than "
+                                   "this machine's memory")
+
+
+def test_patch_errors_name_the_flags(tmp_path, capsys):
+    for flags, word in ((["--patch-size", "1000"], "--patch-size 1000"),
+                        (["--n-patches", str(10**12)], "--n-patches")):
+        assert cli.main(["train", "--dataset", "patches", "--preset", "ufldl-patches", *flags,
+                         "--no-progress", "--out", str(tmp_path / "p")]) == 1
+        err = capsys.readouterr().err
+        assert word in err and err.count("\n") == 1

@@ -25,8 +25,8 @@ def randomize(model, seed=0, scale=1.0):
 
 
 def reference(params, x, cfg):
-    """Loss parts and all four gradients, from scratch in NumPy float64: the plain path the
-    model's layered, buffered one must agree with."""
+    """Loss parts and all four gradients, written out from scratch in NumPy float64: what the
+    model must compute on both of its paths (the layers' reference and the fast engine)."""
     W1, b1, W2, b2 = (to_numpy(params[k]).astype(np.float64) for k in PARAM_NAMES)
     x = to_numpy(x).astype(np.float64)
     batch, n = x.shape
@@ -154,12 +154,13 @@ def test_kl_vanishes_when_rho_hat_equals_rho(rho, beta, batch, n, n_hidden, seed
         np.testing.assert_allclose(grads[0][k], grads[1][k], rtol=0, atol=1e-10)
 
 
-# ----------------------------------------------------------------------------- plain path
+# ----------------------------------------------------------------------------- from scratch
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
-def test_layered_path_matches_plain_path_float64(backend, combo):
+def test_both_paths_match_the_math_written_out_float64(backend, combo, path):
     model = make_model(backend, n_inputs=7, n_hidden=5, combo=combo, sparsity_target=0.15,
-                       sparsity_weight=1.3, weight_decay=0.02, seed=4)
+                       sparsity_weight=1.3, weight_decay=0.02, seed=4, fast=path == "fast")
     randomize(model, seed=5, scale=1.5)
     x = random_inputs(6, 7, seed=6)
     out = model.loss_and_grads(x)
@@ -172,10 +173,11 @@ def test_layered_path_matches_plain_path_float64(backend, combo):
                                    err_msg=k)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
-def test_layered_path_matches_plain_path_float32(backend, combo):
+def test_both_paths_match_the_math_written_out_float32(backend, combo, path):
     model = make_model(backend, n_inputs=12, n_hidden=6, combo=combo, dtype="float32",
-                       sparsity_weight=0.5, weight_decay=0.003, seed=7)
+                       sparsity_weight=0.5, weight_decay=0.003, seed=7, fast=path == "fast")
     randomize(model, seed=8)
     x = random_inputs(9, 12, seed=9).astype(np.float32)
     out = model.loss_and_grads(x)
@@ -549,9 +551,10 @@ def test_numpy_scalar_hyperparameters_keep_float32_and_save(tmp_path):
     loss = model.loss_and_grads(x)
     assert all(g.dtype == np.float32 for g in model.grads.values())
     assert all(np.asarray(p).dtype == np.float32 for p in loss._parts if not isinstance(p, float))
-    model.fused = False
-    model.loss_and_grads(x)
+    model.fast = False  # and the reference path
+    loss = model.loss_and_grads(x)
     assert all(g.dtype == np.float32 for g in model.grads.values())
+    assert all(np.asarray(p).dtype == np.float32 for p in loss._parts if not isinstance(p, float))
     assert type(model.config.sparsity_target) is float and type(model.config.n_hidden) is int
     c = checkpoint.load(checkpoint.save(tmp_path / "c.npz", model))
     assert c.model.config == model.config

@@ -314,6 +314,10 @@ def test_load_state_dict_errors():
             Adam(p, g).load_state_dict(dict(state, **bad))
     with pytest.raises(CheckpointError, match="dict"):
         Adam(p, g).load_state_dict([("t", 1)])
+    with pytest.raises(CheckpointError, match="negative"):
+        Adam(p, g).load_state_dict(dict(state, **{"v.encoder.W": -np.ones((9, 5))}))
+    with pytest.raises(CheckpointError, match="not an array"):
+        Adam(p, g).load_state_dict(dict(state, **{"m.decoder.b": [[1.0], [1.0, 2.0]]}))
     fresh = Adam(p, g)
     before = snapshot(fresh.m)
     with pytest.raises(CheckpointError):  # nothing is half-restored

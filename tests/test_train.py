@@ -219,3 +219,12 @@ def test_minibatch_optimizers_need_a_batch_size(data):
     model, opt = small()
     with pytest.raises(ConfigError, match="batch_size"):
         fit(model, opt, x, 1, progress=False)
+
+
+def test_history_and_callback_are_checked(data):
+    x, _ = data
+    model, opt = small()
+    with pytest.raises(ConfigError, match="History"):
+        fit(model, opt, x, 1, 40, history=[1, 2], progress=False)
+    with pytest.raises(ConfigError, match="on_epoch_end"):
+        fit(model, opt, x, 1, 40, on_epoch_end=3, progress=False)

@@ -198,7 +198,8 @@ def active():
 
 @contextlib.contextmanager
 def thread_limits(threads, n_inputs, n_hidden, batch):
-    """Set NumPy's BLAS threads for a run (see the module's docstring); restores them after.
+    """Set the BLAS threads (of every BLAS library loaded now: NumPy's, and SciPy's once it is
+    imported) for a run (see the module's docstring); restores them after.
     Yields the ThreadPolicy: policy.threads is the count in force."""
     from threadpoolctl import ThreadpoolController
     blas = ThreadpoolController().select(user_api="blas")
