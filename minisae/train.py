@@ -74,10 +74,14 @@ def evaluate(model, x, batch_size=1000, per_unit=False):
     (the mean over units of rho_hat) and dead_fraction (the share of units whose rho_hat is
     below DEAD_UNIT_THRESHOLD). per_unit=True returns (that dict, rho_hat), rho_hat the
     per-unit mean activations as a NumPy float64 array of shape (n_hidden,)."""
-    from . import functional as F
-    x = _check_data(model, x, "x")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return _evaluate(model, _check_data(model, x, "x"), batch_size, per_unit)
+
+
+def _evaluate(model, x, batch_size, per_unit=False):
+    """evaluate() of data already checked (fit checks its validation set once, not per epoch)."""
+    from . import functional as F
     n = len(x)
     reconstruction, rho_hat, weight_decay = 0.0, 0.0, 0.0
     for start in range(0, n, batch_size):
@@ -180,7 +184,7 @@ def _validation_record(model, x_val, batch_size):
     """The held-out set's loss parts for the history (empty without one)."""
     if x_val is None:
         return {}
-    val = evaluate(model, x_val, batch_size)
+    val = _evaluate(model, x_val, batch_size)
     record = {f"val_{k}": val[k] for k in LOGGED}
     record["dead_fraction"] = val["dead_fraction"]
     return record
