@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from .backend import to_numpy
 from .errors import CheckpointError, ConfigError, MinisaeError
 from .fileio import atomic_write
 from .model import Config, SparseAutoencoder
@@ -116,7 +117,7 @@ def save(path, model, optimizer=None, history=None, extra=None):
               "history": _text("history", (history or History()).as_dict()),
               "extra": _text("extra", extra or {})}
     for name, p in model.params.items():
-        arrays[f"param/{name}"] = np.asarray(_host(p))
+        arrays[f"param/{name}"] = to_numpy(p)
         if not np.isfinite(arrays[f"param/{name}"]).all():  # load() would refuse the file
             raise CheckpointError(f"cannot save: parameter {name!r} holds NaN or inf (training "
                                   f"diverged); keep the last good checkpoint")
@@ -141,11 +142,6 @@ def save(path, model, optimizer=None, history=None, extra=None):
         raise CheckpointError(f"cannot write the checkpoint {path}: {e.strerror or e}; check that "
                               f"its folder is writable and has space") from None
     return path
-
-
-def _host(a):
-    from .backend import to_numpy
-    return to_numpy(a)
 
 
 # ----------------------------------------------------------------------------- load

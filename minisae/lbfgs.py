@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import array_module, flat_owner, to_numpy
+from .checks import is_int
 from .errors import CheckpointError, ConfigError, TrainingError
 
 
@@ -254,7 +255,7 @@ def _total(out):
 
 
 def _count(v, name, low):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+    if not is_int(v) or v < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
     return int(v)
 
