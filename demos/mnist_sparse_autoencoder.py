@@ -27,9 +27,9 @@ import os
 import numpy as np
 
 from minisae import Adam, SparseAutoencoder, checkpoint, datasets, plots, to_numpy
-from minisae.cli import preset_settings, summary_table, write_results
+from minisae.apps.cli import preset_settings, summary_table, write_results
 from minisae.presets import PRESETS
-from minisae.train import fit
+from minisae.training import fit
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="runs/mnist_sae", help="output folder")

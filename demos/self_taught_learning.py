@@ -39,7 +39,7 @@ every run's accuracies, the settings and the times.
 
 import sys
 
-from minisae.cli import main
+from minisae.apps.cli import main
 
 # The experiment is `minisae selftaught`; this script runs it with the same flags.
 sys.exit(main(["selftaught", *sys.argv[1:]]))

@@ -9,7 +9,7 @@ so it pushes a saturated unit back much harder than the absolute or squared erro
 
 import argparse
 
-from minisae import plots
+from minisae.apps import plots
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="runs/sparsity_loss_curves.png", help="PNG to write")

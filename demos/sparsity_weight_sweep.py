@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from minisae import Adam, SparseAutoencoder, datasets
 from minisae import functional as F
-from minisae.train import evaluate, fit, reconstruction_mse
+from minisae.training import evaluate, fit, reconstruction_mse
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="runs/sparsity_weight_sweep.png", help="PNG to write")

@@ -1,4 +1,5 @@
-"""minisae: a from-scratch sparse autoencoder with hand-written backprop, on NumPy or CuPy.
+"""minisae: a from-scratch sparse autoencoder with hand-written backprop, on NumPy, CuPy or
+PyTorch tensors.
 
     import minisae
     model = minisae.SparseAutoencoder.from_preset("ufldl")
@@ -8,33 +9,38 @@
     model = minisae.load("run.npz").model
     codes = model.encode(x_test, batch_size=1000)
 
-Reading order for the code: functional -> layers -> model -> optim -> gradcheck; skip the fast
-engine (minisae/fast/) on a first read.
+The house, from the bottom (a module imports only from its own floor or below):
 
-The public names below, and every submodule (minisae.datasets, minisae.plots, ...), are
-loaded on first use rather than here, so that `import minisae` and the `minisae` command
-start at once (a Ctrl-C in the first moments is then the command's to handle, not a
-traceback from the middle of an import).
+    the teaching core   errors, checks, backend, functional, layers, losses, config, model,
+                        optim, gradcheck, softmax, presets: what a learner reads, and the
+                        reference the gradient check verifies
+    fast/               the fast engine: the same numbers with fused kernels and threads
+    training/           fit (which drives the engine), evaluate, History, L-BFGS
+    data/, files/       data sets; checkpoints and atomic writes
+    apps/               the `minisae` command, the benchmark, self-taught learning, figures
+
+The public names below, and every submodule, are loaded on first use rather than here, so
+that `import minisae` and the `minisae` command start at once.
 """
 import importlib
 
 from .errors import (BackendError, CheckpointError, ConfigError, DatasetError,
                      GradientCheckError, InputError, MinisaeError, TrainingError)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-_PUBLIC = {  # name -> the submodule that defines it
+_PUBLIC = {  # name -> the module that defines it
     "Backend": "backend", "get_backend": "backend", "to_numpy": "backend",
-    "SparseAutoencoder": "model", "Loss": "model",
-    "Adam": "optim", "SGD": "optim", "LBFGS": "lbfgs",
+    "SparseAutoencoder": "model", "Loss": "losses", "Config": "config",
+    "Adam": "optim", "SGD": "optim", "LBFGS": "training",
     "SoftmaxRegression": "softmax",
-    "fit": "train", "evaluate": "train", "History": "train",
-    "save": "checkpoint", "load": "checkpoint", "Checkpoint": "checkpoint",
+    "fit": "training", "evaluate": "training", "History": "training",
+    "save": "files", "load": "files", "Checkpoint": "files",
     "PRESETS": "presets",
 }
-_SUBMODULES = ("backend", "functional", "layers", "model", "optim", "lbfgs", "gradcheck", "fast",
-               "datasets", "patches", "train", "checkpoint", "plots", "presets", "softmax",
-               "selftaught", "cli", "errors", "fileio", "checks")
+_SUBMODULES = ("errors", "checks", "backend", "functional", "layers", "losses", "config",
+               "model", "optim", "gradcheck", "softmax", "presets", "fast", "training", "data",
+               "files", "apps")
 
 __all__ = ["__version__", *_PUBLIC, "MinisaeError", "ConfigError", "InputError", "BackendError",
            "DatasetError", "CheckpointError", "TrainingError", "GradientCheckError"]

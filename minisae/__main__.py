@@ -1,6 +1,6 @@
 """`python -m minisae` and the `minisae` command.
 
-The command's own module (cli.py) loads inside main(), so that a Ctrl-C while it is still
+The command's own module (apps/cli.py) loads inside main(), so that a Ctrl-C while it is still
 loading ends as quietly as one later on, not with a traceback from the middle of an import.
 """
 import sys
@@ -8,7 +8,7 @@ import sys
 
 def main(argv=None):
     try:
-        from .cli import main as run
+        from .apps.cli import main as run
     except KeyboardInterrupt:
         print("minisae: interrupted", file=sys.stderr)
         return 130

@@ -1,30 +1,45 @@
-"""The array backend: which module does the math (NumPy or CuPy) and in which dtype.
+"""The array backend: which library holds the arrays (NumPy, CuPy, PyTorch), on which device,
+in which float dtype. The one module that knows which array libraries exist.
 
-A Backend has two jobs: choosing the array module `xp`, and creating arrays on it.
-This is the only module that imports CuPy. Other code asks a Backend for `xp`, or asks
-`array_module(a)` which module an array belongs to, so NumPy and CuPy can live side by side
-in one process (the tests need both).
+Everything else is written against the Python Array API standard: a function asks the arrays
+it is given for their namespace, `xp = namespace(x)`, and calls the standard's functions on it
+(`xp.sum(h, axis=0)`, `xp.tanh(z)`), so the same lines run on every library. A Backend is what
+makes arrays in the first place:
 
-    be = get_backend("auto")          # CuPy when a CUDA device answers, else NumPy
+    be = get_backend("auto")          # CuPy, else a PyTorch GPU, else NumPy
     x = be.asarray(numpy_batch)       # host -> device, cast to be.dtype
-    array_module(x)                   # numpy or cupy, whichever x belongs to
-    to_numpy(x)                       # device -> host
+    xp = namespace(x)                 # the Array API namespace of x's library
+    to_numpy(x)                       # device -> host, the only way back
+
+Backends: "numpy" (CPU), "cupy" (an NVIDIA GPU), "torch" (PyTorch tensors as plain arrays, no
+autograd: on CUDA, else Apple's MPS, else the CPU), and "auto". The fast engine (minisae/fast/)
+runs on NumPy and CuPy; on PyTorch, training runs the reference path.
+
+For the tests there is one more, hidden: "array-api-strict", the standard's strict
+implementation with its arrays on a pretend device, so that any conversion to NumPy, any mix
+of host and device arrays and any function outside the standard fails on a machine without a
+GPU. It is selectable only while the environment has MINISAE_TEST_BACKEND=1.
 """
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from dataclasses import dataclass
 from types import ModuleType
 
+import array_api_compat
 import numpy as np
 
+from .checks import check_choice, dtype_name, physical_memory
 from .errors import BackendError, ConfigError
 
-BACKENDS = ("numpy", "cupy", "auto")
+BACKENDS = ("numpy", "cupy", "torch", "auto")
+TEST_BACKEND = "array-api-strict"
+TEST_BACKEND_ENV = "MINISAE_TEST_BACKEND"
 DTYPES = ("float32", "float64")
 ENV_VAR = "MINISAE_BACKEND"
+FAST_ENGINE = ("numpy", "cupy")
+"""The backends the fast engine runs on; on the others, training runs the reference path."""
 
 _CUPY_INSTALL_HINT = (
     "install it with `pip install 'minisae[cuda12]'` (CUDA 12) or `pip install 'minisae[cuda13]'` "
@@ -32,54 +47,123 @@ _CUPY_INSTALL_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class Backend:
-    """An array module (`xp`, numpy or cupy) and the float dtype arrays are made in."""
-
-    name: str
-    xp: ModuleType
-    dtype: np.dtype
-
-    def asarray(self, a, dtype=None):
-        """`a` (NumPy, CuPy or a list) as an array of this backend, in `dtype` (default: ours).
-
-        No copy when it already is one."""
-        if self.name == "numpy":
-            a = to_numpy(a)  # a CuPy array refuses implicit conversion; move it explicitly
-        return self.xp.asarray(a, dtype=self.dtype if dtype is None else dtype)
-
-    def zeros(self, shape, dtype=None):
-        return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype)
-
-    def empty(self, shape, dtype=None):
-        return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
-
-    def synchronize(self):
-        """Wait for queued device work (a no-op on NumPy); timing code needs it."""
-        if self.name == "cupy":
-            self.xp.cuda.get_current_stream().synchronize()
-
-    def __repr__(self):
-        return f"Backend({self.name!r}, dtype={self.dtype.name})"
+def namespace(*arrays):
+    """The Array API namespace of the arrays (array_api_compat's wrapper for NumPy, CuPy and
+    PyTorch, the library itself where it follows the standard). Python numbers are ignored."""
+    return array_api_compat.array_namespace(*arrays)
 
 
-def array_module(a) -> ModuleType:
-    """numpy or cupy, whichever `a` belongs to (numpy for NumPy arrays, scalars and numbers)."""
-    if isinstance(a, (np.ndarray, np.generic, numbers.Number)):
-        return np
-    try:
-        import cupy
-    except ImportError:  # not an array of any backend (a list, say): NumPy will take it
-        return np
-    return cupy.get_array_module(a)
+def device_of(a):
+    """The device an array lives on (its library's device object)."""
+    return array_api_compat.device(a)
+
+
+def is_array(a):
+    """True for an array of any library minisae can hold (not lists, not numbers)."""
+    return array_api_compat.is_array_api_obj(a) and not isinstance(a, (int, float, complex, bool))
+
+
+def library(a):
+    """"numpy", "cupy", "torch", "array-api-strict", or None for anything else. Asks by
+    module name, so no library is imported to answer."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return "numpy"
+    if array_api_compat.is_cupy_array(a):
+        return "cupy"
+    if array_api_compat.is_torch_array(a):
+        return "torch"
+    if type(a).__module__.startswith("array_api_strict"):
+        return TEST_BACKEND
+    return None
 
 
 def to_numpy(a):
-    """Any backend's array (or a scalar) as a NumPy array; no copy for NumPy input."""
-    if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
+    """Any backend's array (or a number, or a list) as a NumPy array; no copy for NumPy
+    input. The one way data leave a device."""
+    kind = library(a)
+    if kind == "cupy":
         return a.get()
+    if kind == "torch":
+        return a.detach().cpu().numpy()
+    if kind == TEST_BACKEND:
+        import array_api_strict
+        return np.asarray(a.to_device(array_api_strict.Device("CPU_DEVICE")))
     return np.asarray(a)
 
+
+def array_module(a) -> ModuleType:
+    """The raw module (numpy or cupy) of an array, for the fast engine's non-standard calls
+    (out= buffers, ElementwiseKernels); numpy for NumPy arrays, numbers and lists."""
+    if library(a) == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where arrays are made: a library's Array API namespace `xp`, a device, a float dtype."""
+
+    name: str
+    xp: ModuleType
+    device: object
+    dtype_name: str
+
+    @property
+    def dtype(self):
+        """The float dtype arrays are made in, as the namespace spells it (xp.float32)."""
+        return getattr(self.xp, self.dtype_name)
+
+    @property
+    def fast(self):
+        """True where the fast engine runs (NumPy, CuPy)."""
+        return self.name in FAST_ENGINE
+
+    def asarray(self, a, dtype=None):
+        """`a` (a NumPy array, a list, or this backend's array) as an array of this backend on
+        its device, in `dtype` (default: ours). No copy when it already is one."""
+        dtype = self.dtype if dtype is None else dtype
+        kind = library(a)
+        if kind is not None and kind != self.name:
+            a = to_numpy(a)  # another library's array goes through the host, explicitly
+        if self.name == "torch" and isinstance(a, np.ndarray) and not a.flags.writeable:
+            a = np.array(a)  # torch refuses to wrap read-only memory
+        return self.xp.asarray(a, dtype=dtype, device=self.device)
+
+    def zeros(self, shape, dtype=None):
+        return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype,
+                             device=self.device)
+
+    def synchronize(self):
+        """Wait for queued device work (a no-op on the CPU); timing code needs it."""
+        if self.name == "cupy":
+            import cupy
+            cupy.cuda.get_current_stream().synchronize()
+        elif self.name == "torch" and str(self.device).startswith("cuda"):
+            import torch
+            torch.cuda.synchronize()
+
+    def memory(self):
+        """Bytes free where this backend's arrays live: the GPU's free memory, or this
+        machine's RAM (None where the system does not say)."""
+        if self.name == "cupy":
+            import cupy
+            return int(cupy.cuda.runtime.memGetInfo()[0])
+        if self.name == "torch" and str(self.device).startswith("cuda"):
+            import torch
+            return int(torch.cuda.mem_get_info()[0])
+        return physical_memory()
+
+    def memory_name(self):
+        return "the GPU's free memory" if self.name == "cupy" or str(self.device).startswith(
+            "cuda") else "this machine's memory"
+
+    def __repr__(self):
+        where = "" if self.name in ("numpy", "cupy") else f", device={self.device}"
+        return f"Backend({self.name!r}, dtype={self.dtype_name}{where})"
+
+
+# ----------------------------------------------------------------------------- the libraries
 
 def _import_cupy() -> ModuleType:
     """Import CuPy and make sure a CUDA device answers; say which part is missing if not."""
@@ -108,43 +192,103 @@ def cupy_available() -> bool:
     return True
 
 
+def _import_torch():
+    try:
+        import torch
+    except ImportError as e:
+        raise BackendError(f"the torch backend needs PyTorch, which is not installed ({e}); "
+                           f"install it with `pip install 'minisae[torch]'`, or use --backend "
+                           f"numpy") from None
+    return torch
+
+
+def torch_device(torch):
+    """The device PyTorch tensors go to: "cuda", else "mps" (Apple), else "cpu"."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def torch_gpu_available() -> bool:
+    """True when PyTorch imports and sees a CUDA or MPS device."""
+    try:
+        torch = _import_torch()
+    except BackendError:
+        return False
+    return torch_device(torch) != "cpu"
+
+
+def test_backend_enabled() -> bool:
+    return os.environ.get(TEST_BACKEND_ENV, "").strip() == "1"
+
+
+def choices():
+    """The backend names a user may give here (the hidden test backend when enabled)."""
+    return BACKENDS + ((TEST_BACKEND,) if test_backend_enabled() else ())
+
+
+def _make(name, dtype):
+    if name == "numpy":
+        return Backend("numpy", array_api_compat.array_namespace(np.empty(0)), "cpu", dtype)
+    if name == "cupy":
+        cupy = _import_cupy()
+        return Backend("cupy", array_api_compat.array_namespace(cupy.empty(0)),
+                       cupy.cuda.Device(), dtype)
+    if name == "torch":
+        torch = _import_torch()
+        device = torch_device(torch)
+        if device == "mps" and dtype == "float64":
+            raise BackendError("PyTorch's MPS device has no float64; use dtype float32, or "
+                               "--backend numpy for float64 (gradient checks)")
+        xp = array_api_compat.array_namespace(torch.empty(0))
+        return Backend("torch", xp, torch.device(device), dtype)
+    import array_api_strict
+    return Backend(TEST_BACKEND, array_api_strict, array_api_strict.Device("device1"), dtype)
+
+
 def get_backend(name: str | Backend | None = None, dtype: str = "float32") -> Backend:
-    """Backend for "numpy", "cupy" or "auto" (CuPy where a GPU answers, else NumPy).
+    """Backend for "numpy", "cupy", "torch" or "auto" (CuPy where a GPU answers, else PyTorch
+    on a GPU, else NumPy).
 
     name=None reads the MINISAE_BACKEND environment variable, and defaults to "auto".
     dtype is "float32" (training) or "float64" (gradient checks)."""
-    if str(dtype) not in DTYPES:
-        raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    dtype = check_choice(dtype_name(dtype), "dtype", DTYPES)
     if isinstance(name, Backend):
-        return name if np.dtype(dtype) == name.dtype else Backend(name.name, name.xp, np.dtype(dtype))
+        return name if name.dtype_name == dtype else _make(name.name, dtype)
     from_env = name is None and bool(os.environ.get(ENV_VAR, "").strip())
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or "auto"
-    key = str(name).lower()
-    if key not in BACKENDS:
+    key = name.lower() if isinstance(name, str) else name
+    if key not in choices():
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
                           + (f" (from ${ENV_VAR})" if from_env else ""))
     if key == "auto":
-        key = "cupy" if cupy_available() else "numpy"
-    xp = _import_cupy() if key == "cupy" else np
-    return Backend(key, xp, np.dtype(dtype))
+        key = "cupy" if cupy_available() else "torch" if torch_gpu_available() else "numpy"
+    return _make(key, dtype)
 
+
+# ----------------------------------------------------------------------------- flat buffers
 
 def flat_views(flat, shapes):
     """Named, shaped views into consecutive slices of the 1-D array `flat`: {name: shape}
     -> {name: view}. Writing a view writes `flat`, so one pass over `flat` updates them all."""
+    xp = namespace(flat)
     views, start = {}, 0
     for name, shape in shapes.items():
         size = math.prod(shape)
-        views[name] = flat[start:start + size].reshape(shape)
+        views[name] = xp.reshape(flat[start:start + size], shape)
         start += size
     return views
 
 
 def flat_owner(arrays):
-    """The 1-D contiguous array that `arrays` tile exactly, in order, or None: the inverse of
-    flat_views, for code that wants one pass over a model's whole parameter vector."""
-    if not arrays:
+    """The 1-D contiguous NumPy or CuPy array that `arrays` tile exactly, in order, or None:
+    the inverse of flat_views, for code that wants one pass over a model's whole parameter
+    vector (the fast engine, SciPy's L-BFGS)."""
+    if not arrays or library(arrays[0]) not in ("numpy", "cupy"):
         return None
     owner = arrays[0].base
     if owner is None or getattr(owner, "ndim", None) != 1 or not owner.flags.c_contiguous:

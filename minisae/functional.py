@@ -4,20 +4,26 @@ This is the readable reference: each function is the formula in its docstring, w
 returning fresh arrays. (The fast engine in minisae/fast/ computes the same numbers with
 fewer passes; it is not needed to follow anything here.)
 
-Every function works on NumPy and CuPy arrays alike (it asks the array for its module) and
-keeps the input's dtype: a Python float times a float32 array stays float32.
+Every function is written against the Array API standard: it asks its arrays for their
+namespace (`xp = namespace(z)`) and uses the standard's functions, so it runs on NumPy, CuPy,
+PyTorch tensors and any other library that follows the standard, and keeps the input's dtype
+(a Python float times a float32 array stays float32).
+
+The contract for what comes back: arrays stay arrays of the input's library, on its device.
+A loss is a 0-d array, not a Python float: reading it as a number (`float(loss)`) is where a
+GPU waits for the result, so the caller decides when. `Loss.total` and the other parts of a
+model's loss record are the floats.
+
 Shapes: x, y, z are (batch, n_in); h is (batch, n_hidden); rho_hat is (n_hidden,).
 """
 from __future__ import annotations
 
-from .backend import array_module
+from .backend import namespace
 
 RHO_EPS = 1e-6
 """rho_hat is clipped into [RHO_EPS, 1 - RHO_EPS] before the logs of the KL penalty: a unit
 that is off (or on) for the whole batch would otherwise give log(0). 1e-6 is well inside
 float32's range near 1 (its spacing there is 6e-8), so 1 - RHO_EPS < 1 in both dtypes."""
-
-REDUCTIONS = ("mean", "halfsum")
 
 
 # ----------------------------------------------------------------------------- activations
@@ -31,8 +37,7 @@ def sigmoid(z):
     about 6e-8 in float32 (a relative error of 2e-4 at z = -10, and y = 0 below z = -17).
     Nothing here divides by y: the KL term clips rho_hat at RHO_EPS, and cross-entropy is
     computed from z."""
-    xp = array_module(z)
-    return 0.5 * xp.tanh(0.5 * z) + 0.5
+    return 0.5 * namespace(z).tanh(0.5 * z) + 0.5
 
 
 def sigmoid_backward(dy, y):
@@ -42,15 +47,17 @@ def sigmoid_backward(dy, y):
 
 def relu(z):
     """y = max(z, 0)."""
-    return array_module(z).maximum(z, 0.0)
+    xp = namespace(z)
+    return xp.where(z > 0, z, xp.zeros_like(z))
 
 
 def relu_backward(dy, y):
     """dz = dy where the unit was on (y > 0), else 0 (the subgradient 0 at z = 0)."""
-    return dy * (y > 0)
+    xp = namespace(dy)
+    return xp.where(y > 0, dy, xp.zeros_like(dy))
 
 
-# ----------------------------------------------------------------------------- losses
+# ----------------------------------------------------------------------------- reconstruction
 
 def reduction_scale(reduction, shape):
     """The factor c in loss = c * sum(per-element loss), for x of shape (batch, n_features).
@@ -59,18 +66,12 @@ def reduction_scale(reduction, shape):
     "halfsum" (UFLDL's): 1 / (2 batch), half the error summed over features, mean over batch.
     A Python float, so that float32 math stays float32."""
     batch, n_features = shape
-    if reduction == "mean":
-        return 1.0 / (batch * n_features)
-    if reduction == "halfsum":
-        return 0.5 / batch
-    raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+    return 1.0 / (batch * n_features) if reduction == "mean" else 0.5 / batch
 
 
 def mse(y, x, reduction="mean"):
-    """Reconstruction error of y against x: c * sum((y - x)^2), c = reduction_scale.
-
-    Like every loss here it returns a 0-d array of y's dtype, left on the device until read."""
-    return reduction_scale(reduction, x.shape) * ((y - x) ** 2).sum()
+    """Reconstruction error of y against x: c * sum((y - x)^2), c = reduction_scale."""
+    return reduction_scale(reduction, x.shape) * namespace(y).sum((y - x) ** 2)
 
 
 def mse_backward(y, x, reduction="mean"):
@@ -80,8 +81,8 @@ def mse_backward(y, x, reduction="mean"):
 
 def softplus(z):
     """log(1 + exp(z)), written as max(z, 0) + log(1 + exp(-|z|)) so that exp never overflows."""
-    xp = array_module(z)
-    return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+    xp = namespace(z)
+    return relu(z) + xp.log1p(xp.exp(-xp.abs(z)))
 
 
 def bce_with_logits(z, x):
@@ -92,7 +93,8 @@ def bce_with_logits(z, x):
 
     (use log y = -softplus(-z), log(1 - y) = -softplus(z), softplus(z) - softplus(-z) = z):
     the right-hand side never takes the log of 0."""
-    return (softplus(z) - x * z).sum() / x.size
+    batch, n_features = x.shape
+    return namespace(z).sum(softplus(z) - x * z) / (batch * n_features)
 
 
 def bce_with_logits_backward(y, x):
@@ -100,14 +102,30 @@ def bce_with_logits_backward(y, x):
 
     d/dz [softplus(z) - x z] = sigmoid(z) - x: the sigmoid's derivative cancels against the
     log's, which is why cross-entropy is paired with a sigmoid output."""
-    return (y - x) / x.size
+    batch, n_features = x.shape
+    return (y - x) / (batch * n_features)
 
 
 # ----------------------------------------------------------------------------- sparsity
+# Every sparsity penalty is a function of rho_hat, the mean activation of each unit over the
+# batch, and reaches the codes h through it; losses.py registers them by name.
+
+def mean_activation(h):
+    """rho_hat_j = (1 / batch) sum_i h[i, j], the mean activation of unit j, (n_hidden,)."""
+    return namespace(h).mean(h, axis=0)
+
+
+def mean_activation_backward(d_rho_hat, h):
+    """d penalty / dh from d penalty / d rho_hat, shape (batch, n_hidden).
+
+    Each h[i, j] reaches rho_hat_j with weight 1 / batch, so every row gets the same
+    gradient: d_rho_hat_j / batch."""
+    return namespace(h).broadcast_to(d_rho_hat / h.shape[0], h.shape)
+
 
 def clip_rho_hat(rho_hat):
     """rho_hat clipped into [RHO_EPS, 1 - RHO_EPS] (a new array)."""
-    return array_module(rho_hat).clip(rho_hat, RHO_EPS, 1.0 - RHO_EPS)
+    return namespace(rho_hat).clip(rho_hat, RHO_EPS, 1.0 - RHO_EPS)
 
 
 def kl_divergence(rho, rho_hat):
@@ -115,7 +133,7 @@ def kl_divergence(rho, rho_hat):
 
     Elementwise over rho_hat; rho is the scalar target. Zero where rho_hat == rho, positive
     elsewhere. Callers clip rho_hat first (clip_rho_hat)."""
-    xp = array_module(rho_hat)
+    xp = namespace(rho_hat)
     return rho * xp.log(rho / rho_hat) + (1.0 - rho) * xp.log((1.0 - rho) / (1.0 - rho_hat))
 
 
@@ -124,44 +142,80 @@ def kl_divergence_backward(rho, rho_hat):
     held rho_hat at a bound (the clip's derivative is 0 there).
 
     rho_hat is the unclipped mean activation, shape (n_hidden,)."""
+    xp = namespace(rho_hat)
     q = clip_rho_hat(rho_hat)
     inside = (rho_hat >= RHO_EPS) & (rho_hat <= 1.0 - RHO_EPS)
-    return (-rho / q + (1.0 - rho) / (1.0 - q)) * inside
+    return xp.where(inside, -rho / q + (1.0 - rho) / (1.0 - q), xp.zeros_like(q))
 
 
-def kl_penalty(rho, rho_hat, beta):
+def kl_penalty(rho_hat, rho, beta):
     """beta * sum_j KL(rho || rho_hat_j), with rho_hat clipped first (a 0-d array)."""
-    return beta * kl_divergence(rho, clip_rho_hat(rho_hat)).sum()
+    return beta * namespace(rho_hat).sum(kl_divergence(rho, clip_rho_hat(rho_hat)))
 
 
-def sparsity_penalty(h, rho, beta):
-    """The sparsity term of the loss for codes h (batch, n_hidden):
-
-        rho_hat_j = (1 / batch) sum_i h[i, j]          the mean activation of unit j
-        penalty   = beta * sum_j KL(rho || rho_hat_j)
-
-    Returns (penalty, rho_hat), rho_hat unclipped, shape (n_hidden,)."""
-    rho_hat = h.mean(axis=0)
-    return kl_penalty(rho, rho_hat, beta), rho_hat
-
-
-def sparsity_backward(h, rho, beta):
-    """d penalty / dh, shape (batch, n_hidden).
-
-    Each h[i, j] reaches the penalty only through rho_hat_j = (1 / batch) sum_i h[i, j], so
-    every row gets the same gradient, beta * dKL/drho_hat_j / batch."""
-    rho_hat = h.mean(axis=0)
-    row = beta * kl_divergence_backward(rho, rho_hat) / h.shape[0]
-    return array_module(h).broadcast_to(row, h.shape)
+def kl_penalty_backward(rho_hat, rho, beta):
+    """d kl_penalty / d rho_hat = beta * dKL/drho_hat, shape (n_hidden,)."""
+    return beta * kl_divergence_backward(rho, rho_hat)
 
 
 # ----------------------------------------------------------------------------- weight decay
 
 def weight_decay(weights, lam):
-    """lam / 2 * sum of every weight squared (biases are not passed in: they are not decayed)."""
-    return 0.5 * lam * sum((W ** 2).sum() for W in weights)
+    """lam / 2 * sum of every weight squared, lam / 2 (||W1||^2 + ||W2||^2 + ...), each
+    ||W||^2 the dot product of W's elements with themselves (no squared copy of W). Biases
+    are not passed in: they are not decayed."""
+    xp = namespace(*weights)
+    flat = [xp.reshape(W, (-1,)) for W in weights]
+    return 0.5 * lam * sum(xp.vecdot(w, w) for w in flat)
 
 
 def weight_decay_backward(W, lam):
     """d/dW of lam / 2 * ||W||^2 = lam * W."""
     return lam * W
+
+
+# ----------------------------------------------------------------------------- classification
+
+def log_softmax(z):
+    """log p = z - logsumexp(z) per row, shape (batch, K).
+
+    Subtracting the row's max first changes nothing (p is invariant to a shift of z) and
+    keeps exp() from overflowing: the largest term becomes exp(0) = 1, so the sum is in
+    [1, K] and its log is finite."""
+    xp = namespace(z)
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+def softmax(z):
+    """p = exp(z) / sum of exp(z) per row, shape (batch, K); rows sum to 1. Max-shifted."""
+    return namespace(z).exp(log_softmax(z))
+
+
+def one_hot(y, n_classes, like):
+    """onehot[i, k] = 1 where y[i] == k, else 0: (batch, n_classes) in like's dtype."""
+    xp = namespace(like)
+    classes = xp.arange(n_classes, device=like.device)
+    return xp.astype(y[:, None] == classes[None, :], like.dtype)
+
+
+def cross_entropy(log_p, y):
+    """-(1/batch) sum_i log p[i, y_i]: log_p (batch, K) from log_softmax, y (batch,) ints."""
+    batch, n_classes = log_p.shape
+    return -namespace(log_p).sum(log_p * one_hot(y, n_classes, log_p)) / batch
+
+
+def cross_entropy_backward(p, y):
+    """d cross_entropy(log_softmax(z), y) / dz = (p - onehot(y)) / batch, shape (batch, K).
+
+    With p = softmax(z): d(-log p_y)/dz_k = p_k - [k == y], since log p_y = z_y - logsumexp(z)
+    and d logsumexp(z)/dz_k = p_k."""
+    batch, n_classes = p.shape
+    return (p - one_hot(y, n_classes, p)) / batch
+
+
+def accuracy(z, y):
+    """Fraction of rows whose largest logit is at the label (a 0-d array)."""
+    xp = namespace(z)
+    hits = xp.astype(xp.argmax(z, axis=1) == y, z.dtype)
+    return xp.mean(hits)

@@ -5,14 +5,22 @@
 
 With float64 and h = 1e-5 a correct gradient gives about 1e-9 or less; a gradient off by 1%
 gives about 5e-3.
+
+    rows = check_model(model, x)                 # model.loss_and_grads, the reference
+    print(format_table(rows)); assert_gradients_ok(rows)
+
+The function checked is model.loss_and_grads unless another is given: the fast engine's
+is checked with `minisae.fast.check_model(model, x)`, which passes its own here.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import to_numpy
+from . import checks
+from .backend import namespace, to_numpy
 from .errors import ConfigError, GradientCheckError
 
 THRESHOLD = 1e-7
@@ -46,25 +54,22 @@ def relative_error(numeric, analytic):
 
 
 def numerical_gradient(f, p, h=STEP):
-    """Central differences of the scalar function f() with respect to the array p.
+    """Central differences of the scalar function f() with respect to the array p, as a
+    float64 NumPy array of p's shape.
 
-    p is perturbed in place, one element at a time, and restored exactly afterwards."""
-    if not p.flags.c_contiguous:
-        raise ConfigError("numerical_gradient perturbs p through a flat view: pass a contiguous array")
-    flat = p.reshape(-1)
-    grad = np.zeros(flat.shape, dtype=np.float64)
-    for i in range(flat.size):
-        old = flat[i].item()
+    p is perturbed in place, one element at a time (through a flat view of it, so p must be
+    contiguous), and restored exactly afterwards."""
+    flat = namespace(p).reshape(p, (-1,))
+    grad = np.zeros(flat.shape[0], dtype=np.float64)
+    for i in range(flat.shape[0]):
+        old = float(flat[i])
         flat[i] = old + h
         f_plus = f()
         flat[i] = old - h
         f_minus = f()
         flat[i] = old
         grad[i] = (f_plus - f_minus) / (2.0 * h)
-    return grad.reshape(p.shape)
-
-
-PATHS = ("reference", "fast")
+    return grad.reshape(tuple(p.shape))
 
 
 def check_gradients(params, grads, loss_and_grads, h=STEP, threshold=THRESHOLD):
@@ -84,38 +89,33 @@ def check_gradients(params, grads, loss_and_grads, h=STEP, threshold=THRESHOLD):
     return rows
 
 
-def check_model(model, *inputs, path="reference", h=STEP, threshold=THRESHOLD):
-    """Compare model.loss_and_grads(*inputs)'s gradients with central differences of its loss,
-    for every parameter. The model must be float64.
-
-    path: "reference" checks the readable path (model.fast off for the check), "fast" the fast
-    engine (model.fast on). A model without a fast engine (no `fast` attribute) has only the
-    reference path. The model's own setting is restored afterwards. Returns one GradCheckRow
-    per parameter."""
-    if path not in PATHS:
-        raise ConfigError(f"path must be one of {PATHS}, got {path!r}")
-    if model.dtype != np.float64:
+def check_model(model, *inputs, loss_and_grads=None, h=STEP, threshold=THRESHOLD):
+    """Compare a float64 model's gradients with central differences of its loss, for every
+    parameter: model.loss_and_grads(*inputs) by default, else loss_and_grads(model, *inputs)
+    (the fast engine's, say). Returns one GradCheckRow per parameter."""
+    if not all(hasattr(model, a) for a in ("params", "grads", "loss_and_grads", "dtype")):
+        raise ConfigError(f"check_model needs a model (a SparseAutoencoder or a "
+                          f"SoftmaxRegression), got {type(model).__name__}")
+    if getattr(model.config, "dtype", None) != "float64":
         raise ConfigError(f"gradient checks need a float64 model (central differences in "
-                          f"{model.dtype} are too coarse); build it with dtype='float64'")
-    has_fast = hasattr(model, "fast")
-    if path == "fast" and not has_fast:
-        raise ConfigError(f"{type(model).__name__} has no fast engine; check path='reference'")
-    before = model.fast if has_fast else None
-    if has_fast:
-        model.fast = path == "fast"
-    try:
-        return check_gradients(model.params, model.grads,
-                               lambda: model.loss_and_grads(*inputs), h, threshold)
-    finally:
-        if has_fast:
-            model.fast = before
+                          f"{model.config.dtype} are too coarse); build it with dtype='float64'")
+    h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
+    threshold = checks.check_real(threshold, "threshold", 0.0, low_open=True)
+    if loss_and_grads is None:
+        run = lambda: model.loss_and_grads(*inputs)  # noqa: E731
+    else:
+        run = lambda: loss_and_grads(model, *inputs)  # noqa: E731
+    return check_gradients(model.params, model.grads, run, h, threshold)
 
 
 def assert_gradients_ok(rows):
     """Raise GradientCheckError naming the worst failing parameter, if any failed."""
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, GradCheckRow) for r in rows):
+        raise ConfigError(f"assert_gradients_ok takes the rows check_model returned, got "
+                          f"{type(rows).__name__}")
     bad = [r for r in rows if not r.ok]
     if bad:
-        worst = max(bad, key=lambda r: r.rel_error)
+        worst = max(bad, key=lambda r: r.rel_error if math.isfinite(r.rel_error) else math.inf)
         raise GradientCheckError(
             f"gradient check failed for {', '.join(r.name for r in bad)}: the largest relative error "
             f"is {worst.rel_error:.3e} on {worst.name!r} (threshold {worst.threshold:.0e})")

@@ -7,14 +7,16 @@ gradients, so calling it twice gives the same grads. `dy` is never modified.
 from __future__ import annotations
 
 from . import functional as F
+from .backend import namespace
 
 
 class Dense:
-    """y = x @ W + b.   x: (batch, n_in), W: (n_in, n_out), b: (n_out,), y: (batch, n_out).
+    """y = x @ W + b.
 
-    `W`, `b`, `dW`, `db` are arrays owned by the model (views into its flat buffers); the
-    layer reads W and b and assigns dW and db. needs_input_grad=False (the first layer, whose
-    input is the data) skips dx = dy @ W.T, a whole matrix product."""
+    x: (batch, n_in), W: (n_in, n_out), b: (n_out,), y: (batch, n_out). `W`, `b`, `dW`,
+    `db` are arrays owned by the model (views into its flat buffers); the layer reads W and b
+    and assigns dW and db. needs_input_grad=False (the first layer, whose input is the data)
+    skips dx = dy @ W.T, a whole matrix product."""
 
     def __init__(self, W, b, dW, db, needs_input_grad=True):
         self.W, self.b, self.dW, self.db = W, b, dW, db
@@ -22,27 +24,31 @@ class Dense:
         self._x = None
 
     def forward(self, x):
+        """x: (batch, n_in). Returns y: (batch, n_out)."""
         self._x = x
         return x @ self.W + self.b
 
     def backward(self, dy):
-        """dy: (batch, n_out), the loss's gradient with respect to y. Returns dx (batch, n_in)."""
+        """dy: (batch, n_out), the loss's gradient with respect to y. Returns dx (batch, n_in),
+        or None when needs_input_grad is False."""
         # in the forward pass this was: y[i, k] = sum_j x[i, j] W[j, k] + b[k]
-        self.dW[...] = self._x.T @ dy     # dL/dW[j, k] = sum_i x[i, j] dy[i, k]
-        self.db[...] = dy.sum(axis=0)     # dL/db[k]    = sum_i dy[i, k]
+        self.dW[...] = self._x.T @ dy                   # dL/dW[j, k] = sum_i x[i, j] dy[i, k]
+        self.db[...] = namespace(dy).sum(dy, axis=0)    # dL/db[k]    = sum_i dy[i, k]
         if not self.needs_input_grad:
             return None
-        return dy @ self.W.T              # dL/dx[i, j] = sum_k dy[i, k] W[j, k]
+        return dy @ self.W.T                            # dL/dx[i, j] = sum_k dy[i, k] W[j, k]
 
 
 class Sigmoid:
     """y = sigmoid(z); dz = dy * y * (1 - y). Keeps y, which is all backward needs."""
 
     def forward(self, z):
+        """z: (batch, n). Returns y: (batch, n), in (0, 1)."""
         self._y = F.sigmoid(z)
         return self._y
 
     def backward(self, dy):
+        """dy: (batch, n). Returns dz: (batch, n)."""
         return F.sigmoid_backward(dy, self._y)
 
 
@@ -50,10 +56,12 @@ class ReLU:
     """y = max(z, 0); dz = dy where y > 0."""
 
     def forward(self, z):
+        """z: (batch, n). Returns y: (batch, n), >= 0."""
         self._y = F.relu(z)
         return self._y
 
     def backward(self, dy):
+        """dy: (batch, n). Returns dz: (batch, n)."""
         return F.relu_backward(dy, self._y)
 
 
@@ -68,3 +76,4 @@ class Identity:
 
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "linear": Identity}
+"""Activation layers by the name a model's config uses."""

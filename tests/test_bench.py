@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from minisae.fast import bench
+from minisae.apps import bench
 from minisae.errors import ConfigError, MinisaeError
 
 TINY = dict(configs="8x16,12x32", steps=2, warmup=1, rounds=2, n_samples=96, n_inputs=20)

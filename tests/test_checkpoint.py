@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from minisae import SGD, Adam, SparseAutoencoder
-from minisae import checkpoint as ck
+from minisae.files import checkpoint as ck
 from minisae.errors import CheckpointError
-from minisae.train import History, fit
+from minisae.training import History, fit
 
 
 def trained(tmp_path, optimizer="adam"):

@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from minisae import checkpoint, cli, datasets
+from minisae.apps import cli
+from minisae.data import datasets
+from minisae.files import checkpoint
 from minisae import functional as F
-from minisae.datasets import FILES, write_idx
+from minisae.data.datasets import FILES, write_idx
 
 
 def closed_port_url():
@@ -413,11 +415,11 @@ def test_ctrl_c_while_the_command_loads(monkeypatch, capsys):
 
     class Interrupting(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name == "minisae.cli":
+            if name == "minisae.apps.cli":
                 raise KeyboardInterrupt
             return None
 
-    monkeypatch.delitem(sys.modules, "minisae.cli")
+    monkeypatch.delitem(sys.modules, "minisae.apps.cli")
     monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
     assert entry.main(["--version"]) == 130
     assert capsys.readouterr().err.strip() == "minisae: interrupted"

@@ -17,8 +17,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from minisae import datasets
-from minisae.datasets import FILES, read_idx, write_idx
+from minisae.data import datasets
+from minisae.data.datasets import FILES, read_idx, write_idx
 from minisae.errors import DatasetError, InputError
 
 

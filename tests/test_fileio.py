@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from minisae import SparseAutoencoder
-from minisae import checkpoint as ck
-from minisae.datasets import write_idx
+from minisae.files import checkpoint as ck
+from minisae.data.datasets import write_idx
 from minisae.errors import CheckpointError
-from minisae.fileio import atomic_write, remove_stale_parts
+from minisae.files.atomic import atomic_write, remove_stale_parts
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="modes, PIDs and fork are POSIX")
 

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minisae import SGD, Adam, SparseAutoencoder
-from minisae import checkpoint as ck
-from minisae import datasets
-from minisae.datasets import FILES, read_idx, write_idx
+from minisae.files import checkpoint as ck
+from minisae.data import datasets
+from minisae.data.datasets import FILES, read_idx, write_idx
 from minisae.errors import CheckpointError, DatasetError, MinisaeError
-from minisae.train import History
+from minisae.training import History
 
 MB = 1 << 20
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_model
 from minisae import Adam, get_backend, to_numpy
 from minisae.errors import CheckpointError, ConfigError, TrainingError
-from minisae.lbfgs import LBFGS, LBFGSResult, LBFGSStep
+from minisae.training.lbfgs import LBFGS, LBFGSResult, LBFGSStep
 
 
 class Quadratic:

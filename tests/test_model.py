@@ -12,7 +12,7 @@ from minisae import Adam, SparseAutoencoder, get_backend, to_numpy
 from minisae.errors import ConfigError, InputError, MinisaeError
 from minisae.gradcheck import (assert_gradients_ok, check_model, numerical_gradient,
                                relative_error)
-from minisae.model import Loss
+from minisae.losses import Loss
 
 PARAM_NAMES = ["encoder.W", "encoder.b", "decoder.W", "decoder.b"]
 
@@ -543,7 +543,7 @@ def test_same_seed_same_numbers_on_numpy_and_cupy(combo, dtype, rtol):
 def test_numpy_scalar_hyperparameters_keep_float32_and_save(tmp_path):
     """NumPy float64 scalars as rho/beta/lambda must not upcast the float32 path, and NumPy
     integers as sizes must survive a checkpoint (JSON)."""
-    from minisae import checkpoint
+    from minisae.files import checkpoint
     model = SparseAutoencoder(np.int64(6), np.int64(4), sparsity_target=np.float64(0.1),
                               sparsity_weight=np.float64(0.5), weight_decay=np.float64(0.01),
                               seed=np.int64(1))

@@ -12,7 +12,7 @@ import scipy.optimize
 from threadpoolctl import threadpool_limits
 
 from minisae import SparseAutoencoder
-from minisae import patches as P
+from minisae.data import patches as P
 from minisae.errors import ConfigError, DatasetError, InputError
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from minisae import SparseAutoencoder, plots
+from minisae import SparseAutoencoder
+from minisae.apps import plots
 from minisae.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,7 +351,7 @@ def test_training_curves_say_what_to_pass(history_, kwargs, error, match):
 
 
 def test_training_curves_take_a_history_object(tmp_path):
-    from minisae.train import History
+    from minisae.training import History
     h = History()
     for epoch in (1, 2, 3):
         h.append(epoch=epoch, train_total=1.0 / epoch, val_total=1.2 / epoch)

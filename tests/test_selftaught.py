@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from minisae import selftaught
+from minisae.apps import selftaught
 from minisae.errors import ConfigError, InputError
-from minisae.selftaught import (INPUTS, build_autoencoder, self_taught, split_by_class,
+from minisae.apps.selftaught import (INPUTS, build_autoencoder, self_taught, split_by_class,
                                 split_halves)
 
 N_FEATURES = 16

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from minisae import Adam, to_numpy
 from minisae.errors import ConfigError, InputError
 from minisae.gradcheck import numerical_gradient, relative_error
-from minisae.lbfgs import LBFGS
+from minisae.training.lbfgs import LBFGS
 from minisae.softmax import (SoftmaxRegression, cross_entropy, log_softmax, softmax,
                              softmax_cross_entropy_backward)
 

@@ -9,7 +9,7 @@ from conftest import make_model, random_inputs
 from minisae import Adam
 from minisae.errors import ConfigError
 from minisae.fast import threads as T
-from minisae.train import fit
+from minisae.training import fit
 
 BIG = (784, 1000, 1000)     # n_inputs, n_hidden, batch: 1.6 GFLOP per product
 TINY = (784, 64, 24)        # 2.4 MFLOP per product

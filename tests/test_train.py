@@ -4,7 +4,7 @@ import pytest
 
 from minisae import SGD, Adam, SparseAutoencoder
 from minisae.errors import ConfigError, InputError, TrainingError
-from minisae.train import History, evaluate, fit, reconstruction_mse
+from minisae.training import History, evaluate, fit, reconstruction_mse
 
 
 def small(seed=0, **kw):

@@ -1,22 +1,33 @@
 """The fast engine: the reference computations of minisae's teaching modules, reproduced with
-fewer passes over memory, reused buffers, fused kernels and threads.
+fewer passes over memory, reused buffers, fused kernels and threads. It imports the teaching
+core; the core never imports it.
 
-Skip this package on a first read. Each piece names the reference function it reproduces,
-and tests/test_fast.py checks that both give the same numbers:
+Skip this package on a first read. Each piece names the reference it reproduces, and
+tests/test_fast.py checks that both give the same numbers:
 
-    step.py      autoencoder_loss_and_grads  <- SparseAutoencoder.loss_and_grads (fast=False)
-    kernels.py   fused elementwise passes    <- functional.py's sigmoid, mse, bce, KL, ...
-    adam.py      FlatAdam                    <- Adam.reference_step (the paper's Algorithm 1):
-                 one fused numba loop where numba is installed, else chunked NumPy passes
+    step.py      loss_and_grads(model, x)  <- SparseAutoencoder.loss_and_grads
+    kernels.py   fused elementwise passes  <- functional.py's sigmoid, mse, bce, ...
+    adam.py      FastAdam(opt)             <- Adam.step (the paper's Algorithm 1), on the same
+                 m and v arrays: one fused numba loop where numba is installed, else chunked
+                 NumPy passes, one kernel on CuPy
     threads.py   the thread policy: BLAS's (and Adam's) threads for a run, fixed or "auto"
-                 (trial steps on one thread and on every core; tests/test_threads.py)
-    bench.py     `minisae bench`: samples/s against PyTorch (eager and compiled) and the
-                 matmul roofline
 
-The teaching modules reach the engine at one marked line each: SparseAutoencoder.loss_and_grads
-and Adam.step, when `fast` is on.
+Training (`minisae.fit`, `minisae train`, `minisae bench`) chooses the engine by default. From
+a loop of your own it is two calls:
+
+    fast_opt = minisae.fast.FastAdam(opt)                # opt: a reference Adam
+    for x in batches:
+        loss = minisae.fast.loss_and_grads(model, x)     # what model.loss_and_grads(x) gives
+        fast_opt.step()                                  # what opt.step() does
 """
-from .adam import FlatAdam
-from .step import autoencoder_loss_and_grads
+from .. import gradcheck
+from .adam import FastAdam, fast_optimizer
+from .step import fused, loss_and_grads
 
-__all__ = ["FlatAdam", "autoencoder_loss_and_grads"]
+__all__ = ["FastAdam", "check_model", "fast_optimizer", "fused", "loss_and_grads"]
+
+
+def check_model(model, *inputs, **kwargs):
+    """gradcheck.check_model for the fast engine's loss_and_grads: its gradients against
+    central differences (the model must be float64)."""
+    return gradcheck.check_model(model, *inputs, loss_and_grads=loss_and_grads, **kwargs)

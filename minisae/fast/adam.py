@@ -1,9 +1,13 @@
-"""Adam over one flat buffer: Adam.reference_step's update in one fused pass where it can be
-compiled, in cache-sized chunks of NumPy passes where not, as one kernel on CuPy.
+"""Adam over one flat buffer: Adam.step's update in one fused pass where it can be compiled,
+in cache-sized chunks of NumPy passes where not, as one kernel on CuPy.
 
-Reproduces minisae.optim.Adam.reference_step (the paper's Algorithm 1) for parameters that
-are views of one flat buffer, as a SparseAutoencoder's are; tests/test_fast.py checks that
-every variant gives the reference's numbers. The rewrites:
+    fast_opt = FastAdam(opt)      # opt: a reference minisae.Adam; its own m, v and t are used
+    fast_opt.step()               # what opt.step() does
+
+Reproduces minisae.optim.Adam.step (the paper's Algorithm 1) for parameters that are views
+of one flat buffer, as a SparseAutoencoder's are; tests/test_fast.py checks that every
+variant gives the reference's numbers. The state stays the reference optimizer's (its m, v
+and t), so a run saved from one path resumes on the other. The rewrites:
 
 - the bias corrections move onto two scalars (see `step_constants`) instead of two passes
   over m and v;
@@ -24,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import array_module, flat_owner
+from ..errors import ConfigError
+from ..optim import Adam
 from .kernels import cupy_kernel
 
 _ADAM_KERNEL = {
@@ -54,7 +60,7 @@ def numba_adam():
 
 def _adam_loop(p, g, m, v, b1, b2, c1, c2, a, e):
     # One pass, in the reference's order of operations (no fast-math: no reassociation, no
-    # fused multiply-add), so m and v come out bit for bit as Adam.reference_step's.
+    # fused multiply-add), so m and v come out bit for bit as Adam.step's.
     # c1 = 1 - b1, c2 = 1 - b2; error_model="numpy" lets the loop vectorise (no zero check).
     for i in range(p.size):
         gi = g[i]
@@ -74,10 +80,27 @@ def step_constants(lr, betas, eps, t):
     return lr * math.sqrt(c2) / c1, eps * math.sqrt(c2)
 
 
-class FlatAdam:
-    """The update of an Adam optimizer `opt` whose params, grads, m and v are each views of
-    one flat buffer, in the same order. Build it with FlatAdam.build(opt), which gives None
-    when the arrays are not laid out that way (Adam then runs its reference step).
+def flat_state(opt):
+    """(p, g, m, v): the 1-D NumPy or CuPy buffers that Adam opt's params, grads and moments
+    tile in one order, or None where they are not laid out that way."""
+    if not isinstance(opt, Adam):
+        return None
+    flats = [flat_owner(list(arrays.values())) for arrays in (opt.params, opt.grads, opt.m, opt.v)]
+    if any(f is None for f in flats) or len({f.shape for f in flats}) != 1:
+        return None
+    return flats
+
+
+def fast_optimizer(opt, threads=None):
+    """What training steps with: FastAdam(opt) where the engine can run it (an Adam over one
+    flat buffer on NumPy or CuPy), else opt itself, whose step() is the reference."""
+    return FastAdam(opt, threads=threads) if flat_state(opt) is not None else opt
+
+
+class FastAdam:
+    """The update of a reference Adam `opt` whose params, grads, m and v are each views of one
+    flat buffer, in the same order (a SparseAutoencoder's, on NumPy or CuPy). step() advances
+    opt.t and updates opt's own arrays.
 
     threads: a number, or None for the thread policy's choice at each step (one thread
     outside a thread_limits block). kernel: "numba" or "numpy" on NumPy arrays; None picks
@@ -88,11 +111,21 @@ class FlatAdam:
     cache instead of twelve passes over memory; larger chunks also pay NumPy's per-call
     overhead less often. 2^18 measured best on a 2-core EPYC (BENCHMARKS.md)."""
 
-    def __init__(self, opt, flat_p, flat_g, flat_m, flat_v, threads=None, kernel=None):
+    def __init__(self, opt, threads=None, kernel=None):
+        flats = flat_state(opt)
+        if flats is None:
+            raise ConfigError("FastAdam runs a minisae.Adam whose parameters, gradients and "
+                              "moments are views of one flat buffer on NumPy or CuPy (a "
+                              f"SparseAutoencoder's); got {type(opt).__name__}: use its own "
+                              f"step(), or fast_optimizer(opt), which falls back to it")
+        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
+                                        and threads >= 1):
+            raise ConfigError(f"threads must be a positive integer or None (automatic), got "
+                              f"{threads!r}")
         self.opt = opt
-        self.p, self.g, self.m, self.v = flat_p, flat_g, flat_m, flat_v
+        self.p, self.g, self.m, self.v = flats
         self.threads = threads
-        self.kernel = self._pick_kernel(kernel, array_module(flat_p) is np)
+        self.kernel = self._pick_kernel(kernel, array_module(self.p) is np)
         self._pool, self._pool_size = None, 0
         self._scratch = None
 
@@ -100,25 +133,19 @@ class FlatAdam:
     def _pick_kernel(kernel, on_numpy):
         """"numba", "numpy" (on NumPy arrays) or "cupy" (one ElementwiseKernel, on CuPy's)."""
         if kernel not in (None,) + KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS} or None, got {kernel!r}")
+            raise ConfigError(f"kernel must be one of {KERNELS} or None, got {kernel!r}")
         if not on_numpy:
             return "cupy"
         if kernel is None:
             return "numba" if numba_adam() is not None else "numpy"
         if kernel == "numba" and numba_adam() is None:
-            raise ImportError("the numba Adam kernel needs numba (pip install 'minisae[fast]')")
+            raise ConfigError("the numba Adam kernel needs numba (pip install 'minisae[fast]')")
         return kernel
 
-    @classmethod
-    def build(cls, opt, threads=None, kernel=None):
-        flats = [flat_owner(list(arrays.values())) for arrays in (opt.params, opt.grads, opt.m, opt.v)]
-        if any(f is None for f in flats) or len({f.shape for f in flats}) != 1:
-            return None
-        return cls(opt, *flats, threads=threads, kernel=kernel)
-
     def step(self):
-        """One update with the optimizer's current t, lr, betas and eps."""
+        """One update: opt.t += 1, then Algorithm 1 with the optimizer's lr, betas and eps."""
         opt = self.opt
+        opt.t += 1
         a, e = step_constants(opt.lr, opt.betas, opt.eps, opt.t)
         if array_module(self.p) is np:
             self._step_numpy(a, e)

@@ -160,16 +160,6 @@ def sigmoid_backward_(dy, y, row=None, work=None):
     return dy
 
 
-def weight_decay(weights, lam):
-    """lam / 2 * sum of every weight squared, as dot products (no squared copy).
-
-    Reproduces functional.weight_decay."""
-    if lam == 0:
-        return 0.0
-    xp = array_module(weights[0])
-    return 0.5 * lam * sum(xp.vdot(W.ravel(), W.ravel()) for W in weights)
-
-
 def add_weight_decay_grad_(dW, W, lam, work=None):
     """dW += lam * W, in place. work: scratch of W's shape (NumPy only).
 

@@ -1,7 +1,7 @@
 """The fused training step: SparseAutoencoder.loss_and_grads with fewer passes and no allocation.
 
-Reproduces the reference path of minisae/model.py (what `fast=False` runs), number for number
-up to rounding (tests/test_fast.py). What differs:
+Reproduces the reference, minisae/model.py's loss_and_grads, number for number up to
+rounding (tests/test_fast.py). What differs:
 
 - the output layer goes from the decoder's z straight to dz and the reconstruction error in
   one fused pass (kernels.*_head_); y is never stored;
@@ -9,17 +9,25 @@ up to rounding (tests/test_fast.py). What differs:
   z1 becomes h, dh becomes dz1;
 - sums over the batch (rho_hat, db1, db2) are products with a vector of ones, so BLAS's
   threads share them: sum_i a[i, j] = (ones @ a)[j];
-- the KL gradient is added to dh inside the sigmoid's backward pass (kernels.sigmoid_backward_);
+- the sparsity gradient is added to dh inside the sigmoid's backward pass
+  (kernels.sigmoid_backward_);
 - on CuPy each fused pass is one kernel;
 - the thread policy in force (threads.py) is told when each step starts and ends: under
   threads="auto" it times steps to choose BLAS's thread count.
+
+The loss itself is put together by minisae.losses.make_loss, as the reference's is: the
+engine only computes the reconstruction term and rho_hat its own way.
+
+Models the fused step does not cover (another backend than NumPy or CuPy; see `fused`) run
+the reference, model.loss_and_grads: an explicit fallback, with the same numbers.
 """
 from __future__ import annotations
 
 import weakref
 
 from .. import functional as F
-from ..model import Loss
+from .. import losses
+from ..backend import array_module
 from . import kernels as K
 from .threads import active
 
@@ -48,9 +56,24 @@ class Buffers:
         return buf
 
 
-def autoencoder_loss_and_grads(model, x):
-    """model.loss_and_grads(x) for a checked batch x of the model's backend and dtype:
-    the loss (a model.Loss) and the gradients written into model.grads."""
+def fused(model):
+    """Why the fused step cannot run this model (a sentence), or None when it can."""
+    c = model.config
+    if not model.backend.fast:
+        return (f"the fast engine runs on NumPy and CuPy, not on {model.backend.name}; the "
+                f"reference path runs instead")
+    if c.hidden_activation != "sigmoid":
+        return f"no fused step for hidden_activation={c.hidden_activation!r}"
+    return None
+
+
+def loss_and_grads(model, x, validate=True):
+    """model.loss_and_grads(x), computed by the fast engine: the loss (a losses.Loss) and the
+    gradients written into model.grads. x: (batch, n_inputs), checked unless validate=False.
+    A model the fused step does not cover (see `fused`) runs model.loss_and_grads."""
+    if fused(model) is not None:
+        return model.loss_and_grads(x, validate)
+    x = model.as_batch(x, validate)
     policy = active()
     if policy is None or model.backend.name != "numpy":
         return _loss_and_grads(model, x)
@@ -64,13 +87,12 @@ def _loss_and_grads(model, x):
     buffers = _BUFFERS.get(model)
     if buffers is None:
         buffers = _BUFFERS[model] = Buffers()
-    cfg, xp, dtype = model.config, model.backend.xp, model.dtype
+    cfg, xp, dtype = model.config, array_module(x), x.dtype
     P, G = model.params, model.grads
     W1, b1, W2, b2 = P["encoder.W"], P["encoder.b"], P["decoder.W"], P["decoder.b"]
     batch, n_inputs = x.shape
     n_hidden = W1.shape[1]
-    rho, beta, lam = cfg.sparsity_target, cfg.sparsity_weight, cfg.weight_decay
-    on_numpy = model.backend.name == "numpy"
+    on_numpy = xp.__name__ == "numpy"
 
     def buf(name, shape):
         return buffers.get(name, xp, shape, dtype)
@@ -82,7 +104,7 @@ def _loss_and_grads(model, x):
     rho_hat = xp.matmul(ones, h)  # a fresh (small) array: the returned Loss keeps it
     rho_hat *= 1.0 / batch
 
-    # output layer and reconstruction loss: dz = d(reconstruction) / d(h @ W2 + b2)
+    # output layer and reconstruction term: dz = d(reconstruction) / d(h @ W2 + b2)
     z = xp.matmul(h, W2, out=buf("z", (batch, n_inputs)))
     dz = buf("dz", (batch, n_inputs))
     if cfg.reconstruction_loss == "bce":
@@ -92,21 +114,24 @@ def _loss_and_grads(model, x):
         scale = F.reduction_scale(cfg.reduction, x.shape)
         head = K.sigmoid_mse_head_ if cfg.output_activation == "sigmoid" else K.linear_mse_head_
         reconstruction = head(z, b2, x, scale, dz) * scale
-    sparsity = F.kl_penalty(rho, rho_hat, beta)
-    weight_decay = K.weight_decay([W1, W2], lam)
+    loss = losses.make_loss(cfg, reconstruction, rho_hat, P)
 
     # backward
     xp.matmul(h.T, dz, out=G["decoder.W"])
     xp.matmul(ones, dz, out=G["decoder.b"])
     dh = xp.matmul(dz, W2.T, out=buf("dh", (batch, n_hidden)))
-    kl_row = F.kl_divergence_backward(rho, rho_hat) * (beta / batch) if beta else None
+    # every penalty scales with beta: at beta = 0 there is no gradient row to add
+    d_rho_hat, extra = losses.sparsity_backward(cfg, rho_hat, P) if cfg.sparsity_weight \
+        else (None, {})
+    row = None if d_rho_hat is None else d_rho_hat * (1.0 / batch)
     work = buf("work_hidden", (batch, n_hidden)) if on_numpy else None
-    dz1 = K.sigmoid_backward_(dh, h, kl_row, work)
+    dz1 = K.sigmoid_backward_(dh, h, row, work)
     xp.matmul(x.T, dz1, out=G["encoder.W"])
     xp.matmul(ones, dz1, out=G["encoder.b"])
-    if lam:
-        for name in ("encoder.W", "decoder.W"):  # both have n_inputs * n_hidden elements
-            work = buf("work_W", (W1.size,)).reshape(P[name].shape) if on_numpy else None
-            K.add_weight_decay_grad_(G[name], P[name], lam, work)
-
-    return Loss(reconstruction, sparsity, weight_decay, rho_hat)
+    if cfg.weight_decay:
+        for name in losses.decayed(P):
+            work = buf("work_" + name, P[name].shape) if on_numpy else None
+            K.add_weight_decay_grad_(G[name], P[name], cfg.weight_decay, work)
+    for name, grad in extra.items():
+        G[name] += grad
+    return loss

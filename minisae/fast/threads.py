@@ -21,7 +21,7 @@ A trial compares steady states. After a product, OpenBLAS's worker threads spin 
 shares its core with a spinning worker and runs up to 2x slower: those steps are not counted.
 
 The training step reports to the policy in force: fast/step.py calls step_started() and
-step_finished() around each fused loss_and_grads, and FlatAdam reads adam_threads(). Outside
+step_finished() around each fused loss_and_grads, and FastAdam reads adam_threads(). Outside
 a thread_limits block nothing is timed and nothing changes.
 """
 from __future__ import annotations

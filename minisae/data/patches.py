@@ -24,8 +24,8 @@ import math
 
 import numpy as np
 
-from minisae.backend import to_numpy
-from minisae.errors import ConfigError, DatasetError, InputError
+from ..backend import to_numpy
+from ..errors import ConfigError, DatasetError, InputError
 
 # name -> (package, what it shows). Every one ships inside its package: no download.
 # Left out: skimage's microscopy, astronomy, scans and synthetic images, and those it

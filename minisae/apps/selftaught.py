@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import get_backend, to_numpy
-from .errors import ConfigError, InputError
-from .lbfgs import LBFGS
-from .softmax import SoftmaxRegression
+from ..backend import get_backend, namespace, to_numpy
+from ..errors import ConfigError, InputError
+from ..files.atomic import atomic_write
+from ..model import SparseAutoencoder
+from ..optim import Adam
+from ..softmax import SoftmaxRegression
+from ..training import LBFGS, fit
 
 UFLDL_AUTOENCODER = dict(sparsity_target=0.1, sparsity_weight=3.0, weight_decay=3e-3,
                          output_activation="sigmoid", reconstruction_loss="mse",
@@ -71,7 +74,6 @@ def split_by_class(x, y, unlabelled_classes, labelled_classes):
 
 def build_autoencoder(n_inputs, n_hidden, seed, backend="numpy", dtype="float64"):
     """A freshly initialised sparse autoencoder with UFLDL's settings."""
-    from .model import SparseAutoencoder
     return SparseAutoencoder(n_inputs=n_inputs, n_hidden=n_hidden, backend=backend, dtype=dtype,
                              seed=seed, **UFLDL_AUTOENCODER)
 
@@ -79,7 +81,7 @@ def build_autoencoder(n_inputs, n_hidden, seed, backend="numpy", dtype="float64"
 def train_autoencoder(x, n_hidden=196, seed=0, optimizer="lbfgs", max_iter=400, epochs=400,
                       lr=0.01, batch_size=1000, backend="numpy", dtype="float64", progress=False):
     """Train build_autoencoder(...) on x (n, n_inputs), NumPy. optimizer "lbfgs": full batch,
-    max_iter iterations; "adam": `epochs` epochs of minibatches (minisae.train.fit).
+    max_iter iterations; "adam": `epochs` epochs of minibatches (minisae.fit).
     Returns (model, info), info a dict: loss, steps, evaluations, seconds, message."""
     model = build_autoencoder(x.shape[1], n_hidden, seed, backend, dtype)
     t0 = time.perf_counter()
@@ -90,8 +92,6 @@ def train_autoencoder(x, n_hidden=196, seed=0, optimizer="lbfgs", max_iter=400, 
         info = {"loss": r.loss, "steps": r.iterations, "evaluations": r.evaluations,
                 "message": r.message}
     elif optimizer == "adam":
-        from .optim import Adam
-        from .train import fit
         opt = Adam(model.params, model.grads, lr=lr)
         history = fit(model, opt, np.asarray(x, dtype=model.dtype), epochs, batch_size, seed=seed,
                       progress=progress)
@@ -212,7 +212,6 @@ class SelfTaughtResult:
     def write_json(self, path):
         """Write as_dict() to path as JSON (its folder is created); returns path."""
         import os
-        from .fileio import atomic_write
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with atomic_write(path) as f:
             f.write(json.dumps(self.as_dict(), indent=2).encode())
@@ -240,7 +239,7 @@ def self_taught(dataset="mnist", *, data=None, n_hidden=196, optimizer="lbfgs", 
                 download=True, progress=False, log=None):
     """Run the experiment (see the module's docstring) and return a SelfTaughtResult.
 
-    dataset: "mnist" or "fashion-mnist", loaded by minisae.datasets.load (offline MNIST is the
+    dataset: "mnist" or "fashion-mnist", loaded by minisae.data.load (offline MNIST is the
         5,000-digit subset); or pass `data`: a Dataset, or a tuple (x, y) of NumPy arrays.
     pool: use train and test files together (True), or the training file only.
     optimizer: "lbfgs" (max_iter iterations, full batch) or "adam" (epochs, lr, batch_size).
@@ -316,14 +315,13 @@ def _index(a, idx):
     """idx as an index array on a's backend (moved to the device for a CuPy array)."""
     if isinstance(a, np.ndarray):
         return idx
-    from .functional import array_module
-    return array_module(a).asarray(idx)
+    return namespace(a).asarray(idx, device=a.device)
 
 
 def _load(dataset, data, pool, data_dir, download, progress):
-    """(x, y, name, source, subset) from `data` or minisae.datasets.load(dataset)."""
+    """(x, y, name, source, subset) from `data` or minisae.data.load(dataset)."""
     if data is None:
-        from . import datasets
+        from ..data import datasets
         data = datasets.load(dataset, data_dir, download=download, progress=progress)
     if isinstance(data, tuple):
         if len(data) != 2:

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import array_module, flat_owner, to_numpy
-from .checks import is_int
-from .errors import CheckpointError, ConfigError, TrainingError
+from .. import checks
+from ..backend import array_module, flat_owner, to_numpy
+from ..errors import ConfigError, TrainingError
+from .progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class LBFGS:
         iteration (SciPy's default, about 2.2e-9).
     """
 
+    SLOTS = ()
+    SETTINGS = ("max_iter", "memory", "gtol", "ftol")
+
     def __init__(self, params, grads, max_iter=400, memory=10, gtol=1e-5, ftol=FTOL):
         self.flat_params = _flat_buffer(params, "params")
         self.flat_grads = _flat_buffer(grads, "grads")
@@ -104,11 +108,12 @@ class LBFGS:
                               f"{self.flat_params.size} and {self.flat_grads.size} elements")
         self.max_iter = _count(max_iter, "max_iter", low=0)
         self.memory = _count(memory, "memory", low=1)
-        for name, v in (("gtol", gtol), ("ftol", ftol)):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
-        self.gtol, self.ftol = float(gtol), float(ftol)
+        n = int(self.flat_params.shape[0])
+        checks.check_fits(2 * self.memory * n * 8, checks.physical_memory(),
+                          f"L-BFGS's curvature memory of {self.memory:,} pairs over {n:,} "
+                          f"parameters (SciPy keeps them in float64)", "use a smaller memory")
+        self.gtol = checks.check_real(gtol, "gtol", 0.0)
+        self.ftol = checks.check_real(ftol, "ftol", 0.0)
         self.t = 0            # iterations done, over every minimize() call
         self.evaluations = 0  # loss_fn() calls, likewise
 
@@ -129,8 +134,6 @@ class LBFGS:
         then, as after any error or Ctrl-C, the parameters are put back at the last iterate
         (the grads are left as the last evaluation made them)."""
         from scipy.optimize import minimize as scipy_minimize
-
-        from .train import progress_bar
 
         n_iter = self.max_iter - self.t if max_iter is None else _count(max_iter, "max_iter", low=0)
         n_iter = max(n_iter, 0)
@@ -209,33 +212,6 @@ class LBFGS:
 
     # ------------------------------------------------------------------ state
 
-    def hyperparameters(self):
-        """The keyword arguments that rebuild this optimizer (for a checkpoint's settings)."""
-        return {"max_iter": self.max_iter, "memory": self.memory, "gtol": self.gtol,
-                "ftol": self.ftol}
-
-    def state_dict(self):
-        """{"t": iterations done, "evaluations": loss evaluations, "max_iter", "memory"}: plain
-        numbers. There are no arrays: SciPy keeps its curvature pairs to itself, so a resumed
-        run starts with an empty memory (see the module's docstring)."""
-        return {"t": self.t, "evaluations": self.evaluations, "max_iter": self.max_iter,
-                "memory": self.memory}
-
-    def load_state_dict(self, state):
-        """Restore what state_dict() gave (values may be 0-d NumPy arrays, as from an .npz)."""
-        try:
-            values = {k: state[k] for k in ("t", "evaluations", "max_iter", "memory")}
-        except KeyError as e:
-            raise CheckpointError(f"optimizer state is missing {e.args[0]!r}; was it saved by "
-                                  "another optimizer (LBFGS expected)?") from None
-        try:
-            values = {k: _count(np.asarray(v).item(), k, low=1 if k == "memory" else 0)
-                      for k, v in values.items()}
-        except ConfigError as e:
-            raise CheckpointError(f"bad LBFGS state: {e}") from None
-        self.t, self.evaluations = values["t"], values["evaluations"]
-        self.max_iter, self.memory = values["max_iter"], values["memory"]
-
     def __repr__(self):
         return (f"LBFGS(max_iter={self.max_iter}, memory={self.memory}, t={self.t}, "
                 f"n_params={self.flat_params.size})")
@@ -255,9 +231,7 @@ def _total(out):
 
 
 def _count(v, name, low):
-    if not is_int(v) or v < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
-    return int(v)
+    return checks.check_int(v, name, low)
 
 
 def _flat_buffer(a, what):

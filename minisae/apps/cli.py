@@ -4,8 +4,8 @@ Errors a user can cause (MinisaeError) print as one line on stderr and exit with
 misspelt flag shows the subcommand's usage and the closest flag (status 2); Ctrl-C says what
 was saved and the exact command that resumes (status 130).
 
-Only the standard library is imported at the top: NumPy and the rest load inside the
-commands, so the command starts at once and a Ctrl-C is handled from the first moment.
+The model's flags are made from minisae.config.FIELDS, the optimizers', data sets' and
+presets' choices from their own modules: a new choice there is a new choice here.
 """
 from __future__ import annotations
 
@@ -17,37 +17,59 @@ import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 
-from . import __version__
-from .errors import ConfigError, MinisaeError
-from .fileio import atomic_write
-from .presets import PRESETS, get_preset
+from .. import __version__
+from .. import backend as B
+from ..config import FIELDS
+from ..data import DATASETS
+from ..errors import ConfigError, MinisaeError
+from ..files.atomic import atomic_write
+from ..presets import PRESETS, get_preset
+from ..training import OPTIMIZERS
 
 FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
-DATASETS = ("mnist", "fashion-mnist", "patches")
-OPTIMIZERS = ("adam", "sgd", "lbfgs")
 
-MODEL_KEYS = {  # the CLI's setting names -> SparseAutoencoder's arguments
-    "hidden": "n_hidden", "sparsity_target": "sparsity_target",
-    "sparsity_weight": "sparsity_weight", "weight_decay": "weight_decay",
-    "output": "output_activation", "loss": "reconstruction_loss", "reduction": "reduction",
-    "dtype": "dtype",
+MODEL_KEYS = {f.flag[2:].replace("-", "_"): name for name, f in FIELDS.items()}
+"""The CLI's setting names (a run's saved settings) -> SparseAutoencoder's arguments."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A training setting: its type, choices, lowest value, default, and help."""
+
+    type: type
+    help: str
+    default: object = None
+    choices: tuple | None = None
+    low: float | None = None
+
+
+TRAINING = {
+    "dataset": Setting(str, "data to train on", "mnist", DATASETS),
+    "optimizer": Setting(str, "adam, sgd (with momentum) or lbfgs (full batch, SciPy's "
+                              "L-BFGS-B)", "adam", tuple(OPTIMIZERS)),
+    "lr": Setting(float, "learning rate of adam and sgd", 0.01),
+    "momentum": Setting(float, "sgd's momentum", 0.9),
+    "epochs": Setting(int, "total epochs of adam or sgd; with --resume, up to this many", 100,
+                      low=1),
+    "batch_size": Setting(int, "samples per step of adam or sgd", 1000, low=1),
+    "max_iter": Setting(int, "total iterations of lbfgs; with --resume, up to this many", 400,
+                        low=1),
+    "memory": Setting(int, "lbfgs's curvature pairs", 10, low=1),
+    "n_patches": Setting(int, "patches to sample for --dataset patches", 10_000, low=1),
+    "patch_size": Setting(int, "patch side in pixels for --dataset patches", 8, low=1),
+    "seed": Setting(int, "weights, shuffling and patches", 42, low=0),
 }
-TRAINING_DEFAULTS = {"dataset": "mnist", "optimizer": "adam", "lr": 0.01, "momentum": 0.9,
-                     "epochs": 100, "batch_size": 1000, "max_iter": 400, "memory": 10,
-                     "n_patches": 10_000, "patch_size": 8, "seed": 42}
-FLAGS = {  # names in the library's messages -> the flag a CLI user types
-    "n_hidden": "--hidden", "sparsity_target": "--sparsity-target",
-    "sparsity_weight": "--sparsity-weight", "weight_decay": "--weight-decay",
-    "output_activation": "--output", "reconstruction_loss": "--loss",
-    "reduction": "--reduction", "lr": "--lr", "momentum": "--momentum", "epochs": "--epochs",
-    "batch_size": "--batch-size", "max_iter": "--max-iter", "memory": "--memory",
-    "seed": "--seed", "threads": "--threads", "dtype": "--dtype", "n_patches": "--n-patches",
-    "patch_size": "--patch-size",
-}
-KEPT_ON_RESUME = ("preset", "dataset", "optimizer", "hidden", "sparsity_target",
-                  "sparsity_weight", "weight_decay", "output", "loss", "reduction", "dtype",
-                  "lr", "momentum", "batch_size", "memory", "n_patches", "patch_size", "seed")
+"""The settings of `minisae train` that are not the model's (those come from FIELDS)."""
+TRAINING_DEFAULTS = {name: s.default for name, s in TRAINING.items()}
+
+FLAGS = {**{name: f.flag for name, f in FIELDS.items()},
+         **{name: "--" + name.replace("_", "-") for name in TRAINING},
+         "threads": "--threads"}
+"""Names in the library's messages -> the flag a CLI user types."""
+KEPT_ON_RESUME = ("preset", *MODEL_KEYS, *(n for n in TRAINING if n not in ("epochs",
+                                                                             "max_iter")))
 """Settings a resumed run must keep (a changed one would make it another run)."""
 
 
@@ -94,9 +116,9 @@ def _folder(text):
 
 
 def _add_backend(p):
-    p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
+    p.add_argument("--backend", default=None, choices=B.choices(),
                    help="array backend (default: $MINISAE_BACKEND, else auto: CuPy when a GPU "
-                        "answers, else NumPy)")
+                        "answers, else PyTorch on a GPU, else NumPy)")
 
 
 def _add_data_source(p):
@@ -121,11 +143,14 @@ def _preset_values(key):
 
 
 def preset_settings(preset):
-    """A preset as the CLI's settings (its names, TRAINING_DEFAULTS filled in)."""
-    settings = dict(TRAINING_DEFAULTS)
+    """A preset as the CLI's settings (its names, the defaults filled in)."""
+    from ..config import Config
+    defaults = Config(1, 1)
+    settings = {cli: getattr(defaults, arg) for cli, arg in MODEL_KEYS.items()}
+    settings.update(TRAINING_DEFAULTS)
     settings.update({cli: preset.model[arg] for cli, arg in MODEL_KEYS.items() if arg in preset.model})
     settings.update(preset.training)
-    if "dtype" not in settings:
+    if "dtype" not in preset.model:
         settings["dtype"] = "float64" if settings["optimizer"] == "lbfgs" else "float32"
     settings["preset"] = preset.name
     return settings
@@ -139,64 +164,32 @@ def _add_train(sub):
                     "shown as 'preset' come from the chosen preset.")
     _add_backend(p)
     p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="a setting's values (book: Géron's; ufldl: UFLDL's MNIST exercise; "
-                        "ufldl-patches: UFLDL's natural-image exercise); flags override them "
-                        "(default: book)")
-    p.add_argument("--dataset", choices=DATASETS, default=None,
-                   help=f"data to train on (default: preset, {_preset_values('dataset')})")
+                   help="a setting's values: " + "; ".join(
+                       f"{name}: {preset.description}" for name, preset in PRESETS.items())
+                   + " (default: book)")
+    for name, f in FIELDS.items():
+        key = f.flag[2:].replace("-", "_")
+        values = _preset_values(key) or (TRAINING_DEFAULTS.get(key) or "")
+        p.add_argument(f.flag, dest=key, type=_positive_int if f.type is int else f.type,
+                       choices=f.choices, metavar=f.metavar,
+                       help=f"{f.help} (default: preset, {values or 'from the preset'})"
+                       if name != "dtype" else
+                       f"{f.help} (default: preset, else float64 with lbfgs, float32 otherwise)")
     _add_data_source(p)
-    p.add_argument("--hidden", type=_positive_int,
-                   help=f"hidden units (default: preset, {_preset_values('hidden')})")
-    p.add_argument("--sparsity-target", type=float, metavar="RHO",
-                   help=f"rho, the target mean activation (default: preset, "
-                        f"{_preset_values('sparsity_target')})")
-    p.add_argument("--sparsity-weight", type=float, metavar="BETA",
-                   help=f"beta, the KL penalty's weight (default: preset, "
-                        f"{_preset_values('sparsity_weight')})")
-    p.add_argument("--weight-decay", type=float, metavar="LAMBDA",
-                   help=f"lambda, the L2 weight decay (default: preset, "
-                        f"{_preset_values('weight_decay')})")
-    p.add_argument("--output", choices=("sigmoid", "linear"),
-                   help="output activation (default: preset, sigmoid)")
-    p.add_argument("--loss", choices=("mse", "bce"),
-                   help="reconstruction loss (default: preset, mse)")
-    p.add_argument("--reduction", choices=("mean", "halfsum"),
-                   help=f"MSE scale: mean (book) or halfsum (UFLDL) (default: preset, "
-                        f"{_preset_values('reduction')})")
-    p.add_argument("--dtype", choices=("float32", "float64"),
-                   help="float type (default: preset, else float64 with lbfgs, float32 otherwise)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help=f"adam, sgd (with momentum) or lbfgs (full batch, SciPy's L-BFGS-B) "
-                        f"(default: preset, {_preset_values('optimizer')})")
-    p.add_argument("--lr", type=float,
-                   help=f"learning rate of adam and sgd (default: preset, {_preset_values('lr')})")
-    p.add_argument("--momentum", type=float,
-                   help=f"sgd's momentum (default: {TRAINING_DEFAULTS['momentum']})")
-    p.add_argument("--epochs", type=_positive_int,
-                   help=f"total epochs of adam or sgd; with --resume, up to this many "
-                        f"(default: preset, {_preset_values('epochs')})")
-    p.add_argument("--batch-size", type=_positive_int,
-                   help=f"samples per step of adam or sgd (default: preset, "
-                        f"{_preset_values('batch_size')})")
-    p.add_argument("--max-iter", type=_positive_int,
-                   help=f"total iterations of lbfgs; with --resume, up to this many "
-                        f"(default: preset, {_preset_values('max_iter')})")
-    p.add_argument("--memory", type=_positive_int,
-                   help=f"lbfgs's curvature pairs (default: {TRAINING_DEFAULTS['memory']})")
-    p.add_argument("--n-patches", type=_positive_int,
-                   help=f"patches to sample for --dataset patches (default: "
-                        f"{TRAINING_DEFAULTS['n_patches']:,})")
-    p.add_argument("--patch-size", type=_positive_int,
-                   help=f"patch side in pixels for --dataset patches (default: "
-                        f"{TRAINING_DEFAULTS['patch_size']})")
-    p.add_argument("--seed", type=_count,
-                   help=f"weights, shuffling and patches (default: {TRAINING_DEFAULTS['seed']})")
+    for name, s in TRAINING.items():
+        values = _preset_values(name)
+        default = f"preset, {values}" if values else f"{s.default}"
+        kind = _positive_int if s.type is int and s.low == 1 else \
+            _count if s.type is int else s.type
+        p.add_argument("--" + name.replace("_", "-"), type=kind, choices=s.choices,
+                       help=f"{s.help} (default: {default})")
     p.add_argument("--threads", type=_threads, default="auto",
                    help="CPU threads, a number or auto: chosen from the model's size and the "
                         "machine's free cores (default: auto)")
     p.add_argument("--reference", action="store_true",
-                   help="run the readable reference path end to end (model and optimizer "
-                        "fast=False): slower, for study and stepping through in a debugger")
+                   help="run the readable reference path end to end (model.loss_and_grads and "
+                        "Adam.step, not the fast engine): slower, for study and stepping "
+                        "through in a debugger")
     p.add_argument("--out", default=None, type=_folder,
                    help="output folder (default: runs/<preset>)")
     p.add_argument("--force", action="store_true",
@@ -212,9 +205,9 @@ def resolve_settings(args):
     """The preset's values with explicit flags on top (the CLI's setting names)."""
     preset = get_preset(args.preset or "book")
     settings = preset_settings(preset)
-    explicit = {name: getattr(args, name, None) for name in settings if name != "preset"}
-    for name, value in explicit.items():
-        if value is not None:
+    for name in settings:
+        value = getattr(args, name, None)
+        if name != "preset" and value is not None:
             settings[name] = value
     if args.optimizer == "lbfgs" and args.dtype is None and "dtype" not in preset.model:
         settings["dtype"] = "float64"  # L-BFGS's line search wants float64
@@ -245,12 +238,11 @@ def resume_command(args, run_folder, settings, out=None):
 
 
 def cmd_train(args):
-    from . import checkpoint
-    from .backend import get_backend
-    from .train import History, fit
+    from ..files import checkpoint
+    from ..training import History, fit
 
     if args.resume:
-        ck = checkpoint.load(args.resume, backend=get_backend(args.backend))
+        ck = checkpoint.load(args.resume, backend=B.get_backend(args.backend))
         settings = _resumed_settings(args, ck)
         model, history = ck.model, ck.history
         saved_in = _run_folder(args.resume)
@@ -278,9 +270,8 @@ def cmd_train(args):
           f"{data.source}")
     if ck is None:
         model = _build_model(settings, data.x_train.shape[1], args)
-    model.fast = not args.reference
-    optimizer = _optimizer(settings, model, ck, args.reference)
-    print(f"model: {model}")
+    optimizer = _optimizer(settings, model, ck)
+    print(f"model: {model}" + (" (the reference path)" if args.reference else ""))
     print(f"optimizer: {_describe_optimizer(settings)}")
 
     ckpt_path = os.path.join(out, "checkpoint.npz")
@@ -301,7 +292,7 @@ def cmd_train(args):
         fit(model, optimizer, data.x_train, target,
             None if settings["optimizer"] == "lbfgs" else settings["batch_size"],
             seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
-            history=history, on_epoch_end=save, threads=args.threads)
+            history=history, on_epoch_end=save, threads=args.threads, fast=not args.reference)
     except KeyboardInterrupt:
         if not args.no_progress:
             print(file=sys.stderr)  # after the progress bar's line
@@ -341,25 +332,31 @@ def _refuse_to_overwrite(out, force):
                           f"--force to replace it")
 
 
-_NUMBER = (int, float)
-SETTING_TYPES = {
-    "preset": str, "dataset": str, "optimizer": str, "output": str, "loss": str,
-    "reduction": str, "dtype": str, "hidden": int, "epochs": int, "batch_size": int,
-    "max_iter": int, "memory": int, "n_patches": int, "patch_size": int, "seed": int,
-    "sparsity_target": _NUMBER, "sparsity_weight": _NUMBER, "weight_decay": _NUMBER,
-    "lr": _NUMBER, "momentum": _NUMBER,
-}
-SETTING_CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "preset": tuple(PRESETS),
-                   "output": ("sigmoid", "linear"), "loss": ("mse", "bce"),
-                   "reduction": ("mean", "halfsum"), "dtype": ("float32", "float64")}
-SETTING_LOWEST = {"hidden": 1, "epochs": 1, "batch_size": 1, "max_iter": 1, "memory": 1,
-                  "n_patches": 1, "patch_size": 1, "seed": 0}
+def _setting_ok(name, value):
+    """A saved setting is of its kind: the model's from FIELDS, the others from TRAINING."""
+    if isinstance(value, bool):
+        return False
+    if name == "preset":
+        return value in PRESETS
+    if name in MODEL_KEYS:
+        f = FIELDS[MODEL_KEYS[name]]
+        if f.choices is not None:
+            return value in f.choices
+        kind = (int, float) if f.type is float else f.type
+        return isinstance(value, kind) and (f.type is not int or value >= 1)
+    s = TRAINING.get(name)
+    if s is None:
+        return False
+    if s.choices is not None:
+        return value in s.choices
+    kind = (int, float) if s.type is float else s.type
+    return isinstance(value, kind) and (s.low is None or value >= s.low)
 
 
 def run_settings(ck, where):
     """The settings `minisae train` saved with a checkpoint, checked (a damaged or edited file
     gets a CheckpointError, not a crash later), with what older runs did not record filled in."""
-    from .errors import CheckpointError
+    from ..errors import CheckpointError
     settings = ck.extra.get("settings")
     if settings is None:
         raise ConfigError(f"{where} was not written by `minisae train`; it has no settings")
@@ -367,18 +364,12 @@ def run_settings(ck, where):
         raise CheckpointError(f"{where}: its settings are a JSON {type(settings).__name__}, not "
                               f"an object; the file is damaged")
     for name, value in settings.items():
-        kind = SETTING_TYPES.get(name)
-        ok = kind is not None and isinstance(value, kind) and not isinstance(value, bool)
-        if ok and name in SETTING_CHOICES:
-            ok = value in SETTING_CHOICES[name]
-        if ok and name in SETTING_LOWEST:
-            ok = value >= SETTING_LOWEST[name]
-        if not ok:
+        if not _setting_ok(name, value):
             raise CheckpointError(f"{where}: its setting {name!r} = {value!r} is unknown or of "
                                   f"the wrong type; the file is damaged or from another version")
-    settings = dict(TRAINING_DEFAULTS, **settings)  # runs from before a setting existed
-    settings.setdefault("dtype", ck.model.config.dtype)
-    return settings
+    config = ck.model.config
+    filled = {cli: getattr(config, arg) for cli, arg in MODEL_KEYS.items()}  # older runs
+    return {**TRAINING_DEFAULTS, **filled, **settings}
 
 
 def _resumed_settings(args, ck):
@@ -396,7 +387,7 @@ def _resumed_settings(args, ck):
 
 
 def _build_model(settings, n_inputs, args):
-    from .model import SparseAutoencoder
+    from ..model import SparseAutoencoder
     kwargs = {arg: settings[cli] for cli, arg in MODEL_KEYS.items()}
     try:
         return SparseAutoencoder(n_inputs=n_inputs, backend=args.backend, seed=settings["seed"],
@@ -405,29 +396,26 @@ def _build_model(settings, n_inputs, args):
         raise ConfigError(flag_names(str(e))) from None
 
 
-def _optimizer(settings, model, ck, reference):
+def _optimizer(settings, model, ck):
     """The run's optimizer: the checkpoint's, or a new one from the settings."""
-    from .optim import SGD, Adam
     kind = settings["optimizer"]
-    try:
-        if kind == "lbfgs":
-            from .optim import LBFGS
-            opt = LBFGS(model.flat_params, model.flat_grads, max_iter=settings["max_iter"],
-                        memory=settings["memory"])
-        elif kind == "sgd":
-            opt = SGD(model.params, model.grads, lr=settings["lr"], momentum=settings["momentum"])
-        else:
-            opt = Adam(model.params, model.grads, lr=settings["lr"], fast=not reference)
-    except ConfigError as e:
-        raise ConfigError(flag_names(str(e))) from None
     if ck is not None and ck.optimizer is not None:
-        if type(ck.optimizer) is not type(opt):
+        if type(ck.optimizer) is not OPTIMIZERS[kind]:
             raise ConfigError(f"the checkpoint holds a {type(ck.optimizer).__name__} optimizer, "
                               f"but the run's settings say {kind}")
-        opt.load_state_dict(ck.optimizer.state_dict())
         if kind == "lbfgs":
-            opt.max_iter = settings["max_iter"]
-    return opt
+            ck.optimizer.max_iter = settings["max_iter"]
+        return ck.optimizer
+    try:
+        if kind == "lbfgs":
+            return OPTIMIZERS[kind](model.params, model.grads, max_iter=settings["max_iter"],
+                                    memory=settings["memory"])
+        if kind == "sgd":
+            return OPTIMIZERS[kind](model.params, model.grads, lr=settings["lr"],
+                                    momentum=settings["momentum"])
+        return OPTIMIZERS[kind](model.params, model.grads, lr=settings["lr"])
+    except ConfigError as e:
+        raise ConfigError(flag_names(str(e))) from None
 
 
 def _describe_optimizer(settings):
@@ -442,17 +430,18 @@ def _describe_optimizer(settings):
 def load_data(settings, args):
     """The run's data set: MNIST, Fashion-MNIST, or natural-image patches (sampled with the
     run's seed, and a held-out set of a tenth as many with the next seed)."""
-    from . import datasets
+    from .. import checks
+    from ..data import datasets
     if settings["dataset"] != "patches":
         return datasets.load(settings["dataset"], args.data_dir, download=not args.no_download,
                              progress=not args.no_progress)
-    from .checks import physical_memory
-    from .patches import natural_patches
+    from ..data.patches import natural_patches
     n, size, seed = settings["n_patches"], settings["patch_size"], settings["seed"]
-    need, have = 1.1 * n * size * size * (4 if settings["dtype"] == "float32" else 8), physical_memory()
-    if have and need > have / 2:
-        raise ConfigError(f"--n-patches {n:,} of --patch-size {size} need {need / 2**30:,.1f} GiB, "
-                          f"more than half this machine's memory; ask for fewer")
+    need = 1.1 * n * size * size * (4 if settings["dtype"] == "float32" else 8)
+    have = checks.physical_memory()
+    checks.check_fits(need, None if have is None else have / 2,
+                      f"--n-patches {n:,} of --patch-size {size}", "ask for fewer",
+                      "half this machine's memory")
     try:
         x_train = natural_patches(n, size, seed=seed, dtype=settings["dtype"])
         x_test = natural_patches(max(100, n // 10), size, seed=seed + 1, dtype=settings["dtype"])
@@ -465,20 +454,23 @@ def load_data(settings, args):
 
 def write_results(model, history, data, out, settings):
     """metrics.json and the figures for a trained model; returns the metrics."""
+    from .. import losses
+    from ..backend import to_numpy
+    from ..training import evaluate
+    from ..training.fit import reconstruction_mse
     from . import plots
-    from .backend import to_numpy
-    from .train import evaluate, reconstruction_mse
 
     x_test = data.x_test
     val, rho_hat = evaluate(model, x_test, per_unit=True)
     side = int(round(model.config.n_inputs ** 0.5))
     image_shape = (side, side)
+    parts = ("total",) + losses.part_names(model.config)
     metrics = {
         "dataset": data.name, "data_source": data.source, "subset": data.subset,
         "n_train": len(data.x_train), "n_test": len(x_test), "settings": settings,
         "epochs": len(history), "train_seconds": float(sum(s or 0.0 for s in history.seconds)),
         "test_mse_per_pixel": reconstruction_mse(model, x_test),
-        "test_loss": {k: val[k] for k in ("total", "reconstruction", "sparsity", "weight_decay")},
+        "test_loss": {k: val[k] for k in parts},
         "mean_activation": val["mean_activation"], "sparsity_target": model.config.sparsity_target,
         "dead_fraction": val["dead_fraction"], "backend": model.backend.name,
         # the held-out set is the test set: its records are named so
@@ -486,7 +478,7 @@ def write_results(model, history, data, out, settings):
     }
     W = to_numpy(model.params["encoder.W"])
     if settings.get("dataset") == "patches":
-        from .patches import orientation_score
+        from ..data.patches import orientation_score
         metrics["filter_score"] = orientation_score(W, image_shape).as_dict()
     with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
@@ -514,9 +506,9 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
         (unit, f"{m['epochs']}"),
         ("training time", f"{m['train_seconds']:.1f} s"),
         ("test MSE per pixel", f"{m['test_mse_per_pixel']:.4f}"),
-        ("test loss", f"{m['test_loss']['total']:.4f} (reconstruction "
-                      f"{m['test_loss']['reconstruction']:.4f}, sparsity {m['test_loss']['sparsity']:.4f}, "
-                      f"weight decay {m['test_loss']['weight_decay']:.4f})"),
+        ("test loss", f"{m['test_loss']['total']:.4f} (" + ", ".join(
+            f"{k.replace('_', ' ')} {v:.4f}" for k, v in m["test_loss"].items() if k != "total")
+         + ")"),
         ("mean activation", f"{m['mean_activation']:.4f} (target {m['sparsity_target']})"),
         ("dead units", f"{100 * m['dead_fraction']:.1f}%"),
     ]
@@ -547,9 +539,8 @@ def _add_show(sub):
 
 
 def cmd_show(args):
-    from . import checkpoint
-    from .backend import get_backend
-    ck = checkpoint.load(args.checkpoint, backend=get_backend(args.backend))
+    from ..files import checkpoint
+    ck = checkpoint.load(args.checkpoint, backend=B.get_backend(args.backend))
     if ck.extra.get("settings") is None:  # a checkpoint saved from Python: MNIST, by default
         ck.extra["settings"] = {"dataset": "mnist"}
     settings = run_settings(ck, args.checkpoint)
@@ -572,27 +563,31 @@ def _add_gradcheck(sub):
     p.set_defaults(func=cmd_gradcheck)
 
 
-GRADCHECK_OUTPUTS, GRADCHECK_LOSSES, GRADCHECK_REDUCTIONS = ("sigmoid", "linear"), ("mse", "bce"), \
-    ("mean", "halfsum")
-
-
 def gradcheck_combinations():
-    """[(output, loss, reduction, problem)]: every combination, problem None when valid."""
-    from .model import combination_problem
-    return [(o, lo, r, combination_problem(o, lo, r)) for o in GRADCHECK_OUTPUTS
-            for lo in GRADCHECK_LOSSES for r in GRADCHECK_REDUCTIONS]
+    """[(output, loss, reduction, problem)]: every combination of the reconstruction's
+    choices, problem None when valid."""
+    from ..config import OUTPUT_ACTIVATIONS, RECONSTRUCTION_LOSSES, REDUCTIONS, Config, \
+        combination_problem
+    return [(o, lo, r, combination_problem(Config(6, 4, output_activation=o,
+                                                  reconstruction_loss=lo, reduction=r)))
+            for o in OUTPUT_ACTIVATIONS for lo in RECONSTRUCTION_LOSSES for r in REDUCTIONS]
+
+
+PATHS = ("reference", "fast")
 
 
 def cmd_gradcheck(args):
     import numpy as np
 
-    from .gradcheck import PATHS, THRESHOLD, check_model, format_table
-    from .model import SparseAutoencoder
+    from .. import fast
+    from ..gradcheck import THRESHOLD, check_model, format_table
+    from ..model import SparseAutoencoder
     x = np.random.default_rng(args.seed).random((5, 6))
     failed, skipped = [], []
     print(f"central differences in float64, threshold {THRESHOLD:.0e} on "
           f"||num - ana|| / ||num + ana||; 5 samples, 6 inputs, 4 hidden units, beta 3, "
-          f"lambda 0.01; each valid combination on both paths\n")
+          f"lambda 0.01; each valid combination on both paths: the reference "
+          f"(model.loss_and_grads) and the fast engine (minisae.fast.loss_and_grads)\n")
     for output, loss, reduction, problem in gradcheck_combinations():
         if problem is not None:
             skipped.append(f"output={output}, loss={loss}, reduction={reduction}: {problem}")
@@ -602,9 +597,11 @@ def cmd_gradcheck(args):
                                   reconstruction_loss=loss, reduction=reduction,
                                   backend=args.backend, dtype="float64", seed=args.seed)
         for path in PATHS:
-            rows = check_model(model, x, path=path)
+            rows = check_model(model, x) if path == "reference" else fast.check_model(model, x)
+            engine = "" if path == "reference" or fast.fused(model) is None else \
+                " = the reference: " + fast.fused(model)
             print(format_table(rows, f"output={output}, loss={loss}, reduction={reduction}, "
-                                     f"path={path} ({model.backend.name})"))
+                                     f"path={path} ({model.backend.name}){engine}"))
             print()
             failed += [(output, loss, reduction, path, r) for r in rows if not r.ok]
     print("not valid, so not checked:")
@@ -633,8 +630,8 @@ def _add_data(sub):
 
 
 def cmd_data(args):
-    from . import datasets
-    names = datasets.DATASETS if args.dataset == "all" else (args.dataset,)
+    from ..data import datasets
+    names = datasets.IDX_DATASETS if args.dataset == "all" else (args.dataset,)
     errors = 0
     for name in names:
         if args.fetch:
@@ -732,7 +729,7 @@ def build_parser():
     _add_train(sub)
     _add_show(sub)
     _add_gradcheck(sub)
-    from .fast.bench import add_parser as add_bench
+    from .bench import add_parser as add_bench
     add_bench(sub)
     _add_data(sub)
     _add_selftaught(sub)

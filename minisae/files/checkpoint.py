@@ -1,23 +1,26 @@
 """Save and load a model, its optimizer state, its history and the run's settings as one .npz.
 
 No pickle: arrays are stored as arrays, everything else as JSON text. A save goes through
-fileio.atomic_write, so a crash mid-write never replaces a good checkpoint.
+atomic.atomic_write, so a crash mid-write never replaces a good checkpoint; and it first
+checks everything it is given with the checks `load` runs (state.py), so a save that would
+write a file `load` refuses is refused instead, and the old file stays.
 
 Members (np.savez adds ".npy" to each name): "format_version", "config" (JSON),
-"param/<name>", "optimizer" (JSON: type and hyperparameters), "optim/<key>" (the optimizer's
-state_dict: "t", "lr", "<slot>.<param name>"), "history" (JSON), "extra" (JSON).
+"param/<name>", "optimizer" (JSON: type and settings), "optim/<key>" (the optimizer's state:
+"t", "lr", "<slot>.<param name>"), "history" (JSON), "extra" (JSON).
 
 Loading trusts nothing in the file, and spends no memory on what it has not checked:
   1. the zip directory: only the names above, stored or deflated, not encrypted;
   2. the small JSON members, each under a size cap: format_version, config, optimizer;
   3. every array's .npy header: the shape and dtype the config implies, and a member size
-     that matches that header;
+     that matches that header (a header's declared length is checked before it is read);
   4. history and extra (their JSON types);
   5. every array's data, streamed in chunks and dropped: finite (Adam's v also >= 0), CRC;
 and only then builds the model and copies the arrays into it, one at a time.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -25,36 +28,34 @@ import struct
 import warnings
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import to_numpy
-from .errors import CheckpointError, ConfigError, MinisaeError
-from .fileio import atomic_write
-from .model import Config, SparseAutoencoder
-from .optim import LBFGS, SGD, Adam
-from .train import History
+from .. import checks
+from ..backend import to_numpy
+from ..config import Config, param_shapes
+from ..errors import CheckpointError, ConfigError, MinisaeError
+from ..model import SparseAutoencoder
+from ..training.history import History
+from . import state as S
+from .atomic import atomic_write
 
 FORMAT_VERSION = 1
-OPTIMIZERS = {"Adam": Adam, "SGD": SGD, "LBFGS": LBFGS}
 PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
-_SETTINGS = {"Adam": ("lr", "betas", "eps"), "SGD": ("lr", "momentum"),   # the optimizer JSON
-             "LBFGS": ("max_iter", "memory", "gtol", "ftol")}
-_SLOTS = {"Adam": ("m", "v"), "SGD": ("u",), "LBFGS": ()}   # state arrays, one per parameter
-# state numbers, and their kinds ("iu": an integer >= 0, "f": a positive float)
-_SCALARS = {"Adam": {"t": "iu", "lr": "f"}, "SGD": {"t": "iu", "lr": "f"},
-            "LBFGS": {"t": "iu", "evaluations": "iu", "max_iter": "iu", "memory": "iu"}}
+"""Every parameter name a checkpoint may hold (a model holds those its config implies)."""
 _JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
 # Largest member data allowed for each JSON member, in bytes (NumPy stores 4 per character).
 _TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20}
 _MAX_DIRECTORY = 1 << 16   # bytes of zip directory: a checkpoint has a couple of dozen members
+_MAX_HEADER = 1 << 16      # bytes of a .npy header: NumPy writes under 200 for ours
+_MAX_DEPTH = 16            # nesting of extra's JSON
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64")
 _KNOWN = {"format_version", "config", "optimizer", "history", "extra",
-          *(f"optim/{k}" for scalars in _SCALARS.values() for k in scalars),
+          *(f"optim/{k}" for scalars in S.SCALARS.values() for k in scalars),
           *(f"param/{p}" for p in PARAMS),
-          *(f"optim/{s}.{p}" for slots in _SLOTS.values() for s in slots for p in PARAMS)}
+          *(f"optim/{key}" for kind in S.OPTIMIZERS for key in S.slot_keys(kind, PARAMS))}
 WRITTEN_BY = "a .npz written by `minisae train` or minisae.save"
 
 
@@ -66,25 +67,7 @@ class Checkpoint:
     extra: dict
 
 
-def param_shapes(config):
-    """The shapes SparseAutoencoder gives its parameters (model.py), from the config alone."""
-    n_in, n_h = config.n_inputs, config.n_hidden
-    return {"encoder.W": (n_in, n_h), "encoder.b": (n_h,), "decoder.W": (n_h, n_in),
-            "decoder.b": (n_in,)}
-
-
 # ----------------------------------------------------------------------------- save
-
-def _optimizer_settings(opt):
-    if isinstance(opt, Adam):
-        return {"type": "Adam", "lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps}
-    if isinstance(opt, SGD):
-        return {"type": "SGD", "lr": opt.lr, "momentum": opt.momentum}
-    if isinstance(opt, LBFGS):
-        return {"type": "LBFGS", **opt.hyperparameters()}
-    raise CheckpointError(f"cannot save an optimizer of type {type(opt).__name__}; a checkpoint "
-                          f"holds one of {', '.join(OPTIMIZERS)}")
-
 
 def _text(key, value):
     """value as JSON in a 0-d string array, refused here if load() would refuse it."""
@@ -100,10 +83,12 @@ def _text(key, value):
 
 
 def save(path, model, optimizer=None, history=None, extra=None):
-    """Write the checkpoint to `path` (a .npz) atomically; returns the path."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise CheckpointError(f"path must be a file name such as 'run/checkpoint.npz', got {path!r}")
-    path = os.fspath(path)
+    """Write the checkpoint to `path` (a .npz) atomically; returns the path.
+
+    Everything is checked first, with the checks load() runs: a state load() would refuse
+    (NaN or negative moments, an optimizer of another model, an extra that is not plain
+    JSON, ...) is refused with a CheckpointError, and whatever was at `path` stays."""
+    path = checks.check_path(path, "path", error=CheckpointError)
     if os.path.isdir(path):
         raise CheckpointError(f"cannot save the checkpoint to {path}: it is a folder; give a file "
                               f"name, like {os.path.join(path, 'checkpoint.npz')}")
@@ -112,24 +97,28 @@ def save(path, model, optimizer=None, history=None, extra=None):
     if history is not None and not isinstance(history, History):
         raise CheckpointError(f"history must be a History (what fit returned), got "
                               f"{type(history).__name__}")
+    extra = {} if extra is None else extra
+    _check_extra(extra, CheckpointError, "cannot save: extra")
     arrays = {"format_version": np.array(FORMAT_VERSION),
-              "config": _text("config", asdict(model.config)),
+              "config": _text("config", model.config.as_dict()),
               "history": _text("history", (history or History()).as_dict()),
-              "extra": _text("extra", extra or {})}
+              "extra": _text("extra", extra)}
     for name, p in model.params.items():
         arrays[f"param/{name}"] = to_numpy(p)
         if not np.isfinite(arrays[f"param/{name}"]).all():  # load() would refuse the file
             raise CheckpointError(f"cannot save: parameter {name!r} holds NaN or inf (training "
                                   f"diverged); keep the last good checkpoint")
     if optimizer is not None:
-        settings = _optimizer_settings(optimizer)
-        arrays["optimizer"] = _text("optimizer", settings)
-        state = optimizer.state_dict()
-        kind = settings["type"]
-        expected = set(_SCALARS[kind]) | {f"{s}.{p}" for s in _SLOTS[kind] for p in model.params}
-        if set(state) != expected:    # a changed optimizer: load() would refuse the file
-            raise CheckpointError(f"cannot save {kind} state {sorted(set(state) ^ expected)}: "
-                                  f"checkpoint.py does not know these keys; update its _SLOTS")
+        S.check_belongs(optimizer, model)
+        settings = S.optimizer_settings(optimizer)
+        state = S.optimizer_state(optimizer)
+        kind = settings.pop("type")
+        try:
+            S.check_settings(kind, settings)
+            S.check_state(kind, state, param_shapes(model.config), model.config.dtype)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot save: {e}") from None
+        arrays["optimizer"] = _text("optimizer", {"type": kind, **settings})
         for key, value in state.items():
             arrays[f"optim/{key}"] = np.asarray(value)
     try:
@@ -142,6 +131,28 @@ def save(path, model, optimizer=None, history=None, extra=None):
         raise CheckpointError(f"cannot write the checkpoint {path}: {e.strerror or e}; check that "
                               f"its folder is writable and has space") from None
     return path
+
+
+def _check_extra(value, error, what, depth=0):
+    """extra: a JSON object of plain values (str keys; str, numbers, bools, None, lists and
+    objects of them, nested at most _MAX_DEPTH deep). The same check for save and load."""
+    if depth == 0 and not isinstance(value, dict):
+        raise error(f"{what} must be a dict of JSON values, got {type(value).__name__}")
+    if depth > _MAX_DEPTH:
+        raise error(f"{what} is nested more than {_MAX_DEPTH} levels deep; flatten it")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise error(f"{what} has a key {k!r} that is not a string")
+            _check_extra(v, error, what, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_extra(v, error, what, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{what} holds {value!r}, which JSON cannot store")
+    elif not (value is None or isinstance(value, (str, int, float, bool))):
+        raise error(f"{what} holds a {type(value).__name__}; keep it to JSON types (dict, "
+                    f"list, str, numbers, None)")
 
 
 # ----------------------------------------------------------------------------- load
@@ -203,19 +214,34 @@ class _Members:
         return f, got_shape, dtype
 
     def _npy_header(self, f, key):
+        """(shape, fortran_order, dtype) of the .npy member open at f. The header's declared
+        length is read and checked here before NumPy reads the header (NumPy would read all of
+        a header that declares itself 4 GiB long before its own check)."""
+        try:
+            version = np.lib.format.read_magic(f)
+        except Exception as e:
+            raise self.error(f"member {key!r} is not a .npy array ({_one_line(e)}); the file is "
+                             f"damaged") from None
+        if version not in ((1, 0), (2, 0)):
+            raise self.error(f"member {key!r} is a .npy of version {version}; minisae writes 1.0 "
+                             f"(re-save it with numpy.savez)")
+        fmt = "<H" if version == (1, 0) else "<I"
+        raw = self._exact(f, struct.calcsize(fmt), key)
+        length = struct.unpack(fmt, raw)[0]
+        if length > _MAX_HEADER:
+            raise self.error(f"member {key!r} declares a .npy header of {length:,} bytes, more "
+                             f"than the {_MAX_HEADER:,} minisae reads; the file is damaged or "
+                             f"hostile")
+        header = io.BytesIO(raw + self._exact(f, length, key))
         try:
             with warnings.catch_warnings():     # a header NumPy must repair is a damaged one
                 warnings.simplefilter("error")
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    return np.lib.format.read_array_header_1_0(f)
-                if version == (2, 0):
-                    return np.lib.format.read_array_header_2_0(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                return read(header)
         except Exception as e:  # NumPy's parser of the header's dict literal raises anything
             raise self.error(f"member {key!r} has an unreadable .npy header ({_one_line(e)}); "
                              f"the file is damaged") from None
-        raise self.error(f"member {key!r} is a .npy of version {version}; minisae writes 1.0 "
-                         f"(re-save it with numpy.savez)")
 
     def _exact(self, f, n, key):
         data = f.read(n)
@@ -259,9 +285,10 @@ class _Members:
                                  f"damaged or was edited")
             return np.frombuffer(self._exact(f, dtype.itemsize, key), dtype)[0].item()
 
-    def floats(self, key, shape, dtype, nonnegative=False, out=None):
-        """Stream a float array member in chunks, checking every value is finite (and >= 0);
-        copy it into out (a NumPy array of shape) when given, else keep nothing."""
+    def floats(self, key, shape, dtype, out=None):
+        """Stream a float array member in chunks, checking its values as they come (every
+        value finite; an optimizer's state with the very check save() runs); copy it into out
+        (a NumPy array of shape) when given, else keep nothing."""
         f, _, stored = self.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))
         flat = None if out is None else out.reshape(-1)
         with f:
@@ -269,12 +296,7 @@ class _Members:
             while done < total:
                 n = min(step, total - done)
                 x = np.frombuffer(self._exact(f, n * dtype.itemsize, key), stored)
-                if not np.isfinite(x).all():
-                    raise self.error(f"member {key!r} holds NaN or inf; the run had diverged or "
-                                     f"the file is damaged, use an earlier checkpoint")
-                if nonnegative and (x < 0).any():
-                    raise self.error(f"member {key!r} holds negative values (it is a mean of "
-                                     f"squares); the file is damaged")
+                self._check_values(key, x)
                 if flat is not None:
                     flat[done:done + n] = x
                 done += n
@@ -282,13 +304,19 @@ class _Members:
                 raise self.error(f"member {key!r} has bytes after its data; the file is damaged")
         return out
 
+    def _check_values(self, key, x):
+        if key.startswith("optim/"):
+            try:
+                S.check_values(key[len("optim/"):], x)
+            except CheckpointError as e:
+                raise self.error(f"has {_one_line(e)}") from None
+        elif not np.isfinite(x).all():
+            raise self.error(f"member {key!r} holds NaN or inf; the run had diverged or the file "
+                             f"is damaged, use an earlier checkpoint")
+
 
 def _one_line(e):
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _config(m):
@@ -296,71 +324,46 @@ def _config(m):
     if not isinstance(d, dict):
         raise m.error(f"has a config that is a JSON {type(d).__name__}, not an object; the file is "
                       f"damaged or from an incompatible version")
-    unknown = set(d) - {f.name for f in fields(Config)}
+    unknown = set(d) - set(Config.field_names())
     if unknown:
         raise m.error(f"has a config with unknown fields {sorted(unknown)}; it is damaged or from "
-                      f"an incompatible version (upgrade minisae)")
+                      f"a newer minisae (upgrade minisae)")
     try:
-        config = Config(**d)
-        config.validate()
+        return Config(**d).validated()    # fields an older minisae did not write: defaults
     except (TypeError, ConfigError) as e:
         raise m.error(f"has a damaged config, or one from an incompatible version: "
                       f"{_one_line(e)}") from None
-    if config.dtype not in _DTYPES:
-        raise m.error(f"has a config with dtype {config.dtype!r}; a model is one of "
-                      f"{', '.join(_DTYPES)}; the file is damaged")
-    return config
 
 
 def _optimizer(m):
-    """(type name, constructor keywords) from the optimizer JSON, types checked."""
+    """(type name, constructor keywords) from the optimizer JSON, every value checked."""
     d = m.json("optimizer")
     kind = d.get("type") if isinstance(d, dict) else None
-    if kind not in OPTIMIZERS:
+    if kind not in S.OPTIMIZERS:
         raise m.error(f"has optimizer settings of unknown type {kind!r} (known: "
-                      f"{', '.join(OPTIMIZERS)}); the file is damaged or from a newer minisae")
+                      f"{', '.join(S.OPTIMIZERS)}); the file is damaged or from a newer minisae")
     settings = {k: v for k, v in d.items() if k != "type"}
-    if set(settings) != set(_SETTINGS[kind]):
-        raise m.error(f"has {kind} settings {sorted(settings)}, expected "
-                      f"{sorted(_SETTINGS[kind])}; the file is damaged or from an incompatible "
-                      f"version")
-    betas = settings.get("betas", [0.0, 0.0])
-    if not (all(_is_number(v) for k, v in settings.items() if k != "betas")
-            and isinstance(betas, list) and len(betas) == 2 and all(map(_is_number, betas))):
-        raise m.error(f"has {kind} settings of the wrong types ({settings}); lr, eps, momentum "
-                      f"are numbers and betas two numbers; the file is damaged")
+    try:
+        S.check_settings(kind, settings)
+    except CheckpointError as e:
+        raise m.error(f"has {_one_line(e)}; the file is damaged") from None
     if "betas" in settings:
-        settings["betas"] = tuple(betas)
+        settings["betas"] = tuple(settings["betas"])
     return kind, settings
 
 
 def _history(m):
-    d = m.json("history")
-    names = [f.name for f in fields(History)]
-    if not isinstance(d, dict) or set(d) - set(names):
-        what = sorted(set(d) - set(names)) if isinstance(d, dict) else f"a JSON {type(d).__name__}"
-        raise m.error(f"has a history that is not History's fields (found {what}); the file is "
-                      f"damaged or from an incompatible version")
-    lengths = set()
-    for name, values in d.items():
-        if not (isinstance(values, list) and all(v is None or _is_number(v) for v in values)):
-            raise m.error(f"has a history field {name!r} that is not a list of numbers; the "
-                          f"file is damaged")
-        lengths.add(len(values))
-    if len(lengths) > 1:
-        raise m.error(f"has history fields of different lengths {sorted(lengths)}; the file is "
-                      f"damaged")
-    n = lengths.pop() if lengths else 0
-    return History.from_dict({name: d.get(name, [None] * n) for name in names})
+    try:
+        return History.from_dict(m.json("history"))
+    except ConfigError as e:
+        raise m.error(f"has a damaged history ({_one_line(e)})") from None
 
 
 def _extra(m):
     if "extra" not in m:
         return {}
     d = m.json("extra")
-    if not isinstance(d, dict):
-        raise m.error(f"has extra settings that are a JSON {type(d).__name__}, not an object; "
-                      f"the file is damaged")
+    _check_extra(d, m.error, "has extra settings that")
     return d
 
 
@@ -432,47 +435,48 @@ def _load(m, backend):
     if version != FORMAT_VERSION:
         raise m.error(f"has format version {version}; this minisae reads version "
                       f"{FORMAT_VERSION} (save it again with a matching minisae)")
-    # 1. the config, and from it every array the file must hold, with its shape
+    # 1. what costs nothing: the config and the optimizer's settings, and from them every
+    #    array the file must hold, with its shape
     config = _config(m)
     dtype = np.dtype(config.dtype)
-    arrays = {f"param/{name}": (shape, False) for name, shape in param_shapes(config).items()}
+    shapes = param_shapes(config)
+    arrays = {f"param/{name}": shape for name, shape in shapes.items()}
     kind, settings = _optimizer(m) if "optimizer" in m else (None, None)
     if kind is not None:
-        arrays.update({f"optim/{slot}.{name}": (shape, slot == "v") for slot in _SLOTS[kind]
-                       for name, shape in param_shapes(config).items()})
+        arrays.update({f"optim/{key}": shapes[key.split(".", 1)[1]]
+                       for key in S.slot_keys(kind, shapes)})
     expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer"}
-    expected |= {f"optim/{k}" for k in _SCALARS[kind]} if kind else set()
+    expected |= {f"optim/{k}" for k in S.SCALARS[kind]} if kind else set()
     for key in sorted(set(m.infos) - expected):
         raise m.error(f"holds {key!r}, which does not belong with "
                       f"{'a ' + kind if kind else 'no'} optimizer; the file is damaged")
-    # 2. every header before any data
-    for key, (shape, _) in arrays.items():
+    # 2. every header before any data, then the JSON and the state's numbers
+    for key, shape in arrays.items():
         m.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))[0].close()
     history, extra = _history(m), _extra(m)
     scalars = {}
-    for key, kinds in (_SCALARS[kind].items() if kind else ()):
-        value = scalars[key] = m.number(f"optim/{key}", kinds)
-        if not (0 <= value < 2**53 if kinds == "iu" else math.isfinite(value) and value > 0):
-            raise m.error(f"has optimizer state {key}={value}; it must be "
-                          f"{'a count >= 0' if kinds == 'iu' else 'a positive number'}; the "
-                          f"file is damaged")
+    for key, what in (S.SCALARS[kind].items() if kind else ()):
+        try:
+            scalars[key] = S.check_scalar(key, m.number(f"optim/{key}", "iuf"), what)
+        except CheckpointError as e:
+            raise m.error(f"has {_one_line(e)}; the file is damaged") from None
     # 3. every array's data, checked and dropped: a bad file is refused before memory is spent
-    for key, (shape, nonnegative) in arrays.items():
-        m.floats(key, shape, dtype, nonnegative)
+    for key, shape in arrays.items():
+        m.floats(key, shape, dtype)
     # 4. only now the model and optimizer, filled one array at a time
-    model = SparseAutoencoder(**asdict(config), backend=backend or "numpy")
+    model = SparseAutoencoder(**config.as_dict(), backend=backend or "numpy")
     for name, p in model.params.items():
-        host = m.floats(f"param/{name}", p.shape, dtype, out=np.empty(p.shape, dtype))
+        host = m.floats(f"param/{name}", tuple(p.shape), dtype, out=np.empty(p.shape, dtype))
         p[...] = model.backend.asarray(host)
     optimizer = None
     if kind is not None:
         try:
-            optimizer = OPTIMIZERS[kind](model.params, model.grads, **settings)
+            optimizer = S.OPTIMIZERS[kind](model.params, model.grads, **settings)
         except ConfigError as e:
             raise m.error(f"has {kind} settings out of range: {_one_line(e)}") from None
         state = dict(scalars)
-        for key, (shape, _) in arrays.items():
+        for key, shape in arrays.items():
             if key.startswith("optim/"):
                 state[key[len("optim/"):]] = m.floats(key, shape, dtype, out=np.empty(shape, dtype))
-        optimizer.load_state_dict(state)
+        S.restore(optimizer, state)
     return Checkpoint(model, optimizer, history, extra)

@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minisae.errors import DatasetError, InputError
-from minisae.fileio import atomic_write
+from ..errors import DatasetError, InputError
+from ..files.atomic import atomic_write
 
-DATASETS = ("mnist", "fashion-mnist")
+IDX_DATASETS = ("mnist", "fashion-mnist")
+"""The data sets read from IDX files (downloaded, cached, or found on the system)."""
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TIMEOUT = 10.0      # seconds to wait for a mirror to connect or send the next bytes
@@ -349,7 +350,7 @@ def _dataset(spec, arrays, source, subset=False):
 
 def _spec(name):
     if name not in SPECS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(IDX_DATASETS)}")
     return SPECS[name]
 
 
@@ -498,7 +499,7 @@ def _offline_mnist():
 # ----------------------------------------------------------------------------- loading
 
 def load(name, data_dir=None, *, download=True, progress=True, mirrors=None, cache_dir=None):
-    """The dataset `name` (one of DATASETS) from the first place that has it (see the top)."""
+    """The dataset `name` (one of IDX_DATASETS) from the first place that has it (see the top)."""
     spec = _spec(name)
     tried = []
     for label, folder, kind in _folders(spec, data_dir, cache_dir):

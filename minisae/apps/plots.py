@@ -20,15 +20,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from minisae.backend import to_numpy
-from minisae.errors import ConfigError, InputError
-from minisae.fileio import atomic_write
-from minisae.functional import kl_divergence
+from ..backend import to_numpy
+from ..errors import ConfigError, InputError
+from ..files.atomic import atomic_write
+from ..functional import kl_divergence
 
 DPI = 100
 LOSS_COLORS = {"total": "k", "reconstruction": "tab:blue", "sparsity": "tab:orange",
                "weight_decay": "tab:purple"}
-"""The loss parts training_curves draws, read from history keys "train_<part>", "val_<part>"."""
+"""Colours of the usual loss parts; training_curves draws every part the history has (keys
+"train_<part>", "val_<part>"), other parts in the colours of OTHER_COLORS."""
+OTHER_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+NOT_LOSSES = ("mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu")
+"""History keys of a split that are diagnostics, not loss parts."""
 
 
 # ------------------------------------------------------------------------------ checks
@@ -341,7 +345,7 @@ def _loss_series(history, splits):
     of the parts that are 0 at every epoch ("weight decay" when both splits are; "train
     sparsity" when only one is): a log axis cannot show them, so they get a legend note."""
     drawn, zero = [], []
-    for part, color in LOSS_COLORS.items():
+    for part, color in _loss_parts(history).items():
         name, zero_here, n_drawn = part.replace("_", " "), [], len(drawn)
         for split, (style, split_label) in splits.items():
             y = _series(history, f"{split}_{part}")
@@ -354,6 +358,19 @@ def _loss_series(history, splits):
         if zero_here:
             zero += zero_here if len(drawn) > n_drawn else [name]
     return drawn, zero
+
+
+def _loss_parts(history):
+    """{part: colour} for the loss parts the history records, the usual ones first."""
+    found = []
+    for key in history:
+        split, _, part = key.partition("_")
+        if split in ("train", "val") and part and part not in NOT_LOSSES and part not in found:
+            found.append(part)
+    known = [p for p in LOSS_COLORS if p in found]
+    others = [p for p in found if p not in LOSS_COLORS]
+    return {**{p: LOSS_COLORS[p] for p in known},
+            **{p: OTHER_COLORS[i % len(OTHER_COLORS)] for i, p in enumerate(others)}}
 
 
 def _check_history(history):

@@ -24,7 +24,7 @@ count for each configuration and leaves PyTorch at its own default; --threads N 
     minisae bench --path both                       # also the reference path's speed
     minisae bench --backend cupy                    # GPU, against PyTorch CUDA
 
-    from minisae.fast.bench import run_benchmark, format_table
+    from minisae.apps.bench import run_benchmark, format_table
     print(format_table(run_benchmark(configs="196x256", steps=20)))
 """
 from __future__ import annotations
@@ -39,11 +39,15 @@ import time
 
 import numpy as np
 
+from .. import fast as engine
 from ..backend import get_backend, to_numpy
 from ..errors import ConfigError, MinisaeError
-from ..fileio import atomic_write
+from ..fast.adam import numba_adam
+from ..fast.threads import parse_threads, thread_limits
+from ..files.atomic import atomic_write
 from ..functional import RHO_EPS
-from .threads import parse_threads, thread_limits
+from ..model import SparseAutoencoder
+from ..optim import Adam
 
 N_INPUTS = 784
 N_SAMPLES = 60_000
@@ -99,30 +103,33 @@ class _Batches:
 
 
 class MinisaeRunner:
-    """minisae's training step: loss_and_grads, then Adam; fast=False for the reference path."""
+    """minisae's training step: loss_and_grads, then Adam; on the fast engine
+    (minisae.fast.loss_and_grads and FastAdam), or the reference (model.loss_and_grads and
+    Adam.step) with fast=False."""
 
     def __init__(self, backend, hidden, data, batch, seed, fast=True):
-        from ..model import SparseAutoencoder
-        from ..optim import Adam
         self.name = "minisae" if fast else "reference"
         self.backend = backend
         self.model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden,
                                        sparsity_target=SPARSITY_TARGET,
                                        sparsity_weight=SPARSITY_WEIGHT, backend=backend,
-                                       dtype="float32", seed=seed, fast=fast)
-        self.opt = Adam(self.model.params, self.model.grads, lr=LR, fast=fast)
+                                       dtype="float32", seed=seed)
+        self.opt = Adam(self.model.params, self.model.grads, lr=LR)
+        self.step_opt = engine.fast_optimizer(self.opt) if fast else self.opt
+        self.compute = engine.loss_and_grads if fast else \
+            type(self.model).loss_and_grads
         self.batches = _Batches(data, batch)
         self.adam_seconds = 0.0  # time inside opt.step (NumPy only: CuPy's returns at launch)
 
     def loss(self, k):
         """The loss of batch k, without a step (for the agreement check)."""
-        return self.model.loss_and_grads(self.batches[k], validate=False).total
+        return self.compute(self.model, self.batches[k], validate=False).total
 
     def run(self, first, steps):
-        model, opt, batches = self.model, self.opt, self.batches
+        model, opt, batches, compute = self.model, self.step_opt, self.batches, self.compute
         clock = time.perf_counter
         for k in range(first, first + steps):
-            model.loss_and_grads(batches[k], validate=False)
+            compute(model, batches[k], validate=False)
             t0 = clock()
             opt.step()
             self.adam_seconds += clock() - t0
@@ -334,7 +341,6 @@ def _blas_info():
 def _adam_kernel(backend_name):
     if backend_name != "numpy":
         return "cupy"
-    from .adam import numba_adam
     return "numba" if numba_adam() is not None else "numpy"
 
 
@@ -625,7 +631,7 @@ def main(args):
 
 
 def _standalone(argv=None):
-    """`python -m minisae.fast.bench ...`, for when the CLI is not wired up."""
+    """`python -m minisae.apps.bench ...`, for when the CLI is not wired up."""
     import argparse
     parser = argparse.ArgumentParser(prog="minisae")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,8 @@
+"""The applications, built on everything below: the `minisae` command, the benchmark, the
+self-taught learning experiment and the figures.
+
+    cli.py         the `minisae` command: train | show | gradcheck | bench | data | selftaught
+    bench.py       `minisae bench`: samples/s against PyTorch and the matmul roofline
+    selftaught.py  UFLDL's self-taught learning: autoencoder codes as a classifier's features
+    plots.py       the figures (features, reconstructions, activations, training curves)
+"""

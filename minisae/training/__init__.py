@@ -1,0 +1,18 @@
+"""Training: the loop that drives the fast engine (or the reference), evaluation over a whole
+data set, the run's history, progress, batch assembly, and full-batch L-BFGS through SciPy.
+
+    fit.py        fit, evaluate
+    batches.py    the epoch's order and its batches (in memory, on the device)
+    history.py    History: one record per epoch, keys following the model's loss parts
+    progress.py   a bar on a terminal, whole lines in a log
+    lbfgs.py      LBFGS: SciPy's L-BFGS-B over the model's flat parameter vector
+"""
+from ..optim import OPTIMIZERS as _MINIBATCH
+from .fit import evaluate, fit
+from .history import History
+from .lbfgs import LBFGS
+
+OPTIMIZERS = {**_MINIBATCH, "lbfgs": LBFGS}
+"""Every optimizer by the name the command line and checkpoints use."""
+
+__all__ = ["History", "LBFGS", "OPTIMIZERS", "evaluate", "fit"]

@@ -1,0 +1,56 @@
+"""Progress while training: a tqdm bar on a terminal; one line per epoch in a log file.
+
+When the output is not a terminal (a log file, a pipe, CI), a bar's carriage-return updates
+would pile up into one unreadable line, so progress is printed as whole lines instead: one
+per `line_every` updates of the bar's postfix (the training loop sets it once per epoch).
+"""
+from __future__ import annotations
+
+import sys
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class _Lines(_NoBar):
+    """Progress as plain lines on a stream that is not a terminal."""
+
+    def __init__(self, total, desc, unit, stream):
+        self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
+        self.n = 0
+
+    def update(self, n=1):
+        self.n += n
+
+    def line(self, **fields):
+        """Print one line now: the position and the given fields."""
+        parts = " ".join(f"{k}={v}" for k, v in fields.items())
+        print(f"{self.desc}: {self.n}/{self.total} {self.unit}s {parts}".rstrip(),
+              file=self.stream, flush=True)
+
+
+def progress_bar(total, enabled, desc="training", unit="batch", stream=None):
+    """A tqdm bar (closed when its block ends, also on an error) on a terminal, a line
+    printer elsewhere, or a silent stand-in when not enabled. The training loop calls
+    `line(**fields)` where there is one, at the end of each epoch."""
+    if not enabled:
+        return _NoBar()
+    stream = sys.stderr if stream is None else stream
+    if not getattr(stream, "isatty", lambda: False)():
+        return _Lines(total, desc, unit, stream)
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=stream)
