@@ -3,12 +3,13 @@
     python demos/gradcheck_tour.py
 
 Six steps, each explained as it runs, on a model small enough to print:
-  1. build a tiny float64 sparse autoencoder on the reference path (fast=False), and a batch
-  2. one analytic backward pass (model.loss_and_grads), and the lines of model.py it ran
+  1. build a tiny float64 sparse autoencoder and a batch
+  2. one analytic backward pass (model.loss_and_grads, the reference path), and the lines
+     of model.py it ran
   3. central differences for one weight by hand: f(p + h), f(p - h), the quotient
   4. the relative error, and why the check runs in float64 (a float32 twin for contrast)
   5. the full table for every parameter (minisae.gradcheck.check_model + format_table), then
-     the same check of the fast engine
+     the same check of the fast engine (minisae.fast.check_model)
   6. a deliberately broken gradient, the sparsity term's forgotten, and the check naming
      the parameters it breaks
 It exits with status 1 if the real check (step 5) fails, or if the broken gradient of
@@ -17,7 +18,6 @@ loss option.
 """
 
 import argparse
-import dataclasses
 import inspect
 import sys
 import textwrap
@@ -25,6 +25,7 @@ import textwrap
 import numpy as np
 
 from minisae import SparseAutoencoder, to_numpy
+from minisae import fast
 from minisae.model import SparseAutoencoder as _Model
 from minisae.errors import GradientCheckError
 from minisae.gradcheck import (STEP, THRESHOLD, GradCheckRow, assert_gradients_ok, check_model,
@@ -73,7 +74,7 @@ step(1, "a tiny model")
 model = SparseAutoencoder(args.n_inputs, args.n_hidden, sparsity_target=0.1,
                           sparsity_weight=args.beta, weight_decay=args.weight_decay,
                           reduction=args.reduction, backend=args.backend, dtype="float64",
-                          seed=args.seed, fast=False)
+                          seed=args.seed)
 x = np.random.default_rng(args.seed).random((args.batch, args.n_inputs))
 print(model)
 print(f"x: {x.shape}, uniform in [0, 1); parameters: "
@@ -82,10 +83,11 @@ print(f"x: {x.shape}, uniform in [0, 1); parameters: "
 say(f"""Small enough that perturbing every one of its {model.n_params} numbers twice costs
 nothing, and every term of the loss is switched on (reconstruction, beta = {args.beta:g} times
 the KL sparsity penalty, lambda = {args.weight_decay:g} weight decay), so a mistake in any
-backward formula has somewhere to show. The dtype is float64; step 4 says why. fast=False
-puts it on the reference path: loss_and_grads runs the layers of minisae/layers.py and the
-formulas of minisae/functional.py, the code this tour points at. (fast=True, the default,
-computes the same numbers in the fast engine, minisae/fast/; step 5 checks it too.)""")
+backward formula has somewhere to show. The dtype is float64; step 4 says why.
+model.loss_and_grads is the reference path: it runs the layers of minisae/layers.py and the
+formulas of minisae/functional.py, the code this tour points at. (Training runs the fast
+engine by default, minisae.fast.loss_and_grads(model, x) in minisae/fast/, which computes
+the same numbers; step 5 checks it too.)""")
 
 # ----------------------------------------------------------------------------- 2
 step(2, "one analytic backward pass")
@@ -97,13 +99,17 @@ for name, g in analytic.items():
     print(f"  |d loss / d {name:<9}| = {np.linalg.norm(g):.6g}")
 print()
 say("""loss_and_grads runs the forward pass, then the hand-written backward pass: the output
-sigmoid's and the decoder's gradients, the KL term's gradient added to dh (every h[i, j]
-reaches it through rho_hat_j), then the encoder's. The gradients land in model.grads. These
-are the backward lines it just ran:""")
+sigmoid's and the decoder's gradients, the KL term's gradient (d penalty / d rho_hat, from
+minisae/losses.py) added to dh (every h[i, j] reaches it through rho_hat_j), then the hidden
+sigmoid's and the encoder's. The gradients land in model.grads. These are the backward
+lines it just ran:""")
 reconstruction_line = ("F.mse_backward(" if model.config.reconstruction_loss == "mse"
                        else "F.bce_with_logits_backward(")
-for where, line in source_lines(_Model.loss_and_grads, reconstruction_line, ".decoder.backward(",
-                                ".encoder.backward(", "+= F.weight_decay_backward("):
+backward_lines = source_lines(_Model.loss_and_grads, reconstruction_line, ".decoder.backward(",
+                              "losses.sparsity_backward(", "F.mean_activation_backward(",
+                              ".coding.backward(", ".encoder.backward(",
+                              "+= F.weight_decay_backward(")
+for where, line in backward_lines:
     print(f"  {where:<22} {line}")
 print()
 say("""The question for the rest of the tour: are they right?""")
@@ -150,7 +156,7 @@ of 100 and huge next to one of 1e-8. The check therefore uses UFLDL's relative e
 ||numeric - analytic|| / ||numeric + analytic||, over all of a parameter's entries at
 once. For our one weight it is {err_one:.2e}; a right gradient gives about 1e-9 or less, a
 clearly wrong one 1e-2 or more, and the threshold is {THRESHOLD:.0e}.""")
-twin32 = SparseAutoencoder(**dict(dataclasses.asdict(model.config), dtype="float32"),
+twin32 = SparseAutoencoder(**dict(model.config.as_dict(), dtype="float32"),
                            backend=model.backend)  # same seed: the same weights, in float32
 x32 = x.astype(np.float32)
 errors32 = {pname: relative_error(numerical_gradient(lambda: twin32.loss(x32).total, p32, h),
@@ -170,7 +176,7 @@ float64.""")
 
 # ----------------------------------------------------------------------------- 5
 step(5, "every parameter: check_model and format_table")
-rows = check_model(model, x, h=h, path="reference")
+rows = check_model(model, x, h=h)  # model.loss_and_grads
 table = format_table(rows, f"{model} on {args.batch} samples, h = {h:g}, "
                            f"threshold {THRESHOLD:.0e}")
 print(table + "\n")
@@ -183,22 +189,22 @@ verdict = ("Every parameter passes: the backward pass is right." if ok else
            "or too small for this check (see the table).")
 say(f"""check_model does step 3 for each of the {model.n_params} numbers (two forward
 passes each), then step 4 for each parameter array. {verdict}""")
-fast_rows = check_model(model, x, h=h, path="fast")
+fast_rows = fast.check_model(model, x, h=h)  # minisae.fast.loss_and_grads
 ok = ok and all(r.ok for r in fast_rows)
-print(f"the fast engine (path='fast'), same model: largest relative error "
+print(f"the fast engine (minisae.fast.check_model), same model: largest relative error "
       f"{max(r.rel_error for r in fast_rows):.2e} ({'all pass' if all(r.ok for r in fast_rows) else 'FAIL'})\n")
 
 # ----------------------------------------------------------------------------- 6
 step(6, "break a gradient on purpose")
-(kl_line,) = source_lines(_Model.loss_and_grads, "F.sparsity_backward(")
+(kl_line,) = source_lines(_Model.loss_and_grads, "F.mean_activation_backward(")
 say(f"""Suppose the backward pass forgot the sparsity term: the line that adds the KL gradient
 to dh, which step 2 ran, {kl_line[0]}:""")
 print(f"  {kl_line[1]}\n")
 say("""We can imitate that bug without touching the library: take the analytic gradients
 of a twin with the same weights but beta = 0, and compare them with central differences of
 the real loss, which does include the KL term.""")
-forgetful = SparseAutoencoder(**dict(dataclasses.asdict(model.config), sparsity_weight=0.0),
-                              backend=model.backend, fast=False)
+forgetful = SparseAutoencoder(**dict(model.config.as_dict(), sparsity_weight=0.0),
+                              backend=model.backend)
 forgetful.loss_and_grads(x)
 broken_rows, numeric = [], {}
 for pname, p in model.params.items():

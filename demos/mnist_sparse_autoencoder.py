@@ -21,13 +21,15 @@ epoch. --quick is a seconds-long smoke run for the tests.
 """
 
 import argparse
-import dataclasses
 import os
 
 import numpy as np
 
-from minisae import Adam, SparseAutoencoder, checkpoint, datasets, plots, to_numpy
+from minisae import Adam, SparseAutoencoder, to_numpy
+from minisae.apps import plots
 from minisae.apps.cli import preset_settings, summary_table, write_results
+from minisae.data import datasets
+from minisae.files import checkpoint
 from minisae.presets import PRESETS
 from minisae.training import fit
 
@@ -54,7 +56,7 @@ def grad_ratio(model, x):
     term than the reconstruction steers the encoder. A copy of the model with the same weights
     and beta = lambda = 0 gives the reconstruction's gradient; with lambda = 0 only, the sum."""
     def encoder_grad(beta):
-        config = dict(dataclasses.asdict(model.config), sparsity_weight=beta, weight_decay=0.0)
+        config = dict(model.config.as_dict(), sparsity_weight=beta, weight_decay=0.0)
         twin = SparseAutoencoder(**config, backend=model.backend)
         twin.flat_params[...] = model.flat_params
         twin.loss_and_grads(x)

@@ -5,7 +5,7 @@
 (the same as `minisae selftaught --out runs/selftaught`; every flag of `minisae selftaught
 --help` works here too)
 
-UFLDL's exercise (minisae.selftaught): a sparse autoencoder with UFLDL's settings (196
+UFLDL's exercise (minisae.apps.selftaught): a sparse autoencoder with UFLDL's settings (196
 sigmoid units, rho 0.1, beta 3, lambda 3e-3, half the squared error summed over pixels)
 trains by L-BFGS for 400 iterations on the digits 5-9 with their labels thrown away; then
 softmax regressions (lambda 1e-4, L-BFGS for 100 iterations) learn the digits 0-4 from half

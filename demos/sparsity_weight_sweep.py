@@ -22,9 +22,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from minisae import Adam, SparseAutoencoder, datasets
+from minisae import Adam, SparseAutoencoder
 from minisae import functional as F
-from minisae.training import evaluate, fit, reconstruction_mse
+from minisae.data import datasets
+from minisae.training import evaluate, fit
+from minisae.training.fit import reconstruction_mse
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="runs/sparsity_weight_sweep.png", help="PNG to write")

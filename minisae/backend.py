@@ -263,7 +263,7 @@ def get_backend(name: str | Backend | None = None, dtype: str = "float32") -> Ba
         name = os.environ.get(ENV_VAR, "").strip() or "auto"
     key = name.lower() if isinstance(name, str) else name
     if key not in choices():
-        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(choices())}"
                           + (f" (from ${ENV_VAR})" if from_env else ""))
     if key == "auto":
         key = "cupy" if cupy_available() else "torch" if torch_gpu_available() else "numpy"

@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .losses import SPARSITY
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
-HIDDEN_ACTIVATIONS = ("sigmoid",)
+HIDDEN_ACTIVATIONS = ("sigmoid", "relu", "linear")
 RECONSTRUCTION_LOSSES = ("mse", "bce")
 REDUCTIONS = ("mean", "halfsum")
 MAX_WEIGHT = 1e6
@@ -39,6 +39,11 @@ class Config:
     reduction: str = "mean"
     dtype: str = "float32"
     seed: int | None = 42
+    k: int | None = None                 # topk: units kept per sample
+    tied_weights: bool = False           # the decoder is the encoder's transpose
+    l1_decoder_norm: bool = False        # l1: weigh unit j by ||W2[j, :]||
+    aux_k: int | None = None             # topk: AuxK's dead units per sample (None: no AuxK)
+    aux_weight: float = 1 / 32           # AuxK's weight, alpha
 
     def validated(self):
         """This config with every value checked and in plain Python types (a NumPy float64
@@ -63,6 +68,11 @@ class Config:
             reduction=checks.check_choice(self.reduction, "reduction", REDUCTIONS),
             dtype=checks.check_choice(checks.dtype_name(self.dtype), "dtype", DTYPES),
             seed=None if self.seed is None else checks.check_int(self.seed, "seed", 0, 2**63 - 1),
+            k=None if self.k is None else checks.check_int(self.k, "k", 1),
+            tied_weights=checks.check_bool(self.tied_weights, "tied_weights"),
+            l1_decoder_norm=checks.check_bool(self.l1_decoder_norm, "l1_decoder_norm"),
+            aux_k=None if self.aux_k is None else checks.check_int(self.aux_k, "aux_k", 1),
+            aux_weight=checks.check_real(self.aux_weight, "aux_weight", 0.0, MAX_WEIGHT),
         )
         problem = combination_problem(c)
         if problem:
@@ -85,13 +95,27 @@ def combination_problem(c):
     if c.reconstruction_loss == "bce" and c.reduction != "mean":
         return ("reduction='halfsum' is UFLDL's half squared error and applies to 'mse' only; "
                 "use reduction='mean' with 'bce'")
+    if c.k is not None and c.sparsity != "topk":
+        return f"k applies to sparsity='topk' only, got sparsity={c.sparsity!r}; drop k"
+    if c.aux_k is not None and c.sparsity != "topk":
+        return (f"aux_k (AuxK) applies to sparsity='topk' only, got sparsity={c.sparsity!r}; "
+                f"drop aux_k")
+    if c.l1_decoder_norm and c.sparsity != "l1":
+        return f"l1_decoder_norm applies to sparsity='l1' only, got sparsity={c.sparsity!r}"
+    if c.hidden_activation == "linear" and c.sparsity != "topk":
+        return (f"hidden_activation='linear' gives codes of any sign, which only "
+                f"sparsity='topk' makes sparse; use 'sigmoid' or 'relu' with {c.sparsity!r}")
     return SPARSITY[c.sparsity].problem(c)
 
 
 def param_shapes(c):
-    """The model's parameters by name, with their shapes, in the order of its flat buffer."""
-    return {"encoder.W": (c.n_inputs, c.n_hidden), "encoder.b": (c.n_hidden,),
-            "decoder.W": (c.n_hidden, c.n_inputs), "decoder.b": (c.n_inputs,)}
+    """The model's parameters by name, with their shapes, in the order of its flat buffer.
+    With tied weights there is no decoder.W: the decoder uses encoder.W transposed."""
+    shapes = {"encoder.W": (c.n_inputs, c.n_hidden), "encoder.b": (c.n_hidden,),
+              "decoder.W": (c.n_hidden, c.n_inputs), "decoder.b": (c.n_inputs,)}
+    if c.tied_weights:
+        del shapes["decoder.W"]
+    return shapes
 
 
 def needs_unit_range(c):
@@ -120,8 +144,16 @@ FIELDS = {
                              metavar="BETA", type=float),
     "weight_decay": Field("--weight-decay", "lambda, the L2 weight decay", metavar="LAMBDA",
                           type=float),
+    "k": Field("--k", "units kept per sample by sparsity topk", metavar="K", type=int),
     "hidden_activation": Field("--hidden-activation", "the coding layer's activation",
                                HIDDEN_ACTIVATIONS),
+    "tied_weights": Field("--tied-weights", "the decoder is the encoder's transpose",
+                          type=bool),
+    "l1_decoder_norm": Field("--l1-decoder-norm", "weigh the l1 penalty of unit j by the norm "
+                             "of its decoder row (Anthropic 2024)", type=bool),
+    "aux_k": Field("--aux-k", "AuxK: dead units per sample that reconstruct the residual "
+                   "(Gao et al.; topk only)", metavar="N", type=int),
+    "aux_weight": Field("--aux-weight", "AuxK's weight alpha", metavar="ALPHA", type=float),
     "output_activation": Field("--output", "output activation", OUTPUT_ACTIVATIONS),
     "reconstruction_loss": Field("--loss", "reconstruction loss", RECONSTRUCTION_LOSSES),
     "reduction": Field("--reduction", "MSE scale: mean (book) or halfsum (UFLDL)", REDUCTIONS),

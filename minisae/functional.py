@@ -158,6 +158,89 @@ def kl_penalty_backward(rho_hat, rho, beta):
     return beta * kl_divergence_backward(rho, rho_hat)
 
 
+def squared_penalty(rho_hat, rho, beta):
+    """beta * sum_j (rho_hat_j - rho)^2: the book's squared-error alternative (a 0-d array)."""
+    return beta * namespace(rho_hat).sum((rho_hat - rho) ** 2)
+
+
+def squared_penalty_backward(rho_hat, rho, beta):
+    """d squared_penalty / d rho_hat = 2 beta (rho_hat - rho), shape (n_hidden,)."""
+    return 2.0 * beta * (rho_hat - rho)
+
+
+def absolute_penalty(rho_hat, rho, beta):
+    """beta * sum_j |rho_hat_j - rho|: the book's absolute-error alternative (a 0-d array)."""
+    xp = namespace(rho_hat)
+    return beta * xp.sum(xp.abs(rho_hat - rho))
+
+
+def absolute_penalty_backward(rho_hat, rho, beta):
+    """d absolute_penalty / d rho_hat = beta sign(rho_hat - rho) (0 where rho_hat == rho, the
+    subgradient in the middle), shape (n_hidden,). Its size never shrinks near the target."""
+    return beta * namespace(rho_hat).sign(rho_hat - rho)
+
+
+def l1_penalty(rho_hat, beta, weights=None):
+    """beta * mean_i sum_j |h_ij| * w_j for codes h >= 0, written with rho_hat:
+
+        mean_i sum_j h_ij w_j = sum_j (mean_i h_ij) w_j = sum_j rho_hat_j w_j
+
+    weights: w_j (n_hidden,), or None for all 1. Anthropic's 2024 recipe weighs unit j by the
+    norm of its decoder row, so the penalty cannot be dodged by shrinking h and growing W2."""
+    xp = namespace(rho_hat)
+    return beta * xp.sum(rho_hat if weights is None else rho_hat * weights)
+
+
+def l1_penalty_backward(rho_hat, beta, weights=None):
+    """(d l1_penalty / d rho_hat = beta w, d l1_penalty / d w = beta rho_hat), each
+    (n_hidden,); the second is None without weights."""
+    if weights is None:
+        return beta * namespace(rho_hat).ones_like(rho_hat), None
+    return beta * weights, beta * rho_hat
+
+
+def row_norms(W):
+    """||W[j, :]||, the Euclidean norm of each row of W (n_rows, n_cols): (n_rows,)."""
+    return namespace(W).linalg.vector_norm(W, axis=1)
+
+
+def row_norms_backward(d_norms, W, norms):
+    """dL/dW from dL/d norms: d||W_j|| / dW_j = W_j / ||W_j|| (0 for a row of zeros, where the
+    norm has no derivative), (n_rows, n_cols)."""
+    xp = namespace(W)
+    safe = xp.where(norms > 0, norms, xp.ones_like(norms))
+    scale = xp.where(norms > 0, d_norms / safe, xp.zeros_like(norms))
+    return W * scale[:, None]
+
+
+# ----------------------------------------------------------------------------- top-k codes
+
+def topk_mask(z, k):
+    """keep[i, j] = True for the k largest z[i, :] of each row, False elsewhere: (batch, n).
+
+    Written with the standard's sort: rank[i, j] is the position of z[i, j] when row i is
+    sorted from the largest down (argsort of the descending argsort), and keep = rank < k.
+    Ties go to the lower index (stable sorts), so exactly k units are kept per row."""
+    xp = namespace(z)
+    order = xp.argsort(z, axis=1, descending=True, stable=True)
+    rank = xp.argsort(order, axis=1, stable=True)
+    return rank < k
+
+
+def keep(a, mask):
+    """a where mask is True, 0 elsewhere (a fresh array)."""
+    xp = namespace(a)
+    return xp.where(mask, a, xp.zeros_like(a))
+
+
+def topk_among(z, k, allowed):
+    """The topk_mask of z restricted to the units `allowed` (n,) bool: for each row, the k
+    largest z among the allowed units (fewer where fewer are allowed)."""
+    xp = namespace(z)
+    lowest = xp.full_like(z, -xp.inf)
+    return topk_mask(xp.where(allowed[None, :], z, lowest), k) & allowed[None, :]
+
+
 # ----------------------------------------------------------------------------- weight decay
 
 def weight_decay(weights, lam):

@@ -59,7 +59,11 @@ def numerical_gradient(f, p, h=STEP):
 
     p is perturbed in place, one element at a time (through a flat view of it, so p must be
     contiguous), and restored exactly afterwards."""
-    flat = namespace(p).reshape(p, (-1,))
+    try:
+        flat = namespace(p).reshape(p, (-1,), copy=False)
+    except (ValueError, RuntimeError, TypeError, AttributeError):
+        raise ConfigError("numerical_gradient perturbs p through a flat view of it: pass a "
+                          "contiguous array (a model's parameters are)") from None
     grad = np.zeros(flat.shape[0], dtype=np.float64)
     for i in range(flat.shape[0]):
         old = float(flat[i])

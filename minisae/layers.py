@@ -75,5 +75,33 @@ class Identity:
         return dy
 
 
+class TopK:
+    """Keep the k largest pre-activations of each sample, through `activation` (ReLU or the
+    identity), and zero the rest (Makhzani & Frey's k-sparse codes; Gao et al.'s TopK).
+
+        keep = the k largest z[i, :] of each row;   h = activation(z) where keep, else 0
+        backward: dz = activation's backward of dh where keep, else 0
+
+    Only the kept units pass a gradient: a unit outside a sample's top k is not in its code."""
+
+    def __init__(self, k, activation):
+        self.k, self.activation = k, activation
+
+    def forward(self, z):
+        """z: (batch, n). Returns h: (batch, n) with at most k nonzero entries per row."""
+        self.keep = F.topk_mask(z, self.k)
+        return F.keep(self.activation.forward(z), self.keep)
+
+    def backward(self, dh):
+        """dh: (batch, n). Returns dz: (batch, n), zero outside each row's kept units."""
+        return self.activation.backward(F.keep(dh, self.keep))
+
+
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "linear": Identity}
 """Activation layers by the name a model's config uses."""
+
+
+def coding_layer(config):
+    """The coding layer a config asks for: its hidden activation, inside TopK for topk."""
+    activation = ACTIVATIONS[config.hidden_activation]()
+    return TopK(config.k, activation) if config.sparsity == "topk" else activation

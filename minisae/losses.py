@@ -47,6 +47,36 @@ def _kl_problem(c):
     return None
 
 
+def _topk_problem(c):
+    if c.k is None or c.k > c.n_hidden:
+        return (f"sparsity='topk' keeps k of the n_hidden={c.n_hidden} units per sample: give k "
+                f"between 1 and {c.n_hidden}, got k={c.k!r}")
+    if c.hidden_activation not in ("relu", "linear"):
+        return (f"sparsity='topk' keeps the largest pre-activations as they are (linear) or "
+                f"through a ReLU: use hidden_activation 'relu' or 'linear', got "
+                f"{c.hidden_activation!r}")
+    if c.aux_k is not None and c.hidden_activation != "relu":
+        return ("AuxK (aux_k) tells dead units by their never firing, which needs "
+                "hidden_activation='relu'")
+    if c.aux_k is not None and c.aux_k > c.n_hidden:
+        return f"aux_k must be at most n_hidden={c.n_hidden}, got {c.aux_k}"
+    return None
+
+
+def _l1(rho_hat, c, params):
+    norms = F.row_norms(decoder_weight(params)) if c.l1_decoder_norm else None
+    return F.l1_penalty(rho_hat, c.sparsity_weight, norms)
+
+
+def _l1_backward(rho_hat, c, params):
+    if not c.l1_decoder_norm:
+        return F.l1_penalty_backward(rho_hat, c.sparsity_weight)[0], {}
+    W2 = decoder_weight(params)
+    norms = F.row_norms(W2)
+    d_rho_hat, d_norms = F.l1_penalty_backward(rho_hat, c.sparsity_weight, norms)
+    return d_rho_hat, {"decoder.W": F.row_norms_backward(d_norms, W2, norms)}
+
+
 SPARSITY = {
     "kl": SparsityTerm(
         "kl", "beta * sum_j KL(rho || rho_hat_j)",
@@ -55,6 +85,26 @@ SPARSITY = {
         backward=lambda rho_hat, c, params: (F.kl_penalty_backward(rho_hat, c.sparsity_target,
                                                                    c.sparsity_weight), {}),
         problem=_kl_problem),
+    "squared": SparsityTerm(
+        "squared", "beta * sum_j (rho_hat_j - rho)^2",
+        penalty=lambda rho_hat, c, params: F.squared_penalty(rho_hat, c.sparsity_target,
+                                                             c.sparsity_weight),
+        backward=lambda rho_hat, c, params: (F.squared_penalty_backward(
+            rho_hat, c.sparsity_target, c.sparsity_weight), {}),
+        problem=lambda c: None),
+    "absolute": SparsityTerm(
+        "absolute", "beta * sum_j |rho_hat_j - rho|",
+        penalty=lambda rho_hat, c, params: F.absolute_penalty(rho_hat, c.sparsity_target,
+                                                              c.sparsity_weight),
+        backward=lambda rho_hat, c, params: (F.absolute_penalty_backward(
+            rho_hat, c.sparsity_target, c.sparsity_weight), {}),
+        problem=lambda c: None),
+    "l1": SparsityTerm(
+        "l1", "beta * mean_i sum_j |h_ij| (* ||W2[j, :]|| with l1_decoder_norm)",
+        penalty=_l1, backward=_l1_backward, problem=lambda c: None),
+    "topk": SparsityTerm(
+        "topk", "keep the k largest pre-activations of each sample (no penalty)",
+        penalty=None, backward=None, problem=_topk_problem),
 }
 """Sparsity mechanisms by the name `SparseAutoencoder(sparsity=...)` takes."""
 
@@ -116,11 +166,41 @@ class Loss:
                                    {"total": self.total, **self.parts}.items()) + ")"
 
 
+# ----------------------------------------------------------------------------- activity
+
+DENSE_SHARE = 0.5
+"""A unit active on more than this share of the samples counts as dense: on for most inputs,
+it tells little about any one of them."""
+
+
+def active(c, h):
+    """Where each unit is active, (batch, n_hidden) bool: h > 0 for ReLU and TopK codes (the
+    unit fired); h > 0.5 for sigmoid codes, whose output is never exactly 0 (their
+    pre-activation z1 is positive: the same line as ReLU's)."""
+    return h > (0.5 if c.hidden_activation == "sigmoid" else 0.0)
+
+
 # ----------------------------------------------------------------------------- assembly
 
 def decayed(params):
     """The names of the parameters weight decay applies to: the weight matrices, not biases."""
     return [name for name in params if name.endswith(".W")]
+
+
+def decoder_weight(params):
+    """W2, the decoder's (n_hidden, n_inputs) weights: its own, or the encoder's transposed
+    when the weights are tied."""
+    return params["decoder.W"] if "decoder.W" in params else params["encoder.W"].T
+
+
+def add_grads(grads, extra):
+    """grads[name] += extra[name]; a decoder.W gradient of a tied model goes to encoder.W,
+    transposed (the two uses of one parameter add up)."""
+    for name, g in extra.items():
+        if name == "decoder.W" and name not in grads:
+            grads["encoder.W"] += g.T
+        else:
+            grads[name] += g
 
 
 def part_names(c):
@@ -140,10 +220,11 @@ def reconstruction(c, x, z, y):
     return F.mse(y, x, c.reduction)
 
 
-def make_loss(c, reconstruction, rho_hat, params):
+def make_loss(c, reconstruction, rho_hat, params, auxk=None):
     """The model's loss record from its reconstruction term and rho_hat: the one place the
     terms are put together. params: the model's parameters by name (the weights that decay,
-    and those a penalty reads)."""
+    and those a penalty reads). auxk: AuxK's term, a training-only part (Gao et al.), which
+    evaluation over a data set leaves out."""
     parts = {"reconstruction": reconstruction}
     term = SPARSITY[c.sparsity]
     if term.penalty is not None:
@@ -151,6 +232,8 @@ def make_loss(c, reconstruction, rho_hat, params):
     lam = c.weight_decay
     parts["weight_decay"] = F.weight_decay([params[n] for n in decayed(params)], lam) \
         if lam else 0.0
+    if auxk is not None:
+        parts["auxk"] = auxk
     return Loss(parts, rho_hat)
 
 

@@ -1,10 +1,13 @@
-"""The sparse autoencoder: a coding layer pushed toward a target mean activation.
+"""The sparse autoencoder: a coding layer made sparse by a penalty or by keeping its top k.
 
-    h       = sigmoid(x @ W1 + b1)                   (batch, n_hidden)   the codes
+    z1      = x @ W1 + b1;   h = act(z1)             (batch, n_hidden)   the codes
     y       = sigmoid(h @ W2 + b2)  or  h @ W2 + b2   (batch, n_inputs)   the reconstruction
     rho_hat = mean of h over the batch                (n_hidden,)
-    loss    = reconstruction(y, x) + beta * sum_j KL(rho || rho_hat_j)
-              + lambda / 2 * (||W1||^2 + ||W2||^2)
+    loss    = reconstruction(y, x) + sparsity(rho_hat) + lambda / 2 * (||W1||^2 + ||W2||^2)
+
+The book's model: act = sigmoid and sparsity = beta * sum_j KL(rho || rho_hat_j). The other
+sparsity terms (losses.SPARSITY) are squared and absolute error against rho, an L1 penalty on
+the codes, and TopK, where act keeps the k largest z1 of each sample and there is no penalty.
 
 Read `loss_and_grads` top to bottom: forward through the layers, the loss terms (put together
 in losses.py from functional.py's formulas), then backward through the same layers in
@@ -24,7 +27,7 @@ from . import losses
 from .backend import flat_views, get_backend, namespace
 from .config import Config, needs_unit_range, param_shapes
 from .errors import ConfigError
-from .layers import ACTIVATIONS, Dense
+from .layers import ACTIVATIONS, Dense, coding_layer
 
 
 class SparseAutoencoder:
@@ -42,10 +45,15 @@ class SparseAutoencoder:
     def __init__(self, n_inputs=784, n_hidden=1000, sparsity="kl", sparsity_target=0.1,
                  sparsity_weight=0.2, weight_decay=0.0, hidden_activation="sigmoid",
                  output_activation="sigmoid", reconstruction_loss="mse", reduction="mean",
-                 backend="numpy", dtype="float32", seed=42):
-        self.config = Config(n_inputs, n_hidden, sparsity, sparsity_target, sparsity_weight,
-                             weight_decay, hidden_activation, output_activation,
-                             reconstruction_loss, reduction, dtype, seed).validated()
+                 k=None, tied_weights=False, l1_decoder_norm=False, aux_k=None,
+                 aux_weight=1 / 32, backend="numpy", dtype="float32", seed=42):
+        self.config = Config(
+            n_inputs=n_inputs, n_hidden=n_hidden, sparsity=sparsity,
+            sparsity_target=sparsity_target, sparsity_weight=sparsity_weight,
+            weight_decay=weight_decay, hidden_activation=hidden_activation,
+            output_activation=output_activation, reconstruction_loss=reconstruction_loss,
+            reduction=reduction, dtype=dtype, seed=seed, k=k, tied_weights=tied_weights,
+            l1_decoder_norm=l1_decoder_norm, aux_k=aux_k, aux_weight=aux_weight).validated()
         self.backend = get_backend(backend, dtype=self.config.dtype)
         self.dtype = self.backend.dtype
         shapes = param_shapes(self.config)
@@ -64,9 +72,21 @@ class SparseAutoencoder:
         # The first layer needs no dx: nothing upstream of x is learned.
         self.encoder = Dense(p["encoder.W"], p["encoder.b"], g["encoder.W"], g["encoder.b"],
                              needs_input_grad=False)
-        self.coding = ACTIVATIONS[self.config.hidden_activation]()
-        self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
+        self.coding = coding_layer(self.config)
+        if self.config.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart, added below
+            self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
+                                 self.backend.zeros((n_hidden, n_inputs)), g["decoder.b"])
+        else:
+            self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
         self.output = ACTIVATIONS[self.config.output_activation]()
+        self.dead = self.backend.xp.zeros(n_hidden, dtype=self.backend.xp.bool,
+                                          device=self.backend.device)
+        """The units AuxK treats as dead (training sets it from how long each has been silent)."""
+        self.silent = np.zeros(n_hidden, dtype=np.int64)
+        """Training samples since each unit last fired (kept by training: minisae.training.units)."""
+        self.frozen_residual = None
+        """AuxK's target e = x - y is a constant of its term, not differentiated; a gradient
+        check holds it at its value here (None: computed from the forward pass)."""
 
     # ------------------------------------------------------------------ training
 
@@ -80,9 +100,14 @@ class SparseAutoencoder:
         c = self.config
 
         # forward
-        h, z, y = self.forward(x)
+        z1 = self.encoder.forward(x)
+        h = self.coding.forward(z1)
+        z = self.decoder.forward(h)
+        y = self.output.forward(z)
         rho_hat = F.mean_activation(h)
-        loss = losses.make_loss(c, losses.reconstruction(c, x, z, y), rho_hat, self.params)
+        aux = self._auxk(x, z1, y) if c.aux_k else None
+        loss = losses.make_loss(c, losses.reconstruction(c, x, z, y), rho_hat, self.params,
+                                None if aux is None else aux[0])
 
         # backward: the reconstruction term first, down to dz = dL/dz at the output layer
         if c.reconstruction_loss == "bce":
@@ -94,13 +119,37 @@ class SparseAutoencoder:
         d_rho_hat, extra = losses.sparsity_backward(c, rho_hat, self.params)
         if d_rho_hat is not None:
             dh = dh + F.mean_activation_backward(d_rho_hat, h)
-        self.encoder.backward(self.coding.backward(dh))
+        dz1 = self.coding.backward(dh)
+        if aux is not None:  # AuxK's own path into z1 (the dead units) and W2
+            dz1 = dz1 + aux[1]
+            extra = {**extra, "decoder.W": aux[2]}
+        self.encoder.backward(dz1)
+        if c.tied_weights:  # one W used twice: its gradient is the sum of both uses
+            self.grads["encoder.W"] += self.decoder.dW.T
         # weight decay adds lambda * W to each weight's gradient (biases are not decayed)
         for name in losses.decayed(self.params):
             self.grads[name] += F.weight_decay_backward(self.params[name], c.weight_decay)
-        for name, grad in extra.items():  # a penalty that reads a weight adds its gradient
-            self.grads[name] += grad
+        losses.add_grads(self.grads, extra)  # a penalty that reads W2 adds its gradient
         return loss
+
+    def _auxk(self, x, z1, y):
+        """Gao et al.'s AuxK: the k_aux largest pre-activations among the dead units (self.dead)
+        reconstruct the residual e = x - y, which is a target here (not differentiated):
+
+            h_aux = relu(z1) on those units, else 0;   e_hat = h_aux @ W2
+            aux   = alpha * mse(e_hat, e)
+
+        Returns (aux, its gradient with respect to z1, with respect to W2)."""
+        c = self.config
+        W2 = losses.decoder_weight(self.params)
+        keep = F.topk_among(z1, c.aux_k, self.dead)
+        h_aux = F.keep(F.relu(z1), keep)
+        e = x - y if self.frozen_residual is None else self.frozen_residual
+        e_hat = h_aux @ W2
+        aux = c.aux_weight * F.mse(e_hat, e, c.reduction)
+        d_e_hat = c.aux_weight * F.mse_backward(e_hat, e, c.reduction)
+        dz1 = F.keep(F.relu_backward(d_e_hat @ W2.T, h_aux), keep)
+        return aux, dz1, h_aux.T @ d_e_hat
 
     # ------------------------------------------------------------------ the forward pass
 

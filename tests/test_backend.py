@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import minisae
+import minisae.backend
 from minisae import Backend, SparseAutoencoder, get_backend, to_numpy
-from minisae.backend import ENV_VAR, cupy_available
+from minisae.backend import (BACKENDS, ENV_VAR, TEST_BACKEND, TEST_BACKEND_ENV, choices,
+                             cupy_available, library, namespace)
 from minisae.errors import BackendError, ConfigError, MinisaeError
 
 
@@ -14,6 +16,19 @@ from minisae.errors import BackendError, ConfigError, MinisaeError
 def no_cupy(monkeypatch):
     """Make `import cupy` fail, as on a machine without it (also where it is installed)."""
     monkeypatch.setitem(sys.modules, "cupy", None)
+
+
+@pytest.fixture
+def no_torch_gpu(monkeypatch):
+    """Make "auto" see no PyTorch GPU, as on a CPU-only machine (also where there is one)."""
+    monkeypatch.setattr(minisae.backend, "torch_gpu_available", lambda: False)
+
+
+@pytest.fixture
+def strict_backend_on(monkeypatch):
+    """Enable the hidden array-api-strict backend (arrays on a pretend device)."""
+    pytest.importorskip("array_api_strict")
+    monkeypatch.setenv(TEST_BACKEND_ENV, "1")
 
 
 def fake_cupy(device_count=0, count_error=None):
@@ -40,7 +55,9 @@ def fake_cupy(device_count=0, count_error=None):
 def test_numpy_backend_defaults_to_float32():
     be = get_backend("numpy")
     assert isinstance(be, Backend)
-    assert be.name == "numpy" and be.xp is np and be.dtype == np.float32
+    # xp is NumPy's Array API namespace (array_api_compat's wrapper), the one arrays report
+    assert be.name == "numpy" and be.xp is namespace(np.empty(0)) and be.dtype == np.float32
+    assert be.dtype_name == "float32" and be.device == "cpu" and be.fast
     assert get_backend("NumPy", "float64").dtype == np.float64
 
 
@@ -48,11 +65,12 @@ def test_backend_fixture_creates_arrays_on_its_module(backend):
     be = get_backend(backend, "float64")
     assert be.name == backend
     a = be.asarray([[1, 2], [3, 4]])
-    assert type(a).__module__.split(".")[0] == backend
-    assert a.dtype == np.float64
+    assert type(a).__module__.split(".")[0] == backend and library(a) == backend
+    assert a.dtype == np.float64 and namespace(a) is be.xp
     z = be.zeros((2, 3))
     assert z.shape == (2, 3) and z.dtype == np.float64 and float(z.sum()) == 0.0
-    assert be.empty(4, dtype="float32").dtype == np.float32
+    assert be.zeros(4, dtype=be.xp.float32).dtype == np.float32
+    assert be.asarray(a, dtype=be.xp.float32).dtype == np.float32
     host = to_numpy(a)
     assert isinstance(host, np.ndarray)
     np.testing.assert_array_equal(host, [[1.0, 2.0], [3.0, 4.0]])
@@ -75,9 +93,20 @@ def test_get_backend_passes_a_backend_through():
     assert be64.name == "numpy" and be64.dtype == np.float64
 
 
-def test_auto_falls_back_to_numpy_without_cupy(no_cupy):
+def test_auto_falls_back_to_numpy_without_cupy(no_cupy, no_torch_gpu):
     assert not cupy_available()
     assert get_backend("auto").name == "numpy"
+
+
+def test_auto_takes_a_pytorch_gpu_when_cupy_has_none(monkeypatch):
+    pytest.importorskip("torch")
+    # (cupy_available is patched rather than `import cupy` blocked: array_api_compat, asked
+    # about a torch tensor, looks cupy up in sys.modules and fails on a None there)
+    monkeypatch.setattr(minisae.backend, "cupy_available", lambda: False)
+    monkeypatch.setattr(minisae.backend, "torch_gpu_available", lambda: True)
+    monkeypatch.setattr(minisae.backend, "torch_device", lambda torch: "cuda")
+    be = get_backend("auto")  # no array is made: no GPU is needed to choose
+    assert be.name == "torch" and str(be.device) == "cuda" and not be.fast
 
 
 def test_repr_names_backend_and_dtype():
@@ -88,8 +117,11 @@ def test_repr_names_backend_and_dtype():
 
 @pytest.mark.parametrize("name", ["tensorflow", "gpu", ""])
 def test_unknown_backend_name(name):
-    with pytest.raises(ConfigError, match="unknown backend"):
+    with pytest.raises(ConfigError, match="unknown backend") as info:
         get_backend(name)
+    # the message lists the choices
+    assert "choose one of numpy, cupy, torch, auto" in str(info.value)
+    assert repr(name) in str(info.value)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int32", "double"])
@@ -111,7 +143,7 @@ def test_cupy_not_installed_says_how_to_install(no_cupy):
     fake_cupy(count_error=RuntimeError("cudaErrorInsufficientDriver")),
     fake_cupy(device_count=1),  # listed, but the first kernel fails
 ], ids=["zero-devices", "driver-error", "unusable-device"])
-def test_cupy_installed_without_a_device(monkeypatch, fake):
+def test_cupy_installed_without_a_device(monkeypatch, no_torch_gpu, fake):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     assert not cupy_available()
     with pytest.raises(BackendError, match="no usable CUDA device") as info:
@@ -143,7 +175,7 @@ def test_env_var_cupy_without_gpu_raises(monkeypatch, no_cupy):
         get_backend()
 
 
-def test_unset_env_var_means_auto(monkeypatch, no_cupy):
+def test_unset_env_var_means_auto(monkeypatch, no_cupy, no_torch_gpu):
     monkeypatch.delenv(ENV_VAR, raising=False)
     assert get_backend().name == "numpy"
     monkeypatch.setenv(ENV_VAR, "   ")
@@ -172,11 +204,18 @@ def test_to_numpy_scalars_and_lists():
     assert float(to_numpy(np.float32(1.5))) == 1.5
 
 
-def test_to_numpy_calls_get_on_device_arrays():
-    class DeviceArray:  # duck-types a CuPy array
+def test_to_numpy_calls_get_on_device_arrays(monkeypatch):
+    # arrays are told apart by their library's class (array_api_compat), so the stand-in is
+    # a subclass of a stand-in cupy.ndarray
+    fake = types.ModuleType("cupy")
+    fake.ndarray = type("ndarray", (), {})
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    class DeviceArray(fake.ndarray):  # duck-types a CuPy array
         def get(self):
             return np.array([7.0, 8.0])
 
+    assert library(DeviceArray()) == "cupy"
     np.testing.assert_array_equal(to_numpy(DeviceArray()), [7.0, 8.0])
 
 
@@ -193,3 +232,104 @@ def test_public_names():
         assert hasattr(minisae, name), name
         assert name in minisae.__all__
     assert isinstance(minisae.__version__, str)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+def test_torch_backend_makes_torch_cpu_tensors():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available() or minisae.backend.torch_device(torch) != "cpu":
+        pytest.skip("PyTorch sees a GPU here: its tensors go there")
+    assert "torch" in BACKENDS
+    for dtype, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        be = get_backend("torch", dtype)
+        assert be.name == "torch" and str(be.device) == "cpu" and not be.fast
+        assert be.dtype is torch_dtype
+        a = be.asarray(np.arange(6.0).reshape(2, 3))
+        assert isinstance(a, torch.Tensor) and a.device.type == "cpu" and a.dtype is torch_dtype
+        assert not a.requires_grad  # plain arrays: no autograd
+        assert library(a) == "torch" and namespace(a) is be.xp
+        z = be.zeros((2, 3))
+        assert isinstance(z, torch.Tensor) and z.dtype is torch_dtype and float(z.sum()) == 0.0
+        host = to_numpy(a)
+        assert isinstance(host, np.ndarray) and host.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(host, np.arange(6.0).reshape(2, 3))
+        be.synchronize()
+    # a read-only NumPy array (a memory-mapped data set) is copied, not refused
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    assert float(get_backend("torch").asarray(ro).sum()) == 3.0
+    # another library's array reaches NumPy through the host
+    back = get_backend("numpy", "float64").asarray(a)
+    assert isinstance(back, np.ndarray) and back.dtype == np.float64
+    assert repr(get_backend("torch")) == "Backend('torch', dtype=float32, device=cpu)"
+
+
+def test_a_model_on_torch_gives_numpys_numbers():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).uniform(size=(6, 5))
+    results = []
+    for name in ("numpy", "torch"):
+        model = SparseAutoencoder(5, 3, weight_decay=0.01, backend=name, dtype="float64", seed=2)
+        out = model.loss_and_grads(x)
+        results.append((out.total, to_numpy(model.flat_grads).copy()))
+    assert isinstance(model.flat_params, torch.Tensor)
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10, atol=1e-14)
+
+
+def test_torch_not_installed_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(BackendError, match="PyTorch") as info:
+        get_backend("torch")
+    assert "not installed" in str(info.value) and "minisae[torch]" in str(info.value)
+
+
+def test_torch_on_mps_refuses_float64(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(minisae.backend, "torch_device", lambda torch: "mps")
+    with pytest.raises(BackendError, match="MPS.*float64"):
+        get_backend("torch", "float64")
+
+
+# ----------------------------------------------------------------------------- hidden test backend
+
+@pytest.mark.parametrize("value", [None, "", "0", "yes"])
+def test_the_test_backend_is_refused_unless_enabled(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv(TEST_BACKEND_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TEST_BACKEND_ENV, value)
+    assert TEST_BACKEND_ENV == "MINISAE_TEST_BACKEND" and TEST_BACKEND == "array-api-strict"
+    assert TEST_BACKEND not in choices() and TEST_BACKEND not in BACKENDS
+    with pytest.raises(ConfigError, match="unknown backend") as info:
+        get_backend(TEST_BACKEND)
+    assert "choose one of numpy, cupy, torch, auto" in str(info.value)  # not advertised
+    with pytest.raises(ConfigError, match="unknown backend"):
+        SparseAutoencoder(4, 2, backend=TEST_BACKEND)
+    monkeypatch.setenv(ENV_VAR, TEST_BACKEND)
+    with pytest.raises(ConfigError, match="MINISAE_BACKEND"):
+        get_backend()
+
+
+def test_the_test_backend_when_enabled(strict_backend_on):
+    import array_api_strict
+    assert TEST_BACKEND in choices()
+    be = get_backend(TEST_BACKEND, "float64")
+    assert be.name == TEST_BACKEND and be.xp is array_api_strict and not be.fast
+    assert be.dtype == array_api_strict.float64
+    a = be.asarray(np.arange(3.0))
+    assert library(a) == TEST_BACKEND and a.device == be.device
+    assert a.device != array_api_strict.Device("CPU_DEVICE")  # the pretend device
+    with pytest.raises(RuntimeError):
+        np.asarray(a)  # no silent way back to the host
+
+
+def test_to_numpy_brings_a_strict_device_array_back(strict_backend_on):
+    for dtype in ("float32", "float64"):
+        be = get_backend(TEST_BACKEND, dtype)
+        a = be.asarray(np.arange(6.0).reshape(2, 3))
+        host = to_numpy(a)
+        assert isinstance(host, np.ndarray) and host.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(host, np.arange(6.0).reshape(2, 3))
+        assert float(to_numpy(be.xp.sum(a))) == 15.0  # a 0-d array too

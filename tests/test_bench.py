@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from minisae import Adam, SparseAutoencoder
+from minisae import fast as engine
 from minisae.apps import bench
 from minisae.errors import ConfigError, MinisaeError
 
@@ -145,8 +147,12 @@ def test_runners_compute_the_same_first_loss_on_both_paths():
     data = np.random.default_rng(0).random((32, 20), dtype=np.float32)
     fast, reference = (bench.MinisaeRunner(be, 6, data, 16, seed=3, fast=f) for f in (True, False))
     assert (fast.name, reference.name) == ("minisae", "reference")
-    assert (fast.model.fast, fast.opt.fast, reference.model.fast, reference.opt.fast) == \
-        (True, True, False, False)
+    # the fast runner steps the engine (fused loss_and_grads, FastAdam on the same Adam);
+    # the reference one model.loss_and_grads and Adam.step
+    assert engine.fused(fast.model) is None and fast.compute is engine.loss_and_grads
+    assert isinstance(fast.step_opt, engine.FastAdam) and fast.step_opt.opt is fast.opt
+    assert reference.compute is SparseAutoencoder.loss_and_grads
+    assert reference.step_opt is reference.opt and type(reference.opt) is Adam
     assert fast.loss(0) == pytest.approx(reference.loss(0), rel=1e-6)
 
 

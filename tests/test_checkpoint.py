@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from minisae import SGD, Adam, SparseAutoencoder
+from minisae.config import param_shapes
 from minisae.files import checkpoint as ck
+from minisae.files.state import optimizer_state
 from minisae.errors import CheckpointError
 from minisae.training import History, fit
 
@@ -30,9 +32,11 @@ def test_round_trip(tmp_path, optimizer):
     for name in model.params:
         np.testing.assert_array_equal(c.model.params[name], model.params[name])
     assert type(c.optimizer) is type(opt) and c.optimizer.t == opt.t and c.optimizer.lr == opt.lr
-    for key, value in opt.state_dict().items():
-        np.testing.assert_array_equal(c.optimizer.state_dict()[key], value)
-    assert c.history == history
+    loaded = optimizer_state(c.optimizer)
+    assert set(loaded) == set(optimizer_state(opt))
+    for key, value in optimizer_state(opt).items():
+        np.testing.assert_array_equal(loaded[key], value)
+    assert c.history.as_dict() == history.as_dict()
     assert c.extra == {"settings": {"preset": "x"}}
     # the loaded optimizer updates the loaded model's arrays
     assert c.optimizer.params["encoder.W"] is c.model.params["encoder.W"]
@@ -171,10 +175,10 @@ def test_old_checkpoints_load(tmp_path):
               "optimizer": np.array(json.dumps({"type": "Adam", "lr": 0.02,
                                                 "betas": [0.9, 0.999], "eps": 1e-8}))}
     arrays.update({f"param/{k}": np.asarray(v) for k, v in model.params.items()})
-    arrays.update({f"optim/{k}": np.asarray(v) for k, v in opt.state_dict().items()})
+    arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer_state(opt).items()})
     np.savez(tmp_path / "old.npz", **arrays)
     c = ck.load(tmp_path / "old.npz")
-    assert c.history == history and c.optimizer.t == opt.t
+    assert c.history.as_dict() == history.as_dict() and c.optimizer.t == opt.t
     np.testing.assert_array_equal(c.model.params["decoder.W"], model.params["decoder.W"])
 
 
@@ -190,7 +194,7 @@ def test_compressed_and_big_endian_checkpoints_load(tmp_path):
 
 def test_param_shapes_match_the_model():
     model = SparseAutoencoder(7, 3)
-    assert ck.param_shapes(model.config) == {k: v.shape for k, v in model.params.items()}
+    assert param_shapes(model.config) == {k: v.shape for k, v in model.params.items()}
     assert tuple(model.params) == ck.PARAMS
 
 
@@ -262,21 +266,27 @@ def test_members_that_do_not_belong_to_the_optimizer(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("extra", "[1, 2]", "extra settings that are a JSON list"),
-    ("extra", "\"settings\"", "extra settings that are a JSON str"),
+    ("extra", "[1, 2]", "extra settings that must be a dict of JSON values, got list"),
+    ("extra", "\"settings\"", "extra settings that must be a dict of JSON values, got str"),
     ("optimizer", "[1]", "unknown type None"),
     ("optimizer", '{"type": "RMSprop", "lr": 0.1}', "unknown type 'RMSprop'"),
-    ("optimizer", '{"type": "Adam", "lr": "0.1", "betas": [0.9, 0.9], "eps": 1e-8}', "wrong types"),
-    ("optimizer", '{"type": "Adam", "lr": 0.1, "betas": 0.9, "eps": 1e-8}', "wrong types"),
+    ("optimizer", '{"type": "Adam", "lr": "0.1", "betas": [0.9, 0.9], "eps": 1e-8}',
+     "'lr' must be a positive number, got '0.1'"),
+    ("optimizer", '{"type": "Adam", "lr": 0.1, "betas": 0.9, "eps": 1e-8}',
+     "Adam setting betas must be two numbers, got 0.9"),
     ("optimizer", '{"type": "Adam", "lr": 0.1, "eps": 1e-8}', "expected"),
     ("optimizer", '{"type": "Adam", "lr": 0.1, "betas": [0.9, 0.9], "eps": 1e-8, "x": 1}',
      "expected"),
-    ("optimizer", '{"type": "Adam", "lr": -1, "betas": [0.9, 0.9], "eps": 1e-8}', "out of range"),
-    ("optimizer", '{"type": "Adam", "lr": NaN, "betas": [0.9, 0.9], "eps": 1e-8}', "out of range"),
+    ("optimizer", '{"type": "Adam", "lr": -1, "betas": [0.9, 0.9], "eps": 1e-8}',
+     "'lr' must be a positive number, got -1"),
+    ("optimizer", '{"type": "Adam", "lr": NaN, "betas": [0.9, 0.9], "eps": 1e-8}',
+     "'lr' must be a positive number, got nan"),
     ("optimizer", '{"type": "Adam", "lr": 1e999, "betas": [0.9, 0.9], "eps": 1e-8}',
-     "out of range"),
+     "'lr' must be a positive number, got inf"),
+    ("optimizer", '{"type": "Adam", "lr": 0.1, "betas": [0.9, 1.5], "eps": 1e-8}',
+     "Adam setting betas"),
     ("history", "[]", "history"),
-    ("history", '{"epoch": [1, 2], "nonsense": []}', "nonsense"),
+    ("history", '{"epoch": [1, 2], "Nonsense": [1, 2]}', "'Nonsense' is not a lower-case name"),
     ("history", '{"epoch": [1, "two"]}', "not a list of numbers"),
     ("history", '{"epoch": [1, 2], "seconds": [1.0]}', "different lengths"),
     ("config", "[1]", "config that is a JSON list"),
@@ -306,16 +316,17 @@ def test_json_members_that_are_not_strings(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("optim/m.encoder.W", "nan", "'optim/m.encoder.W' holds NaN or inf"),
-    ("optim/v.decoder.b", "inf", "'optim/v.decoder.b' holds NaN or inf"),
+    ("optim/m.encoder.W", "nan", "'m.encoder.W' holds NaN or inf"),
+    ("optim/v.decoder.b", "inf", "'v.decoder.b' holds NaN or inf"),
     ("optim/v.encoder.b", "negative", "negative"),
     ("optim/m.decoder.W", "float64", "holds float64, expected float32"),
     ("optim/m.decoder.W", "int32", "holds int32"),
     ("optim/v.decoder.W", "shape", r"has shape \(4, 9\)"),
     ("optim/v.decoder.W", "fortran", "Fortran"),
-    ("optim/t", "negative", "t=-1"),
-    ("optim/t", "float", "integer"),
-    ("optim/lr", "nan", "lr=nan"),
+    ("optim/t", "negative", "'t' must be a whole number >= 0, got -1"),
+    ("optim/t", "fraction", "'t' must be a whole number >= 0, got 3.5"),
+    ("optim/t", "string", "'optim/t' should be an integer"),
+    ("optim/lr", "nan", "'lr' must be a positive number, got nan"),
     ("param/decoder.b", "inf", "NaN or inf"),
 ])
 def test_optimizer_state_is_checked_before_use(tmp_path, key, value, match):
@@ -325,7 +336,8 @@ def test_optimizer_state_is_checked_before_use(tmp_path, key, value, match):
     a = {"nan": lambda: np.full_like(a, np.nan), "inf": lambda: np.full_like(a, np.inf),
          "negative": lambda: -np.ones_like(a), "float64": lambda: a.astype(np.float64),
          "int32": lambda: a.astype(np.int32), "shape": lambda: np.zeros((4, 9), a.dtype),
-         "fortran": lambda: np.asfortranarray(a), "float": lambda: np.array(3.0)}[value]()
+         "fortran": lambda: np.asfortranarray(a), "fraction": lambda: np.array(3.5),
+         "string": lambda: np.array("3")}[value]()
     _rewrite(path, **{key: a})
     refused(path, match)
 
@@ -337,6 +349,27 @@ def test_save_refuses_what_load_would(tmp_path):
     with pytest.raises(CheckpointError, match="cannot save an optimizer of type"):
         ck.save(tmp_path / "c.npz", model, optimizer=object())
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_save_refuses_a_state_load_would_refuse_and_keeps_the_old_file(tmp_path):
+    *_, path = trained(tmp_path)
+    before = open(path, "rb").read()
+    damages = {"'m.encoder.W' holds NaN or inf": lambda o: o.m["encoder.W"].fill(np.nan),
+               "'v.decoder.b' holds negative values": lambda o: o.v["decoder.b"].fill(-1.0),
+               "'lr' must be a positive number": lambda o: setattr(o, "lr", float("nan")),
+               "'t' must be a whole number": lambda o: setattr(o, "t", -1)}
+    for match, damage in damages.items():
+        model, opt, history, _ = trained(tmp_path / "scratch")
+        damage(opt)
+        with pytest.raises(CheckpointError, match="cannot save: .*" + match):
+            ck.save(path, model, opt, history)
+        assert open(path, "rb").read() == before
+    other = SparseAutoencoder(10, 4, weight_decay=1e-3, reduction="halfsum", seed=3)
+    with pytest.raises(CheckpointError, match="not built on this model's parameters"):
+        ck.save(path, other, opt)
+    with pytest.raises(CheckpointError, match="extra.*dict"):
+        ck.save(path, model, extra=["not", "a", "dict"])
+    assert open(path, "rb").read() == before
 
 
 def test_save_into_an_unwritable_place(tmp_path):
@@ -352,8 +385,8 @@ def test_float64_round_trip(tmp_path):
     fit(model, opt, np.random.default_rng(0).random((8, 5)), 1, 4, progress=False)
     c = ck.load(ck.save(tmp_path / "c.npz", model, opt))
     assert c.model.dtype == np.float64 and c.optimizer.t == opt.t
-    np.testing.assert_array_equal(c.optimizer.state_dict()["v.encoder.W"],
-                                  opt.state_dict()["v.encoder.W"])
+    np.testing.assert_array_equal(optimizer_state(c.optimizer)["v.encoder.W"],
+                                  optimizer_state(opt)["v.encoder.W"])
 
 
 def test_lbfgs_round_trip(tmp_path):
@@ -379,7 +412,7 @@ def test_save_and_load_check_what_they_are_given(tmp_path):
     model, opt, history, path = trained(tmp_path)
     for args, word in (((tmp_path / "x.npz", "model"), "SparseAutoencoder"),
                        ((tmp_path / "x.npz", model, opt, {"epoch": []}), "History"),
-                       ((None, model), "file name")):
+                       ((None, model), "path must be a file")):
         with pytest.raises(CheckpointError, match=word):
             ck.save(*args)
     with pytest.raises(CheckpointError, match="checkpoint file"):

@@ -239,17 +239,23 @@ def test_resume_takes_a_run_folder_and_refuses_another_preset(tiny_mnist, tmp_pa
 
 
 def _interrupt_after(monkeypatch, calls):
-    """Ctrl-C during the model's `calls`-th training step."""
+    """Ctrl-C during the model's `calls`-th training step, on either path: the fast engine's
+    fused step (what `minisae train` runs) or the reference, model.loss_and_grads."""
+    from minisae.fast import step
     from minisae.model import SparseAutoencoder
-    real, count = SparseAutoencoder.loss_and_grads, [0]
+    count = [0]
 
-    def loss_and_grads(self, x, validate=True):
-        count[0] += 1
-        if count[0] == calls:
-            raise KeyboardInterrupt
-        return real(self, x, validate)
+    def interrupting(real):
+        def counted(*args, **kwargs):
+            count[0] += 1
+            if count[0] == calls:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        return counted
 
-    monkeypatch.setattr(SparseAutoencoder, "loss_and_grads", loss_and_grads)
+    monkeypatch.setattr(SparseAutoencoder, "loss_and_grads",
+                        interrupting(SparseAutoencoder.loss_and_grads))
+    monkeypatch.setattr(step, "_loss_and_grads", interrupting(step._loss_and_grads))
 
 
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(tiny_mnist, tmp_path, capsys, monkeypatch):
@@ -341,7 +347,7 @@ def test_output_files_honour_the_umask(tiny_mnist, tmp_path):
 
 def test_reference_flag_runs_the_reference_path_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     from minisae import Adam
-    from minisae.fast import FlatAdam, step
+    from minisae.fast import FastAdam, step
     from minisae.layers import Dense
     calls = {"dense": 0, "adam": 0, "engine": 0}
 
@@ -354,9 +360,9 @@ def test_reference_flag_runs_the_reference_path_end_to_end(tiny_mnist, tmp_path,
         monkeypatch.setattr(owner, name, counted)
 
     count(Dense, "backward", "dense")
-    count(Adam, "reference_step", "adam")
-    count(FlatAdam, "step", "engine")
-    count(step, "autoencoder_loss_and_grads", "engine")
+    count(Adam, "step", "adam")
+    count(FastAdam, "step", "engine")
+    count(step, "_loss_and_grads", "engine")
     assert cli.main(["train", *TINY, "--epochs", "1", "--reference", "--out", str(tmp_path / "r")]) == 0
     assert calls == {"dense": 2 * 6, "adam": 6, "engine": 0}  # 6 steps of 50 in 300 digits
 

@@ -90,6 +90,12 @@ def test_gradcheck_tour(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     for n in range(1, 7):
         assert f"--- {n}. " in r.stdout
+    # step 2 prints the backward lines of model.py it ran (the reference, loss_and_grads)
+    ran = r.stdout.split("--- 2.")[1].split("--- 3.")[0]
+    for needle in ("self.decoder.backward(", "F.mean_activation_backward(",
+                   "self.encoder.backward(", "F.weight_decay_backward("):
+        assert any(line.strip().startswith("minisae/model.py:") and needle in line
+                   for line in ran.splitlines()), needle
     lines = table.read_text().splitlines()
     names = ["encoder.W", "encoder.b", "decoder.W", "decoder.b"]
     assert [line.split()[0] for line in lines[2:]] == names

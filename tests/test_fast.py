@@ -1,38 +1,45 @@
 """The fast engine (minisae/fast/) gives the numbers of the reference path, and each path runs
 when it should.
 
-- SparseAutoencoder: fast=True (minisae/fast/step.py) against fast=False (the layers, in
-  model.py) for every valid output x loss x reduction;
+- minisae.fast.loss_and_grads(model, x) (minisae/fast/step.py) against the reference,
+  model.loss_and_grads(x) (the layers, in model.py), for every valid output x loss x
+  reduction; and its explicit fallback to the reference where `fused(model)` gives a reason;
 - fast/kernels.py's fused passes against the functional.py functions they reproduce; on CuPy
   (where a GPU answers) these are the ElementwiseKernels;
-- FlatAdam against Adam.reference_step, with each kernel (numba's fused loop, NumPy's
-  chunked passes), in one and two threads, float32 and float64;
-- which code runs: the layers and Adam.reference_step under fast=False and under the gradient
-  check's reference mode, the engine otherwise.
+- FastAdam(opt).step() against opt.step() (Adam's Algorithm 1), with each kernel (numba's
+  fused loop, NumPy's chunked passes), in one and two threads, float32 and float64; FastAdam
+  shares opt's t, m and v, so a run can change path midway;
+- which code runs: the layers and Adam.step from model.loss_and_grads, opt.step(), the
+  gradient check's default and fit(fast=False); the engine from minisae.fast.loss_and_grads,
+  FastAdam, minisae.fast.check_model and fit(fast=True).
 """
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minisae.fast
 from conftest import COMBO_IDS, OPTION_COMBOS, make_model, random_inputs
-from minisae import Adam, get_backend, to_numpy
+from minisae import Adam, SparseAutoencoder, get_backend, to_numpy
 from minisae import functional as F
-from minisae.fast import FlatAdam
+from minisae.fast import FastAdam
+from minisae.fast import adam as fast_adam
 from minisae.fast import kernels as K
 from minisae.fast import step as fast_step
+from minisae.errors import ConfigError
 from minisae.gradcheck import check_model
 from minisae.layers import Dense
+from minisae.training import fit
 
 PARAM_NAMES = ["encoder.W", "encoder.b", "decoder.W", "decoder.b"]
 
 
 def twins(backend, combo, dtype, seed=0, **kw):
-    """Two models with the same weights: the first on the fast path, the second the reference."""
+    """Two models with the same weights: the first for the fast engine, the second for the
+    reference."""
     n_inputs, n_hidden = kw.pop("n_inputs", 11), kw.pop("n_hidden", 6)
-    fast = make_model(backend, n_inputs, n_hidden, combo=combo, dtype=dtype, seed=seed, fast=True, **kw)
-    reference = make_model(backend, n_inputs, n_hidden, combo=combo, dtype=dtype, seed=seed,
-                           fast=False, **kw)
+    fast = make_model(backend, n_inputs, n_hidden, combo=combo, dtype=dtype, seed=seed, **kw)
+    reference = make_model(backend, n_inputs, n_hidden, combo=combo, dtype=dtype, seed=seed, **kw)
     rng = np.random.default_rng(seed + 100)
     for name, p in fast.params.items():
         p[...] = fast.backend.asarray(rng.uniform(-1.5, 1.5, size=p.shape))
@@ -40,11 +47,18 @@ def twins(backend, combo, dtype, seed=0, **kw):
     return fast, reference
 
 
-def assert_same_step(fast, reference, x, rtol, atol):
-    a, b = fast.loss_and_grads(x), reference.loss_and_grads(x)
+def assert_same_loss(a, b, rtol, atol):
+    assert a.names == b.names
     for part in ("total", "reconstruction", "sparsity", "weight_decay"):
         assert getattr(a, part) == pytest.approx(getattr(b, part), rel=rtol, abs=atol), part
     np.testing.assert_allclose(a.mean_activation, b.mean_activation, rtol=rtol, atol=atol)
+
+
+def assert_same_step(fast, reference, x, rtol, atol):
+    """The engine on `fast` and the reference on `reference`: the same loss and gradients."""
+    assert minisae.fast.fused(fast) is None  # the fused step really runs
+    a, b = minisae.fast.loss_and_grads(fast, x), reference.loss_and_grads(x)
+    assert_same_loss(a, b, rtol, atol)
     for name in PARAM_NAMES:
         ga, gb = to_numpy(fast.grads[name]), to_numpy(reference.grads[name])
         assert ga.dtype == gb.dtype == fast.dtype
@@ -97,9 +111,20 @@ def test_fast_step_leaves_the_batch_and_the_parameters_alone(backend):
     fast, _ = twins(backend, OPTION_COMBOS[0], "float64", weight_decay=0.1)
     x = fast.backend.asarray(random_inputs(6, 11, seed=5))
     x0, p0 = to_numpy(x).copy(), to_numpy(fast.flat_params).copy()
-    fast.loss_and_grads(x, validate=False)
+    minisae.fast.loss_and_grads(fast, x, validate=False)
     np.testing.assert_array_equal(to_numpy(x), x0)
     np.testing.assert_array_equal(to_numpy(fast.flat_params), p0)
+
+
+def test_fast_step_checks_its_input_as_the_reference_does():
+    model = make_model("numpy", 5, 3)
+    bad = random_inputs(2, 5)
+    bad[0, 0] = np.nan
+    for compute in (model.loss_and_grads, lambda x: minisae.fast.loss_and_grads(model, x)):
+        with pytest.raises(ValueError, match="NaN"):
+            compute(bad)
+        with pytest.raises(ValueError, match="n_inputs|columns|shape"):
+            compute(random_inputs(2, 4))
 
 
 # ----------------------------------------------------------------------------- which path runs
@@ -118,41 +143,130 @@ class Counter:
         monkeypatch.setattr(owner, name, counted)
 
 
+def engine_must_not_run(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the reference path reached the fast engine")
+
+    monkeypatch.setattr(fast_step, "_loss_and_grads", refuse)
+
+
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
-def test_fast_false_runs_the_layers_and_fast_true_the_engine(monkeypatch, combo):
+def test_the_model_runs_the_layers_and_fast_loss_and_grads_the_engine(monkeypatch, combo):
     dense = Counter(monkeypatch, Dense, "backward")
-    engine = Counter(monkeypatch, fast_step, "autoencoder_loss_and_grads")
-    import minisae.fast
-    monkeypatch.setattr(minisae.fast, "autoencoder_loss_and_grads",
-                        fast_step.autoencoder_loss_and_grads)
-    model = make_model("numpy", 5, 3, combo=combo, fast=False)
+    engine = Counter(monkeypatch, fast_step, "_loss_and_grads")
+    model = make_model("numpy", 5, 3, combo=combo)
     model.loss_and_grads(random_inputs(2, 5))
     assert (dense.calls, engine.calls) == (2, 0)  # the decoder's and the encoder's
-    model.fast = True
-    model.loss_and_grads(random_inputs(2, 5))
+    minisae.fast.loss_and_grads(model, random_inputs(2, 5))
     assert (dense.calls, engine.calls) == (2, 1)
+    model.loss_and_grads(random_inputs(2, 5))     # and the model is still the reference
+    assert (dense.calls, engine.calls) == (4, 1)
 
 
-def test_adam_fast_false_runs_the_reference_step(monkeypatch):
-    reference = Counter(monkeypatch, Adam, "reference_step")
-    engine = Counter(monkeypatch, FlatAdam, "step")
+@pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
+def test_model_loss_and_grads_never_reaches_the_engine(monkeypatch, combo):
+    # (Replaces the check that a model's `fast` switch was restored: there is no switch, the
+    # model is always the reference.)
+    model = make_model("numpy", 5, 3, combo=combo, weight_decay=0.01)
+    x = random_inputs(3, 5)
+    expected = model.loss_and_grads(x).total
+    minisae.fast.loss_and_grads(model, x)  # the engine has run on this model: buffers exist
+    assert model in fast_step._BUFFERS
+    engine_must_not_run(monkeypatch)
+    assert model.loss_and_grads(x).total == expected
+    model.loss(x), model.encode(x), model.reconstruct(x)
+    assert all(r.ok for r in check_model(model, x))
+    with pytest.raises(AssertionError, match="reached the fast engine"):
+        minisae.fast.loss_and_grads(model, x)  # the patch is in force
+
+
+def test_fast_loss_and_grads_falls_back_where_fused_gives_a_reason(monkeypatch):
+    fast, reference = twins("numpy", OPTION_COMBOS[0], "float64", sparsity_weight=0.5,
+                            weight_decay=0.01)
+    reasons = []
+
+    def not_fused(model):
+        reasons.append(model)
+        return "no fused step for this model (a test)"
+
+    monkeypatch.setattr(fast_step, "fused", not_fused)  # where loss_and_grads asks
+    ref = Counter(monkeypatch, SparseAutoencoder, "loss_and_grads")
+    engine = Counter(monkeypatch, fast_step, "_loss_and_grads")
+    x = random_inputs(4, 11, seed=6)
+    a = minisae.fast.loss_and_grads(fast, x)
+    assert (ref.calls, engine.calls) == (1, 0) and reasons == [fast]
+    b = reference.loss_and_grads(x)
+    assert ref.calls == 2
+    assert_same_loss(a, b, 0.0, 0.0)  # the very same computation: the same bits
+    for name in PARAM_NAMES:
+        np.testing.assert_array_equal(fast.grads[name], reference.grads[name])
+
+
+def test_fast_loss_and_grads_falls_back_on_a_backend_it_does_not_run(monkeypatch):
+    monkeypatch.setenv("MINISAE_TEST_BACKEND", "1")
+    pytest.importorskip("array_api_strict")
+    model = make_model("array-api-strict", 5, 3, weight_decay=0.01)
+    reason = minisae.fast.fused(model)
+    assert isinstance(reason, str) and "array-api-strict" in reason
+    engine_must_not_run(monkeypatch)
+    ref = Counter(monkeypatch, SparseAutoencoder, "loss_and_grads")
+    x = random_inputs(4, 5, seed=7)
+    a = minisae.fast.loss_and_grads(model, x)
+    grads = {k: to_numpy(g).copy() for k, g in model.grads.items()}
+    b = model.loss_and_grads(x)
+    assert ref.calls == 2
+    assert_same_loss(a, b, 0.0, 0.0)
+    for name in PARAM_NAMES:
+        np.testing.assert_array_equal(grads[name], to_numpy(model.grads[name]))
+    # and Adam on such arrays steps by itself: no FastAdam for it
+    opt = Adam(model.params, model.grads)
+    assert minisae.fast.fast_optimizer(opt) is opt
+
+
+def test_adam_step_is_the_reference_and_fast_adam_the_engine(monkeypatch):
+    reference = Counter(monkeypatch, Adam, "step")
+    engine = Counter(monkeypatch, FastAdam, "step")
     model = make_model("numpy", 5, 3)
     model.loss_and_grads(random_inputs(2, 5))
-    Adam(model.params, model.grads, fast=False).step()
+    opt = Adam(model.params, model.grads)
+    opt.step()
     assert (reference.calls, engine.calls) == (1, 0)
-    Adam(model.params, model.grads).step()
-    assert (reference.calls, engine.calls) == (1, 1)
+    FastAdam(opt).step()
+    assert (reference.calls, engine.calls) == (1, 1)  # the engine does not call Adam.step
+    stepper = minisae.fast.fast_optimizer(opt)
+    assert isinstance(stepper, FastAdam) and stepper.opt is opt
+    stepper.step()
+    assert (reference.calls, engine.calls) == (1, 2)
+    assert opt.t == 3
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_fit_runs_the_path_it_is_told(monkeypatch, fast):
+    dense = Counter(monkeypatch, Dense, "backward")
+    engine = Counter(monkeypatch, fast_step, "_loss_and_grads")
+    adam = Counter(monkeypatch, Adam, "step")
+    fast_adam_steps = Counter(monkeypatch, FastAdam, "step")
+    model = make_model("numpy", 5, 3)
+    opt = Adam(model.params, model.grads, lr=0.01)
+    fit(model, opt, random_inputs(8, 5), epochs=2, batch_size=4, progress=False, threads=1,
+        fast=fast)
+    steps = 2 * 2
+    calls = (dense.calls, engine.calls, adam.calls, fast_adam_steps.calls)
+    assert calls == ((0, steps, 0, steps) if fast else (2 * steps, 0, steps, 0))
+    assert opt.t == steps
 
 
 @pytest.mark.parametrize("path", ["reference", "fast"])
 def test_gradient_check_runs_the_path_it_names(monkeypatch, path):
     dense = Counter(monkeypatch, Dense, "backward")
-    engine = Counter(monkeypatch, fast_step, "autoencoder_loss_and_grads")
-    import minisae.fast
-    monkeypatch.setattr(minisae.fast, "autoencoder_loss_and_grads",
-                        fast_step.autoencoder_loss_and_grads)
-    model = make_model("numpy", 3, 2, fast=True)
-    rows = check_model(model, random_inputs(2, 3), path=path)
+    engine = Counter(monkeypatch, fast_step, "_loss_and_grads")
+    model = make_model("numpy", 3, 2)
+    x = random_inputs(2, 3)
+    p0 = to_numpy(model.flat_params).copy()
+    if path == "reference":
+        rows = check_model(model, x)
+    else:
+        rows = minisae.fast.check_model(model, x)
     assert all(r.ok for r in rows)
     n_params = model.n_params
     calls = 1 + 2 * n_params  # the analytic pass, then two per parameter element
@@ -160,7 +274,14 @@ def test_gradient_check_runs_the_path_it_names(monkeypatch, path):
         assert (dense.calls, engine.calls) == (2 * calls, 0)
     else:
         assert (dense.calls, engine.calls) == (0, calls)
-    assert model.fast is True  # restored
+    np.testing.assert_array_equal(to_numpy(model.flat_params), p0)  # every element restored
+
+
+def test_gradient_check_of_a_given_function_runs_that_function(monkeypatch):
+    engine = Counter(monkeypatch, fast_step, "_loss_and_grads")
+    model = make_model("numpy", 3, 2)
+    rows = check_model(model, random_inputs(2, 3), loss_and_grads=minisae.fast.loss_and_grads)
+    assert all(r.ok for r in rows) and engine.calls == 1 + 2 * model.n_params
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -193,7 +314,7 @@ def test_mse_heads_match_reference(backend, output, reduction, dtype, rtol):
     expected_dz = to_numpy(F.sigmoid_backward(dy, y) if output == "sigmoid" else dy)
     expected_loss = float(F.mse(y, x, reduction))
     head = K.sigmoid_mse_head_ if output == "sigmoid" else K.linear_mse_head_
-    dz = be.empty(z.shape)
+    dz = be.zeros(z.shape)
     squared_error = head(z, b, x, scale, dz)
     assert float(squared_error) * scale == pytest.approx(expected_loss, rel=rtol)
     assert dz.dtype == be.dtype
@@ -209,8 +330,8 @@ def test_bce_head_matches_reference(backend, dtype, rtol):
     a = z + b
     expected_loss = float(F.bce_with_logits(a, x))
     expected_dz = to_numpy(F.bce_with_logits_backward(F.sigmoid(a), x))
-    dz = be.empty(z.shape)
-    loss_sum = K.sigmoid_bce_head_(z, b, x, dz, work=be.empty(z.shape))
+    dz = be.zeros(z.shape)
+    loss_sum = K.sigmoid_bce_head_(z, b, x, dz, work=be.zeros(z.shape))
     assert float(loss_sum) / x.size == pytest.approx(expected_loss, rel=rtol)
     np.testing.assert_allclose(to_numpy(dz), expected_dz, rtol=rtol * 10,
                                atol=rtol * np.abs(expected_dz).max())
@@ -224,27 +345,30 @@ def test_sigmoid_backward_in_place_matches_reference(backend, with_row, dtype, r
     (y,) = arrays(be, (5, 4), seed=7, low=0.0, high=1.0)
     expected = to_numpy(F.sigmoid_backward(dy + row if with_row else dy, y))
     before = to_numpy(y).copy()
-    out = K.sigmoid_backward_(dy, y, row if with_row else None, work=be.empty(y.shape))
+    out = K.sigmoid_backward_(dy, y, row if with_row else None, work=be.zeros(y.shape))
     assert out is dy
     np.testing.assert_allclose(to_numpy(dy), expected, rtol=rtol, atol=rtol)
     np.testing.assert_array_equal(to_numpy(y), before)
 
 
-def test_weight_decay_pieces_match_reference(backend):
+def test_weight_decay_gradient_matches_reference(backend):
+    # (The fast engine's weight-decay *value* now comes from losses.make_loss, as the
+    # reference's does: it is compared in test_fast_model_matches_reference.)
     be = get_backend(backend, "float64")
-    W1, W2, dW = arrays(be, (4, 3), (3, 4), (4, 3), seed=8)
-    assert float(K.weight_decay([W1, W2], 0.3)) == pytest.approx(float(F.weight_decay([W1, W2], 0.3)))
-    assert K.weight_decay([W1, W2], 0.0) == 0.0
+    W1, dW = arrays(be, (4, 3), (4, 3), seed=8)
     expected = to_numpy(dW + F.weight_decay_backward(W1, 0.3))
-    K.add_weight_decay_grad_(dW, W1, 0.3, work=be.empty(W1.shape))
+    out = K.add_weight_decay_grad_(dW, W1, 0.3, work=be.zeros(W1.shape))
+    assert out is dW
     np.testing.assert_allclose(to_numpy(dW), expected, rtol=1e-14)
+    before = to_numpy(dW).copy()
+    K.add_weight_decay_grad_(dW, W1, 0.0)  # lambda = 0: nothing to add, no scratch needed
+    np.testing.assert_array_equal(to_numpy(dW), before)
 
 
 # ----------------------------------------------------------------------------- Adam
 
 def has_numba():
-    from minisae.fast.adam import numba_adam
-    return numba_adam() is not None
+    return fast_adam.numba_adam() is not None
 
 
 KERNELS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
@@ -252,22 +376,25 @@ KERNELS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
 
 
 def adam_runs(kernel, threads, dtype="float32", steps=3):
-    """(p, m, v) after `steps` updates of the fast engine's `kernel` and of the reference, on
-    a model big enough for several default-size chunks (and the threaded split)."""
+    """(p, m, v) after `steps` updates of FastAdam(opt) with `kernel` and of opt.step() (the
+    reference), on a model big enough for several default-size chunks (and the threaded
+    split)."""
     runs = []
     for fast in (True, False):
         model = make_model("numpy", n_inputs=784, n_hidden=700, dtype=dtype, seed=6)
-        assert model.n_params > 4 * FlatAdam.CHUNK
-        opt = Adam(model.params, model.grads, lr=0.01, fast=fast, threads=threads)
+        assert model.n_params > 4 * FastAdam.CHUNK
+        opt = Adam(model.params, model.grads, lr=0.01)
+        stepper = opt
         if fast:
-            opt._engine = FlatAdam.build(opt, threads=threads, kernel=kernel)
-            assert opt._engine.kernel == kernel
+            stepper = FastAdam(opt, threads=threads, kernel=kernel)
+            assert stepper.kernel == kernel and stepper.threads == threads
         rng = np.random.default_rng(7)
         for _ in range(steps):
             model.flat_grads[...] = rng.normal(size=model.n_params)
-            opt.step()
+            stepper.step()
+        assert opt.t == steps
         if fast and threads > 1:
-            assert opt._engine._pool is not None  # the threaded split ran
+            assert stepper._pool is not None  # the threaded split ran
         runs.append(tuple(np.concatenate([a.ravel() for a in arrays.values()]).copy()
                           for arrays in (model.params, opt.m, opt.v)))
     return runs
@@ -275,7 +402,7 @@ def adam_runs(kernel, threads, dtype="float32", steps=3):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_flat_adam_at_its_default_chunk_matches_the_reference(kernel, threads):
+def test_fast_adam_at_its_default_chunk_matches_the_reference(kernel, threads):
     (p, m, v), (p_ref, m_ref, v_ref) = adam_runs(kernel, threads)
     np.testing.assert_allclose(p, p_ref, rtol=2e-5, atol=2e-6)
     # m and v take the reference's operations in its order: the same bits
@@ -284,23 +411,81 @@ def test_flat_adam_at_its_default_chunk_matches_the_reference(kernel, threads):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_flat_adam_in_float64_matches_the_reference(kernel):
+def test_fast_adam_in_float64_matches_the_reference(kernel):
     (p, m, v), (p_ref, m_ref, v_ref) = adam_runs(kernel, 1, dtype="float64", steps=4)
     np.testing.assert_allclose(p, p_ref, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(m, m_ref)
     np.testing.assert_array_equal(v, v_ref)
 
 
-def test_flat_adam_picks_numba_where_installed_and_numpy_when_switched_off(monkeypatch):
-    from minisae.fast import adam as fast_adam
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fast_adam_updates_the_optimizers_own_state(backend, kernel):
+    if backend != "numpy" and kernel == "numba":
+        pytest.skip("on CuPy the kernel is CuPy's")
+    model = make_model(backend, 6, 4)
+    opt = Adam(model.params, model.grads, lr=0.01)
+    m, v = dict(opt.m), dict(opt.v)          # the arrays themselves
+    fast = FastAdam(opt, kernel=kernel)
+    model.loss_and_grads(random_inputs(3, 6))
+    g = to_numpy(model.flat_grads).copy()
+    fast.step()
+    assert opt.t == 1
+    assert all(opt.m[k] is m[k] and opt.v[k] is v[k] for k in PARAM_NAMES)  # not replaced
+    flat_m = np.concatenate([to_numpy(a).ravel() for a in m.values()])
+    flat_v = np.concatenate([to_numpy(a).ravel() for a in v.values()])
+    np.testing.assert_array_equal(flat_m, (1 - 0.9) * g)      # written into opt's own arrays
+    np.testing.assert_array_equal(flat_v, (1 - 0.999) * g * g)
+    fast.step()
+    assert opt.t == 2
+    opt.lr = 0.0001   # it reads the optimizer's settings at every step
+    p = to_numpy(model.flat_params).copy()
+    fast.step()
+    assert opt.t == 3
+    # the same gradient at every step: m_hat = g and v_hat = g^2, so the step is
+    # lr g / (|g| + eps), with the new lr
+    moved = p - to_numpy(model.flat_params)
+    np.testing.assert_allclose(moved, 0.0001 * g / (np.abs(g) + 1e-8), rtol=1e-6, atol=1e-15)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_run_can_change_path_midway(kernel):
+    """Steps on FastAdam, then on opt.step(), then on FastAdam again: the run of an
+    optimizer that only ever took opt.step(), within rounding."""
+    runs = []
+    for plan in (["fast"] * 3 + ["reference"] * 3 + ["fast"] * 2, ["reference"] * 8):
+        model = make_model("numpy", 9, 5, seed=3)
+        opt = Adam(model.params, model.grads, lr=0.02)
+        fast = FastAdam(opt, kernel=kernel)
+        for i, path in enumerate(plan):
+            x = random_inputs(6, 9, seed=10 + i)
+            if path == "fast":
+                minisae.fast.loss_and_grads(model, x)
+                fast.step()
+            else:
+                model.loss_and_grads(x)
+                opt.step()
+        assert opt.t == 8
+        runs.append((to_numpy(model.flat_params).copy(),
+                     np.concatenate([a.ravel() for a in opt.m.values()]),
+                     np.concatenate([a.ravel() for a in opt.v.values()])))
+    (p, m, v), (p_ref, m_ref, v_ref) = runs
+    assert np.abs(p - to_numpy(make_model("numpy", 9, 5, seed=3).flat_params)).min() > 0
+    np.testing.assert_allclose(p, p_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m, m_ref, rtol=1e-10, atol=1e-16)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-10, atol=1e-18)
+
+
+def test_fast_adam_picks_numba_where_installed_and_numpy_when_switched_off(monkeypatch):
     model = make_model("numpy", 5, 3)
+    opt = Adam(model.params, model.grads)
     expected = "numba" if has_numba() else "numpy"
-    assert Adam(model.params, model.grads)._engine.kernel == expected
+    assert FastAdam(opt).kernel == expected
+    assert minisae.fast.fast_optimizer(opt).kernel == expected
     monkeypatch.setattr(fast_adam, "_NUMBA", {})
     monkeypatch.setenv("MINISAE_NUMBA", "0")
     assert fast_adam.numba_adam() is None
-    assert Adam(model.params, model.grads)._engine.kernel == "numpy"
-    with pytest.raises(ImportError, match="numba"):
-        FlatAdam.build(Adam(model.params, model.grads, fast=False), kernel="numba")
-    with pytest.raises(ValueError):
-        FlatAdam.build(Adam(model.params, model.grads, fast=False), kernel="fortran")
+    assert FastAdam(opt).kernel == "numpy"
+    with pytest.raises(ConfigError, match="numba"):
+        FastAdam(opt, kernel="numba")
+    with pytest.raises(ConfigError, match="kernel"):
+        FastAdam(opt, kernel="fortran")

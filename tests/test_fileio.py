@@ -1,4 +1,5 @@
-"""fileio.atomic_write: whole files or none, umask-honouring modes, stale .part files cleaned."""
+"""minisae.files.atomic.atomic_write: whole files or none, umask-honouring modes, stale .part
+files cleaned."""
 import os
 import signal
 import subprocess

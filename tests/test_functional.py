@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from minisae import functional as F
 from minisae import get_backend, to_numpy
+from minisae.config import Config
+from minisae.errors import ConfigError
 from minisae.gradcheck import numerical_gradient, relative_error
 
 TOL = 1e-7  # relative error of a correct gradient against central differences, float64
@@ -98,33 +100,37 @@ def test_mse_on_a_tiny_hand_made_batch(backend):
     y = be.asarray([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
     x = be.zeros((2, 3))
     # squared error summed: 1 + 4 + 9 + 1 = 15; mean over 6 elements; halfsum = 15 / 2 / batch
-    assert F.mse(y, x) == pytest.approx(2.5, rel=1e-15)
-    assert F.mse(y, x, "mean") == pytest.approx(2.5, rel=1e-15)
-    assert F.mse(y, x, "halfsum") == pytest.approx(3.75, rel=1e-15)
-    assert isinstance(F.mse(y, x), float)
+    assert float(F.mse(y, x)) == pytest.approx(2.5, rel=1e-15)
+    assert float(F.mse(y, x, "mean")) == pytest.approx(2.5, rel=1e-15)
+    assert float(F.mse(y, x, "halfsum")) == pytest.approx(3.75, rel=1e-15)
+    # a loss is a 0-d array of the input's library (read as a number with float())
+    loss = F.mse(y, x)
+    assert loss.shape == () and type(to_numpy(loss).item()) is float
     np.testing.assert_allclose(to_numpy(F.mse_backward(y, x, "mean")), to_numpy(y) * 2 / 6, rtol=1e-15)
     np.testing.assert_allclose(to_numpy(F.mse_backward(y, x, "halfsum")), to_numpy(y) / 2, rtol=1e-15)
 
 
 def test_mse_is_zero_for_a_perfect_reconstruction():
     x = np.random.default_rng(0).uniform(size=(3, 4))
-    assert F.mse(x.copy(), x) == 0.0
-    assert F.mse(x.copy(), x, "halfsum") == 0.0
+    assert float(F.mse(x.copy(), x)) == 0.0
+    assert float(F.mse(x.copy(), x, "halfsum")) == 0.0
 
 
 def test_halfsum_is_392_times_mean_for_784_features(backend):
     be = get_backend(backend, "float64")
     x = rand(be, (5, 784), 0, 1, seed=4)
     y = rand(be, (5, 784), 0, 1, seed=5)
-    mean, halfsum = F.mse(y, x, "mean"), F.mse(y, x, "halfsum")
+    mean, halfsum = float(F.mse(y, x, "mean")), float(F.mse(y, x, "halfsum"))
     assert halfsum == pytest.approx(mean * 784 / 2, rel=1e-12)
     assert halfsum == pytest.approx(392 * mean, rel=1e-12)
 
 
 def test_unknown_reduction_is_rejected():
-    x = np.zeros((2, 2))
-    with pytest.raises(ValueError, match="reduction"):
-        F.mse(x, x, "sum")
+    # functional.py trusts its reduction; the config is where an unknown one is refused
+    with pytest.raises(ConfigError, match="reduction") as info:
+        Config(4, 2, reduction="sum").validated()
+    assert "mean" in str(info.value) and "halfsum" in str(info.value)
+    assert isinstance(info.value, ValueError)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "halfsum"])
@@ -132,7 +138,7 @@ def test_mse_backward_matches_finite_differences(backend, reduction):
     be = get_backend(backend, "float64")
     x = rand(be, (3, 5), 0, 1, seed=6)
     y = rand(be, (3, 5), 0, 1, seed=7)
-    check_grad(lambda: F.mse(y, x, reduction), y, F.mse_backward(y, x, reduction))
+    check_grad(lambda: float(F.mse(y, x, reduction)), y, F.mse_backward(y, x, reduction))
 
 
 # ----------------------------------------------------------------------------- BCE
@@ -143,7 +149,7 @@ def test_bce_with_logits_matches_the_textbook_formula(backend):
     x = rand(be, (3, 4), 0, 1, seed=9)
     s, xn = 1 / (1 + np.exp(-to_numpy(z))), to_numpy(x)
     expected = -np.mean(xn * np.log(s) + (1 - xn) * np.log(1 - s))
-    assert F.bce_with_logits(z, x) == pytest.approx(expected, rel=1e-12)
+    assert float(F.bce_with_logits(z, x)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_bce_with_logits_is_finite_for_huge_logits(backend):
@@ -153,7 +159,7 @@ def test_bce_with_logits_is_finite_for_huge_logits(backend):
         x = be.asarray([[0.0, 1.0], [0.0, 1.0]])
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            loss = F.bce_with_logits(z, x)
+            loss = float(F.bce_with_logits(z, x))
         # the right answers cost nothing; the wrong ones cost |z| each
         assert loss == pytest.approx(2 * 1e4 / 4, rel=1e-6)
         sp = to_numpy(F.softplus(be.asarray([-1e4, 0.0, 1e4])))
@@ -165,7 +171,7 @@ def test_bce_with_logits_backward_matches_finite_differences(backend):
     z = rand(be, (4, 3), -3, 3, seed=10)
     x = rand(be, (4, 3), 0, 1, seed=11)
     analytic = F.bce_with_logits_backward(F.sigmoid(z), x)
-    check_grad(lambda: F.bce_with_logits(z, x), z, analytic)
+    check_grad(lambda: float(F.bce_with_logits(z, x)), z, analytic)
 
 
 # ----------------------------------------------------------------------------- KL sparsity
@@ -212,27 +218,59 @@ def test_kl_backward_is_zero_where_clipped():
     assert g[0] == 0 and g[1] == 0 and g[3] == 0 and g[2] != 0
 
 
+def sparsity_penalty(h, rho, beta):
+    """The KL sparsity penalty of codes h, as the model puts it together: (penalty, rho_hat)."""
+    rho_hat = F.mean_activation(h)
+    return F.kl_penalty(rho_hat, rho, beta), rho_hat
+
+
+def sparsity_backward(h, rho, beta):
+    """d penalty / dh: the gradient row with respect to rho_hat, spread over the batch."""
+    return F.mean_activation_backward(F.kl_penalty_backward(F.mean_activation(h), rho, beta), h)
+
+
 def test_sparsity_penalty_value(backend):
     be = get_backend(backend, "float64")
     h = be.asarray([[0.2, 0.5], [0.4, 0.1]])  # rho_hat = (0.3, 0.3)
-    penalty, rho_hat = F.sparsity_penalty(h, 0.1, 2.0)
+    penalty, rho_hat = sparsity_penalty(h, 0.1, 2.0)
     expected = 2.0 * 2 * (0.1 * math.log(0.1 / 0.3) + 0.9 * math.log(0.9 / 0.7))
-    assert isinstance(penalty, float)
-    assert penalty == pytest.approx(expected, rel=1e-12)
+    assert penalty.shape == ()  # a 0-d array, read with float()
+    assert float(penalty) == pytest.approx(expected, rel=1e-12)
     np.testing.assert_allclose(to_numpy(rho_hat), [0.3, 0.3], rtol=1e-15)
 
 
-def test_sparsity_penalty_returns_rho_hat_unclipped():
-    _, rho_hat = F.sparsity_penalty(np.zeros((3, 2)), 0.1, 1.0)
+def test_kl_penalty_takes_rho_hat_first():
+    # kl_penalty(rho_hat, rho, beta): the per-unit mean activations first, then the target
+    rho_hat = np.array([0.3, 0.05])
+    expected = 1.5 * sum(0.1 * math.log(0.1 / q) + 0.9 * math.log(0.9 / (1 - q))
+                         for q in (0.3, 0.05))
+    assert float(F.kl_penalty(rho_hat, 0.1, 1.5)) == pytest.approx(expected, rel=1e-14)
+    row = F.kl_penalty_backward(rho_hat, 0.1, 1.5)
+    np.testing.assert_allclose(row, 1.5 * (-0.1 / rho_hat + 0.9 / (1 - rho_hat)), rtol=1e-14)
+
+
+def test_mean_activation_is_unclipped():
+    rho_hat = F.mean_activation(np.zeros((3, 2)))
     np.testing.assert_array_equal(rho_hat, 0.0)
+    penalty = float(F.kl_penalty(rho_hat, 0.1, 1.0))  # clipped inside the penalty only
+    assert math.isfinite(penalty) and penalty > 0
+
+
+def test_mean_activation_backward_matches_finite_differences(backend):
+    be = get_backend(backend, "float64")
+    h = rand(be, (4, 3), 0.05, 0.95, seed=27)
+    R = rand(be, (3,), seed=28)
+    analytic = F.mean_activation_backward(R, h)
+    assert analytic.shape == h.shape
+    check_grad(lambda: float((R * F.mean_activation(h)).sum()), h, analytic)
 
 
 def test_sparsity_backward_matches_finite_differences(backend):
     be = get_backend(backend, "float64")
     h = rand(be, (4, 3), 0.05, 0.95, seed=12)
-    analytic = F.sparsity_backward(h, 0.1, 3.0)
+    analytic = sparsity_backward(h, 0.1, 3.0)
     assert analytic.shape == h.shape
-    check_grad(lambda: F.sparsity_penalty(h, 0.1, 3.0)[0], h, analytic)
+    check_grad(lambda: float(sparsity_penalty(h, 0.1, 3.0)[0]), h, analytic)
     # the documented formula: beta * (-(rho / rho_hat) + (1 - rho) / (1 - rho_hat)) / batch
     rho_hat = to_numpy(h).mean(axis=0)
     row = 3.0 * (-(0.1 / rho_hat) + 0.9 / (1 - rho_hat)) / 4
@@ -247,7 +285,8 @@ def test_sparsity_properties(rho, beta, batch, n, seed):
     # KL's curvature grows like rho_hat^-3: near 0.01 the truncation error of central
     # differences alone exceeds 1e-7, so keep rho_hat >= 0.05 for the gradient check
     h = rng.uniform(0.05, 0.95, size=(batch, n))
-    penalty, rho_hat = F.sparsity_penalty(h, rho, beta)
+    penalty, rho_hat = sparsity_penalty(h, rho, beta)
+    penalty = float(penalty)
     assert math.isfinite(penalty)
     kl = F.kl_divergence(rho, F.clip_rho_hat(rho_hat))
     assert (kl >= -1e-15).all()
@@ -255,11 +294,11 @@ def test_sparsity_properties(rho, beta, batch, n, seed):
     # KL is exactly 0 where rho_hat == rho, and so is its gradient
     assert float(F.kl_divergence(rho, np.full(n, rho)).sum()) == 0.0
     assert np.abs(F.kl_divergence_backward(rho, np.full(n, rho))).max() <= 1e-12
-    flat, _ = F.sparsity_penalty(np.full((batch, n), rho), rho, beta)
-    assert abs(flat) <= 1e-12
+    flat, _ = sparsity_penalty(np.full((batch, n), rho), rho, beta)
+    assert abs(float(flat)) <= 1e-12
     if beta > 0:
-        numeric = numerical_gradient(lambda: F.sparsity_penalty(h, rho, beta)[0], h)
-        analytic = F.sparsity_backward(h, rho, beta)
+        numeric = numerical_gradient(lambda: float(sparsity_penalty(h, rho, beta)[0]), h)
+        analytic = sparsity_backward(h, rho, beta)
         err = relative_error(numeric, analytic)
         # central differences cannot resolve a gradient below rounding of the penalty itself
         assert err < TOL or np.linalg.norm(numeric - analytic) < 1e-10 * (1 + abs(penalty))
@@ -271,11 +310,12 @@ def test_weight_decay_value_and_gradient(backend):
     be = get_backend(backend, "float64")
     W1 = be.asarray([[1.0, 2.0], [0.0, -1.0]])
     W2 = be.asarray([[3.0]])
-    assert F.weight_decay([W1, W2], 0.1) == pytest.approx(0.05 * (1 + 4 + 1 + 9), rel=1e-15)
-    assert F.weight_decay([W1, W2], 0.0) == 0.0
+    assert float(F.weight_decay([W1, W2], 0.1)) == pytest.approx(0.05 * (1 + 4 + 1 + 9),
+                                                                 rel=1e-15)
+    assert float(F.weight_decay([W1, W2], 0.0)) == 0.0
     np.testing.assert_allclose(to_numpy(F.weight_decay_backward(W1, 0.1)), 0.1 * to_numpy(W1))
     W = rand(be, (3, 4), seed=13)
-    check_grad(lambda: F.weight_decay([W, W2], 0.07), W, F.weight_decay_backward(W, 0.07))
+    check_grad(lambda: float(F.weight_decay([W, W2], 0.07)), W, F.weight_decay_backward(W, 0.07))
 
 
 # ----------------------------------------------------------------------------- dtype policy
@@ -297,22 +337,31 @@ def test_float32_stays_float32_with_python_scalars(backend):
         "clip_rho_hat": F.clip_rho_hat(rho_hat),
         "kl_divergence": F.kl_divergence(0.1, F.clip_rho_hat(rho_hat)),
         "kl_divergence_backward": F.kl_divergence_backward(0.1, rho_hat),
-        "sparsity_penalty rho_hat": F.sparsity_penalty(h, 0.1, 0.2)[1],
-        "sparsity_backward": F.sparsity_backward(h, 0.1, 0.2),
+        "mean_activation": F.mean_activation(h),
+        "kl_penalty_backward": F.kl_penalty_backward(rho_hat, 0.1, 0.2),
+        "mean_activation_backward": F.mean_activation_backward(
+            F.kl_penalty_backward(rho_hat, 0.1, 0.2), h),
         "weight_decay_backward": F.weight_decay_backward(z, 0.3),
     }
     for name, a in outputs.items():
         assert a.dtype == np.float32, f"{name} gave {a.dtype}"
     # the losses are 0-d arrays of the inputs' dtype (left on the device until read)
     for name, value in {"mse": F.mse(h, x), "bce_with_logits": F.bce_with_logits(h, x),
-                        "sparsity_penalty": F.sparsity_penalty(h, 0.1, 0.2)[0],
-                        "kl_penalty": F.kl_penalty(0.1, rho_hat, 0.2),
+                        "sparsity_penalty": sparsity_penalty(h, 0.1, 0.2)[0],
+                        "kl_penalty": F.kl_penalty(rho_hat, 0.1, 0.2),
                         "weight_decay": F.weight_decay([z], 0.1)}.items():
         assert value.dtype == np.float32 and value.shape == (), f"{name} gave {value.dtype}"
 
 
-def test_array_module_of_scalars_is_numpy():
-    from minisae.backend import array_module
+def test_numpy_scalars_are_numpy_arrays_to_the_functions():
+    import array_api_compat
+
+    from minisae.backend import array_module, library, namespace
+    # a NumPy scalar is a NumPy array to the Array API: its namespace is NumPy's
+    assert namespace(np.float64(0.3)) is array_api_compat.array_namespace(np.empty(0))
+    assert library(np.float64(0.3)) == "numpy" and library(0.2) is None
+    assert to_numpy(0.2).shape == () and float(to_numpy(np.float64(0.3))) == 0.3
+    # the engine's raw module of anything that is not CuPy's is numpy
     assert array_module(np.float64(0.3)) is np and array_module(0.2) is np
-    assert float(F.kl_divergence(0.1, 0.1)) == 0.0
+    assert float(F.kl_divergence(0.1, np.float64(0.1))) == 0.0
     assert float(F.kl_divergence_backward(0.1, np.float64(0.1))) == 0.0

@@ -44,10 +44,29 @@ def test_numerical_gradient_respects_the_step():
     assert numerical_gradient(lambda: float(p[0] ** 3), p, h=1e-2)[0] == pytest.approx(1e-4)
 
 
-def test_numerical_gradient_needs_a_contiguous_array():
-    p = np.zeros((4, 4))[:, ::2]
-    with pytest.raises(ConfigError, match="contiguous"):
-        numerical_gradient(lambda: 0.0, p)
+def test_numerical_gradient_of_a_strided_view():
+    # a view with a step (not C-contiguous) is perturbed in place too, and restored
+    base = np.random.default_rng(5).uniform(-1, 1, size=(4, 4))
+    p = base[:, ::2]
+    assert not p.flags.c_contiguous
+    p0, base0 = p.copy(), base.copy()
+    grad = numerical_gradient(lambda: float((p ** 3).sum()), p)
+    np.testing.assert_allclose(grad, 3 * p0 ** 2, rtol=1e-8, atol=1e-9)
+    np.testing.assert_array_equal(base, base0)
+
+
+@pytest.mark.parametrize("make", [lambda a: a[:, :2], lambda a: a.T], ids=["slice", "transpose"])
+def test_numerical_gradient_never_silently_misses_the_array(make):
+    # a layout that cannot be flattened without a copy: the right gradient, or a ConfigError;
+    # never a gradient of zeros from perturbing a copy
+    base = np.random.default_rng(6).uniform(-1, 1, size=(4, 4))
+    p = make(base)
+    p0 = p.copy()
+    try:
+        grad = numerical_gradient(lambda: float((p ** 3).sum()), p)
+    except ConfigError:
+        return
+    np.testing.assert_allclose(grad, 3 * p0 ** 2, rtol=1e-8, atol=1e-9)
 
 
 def test_check_model_returns_a_row_per_parameter(backend):
@@ -120,3 +139,41 @@ def test_format_table_lists_every_parameter():
     for name, shape, line in zip(NAMES, ("4x3", "3", "3x4", "4"), lines[2:]):
         assert line.split()[0] == name and line.split()[1] == shape and line.endswith("yes")
     assert format_table(rows).splitlines()[0].startswith("parameter")
+
+
+def test_check_model_checks_the_function_it_is_given():
+    import minisae.fast
+    model = make_model("numpy", 4, 3, weight_decay=0.01)
+    x = random_inputs(3, 4, seed=5)
+    calls = []
+
+    def engine_off_by_one_percent(m, *inputs):
+        calls.append(inputs)
+        out = minisae.fast.loss_and_grads(m, *inputs)
+        m.grads["decoder.b"][...] *= 1.01
+        return out
+
+    rows = check_model(model, x, loss_and_grads=engine_off_by_one_percent)
+    assert calls and all(len(c) == 1 and c[0] is x for c in calls)  # called as f(model, x)
+    assert [r.name for r in rows if not r.ok] == ["decoder.b"]
+    # the default is the reference, model.loss_and_grads; minisae.fast.check_model the engine
+    assert all(r.ok for r in check_model(model, x))
+    assert minisae.fast.fused(model) is None  # the engine really runs (no fallback)
+    rows = minisae.fast.check_model(model, x)
+    assert [r.name for r in rows] == NAMES and all(r.ok for r in rows)
+    with pytest.raises(GradientCheckError, match=r"decoder\.b"):
+        assert_gradients_ok(check_model(model, x, loss_and_grads=engine_off_by_one_percent))
+
+
+def test_the_engine_check_does_not_run_the_reference(monkeypatch):
+    import minisae.fast
+    model = make_model("numpy", 4, 3)
+    x = random_inputs(3, 4, seed=6)
+
+    def broken_reference(x, validate=True):
+        raise AssertionError("the reference ran")
+
+    monkeypatch.setattr(model, "loss_and_grads", broken_reference)
+    assert all(r.ok for r in minisae.fast.check_model(model, x))
+    with pytest.raises(AssertionError, match="the reference ran"):
+        check_model(model, x)

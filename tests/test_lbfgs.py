@@ -1,4 +1,4 @@
-"""L-BFGS (minisae.lbfgs): exact on a quadratic, better than Adam per pass on a small
+"""L-BFGS (minisae.training.lbfgs): exact on a quadratic, better than Adam per pass on a small
 autoencoder, per-iteration callback and history, iteration budget, state round trip, errors."""
 import io
 import math
@@ -9,6 +9,7 @@ import pytest
 from conftest import make_model
 from minisae import Adam, get_backend, to_numpy
 from minisae.errors import CheckpointError, ConfigError, TrainingError
+from minisae.files.state import check_state, optimizer_state, restore
 from minisae.training.lbfgs import LBFGS, LBFGSResult, LBFGSStep
 
 
@@ -142,7 +143,7 @@ def test_state_round_trip_through_npz_and_resume():
     model = tiny_autoencoder()
     opt = LBFGS(model.flat_params, model.flat_grads, max_iter=12, memory=7)
     opt.minimize(lambda: model.loss_and_grads(x), max_iter=5)
-    state = opt.state_dict()
+    state = optimizer_state(opt)
     assert state == {"t": 5, "evaluations": opt.evaluations, "max_iter": 12, "memory": 7}
     assert all(type(v) is int for v in state.values())  # plain numbers, no pickle needed
 
@@ -154,7 +155,8 @@ def test_state_round_trip_through_npz_and_resume():
     resumed = tiny_autoencoder(seed=99)
     resumed.flat_params[...] = saved.pop("params")
     opt2 = LBFGS(resumed.flat_params, resumed.flat_grads)
-    opt2.load_state_dict(saved)
+    check_state("LBFGS", saved, {}, "float64")  # what a checkpoint's load runs first
+    restore(opt2, saved)
     assert (opt2.t, opt2.max_iter, opt2.memory, opt2.evaluations) == (5, 12, 7, opt.evaluations)
     before = resumed.loss(x).total
     result = opt2.minimize(lambda: resumed.loss_and_grads(x))
@@ -162,12 +164,17 @@ def test_state_round_trip_through_npz_and_resume():
     assert result.initial_loss == pytest.approx(before) and result.loss < before
 
 
-def test_load_state_dict_rejects_other_optimizers_state():
+def test_check_state_rejects_other_optimizers_state():
     q = Quadratic()
-    with pytest.raises(CheckpointError, match="missing 'evaluations'.*LBFGS"):
-        LBFGS(q.p, q.g).load_state_dict({"t": 3, "lr": 0.01})
+    other = r"LBFGS state lacks \['evaluations'.*has unknown entries \['lr'\]"
+    with pytest.raises(CheckpointError, match=other):
+        check_state("LBFGS", {"t": 3, "lr": 0.01}, {}, "float64")
+    bad = {"t": 3, "evaluations": 4, "max_iter": 9, "memory": 0}
+    with pytest.raises(CheckpointError, match="'memory' must be a whole number >= 1"):
+        check_state("LBFGS", bad, {}, "float64")
+    opt = LBFGS(q.p, q.g)
     with pytest.raises(CheckpointError, match="memory"):
-        LBFGS(q.p, q.g).load_state_dict({"t": 3, "evaluations": 4, "max_iter": 9, "memory": 0})
+        restore(opt, bad)
 
 
 # ----------------------------------------------------------------------------- errors

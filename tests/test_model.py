@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import minisae.fast
 from conftest import COMBO_IDS, OPTION_COMBOS, make_model, random_inputs, requires_cupy
 from minisae import Adam, SparseAutoencoder, get_backend, to_numpy
 from minisae.errors import ConfigError, InputError, MinisaeError
@@ -64,6 +65,19 @@ def reference(params, x, cfg):
 PATHS = ["reference", "fast"]
 
 
+def loss_and_grads_on(path):
+    """f(model, x) computing the loss and filling model.grads on a path: the reference
+    (the model's layers) or the fast engine."""
+    return SparseAutoencoder.loss_and_grads if path == "reference" else minisae.fast.loss_and_grads
+
+
+def check_path(model, path):
+    """On the fast path, make sure the fused step really runs (no silent fallback to the
+    reference, which would test the reference twice)."""
+    if path == "fast":
+        assert minisae.fast.fused(model) is None, minisae.fast.fused(model)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
 def test_model_gradients_match_finite_differences(backend, combo, path):
@@ -71,7 +85,8 @@ def test_model_gradients_match_finite_differences(backend, combo, path):
                        sparsity_weight=0.7, weight_decay=0.01, seed=1)
     randomize(model, seed=2, scale=2.0)
     x = random_inputs(4, 5, seed=3)
-    rows = check_model(model, x, path=path)
+    check_path(model, path)
+    rows = check_model(model, x) if path == "reference" else minisae.fast.check_model(model, x)
     assert [r.name for r in rows] == PARAM_NAMES
     assert_gradients_ok(rows)
     for r in rows:
@@ -91,8 +106,7 @@ def model_cases(draw):
     # the largest |pre-activation| of each layer, up to 8 (sigmoid' = 3e-4 there)
     s1, s2 = draw(st.floats(0.1, 8.0)), draw(st.floats(0.1, 8.0))
     seed = draw(st.integers(0, 2**16))
-    model = make_model("numpy", n_inputs=n, n_hidden=n_hidden, combo=combo, seed=seed,
-                       fast=fast, **kw)
+    model = make_model("numpy", n_inputs=n, n_hidden=n_hidden, combo=combo, seed=seed, **kw)
     rng = np.random.default_rng(seed)
     P = model.params
     P["encoder.b"][...] = rng.uniform(-1, 1, size=n_hidden)
@@ -104,14 +118,16 @@ def model_cases(draw):
         k = (s1 if W == "encoder.W" else s2) / np.abs(z).max()
         P[W][...] *= k
         P[b][...] *= k
-    return model, x
+    return model, x, "fast" if fast else "reference"
 
 
 @settings(max_examples=60, deadline=None)
 @given(case=model_cases())
 def test_model_gradients_property(case):
-    model, x = case
-    out = model.loss_and_grads(x)
+    model, x, path = case
+    compute = loss_and_grads_on(path)
+    check_path(model, path)
+    out = compute(model, x)
     total = out.total
     assert math.isfinite(total)
     assert out.sparsity >= -1e-12  # KL >= 0
@@ -129,7 +145,7 @@ def test_model_gradients_property(case):
     kl_conditioning = beta * np.sum(rho / rho_hat + (1 - rho) / (1 - rho_hat))
     noise = 1e-10 * (1 + abs(total) + kl_conditioning)
     for name, p in model.params.items():
-        numeric = numerical_gradient(lambda: model.loss_and_grads(x).total, p)
+        numeric = numerical_gradient(lambda: compute(model, x).total, p)
         err = relative_error(numeric, analytic[name])
         assert err < 1e-7 or np.linalg.norm(numeric - analytic[name]) < noise * math.sqrt(p.size), \
             f"{name}: relative error {err:.3e}"
@@ -160,10 +176,11 @@ def test_kl_vanishes_when_rho_hat_equals_rho(rho, beta, batch, n, n_hidden, seed
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
 def test_both_paths_match_the_math_written_out_float64(backend, combo, path):
     model = make_model(backend, n_inputs=7, n_hidden=5, combo=combo, sparsity_target=0.15,
-                       sparsity_weight=1.3, weight_decay=0.02, seed=4, fast=path == "fast")
+                       sparsity_weight=1.3, weight_decay=0.02, seed=4)
     randomize(model, seed=5, scale=1.5)
     x = random_inputs(6, 7, seed=6)
-    out = model.loss_and_grads(x)
+    check_path(model, path)
+    out = loss_and_grads_on(path)(model, x)
     parts, grads, rho_hat = reference(model.params, x, model.config)
     for k, v in parts.items():
         assert getattr(out, k) == pytest.approx(v, rel=1e-12, abs=1e-15), k
@@ -177,10 +194,11 @@ def test_both_paths_match_the_math_written_out_float64(backend, combo, path):
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
 def test_both_paths_match_the_math_written_out_float32(backend, combo, path):
     model = make_model(backend, n_inputs=12, n_hidden=6, combo=combo, dtype="float32",
-                       sparsity_weight=0.5, weight_decay=0.003, seed=7, fast=path == "fast")
+                       sparsity_weight=0.5, weight_decay=0.003, seed=7)
     randomize(model, seed=8)
     x = random_inputs(9, 12, seed=9).astype(np.float32)
-    out = model.loss_and_grads(x)
+    check_path(model, path)
+    out = loss_and_grads_on(path)(model, x)
     parts, grads, _ = reference(model.params, x, model.config)
     assert out.total == pytest.approx(parts["total"], rel=1e-5)
     for k in PARAM_NAMES:
@@ -328,33 +346,44 @@ def _arrays_in(obj, path="", seen=None):
             yield from _arrays_in(v, f"{path}.{k}", seen)
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_float32_model_never_makes_float64(backend, fast):
+@pytest.mark.parametrize("path", PATHS)
+def test_float32_model_never_makes_float64(backend, path):
+    from minisae.fast import FastAdam
     from minisae.fast.step import _BUFFERS
-    model = make_model(backend, 8, 5, dtype="float32", weight_decay=0.01, sparsity_weight=0.5,
-                       fast=fast)
-    opt = Adam(model.params, model.grads, lr=0.01, fast=fast, threads=1)
+    model = make_model(backend, 8, 5, dtype="float32", weight_decay=0.01, sparsity_weight=0.5)
+    opt = Adam(model.params, model.grads, lr=0.01)
+    # the fast path: the engine's step and its Adam, on the reference optimizer's own state
+    stepper = FastAdam(opt, threads=1) if path == "fast" else opt
+    compute = loss_and_grads_on(path)
+    check_path(model, path)
     x = random_inputs(6, 8, seed=21)  # float64 NumPy input: cast on the way in
     outs = []
     for _ in range(3):
-        out = model.loss_and_grads(x)
-        opt.step()
+        out = compute(model, x)
+        stepper.step()
         outs.append(out)
+    assert opt.t == 3
     h, y = model.encode(x), model.reconstruct(x)
-    found = list(_arrays_in({"model": model, "opt": opt, "outs": outs, "h": h, "y": y,
-                             "decoded": model.decode(h), "engine": _BUFFERS.get(model)}))
+    found = list(_arrays_in({"model": model, "opt": opt, "stepper": stepper, "outs": outs,
+                             "h": h, "y": y, "decoded": model.decode(h),
+                             "engine": _BUFFERS.get(model)}))
     paths = [p for p, _ in found]
     # the walk really reaches the layers' caches (or the engine's buffers), the optimizer
     # state and the outputs
-    expected = ["['model'].encoder._x", "['model'].encoder_activation._y", "['opt'].m['encoder.W']",
+    expected = ["['model'].encoder._x", "['model'].coding._y", "['opt'].m['encoder.W']",
                 "['opt'].v['decoder.b']", "['outs'][0]._rho_hat", "['h']", "['y']"]
-    if fast:
+    if path == "fast":
         expected += ["['engine']._arrays['h']", "['engine']._arrays['dz']",
-                     "['engine']._arrays['work_W']"]
-        if backend == "numpy" and opt._engine.kernel == "numpy":
-            expected.append("['opt']._engine._scratch")
-    for path in expected:
-        assert path in paths, path
+                     "['stepper'].m", "['stepper'].v"]
+        if backend == "numpy":  # the weight-decay scratch is NumPy's only
+            expected += ["['engine']._arrays['work_encoder.W']",
+                         "['engine']._arrays['work_decoder.W']"]
+        if backend == "numpy" and stepper.kernel == "numpy":
+            expected.append("['stepper']._scratch")
+    else:
+        assert _BUFFERS.get(model) is None  # the reference never touches the engine
+    for where in expected:
+        assert where in paths, where
     bad = [(p, a.dtype) for p, a in found if a.dtype != np.float32 and a.dtype.kind == "f"]
     assert not bad
     assert outs[-1].mean_activation.dtype == np.float32
@@ -418,9 +447,10 @@ def test_bad_input_from_a_list_and_on_the_backend(backend):
 
 def test_decode_checks_the_code_shape():
     model = make_model("numpy", 5, 3)
-    with pytest.raises(InputError, match="decode"):
+    # the message names the codes (decode's input), the expected shape and what was given
+    with pytest.raises(InputError, match=r"codes h.*n_hidden=3.*\(2, 4\).*\(batch, 3\)"):
         model.decode(np.zeros((2, 4)))
-    with pytest.raises(InputError, match=r"\(batch, 3\)"):
+    with pytest.raises(InputError, match=r"codes h.*\(batch, 3\).*\(3,\)"):
         model.decode(np.zeros(3))
 
 
@@ -522,13 +552,15 @@ def test_design_example_runs():
 @requires_cupy
 @pytest.mark.parametrize("dtype,rtol", [("float32", 1e-4), ("float64", 1e-10)])
 @pytest.mark.parametrize("combo", OPTION_COMBOS, ids=COMBO_IDS)
-def test_same_seed_same_numbers_on_numpy_and_cupy(combo, dtype, rtol):
+@pytest.mark.parametrize("path", PATHS)
+def test_same_seed_same_numbers_on_numpy_and_cupy(combo, dtype, rtol, path):
     x = random_inputs(16, 30, seed=22)
     results = []
     for name in ("numpy", "cupy"):
         model = make_model(name, 30, 12, combo=combo, dtype=dtype, seed=23, weight_decay=0.01)
         assert model.backend.name == name
-        out = model.loss_and_grads(model.backend.asarray(x))
+        check_path(model, path)
+        out = loss_and_grads_on(path)(model, model.backend.asarray(x))
         results.append((to_numpy(model.flat_params).copy(), out.total, out.mean_activation,
                         {k: to_numpy(g).copy() for k, g in model.grads.items()}))
     (p0, t0, r0, g0), (p1, t1, r1, g1) = results
@@ -548,13 +580,13 @@ def test_numpy_scalar_hyperparameters_keep_float32_and_save(tmp_path):
                               sparsity_weight=np.float64(0.5), weight_decay=np.float64(0.01),
                               seed=np.int64(1))
     x = np.random.default_rng(0).random((5, 6), dtype=np.float32)
-    loss = model.loss_and_grads(x)
-    assert all(g.dtype == np.float32 for g in model.grads.values())
-    assert all(np.asarray(p).dtype == np.float32 for p in loss._parts if not isinstance(p, float))
-    model.fast = False  # and the reference path
-    loss = model.loss_and_grads(x)
-    assert all(g.dtype == np.float32 for g in model.grads.values())
-    assert all(np.asarray(p).dtype == np.float32 for p in loss._parts if not isinstance(p, float))
+    for path in ("fast", "reference"):  # the engine, and the reference path
+        model.flat_grads[...] = 0.0
+        loss = loss_and_grads_on(path)(model, x)
+        assert all(g.dtype == np.float32 for g in model.grads.values()), path
+        assert all(np.asarray(p).dtype == np.float32 for p in loss._parts.values()
+                   if type(p) is not float), path  # np.float64 is a float too
+        assert float(np.abs(model.flat_grads).sum()) > 0, path
     assert type(model.config.sparsity_target) is float and type(model.config.n_hidden) is int
     c = checkpoint.load(checkpoint.save(tmp_path / "c.npz", model))
     assert c.model.config == model.config

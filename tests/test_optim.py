@@ -5,9 +5,12 @@ import pytest
 
 from conftest import make_model, random_inputs
 from minisae import SGD, Adam, get_backend, to_numpy
-from minisae.errors import CheckpointError, ConfigError, MinisaeError
 from minisae.backend import array_module
-from minisae.fast import FlatAdam
+from minisae.errors import CheckpointError, ConfigError, MinisaeError
+from minisae.fast import FastAdam, fast_optimizer
+from minisae.fast.adam import flat_state, numba_adam
+from minisae.files import state as S
+from minisae.training import LBFGS
 
 SHAPES = {"encoder.W": (9, 5), "encoder.b": (5,), "decoder.W": (5, 9), "decoder.b": (9,)}
 N = sum(math.prod(s) for s in SHAPES.values())  # 104
@@ -55,11 +58,21 @@ def adam_reference(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8):
     return p
 
 
+def stepper(opt, path, **kw):
+    """What steps opt on `path`: opt itself (the reference, Adam.step) or FastAdam(opt, **kw)."""
+    return FastAdam(opt, **kw) if path == "fast" else opt
+
+
+PATHS = ["fast", "reference"]
+KERNELS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    numba_adam() is None, reason="numba is not installed (the optional `fast` extra)"))]
+
+
 # ----------------------------------------------------------------------------- Adam
 
-@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-6), ("float32", 1e-4)])
-def test_adam_first_step_is_lr_times_sign_of_g(backend, fast, dtype, rtol):
+def test_adam_first_step_is_lr_times_sign_of_g(backend, path, dtype, rtol):
     be = get_backend(backend, dtype)
     _, params = flat_views(be, seed=0)
     _, grads = flat_views(be)
@@ -69,11 +82,11 @@ def test_adam_first_step_is_lr_times_sign_of_g(backend, fast, dtype, rtol):
     grads["decoder.b"][0] = 0.0
     before = snapshot(params)
     lr = 0.01
-    opt = Adam(params, grads, lr=lr, fast=fast)
-    assert opt.fast is fast
+    opt = Adam(params, grads, lr=lr)
+    assert opt.t == 0
     assert all(float(abs(m).max()) == 0 for m in opt.m.values())
     assert all(float(abs(v).max()) == 0 for v in opt.v.values())
-    opt.step()
+    stepper(opt, path).step()
     assert opt.t == 1
     for k in SHAPES:
         step = before[k] - to_numpy(params[k])
@@ -82,44 +95,50 @@ def test_adam_first_step_is_lr_times_sign_of_g(backend, fast, dtype, rtol):
     assert (before["decoder.b"][0] - to_numpy(params["decoder.b"])[0]) == 0.0
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_adam_matches_the_paper(backend, fast):
+@pytest.mark.parametrize("path", PATHS)
+def test_adam_matches_the_paper(backend, path):
     be = get_backend(backend, "float64")
     _, params = flat_views(be, seed=2)
     _, grads = flat_views(be)
     p0 = snapshot(params)
-    opt = Adam(params, grads, lr=0.05, betas=(0.8, 0.99), eps=1e-6, fast=fast)
+    opt = Adam(params, grads, lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    step = stepper(opt, path)
     rng = np.random.default_rng(3)
     history = []
     for _ in range(5):
         set_grads(grads, rng)
         history.append(snapshot(grads))
-        opt.step()
+        step.step()
+    assert opt.t == 5
     for k in SHAPES:
         expected = adam_reference(p0[k], [h[k] for h in history], 0.05, 0.8, 0.99, 1e-6)
         np.testing.assert_allclose(to_numpy(params[k]), expected, rtol=1e-12, atol=1e-14, err_msg=k)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("chunk", [None, 7, 16])
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-5)])
-def test_adam_fast_matches_reference(backend, threads, chunk, dtype, rtol):
+def test_adam_fast_matches_reference(backend, kernel, threads, chunk, dtype, rtol):
+    if backend != "numpy" and kernel != "numpy":
+        pytest.skip("on CuPy the kernel is CuPy's, whatever is asked")
     be = get_backend(backend, dtype)
     runs = []
-    for fast in (True, False):
+    for path in PATHS:
         flat_p, params = flat_views(be, seed=4)
         _, grads = flat_views(be)
-        opt = Adam(params, grads, lr=0.01, fast=fast, threads=threads)
-        assert opt.fast is fast
-        if chunk is not None and fast:
-            opt._engine.CHUNK = chunk  # small chunks: boundaries fall inside and between parameters
+        opt = Adam(params, grads, lr=0.01)
+        step = stepper(opt, path, threads=threads, kernel=kernel)
+        if chunk is not None and path == "fast":
+            step.CHUNK = chunk  # small chunks: boundaries fall inside and between parameters
         rng = np.random.default_rng(5)
         for _ in range(20):
             set_grads(grads, rng)
-            opt.step()
-        if fast and backend == "numpy":
+            step.step()
+        assert opt.t == 20
+        if path == "fast" and backend == "numpy":
             # 104 elements in chunks of 7 or 16 take the threaded path when threads=2
-            assert (opt._engine._pool is not None) == (threads == 2 and chunk is not None)
+            assert (step._pool is not None) == (threads == 2 and chunk is not None)
         runs.append((to_numpy(flat_p).copy(), snapshot(opt.m), snapshot(opt.v)))
     (p_f, m_f, v_f), (p_p, m_p, v_p) = runs
     np.testing.assert_allclose(p_f, p_p, rtol=rtol, atol=rtol)
@@ -130,58 +149,89 @@ def test_adam_fast_matches_reference(backend, threads, chunk, dtype, rtol):
     assert np.abs(p_p - to_numpy(flat_views(be, seed=4)[0])).min() > 0
 
 
-def test_flat_adam_class_chunk_can_be_monkeypatched(monkeypatch):
-    monkeypatch.setattr(FlatAdam, "CHUNK", 5)
+def test_fast_adam_class_chunk_can_be_monkeypatched(monkeypatch):
+    monkeypatch.setattr(FastAdam, "CHUNK", 5)
     be = get_backend("numpy", "float64")
     results = []
-    for fast in (True, False):
+    for path in PATHS:
         flat_p, params = flat_views(be, seed=6)
         _, grads = flat_views(be)
-        opt = Adam(params, grads, lr=0.02, fast=fast, threads=2)
+        step = stepper(Adam(params, grads, lr=0.02), path, threads=2, kernel="numpy")
         rng = np.random.default_rng(7)
         for _ in range(10):
             set_grads(grads, rng)
-            opt.step()
+            step.step()
+        if path == "fast":
+            assert step._pool is not None and step._scratch.shape == (2, 5)  # the class's CHUNK
         results.append(flat_p.copy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-14)
 
 
-def test_adam_is_fast_on_a_models_params_by_default(backend):
+def test_fast_optimizer_is_fast_adam_on_a_models_params(backend):
     model = make_model(backend, 6, 4)
-    assert Adam(model.params, model.grads).fast is True
-    assert Adam(model.params, model.grads, fast=False).fast is False
+    opt = Adam(model.params, model.grads)
+    fast = fast_optimizer(opt, threads=2)
+    assert isinstance(fast, FastAdam) and fast.opt is opt and fast.threads == 2
+    assert fast_optimizer(opt).threads is None
+    p, g, m, v = flat_state(opt)
+    assert p is model.flat_params and g is model.flat_grads
+    assert all(a is b for a, b in zip((fast.p, fast.g, fast.m, fast.v), (p, g, m, v)))
+
+
+def assert_not_fast(opt, word="flat buffer"):
+    """Neither the engine nor fast_optimizer takes opt: fast_optimizer gives opt itself."""
+    assert flat_state(opt) is None
+    assert fast_optimizer(opt) is opt
+    with pytest.raises(ConfigError, match=word):
+        FastAdam(opt)
 
 
 def test_adam_on_separate_arrays_falls_back_to_the_reference(backend):
     be = get_backend(backend, "float64")
     params, grads = separate_arrays(be, 8), separate_arrays(be, 9)
     opt = Adam(params, grads, lr=0.01)
-    assert opt.fast is False
+    assert_not_fast(opt)
     p0 = snapshot(params)
-    opt.step()
+    fast_optimizer(opt).step()
+    assert opt.t == 1
     for k in SHAPES:
         np.testing.assert_allclose(p0[k] - to_numpy(params[k]), 0.01 * np.sign(to_numpy(grads[k])),
                                    rtol=1e-5)
 
 
-def test_adam_needs_both_params_and_grads_flat_in_the_same_order():
+def test_fast_adam_needs_params_grads_and_moments_flat_in_the_same_order():
     be = get_backend("numpy", "float64")
     _, params = flat_views(be, seed=10)
-    assert Adam(params, separate_arrays(be, 11)).fast is False
+    _, grads = flat_views(be)
+    assert isinstance(fast_optimizer(Adam(params, grads)), FastAdam)  # the layout it runs
+    assert_not_fast(Adam(params, separate_arrays(be, 11)))
+    assert_not_fast(Adam(separate_arrays(be, 11), grads))
     # views of one buffer, but listed out of memory order
     reordered = dict(reversed(list(params.items())))
-    _, grads = flat_views(be)
-    assert Adam(reordered, dict(reversed(list(grads.items())))).fast is False
+    assert_not_fast(Adam(reordered, dict(reversed(list(grads.items())))))
     # part of a buffer is not the whole buffer
     partial = {k: v for k, v in params.items() if k != "decoder.b"}
-    assert Adam(partial, {k: v for k, v in grads.items() if k != "decoder.b"}).fast is False
+    assert_not_fast(Adam(partial, {k: v for k, v in grads.items() if k != "decoder.b"}))
+    # moments that are not views of one buffer (replaced after construction)
+    for slot in ("m", "v"):
+        opt = Adam(params, grads)
+        setattr(opt, slot, {k: np.zeros(a.shape) for k, a in params.items()})
+        assert_not_fast(opt)
 
 
-def test_adam_state_is_float32_for_float32_params(backend):
+def test_fast_adam_runs_only_an_adam(backend):
+    model = make_model(backend, 6, 4)
+    assert_not_fast(SGD(model.params, model.grads), "Adam")
+    if backend == "numpy":
+        assert_not_fast(LBFGS(model.flat_params, model.flat_grads), "Adam")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_adam_state_is_float32_for_float32_params(backend, path):
     model = make_model(backend, 6, 4, dtype="float32")
     opt = Adam(model.params, model.grads, lr=0.01)
     model.loss_and_grads(random_inputs(3, 6))
-    opt.step()
+    stepper(opt, path).step()
     for d in (opt.m, opt.v, model.params):
         for k, a in d.items():
             assert a.dtype == np.float32, k
@@ -223,14 +273,22 @@ def test_sgd_without_momentum_is_plain_gradient_descent():
         np.testing.assert_allclose(params[k], p0[k] - 2 * 0.5 * grads[k], rtol=1e-14)
 
 
-# ----------------------------------------------------------------------------- state dicts
+# ----------------------------------------------------------------------------- saved state
+# An optimizer's state for a checkpoint: minisae.files.state (optimizer_state, restore and the
+# checks that save and load both run, check_state).
 
-@pytest.mark.parametrize("make", [
-    lambda p, g: Adam(p, g, lr=0.01),
-    lambda p, g: Adam(p, g, lr=0.01, fast=False),
-    lambda p, g: SGD(p, g, lr=0.05, momentum=0.8),
-], ids=["adam-fast", "adam-reference", "sgd"])
-def test_state_dict_round_trip_continues_identically(backend, make):
+ROUND_TRIPS = {  # id: (make, the path before saving, the path after restoring)
+    "adam-fast": (lambda p, g: Adam(p, g, lr=0.01), "fast", "fast"),
+    "adam-reference": (lambda p, g: Adam(p, g, lr=0.01), "reference", "reference"),
+    "adam-fast-then-reference": (lambda p, g: Adam(p, g, lr=0.01), "fast", "reference"),
+    "adam-reference-then-fast": (lambda p, g: Adam(p, g, lr=0.01), "reference", "fast"),
+    "sgd": (lambda p, g: SGD(p, g, lr=0.05, momentum=0.8), "reference", "reference"),
+}
+
+
+@pytest.mark.parametrize("trip", list(ROUND_TRIPS))
+def test_optimizer_state_round_trip_continues_identically(backend, trip):
+    make, before, after = ROUND_TRIPS[trip]
     be = get_backend(backend, "float64")
     _, pa = flat_views(be, seed=16)
     _, ga = flat_views(be)
@@ -238,23 +296,26 @@ def test_state_dict_round_trip_continues_identically(backend, make):
     rng = np.random.default_rng(17)
     grads = [rng.normal(size=N) for _ in range(10)]
 
-    def step(opt, g_views, g):
+    def step(opt, g_views, g, path):
         start = 0
         for name, view in g_views.items():
             view[...] = be.asarray(g[start:start + view.size].reshape(view.shape))
             start += view.size
-        opt.step()
+        stepper(opt, path).step()
 
     for g in grads[:5]:
-        step(a, ga, g)
-    state = a.state_dict()
+        step(a, ga, g, before)
+    state = S.optimizer_state(a)
     saved_params = snapshot(pa)
+    kind = type(a).__name__
     assert state["t"] == 5 and state["lr"] == a.lr
-    slots = {k.split(".")[0] for k in state if k not in ("t", "lr")}
-    assert slots == ({"m", "v"} if isinstance(a, Adam) else {"u"})
+    assert set(state) == set(S.SCALARS[kind]) | set(S.slot_keys(kind, SHAPES))
+    slots = {k.split(".")[0] for k in state if k not in S.SCALARS[kind]}
+    assert slots == ({"m", "v"} if isinstance(a, Adam) else {"u"}) == set(type(a).SLOTS)
     for k, v in state.items():
-        if k not in ("t", "lr"):
+        if k not in S.SCALARS[kind]:
             assert isinstance(v, np.ndarray) and v.dtype == np.float64
+    S.check_state(kind, state, SHAPES, "float64")  # what save and load check: it passes
 
     # a fresh optimizer on a copy of the parameters, restored from the saved state
     _, pb = flat_views(be)
@@ -262,13 +323,27 @@ def test_state_dict_round_trip_continues_identically(backend, make):
         pb[k][...] = be.asarray(saved_params[k])
     _, gb = flat_views(be)
     b = make(pb, gb)
-    b.load_state_dict(state)
-    assert b.t == 5
+    slot_arrays = {slot: dict(getattr(b, slot)) for slot in type(b).SLOTS}
+    S.restore(b, state)
+    assert b.t == 5 and b.lr == a.lr
+    for slot, arrays in slot_arrays.items():  # copied into b's own arrays, on its device
+        assert all(getattr(b, slot)[k] is arrays[k] for k in SHAPES)
+        for k in SHAPES:
+            np.testing.assert_array_equal(to_numpy(arrays[k]), state[f"{slot}.{k}"])
     for g in grads[5:]:
-        step(a, ga, g)
-        step(b, gb, g)
+        step(a, ga, g, after)
+        step(b, gb, g, after)
+    assert a.t == b.t == 10
     for k in SHAPES:
         np.testing.assert_array_equal(to_numpy(pa[k]), to_numpy(pb[k]))
+    if before != after:  # and a run saved on one path, resumed on the other, is the same run
+        _, pr = flat_views(be, seed=16)
+        _, gr = flat_views(be)
+        r = make(pr, gr)
+        for g in grads:
+            step(r, gr, g, "reference")
+        for k in SHAPES:
+            np.testing.assert_allclose(to_numpy(pa[k]), to_numpy(pr[k]), rtol=1e-12, atol=1e-14)
     # a fresh optimizer without the state takes a different path
     _, pc = flat_views(be)
     for k in SHAPES:
@@ -276,55 +351,143 @@ def test_state_dict_round_trip_continues_identically(backend, make):
     _, gc = flat_views(be)
     c = make(pc, gc)
     for g in grads[5:]:
-        step(c, gc, g)
+        step(c, gc, g, after)
     assert not np.array_equal(to_numpy(pc["encoder.W"]), to_numpy(pa["encoder.W"]))
 
 
-def test_state_dict_is_a_copy():
+def test_optimizer_state_is_a_copy():
     be = get_backend("numpy", "float64")
     _, p = flat_views(be, seed=18)
     _, g = flat_views(be, seed=19)
     opt = Adam(p, g)
     opt.step()
-    state = opt.state_dict()
+    state = S.optimizer_state(opt)
     state["m.encoder.W"][...] = 123.0
     assert not (opt.m["encoder.W"] == 123.0).any()
+    other = Adam(p, g)
+    S.restore(other, state)
+    state["v.encoder.W"][...] = 7.0  # restore copies too
+    assert not (other.v["encoder.W"] == 7.0).any()
 
 
-def test_load_state_dict_errors():
+def test_optimizer_settings_rebuild_the_optimizer():
+    be = get_backend("numpy", "float64")
+    _, p = flat_views(be, seed=28)
+    _, g = flat_views(be)
+    for opt in (Adam(p, g, lr=0.02, betas=(0.8, 0.99), eps=1e-6), SGD(p, g, lr=0.3, momentum=0.5)):
+        settings = S.optimizer_settings(opt)
+        kind = settings.pop("type")
+        assert kind == type(opt).__name__ and set(settings) == set(type(opt).SETTINGS)
+        S.check_settings(kind, settings)
+        if "betas" in settings:
+            assert settings["betas"] == [0.8, 0.99]  # JSON: a list
+            settings["betas"] = tuple(settings["betas"])
+        twin = S.OPTIMIZERS[kind](p, g, **settings)
+        assert all(getattr(twin, k) == getattr(opt, k) for k in settings)
+    with pytest.raises(CheckpointError, match="betas must be two numbers"):
+        S.check_settings("Adam", {"lr": 0.1, "betas": [0.9], "eps": 1e-8})
+    with pytest.raises(CheckpointError, match="lr"):
+        S.check_settings("Adam", {"lr": float("nan"), "betas": [0.9, 0.999], "eps": 1e-8})
+    with pytest.raises(CheckpointError, match="momentum"):
+        S.check_settings("SGD", {"lr": 0.1, "momentum": 1.0})
+    with pytest.raises(CheckpointError, match="expected"):
+        S.check_settings("SGD", {"lr": 0.1})
+
+
+def test_check_state_errors():
     be = get_backend("numpy", "float64")
     _, p = flat_views(be, seed=20)
     _, g = flat_views(be, seed=21)
     opt = Adam(p, g)
     opt.step()
-    state = opt.state_dict()
+    state = S.optimizer_state(opt)
+
+    def check(s, kind="Adam", dtype="float64"):
+        S.check_state(kind, s, SHAPES, dtype)
+
+    check(state)
     missing = {k: v for k, v in state.items() if k != "v.decoder.b"}
-    with pytest.raises(CheckpointError, match="missing"):
-        Adam(p, g).load_state_dict(missing)
+    with pytest.raises(CheckpointError, match="lacks.*v.decoder.b"):
+        check(missing)
+    with pytest.raises(CheckpointError, match="unknown entries.*extra"):
+        check(dict(state, extra=np.zeros(3)))
     wrong = dict(state, **{"m.encoder.W": np.zeros((2, 2))})
-    with pytest.raises(CheckpointError, match="shape"):
-        Adam(p, g).load_state_dict(wrong)
-    with pytest.raises(CheckpointError, match="missing"):
-        SGD(p, g).load_state_dict(state)  # an Adam state has no "u"
+    with pytest.raises(CheckpointError, match=r"m.encoder.W.*\(9, 5\)"):
+        check(wrong)
+    with pytest.raises(CheckpointError, match="float32"):
+        check(state, dtype="float32")  # the arrays must be in the model's dtype
+    with pytest.raises(CheckpointError, match="lacks"):
+        check(state, kind="SGD")  # an Adam state has no "u"
     nan = dict(state, **{"v.encoder.W": np.full((9, 5), np.nan)})
     with pytest.raises(CheckpointError, match="NaN"):
-        Adam(p, g).load_state_dict(nan)
-    for bad in ({"t": "abc"}, {"t": -1}, {"t": 1.5}, {"lr": 0.0}, {"lr": "x"}, {"lr": np.array("x")}):
+        check(nan)
+    for bad in ({"t": "abc"}, {"t": -1}, {"t": 1.5}, {"t": 2**53},
+                {"lr": 0.0}, {"lr": "x"}, {"lr": np.array("x")}, {"lr": float("nan")},
+                {"lr": float("inf")}):
         with pytest.raises(CheckpointError, match="'t'|'lr'"):
-            Adam(p, g).load_state_dict(dict(state, **bad))
-    with pytest.raises(CheckpointError, match="dict"):
-        Adam(p, g).load_state_dict([("t", 1)])
+            check(dict(state, **bad))
+    check(dict(state, t=np.array(5), lr=np.array(0.5)))  # 0-d arrays, as a file holds them
+    with pytest.raises(CheckpointError):
+        check([("t", 1)])  # not a state at all
     with pytest.raises(CheckpointError, match="negative"):
-        Adam(p, g).load_state_dict(dict(state, **{"v.encoder.W": -np.ones((9, 5))}))
-    with pytest.raises(CheckpointError, match="not an array"):
-        Adam(p, g).load_state_dict(dict(state, **{"m.decoder.b": [[1.0], [1.0, 2.0]]}))
+        check(dict(state, **{"v.encoder.W": -np.ones((9, 5))}))
+    check(dict(state, **{"m.encoder.W": -np.ones((9, 5))}))  # m may be negative
+    with pytest.raises(CheckpointError, match="array"):
+        check(dict(state, **{"m.decoder.b": [[1.0], [1.0, 2.0]]}))
+    with pytest.raises(CheckpointError, match="array"):
+        check(dict(state, **{"m.decoder.b": list(range(9))}))
+
+    def checked_restore(opt, s):  # as load does: check the whole state, then copy it in
+        check(s)
+        S.restore(opt, s)
+
     fresh = Adam(p, g)
     before = snapshot(fresh.m)
     with pytest.raises(CheckpointError):  # nothing is half-restored
-        fresh.load_state_dict(dict(state, **{"v.decoder.b": np.full(9, np.inf)}))
+        checked_restore(fresh, dict(state, **{"v.decoder.b": np.full(9, np.inf)}))
     assert fresh.t == 0
     for k in SHAPES:
         np.testing.assert_array_equal(to_numpy(fresh.m[k]), before[k])
+
+
+def test_restore_checks_the_numbers():
+    be = get_backend("numpy", "float64")
+    _, p = flat_views(be, seed=29)
+    _, g = flat_views(be, seed=30)
+    opt = Adam(p, g)
+    opt.step()
+    state = S.optimizer_state(opt)
+    for bad in ({"t": -1}, {"t": 1.5}, {"lr": 0.0}, {"lr": "x"}):
+        with pytest.raises(CheckpointError, match="'t'|'lr'"):
+            S.restore(Adam(p, g), dict(state, **bad))
+    fresh = Adam(p, g)
+    S.restore(fresh, dict(state, t=np.array(7.0), lr=np.array(0.25)))
+    assert (fresh.t, fresh.lr) == (7, 0.25) and type(fresh.t) is int and type(fresh.lr) is float
+    with pytest.raises(CheckpointError, match="cannot save an optimizer of type"):
+        S.optimizer_state(object())
+
+
+def test_restore_refusing_a_number_leaves_the_optimizer_alone():
+    be = get_backend("numpy", "float64")
+    _, p = flat_views(be, seed=31)
+    _, g = flat_views(be, seed=32)
+    opt = Adam(p, g)
+    for _ in range(3):
+        opt.step()
+    state = S.optimizer_state(opt)
+    fresh = Adam(p, g, lr=0.01)
+    with pytest.raises(CheckpointError, match="'lr'"):
+        S.restore(fresh, dict(state, lr=-1.0))
+    assert (fresh.t, fresh.lr) == (0, 0.01)
+
+
+def test_check_belongs():
+    model, other = make_model("numpy", 6, 4), make_model("numpy", 6, 4)
+    for opt in (Adam(model.params, model.grads), SGD(model.params, model.grads),
+                LBFGS(model.flat_params, model.flat_grads)):
+        S.check_belongs(opt, model)
+        with pytest.raises(CheckpointError, match="this model"):
+            S.check_belongs(opt, other)
 
 
 # ----------------------------------------------------------------------------- bad settings
@@ -346,12 +509,21 @@ def test_adam_bad_settings(kwargs, word):
         Adam(p, g, **kwargs)
 
 
-def test_adam_threads_must_be_positive():
+def test_fast_adam_threads_must_be_positive():
     be = get_backend("numpy", "float64")
     _, p = flat_views(be, seed=23)
     _, g = flat_views(be, seed=24)
-    with pytest.raises(ConfigError, match="threads"):
-        Adam(p, g, threads=0).step()
+    opt = Adam(p, g)
+    for threads in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="threads"):
+            FastAdam(opt, threads=threads)
+        with pytest.raises(ConfigError, match="threads"):
+            fast_optimizer(opt, threads=threads)
+    assert FastAdam(opt, threads=2).threads == 2
+    with pytest.raises(TypeError):
+        Adam(p, g, threads=2)  # the reference has no threads (nor a fast switch)
+    with pytest.raises(TypeError):
+        Adam(p, g, fast=True)
 
 
 def test_sgd_bad_momentum():
@@ -392,9 +564,12 @@ def test_bad_optimizer_hyperparameters_are_config_errors():
     m = SparseAutoencoder(4, 3)
     for kw in ({"eps": None}, {"eps": 0.0}, {"eps": True}, {"betas": (0.9,)}, {"betas": None},
                {"betas": (0.9, 1.0)}, {"betas": (True, 0.9)}, {"lr": True}, {"lr": -1.0},
-               {"lr": 10**400}, {"threads": 1.5}):
+               {"lr": 10**400}):
         with pytest.raises(ConfigError):
             Adam(m.params, m.grads, **kw)
+    for threads in (1.5, 0, False):
+        with pytest.raises(ConfigError):
+            FastAdam(Adam(m.params, m.grads), threads=threads)
     for momentum in (None, 1.0, -0.1, True):
         with pytest.raises(ConfigError, match="momentum"):
             SGD(m.params, m.grads, momentum=momentum)

@@ -1,4 +1,4 @@
-"""Natural-image patches (minisae.patches): loading, whitening, sampling, normalising, and
+"""Natural-image patches (minisae.data.patches): loading, whitening, sampling, normalising, and
 the orientation score, ending with a short training run whose filters must be edges.
 
 The photographs are loaded and whitened once per module (fixtures), which keeps the whole

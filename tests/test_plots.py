@@ -411,7 +411,7 @@ def test_folder_as_path_is_refused(tmp_path):
 
 
 def test_plots_never_import_pyplot():
-    tree = ast.parse((ROOT / "minisae" / "plots.py").read_text())
+    tree = ast.parse((ROOT / "minisae" / "apps" / "plots.py").read_text())
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names]
     imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]

@@ -1,4 +1,4 @@
-"""Self-taught learning (minisae.selftaught) on small synthetic data: the table's structure,
+"""Self-taught learning (minisae.apps.selftaught) on small synthetic data: the table's structure,
 and the wiring (the autoencoder sees only the unlabelled classes, the classifier only the
 labelled ones with their own labels, and "codes" are the trained model's codes)."""
 import json

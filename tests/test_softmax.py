@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from minisae import Adam, to_numpy
 from minisae.errors import ConfigError, InputError
 from minisae.gradcheck import numerical_gradient, relative_error
+from minisae.functional import (accuracy, cross_entropy, cross_entropy_backward, log_softmax,
+                                one_hot, softmax)
+from minisae.losses import Loss
+from minisae.softmax import SoftmaxRegression
 from minisae.training.lbfgs import LBFGS
-from minisae.softmax import (SoftmaxRegression, cross_entropy, log_softmax, softmax,
-                             softmax_cross_entropy_backward)
 
 
 def randomize(model, seed=0, scale=1.0):
@@ -80,6 +82,8 @@ def test_uniform_weights_give_log_k(backend, k):
     x = np.random.default_rng(0).normal(size=(9, 5))
     y = np.arange(9) % k
     out = model.loss_and_grads(x, y)
+    assert isinstance(out, Loss) and out.names == ("cross_entropy", "weight_decay")
+    assert set(out.as_dict()) == {"total", "cross_entropy", "weight_decay", "accuracy"}
     assert out.cross_entropy == pytest.approx(math.log(k), rel=1e-14)
     assert out.weight_decay == 0.0
     np.testing.assert_allclose(to_numpy(model.predict_proba(x)), 1.0 / k, rtol=1e-14)
@@ -120,10 +124,25 @@ def test_softmax_is_stable_and_shift_invariant():
     np.testing.assert_allclose(softmax(z + 123.0), p, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(np.exp(log_p[2]), p[2], rtol=1e-15)
     y = np.array([2, 0, 1])
-    assert cross_entropy(log_p, y) == pytest.approx(-log_p[[0, 1, 2], y].mean())
-    dz = softmax_cross_entropy_backward(p, y)
+    ce = cross_entropy(log_p, y)
+    assert ce.shape == ()                                         # a 0-d array: float() it
+    assert float(ce) == pytest.approx(-log_p[[0, 1, 2], y].mean())
+    p0 = p.copy()
+    dz = cross_entropy_backward(p, y)
     np.testing.assert_allclose(dz.sum(axis=1), 0.0, atol=1e-15)   # p and onehot both sum to 1
-    assert p.sum() == pytest.approx(3.0)                          # p itself untouched
+    np.testing.assert_allclose(dz, (p0 - np.eye(3)[y]) / 3, rtol=1e-15, atol=1e-300)
+    np.testing.assert_array_equal(p, p0)                          # p itself untouched
+    assert not np.shares_memory(dz, p)
+
+
+def test_one_hot_and_accuracy():
+    like = np.zeros((1, 1), dtype=np.float32)
+    oh = one_hot(np.array([2, 0, 1, 2]), 3, like)
+    assert oh.dtype == np.float32
+    np.testing.assert_array_equal(oh, np.eye(3)[[2, 0, 1, 2]])
+    z = np.array([[0.1, 0.9], [2.0, -1.0], [0.0, 3.0], [5.0, 4.0]])
+    acc = accuracy(z, np.array([1, 0, 0, 1]))                     # argmax (1, 0, 1, 0)
+    assert acc.shape == () and float(acc) == 0.5
 
 
 def test_float32_stays_float32():

@@ -1,13 +1,15 @@
 """The thread policy (minisae/fast/threads.py): the count it chooses, its trials under "auto"
-(driven here by a fake clock), and that BLAS, the fused step and Adam follow it. No test
-asserts a time."""
+(driven here by a fake clock), and that BLAS, the fused step (minisae.fast.loss_and_grads)
+and FastAdam follow it. No test asserts a time."""
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+import minisae.fast
 from conftest import make_model, random_inputs
 from minisae import Adam
 from minisae.errors import ConfigError
+from minisae.fast import FastAdam
 from minisae.fast import threads as T
 from minisae.training import fit
 
@@ -212,23 +214,40 @@ def test_thread_limits_rejects_a_bad_count():
 def test_the_fused_step_reports_to_the_policy(monkeypatch):
     calls = []
     model = make_model("numpy", 6, 4, dtype="float32")
+    minisae.fast.loss_and_grads(model, random_inputs(3, 6))  # no policy in force: not timed
     with T.thread_limits(1, 6, 4, 3) as policy:
         monkeypatch.setattr(policy, "step_started", lambda: calls.append("start"))
         monkeypatch.setattr(policy, "step_finished", lambda: calls.append("end"))
-        model.loss_and_grads(random_inputs(3, 6))
-        model.fast = False  # the reference path is not timed
-        model.loss_and_grads(random_inputs(3, 6))
+        minisae.fast.loss_and_grads(model, random_inputs(3, 6))
+        model.loss_and_grads(random_inputs(3, 6))  # the reference path is not timed
     assert calls == ["start", "end"]
 
 
-def test_adam_follows_the_policy_unless_given_threads(monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_fit_times_the_engine_steps_only(monkeypatch, fast):
+    starts, ends = [], []
+    monkeypatch.setattr(T.ThreadPolicy, "step_started", lambda self: starts.append(self))
+    monkeypatch.setattr(T.ThreadPolicy, "step_finished", lambda self: ends.append(self))
+    model = make_model("numpy", 8, 5, dtype="float32")
+    fit(model, Adam(model.params, model.grads, lr=0.01), random_inputs(40, 8), epochs=2,
+        batch_size=10, progress=False, threads=1, fast=fast)
+    steps = 2 * 4
+    assert (len(starts), len(ends)) == ((steps, steps) if fast else (0, 0))
+
+
+def test_fast_adam_follows_the_policy_unless_given_threads(monkeypatch):
     model = make_model("numpy", 6, 4, dtype="float32")
-    auto, fixed = Adam(model.params, model.grads), Adam(model.params, model.grads, threads=3)
-    assert auto._engine.current_threads() == 1     # no policy in force
+    opt = Adam(model.params, model.grads)
+    auto, fixed = FastAdam(opt), FastAdam(opt, threads=3)
+    assert minisae.fast.fast_optimizer(opt).current_threads() == 1
+    assert auto.current_threads() == 1     # no policy in force
+    assert fixed.current_threads() == 3
     with T.thread_limits(2, 6, 4, 3) as policy:
+        assert auto.current_threads() == policy.adam_threads() == 1
         monkeypatch.setattr(policy, "adam_threads", lambda: 2)
-        assert auto._engine.current_threads() == 2
-        assert fixed._engine.current_threads() == 3
+        assert auto.current_threads() == 2
+        assert fixed.current_threads() == 3
+    assert auto.current_threads() == 1
 
 
 @pytest.mark.parametrize("threads", [1, "auto"])

@@ -4,7 +4,8 @@ import pytest
 
 from minisae import SGD, Adam, SparseAutoencoder
 from minisae.errors import ConfigError, InputError, TrainingError
-from minisae.training import History, evaluate, fit, reconstruction_mse
+from minisae.training import History, evaluate, fit
+from minisae.training.fit import reconstruction_mse
 
 
 def small(seed=0, **kw):
@@ -27,18 +28,27 @@ def test_fit_records_every_epoch(data):
         assert len(values) == 4, key
         assert all(v is not None for v in values), key
     assert opt.t == 4 * (120 // 32)  # full batches only
-    assert all(0.0 <= d <= 1.0 for d in h.dead_fraction)
+    assert all(0.0 <= d <= 1.0 for d in h.val_dead_fraction)
     assert h.train_total[-1] < h.train_total[0]
     # the total is the sum of its parts
     assert np.isclose(h.val_total[-1], h.val_reconstruction[-1] + h.val_sparsity[-1]
                       + h.val_weight_decay[-1])
 
 
-def test_fit_without_validation_leaves_val_fields_empty(data):
-    x, _ = data
+def test_fit_without_validation_records_no_val_fields(data):
+    x, xv = data
     model, opt = small()
     h = fit(model, opt, x, epochs=1, batch_size=40, progress=False)
-    assert h.val_total == [None] and h.dead_fraction == [None]
+    # the history holds what was measured: no validation set, no val_* (dead_fraction included)
+    assert set(h.keys()) == {"epoch", "seconds", "train_total", "train_reconstruction",
+                             "train_sparsity", "train_weight_decay", "train_mean_activation"}
+    assert "val_total" not in h.last() and "val_dead_fraction" not in h.last()
+    with pytest.raises(AttributeError, match="val_total"):
+        h.val_total
+    # resumed with a validation set: the epoch before it reads None
+    h = fit(model, opt, x, epochs=2, batch_size=40, x_val=xv, progress=False, history=h)
+    assert h.val_total[0] is None and h.val_dead_fraction[0] is None
+    assert h.val_total[1] is not None and h.val_dead_fraction[1] is not None
 
 
 def test_each_epoch_reshuffles_and_seed_repeats(data):
@@ -154,7 +164,7 @@ def test_evaluate_matches_model_loss_on_one_batch(data):
     # every value of the metrics is a float (the per-unit array comes apart)
     assert evaluate(model, xv, batch_size=7) == parts
     assert set(parts) == {"total", "reconstruction", "sparsity", "weight_decay",
-                          "mean_activation", "dead_fraction"}
+                          "mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu"}
     assert all(type(v) is float for v in parts.values())
     assert {k: float(v) for k, v in parts.items()} == parts
 
@@ -176,11 +186,45 @@ def test_reconstruction_mse_is_per_pixel(data):
 
 def test_history_round_trips_through_dict():
     h = History()
+    assert len(h) == 0 and h.last() == {} and h.keys() == ()
     h.append(epoch=1, train_total=2.0, seconds=0.5)
-    assert History.from_dict(h.as_dict()) == h
-    assert h.last()["train_total"] == 2.0 and h.last()["val_total"] is None
-    with pytest.raises(ValueError, match="unknown"):
-        History.from_dict({"bogus": []})
+    assert History.from_dict(h.as_dict()).as_dict() == h.as_dict()
+    assert h.last() == {"epoch": 1, "train_total": 2.0, "seconds": 0.5}
+    assert h.train_total == [2.0] and len(h) == 1
+    # a key first recorded later reads None before; one not given at an epoch reads None there
+    h.append(epoch=2, train_total=1.5, val_total=1.7)
+    assert h.val_total == [None, 1.7] and h.seconds == [0.5, None]
+    assert h.keys() == ("epoch", "train_total", "seconds", "val_total")
+    again = History.from_dict(h.as_dict())
+    assert again.as_dict() == h.as_dict() and len(again) == 2
+    # as_dict and from_dict copy: changing the dict leaves either history alone
+    d = h.as_dict()
+    again = History.from_dict(d)
+    d["epoch"].append(3)
+    assert h.epoch == [1, 2] and again.epoch == [1, 2]
+
+
+@pytest.mark.parametrize("d, match", [
+    ({"Bogus": [1.0]}, "lower-case"),
+    ({"2x": [1.0]}, "lower-case"),
+    ({1: [1.0]}, "lower-case"),
+    ({"epoch": [1, 2], "train_total": [1.0]}, "different lengths"),
+    ({"epoch": (1, 2)}, "list of numbers"),
+    ({"epoch": ["1"]}, "list of numbers"),
+    ({"epoch": [True]}, "list of numbers"),
+    ([1, 2], "dict"),
+])
+def test_history_from_dict_is_checked(d, match):
+    with pytest.raises(ConfigError, match=match):
+        History.from_dict(d)
+
+
+def test_history_keys_are_checked():
+    h = History()
+    with pytest.raises(ConfigError, match="lower-case"):
+        h.append(Epoch=1)
+    h.append(epoch=1, train_total=float("nan"))  # a diverged run's numbers are kept
+    assert len(h) == 1 and h.train_total[0] != h.train_total[0]
 
 
 def test_numpy_integers_accepted_and_log_every_checked(data):
@@ -228,3 +272,54 @@ def test_history_and_callback_are_checked(data):
         fit(model, opt, x, 1, 40, history=[1, 2], progress=False)
     with pytest.raises(ConfigError, match="on_epoch_end"):
         fit(model, opt, x, 1, 40, on_epoch_end=3, progress=False)
+
+
+# ----------------------------------------------------------------------------- fast or reference
+
+def test_fit_fast_and_reference_give_the_same_run(data, monkeypatch):
+    import minisae.fast
+    from minisae.optim import Adam as ReferenceAdam
+    x, xv = data
+    calls = {"reference": 0, "adam_step": 0}
+    real_loss, real_step = SparseAutoencoder.loss_and_grads, ReferenceAdam.step
+
+    def counted_loss(self, *a, **k):
+        calls["reference"] += 1
+        return real_loss(self, *a, **k)
+
+    def counted_step(self):
+        calls["adam_step"] += 1
+        return real_step(self)
+
+    monkeypatch.setattr(SparseAutoencoder, "loss_and_grads", counted_loss)
+    monkeypatch.setattr(ReferenceAdam, "step", counted_step)
+    runs = {}
+    for fast in (True, False):
+        model, opt = small(weight_decay=0.01)
+        if fast:
+            assert minisae.fast.fused(model) is None  # the engine really runs this model
+        calls.update(reference=0, adam_step=0)
+        h = fit(model, opt, x, 3, 32, seed=3, x_val=xv, progress=False, fast=fast)
+        steps = 3 * (120 // 32)
+        assert opt.t == steps
+        if fast:  # the engine, end to end: neither the layers' step nor Adam.step ran
+            assert calls == {"reference": 0, "adam_step": 0}
+        else:     # the reference, end to end
+            assert calls == {"reference": steps, "adam_step": steps}
+        runs[fast] = (h, model.flat_params.copy(), {k: v.copy() for k, v in opt.m.items()})
+    (h1, p1, m1), (h0, p0, m0) = runs[True], runs[False]
+    assert h1.keys() == h0.keys()
+    for key in h1.keys():
+        if key != "seconds":
+            np.testing.assert_allclose(getattr(h1, key), getattr(h0, key), rtol=1e-4, err_msg=key)
+    np.testing.assert_allclose(p1, p0, rtol=1e-4, atol=1e-6)
+    for k in m0:  # the engine updated the reference optimizer's own moments
+        np.testing.assert_allclose(m1[k], m0[k], rtol=1e-3, atol=1e-7, err_msg=k)
+
+
+def test_fit_fast_is_checked(data):
+    x, _ = data
+    model, opt = small()
+    for fast in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="fast"):
+            fit(model, opt, x, 1, 40, progress=False, fast=fast)

@@ -1,12 +1,18 @@
 """`minisae bench`: how fast a training step runs, against PyTorch and against the roofline.
 
-For each configuration (n_hidden x batch) the model of the book's exercise is trained for a
-fixed number of steps: 784 inputs, sigmoid coding layer, sigmoid output, mean-MSE + beta *
-sum KL(rho || rho_hat), Adam, float32, on random data of MNIST's shape (60,000 x 784). The
-contenders are timed in alternating rounds, and each one's median round is reported:
+For each configuration (n_hidden x batch) a model is trained for a fixed number of steps, on
+random data of MNIST's shape (60,000 x 784), Adam, float32. Two models (--sparsity):
 
-- minisae: `model.loss_and_grads(x)` then `opt.step()`, on the fast engine (--path fast),
-  the readable reference path (fast=False for both, --path reference), or both;
+- kl (the default), the book's exercise: 784 inputs, sigmoid coding layer, sigmoid output,
+  mean-MSE + beta * sum KL(rho || rho_hat);
+- topk, Gao et al.'s: ReLU codes of which each sample keeps its k largest (--k, 25), linear
+  output, mean-MSE; PyTorch's the usual way, with torch.topk and a scatter.
+
+The contenders are timed in alternating rounds, and each one's median round is reported:
+
+- minisae: the fast engine's step (minisae.fast.loss_and_grads, then FastAdam) with
+  --path fast, the reference (model.loss_and_grads, then Adam.step) with --path reference,
+  or both;
 - torch (when installed): the same model written the usual way (nn.Linear, autograd,
   torch.optim.Adam), with the same starting weights and batches;
 - torch.compile: that training step (zero_grad, loss, backward, Adam) under torch.compile,
@@ -23,6 +29,7 @@ count for each configuration and leaves PyTorch at its own default; --threads N 
     minisae bench --configs 1000x1000 --json b.json
     minisae bench --path both                       # also the reference path's speed
     minisae bench --backend cupy                    # GPU, against PyTorch CUDA
+    minisae bench --sparsity topk --configs 1000x256 # TopK, k = 25
 
     from minisae.apps.bench import run_benchmark, format_table
     print(format_table(run_benchmark(configs="196x256", steps=20)))
@@ -40,7 +47,7 @@ import time
 import numpy as np
 
 from .. import fast as engine
-from ..backend import get_backend, to_numpy
+from ..backend import array_module, get_backend, to_numpy
 from ..errors import ConfigError, MinisaeError
 from ..fast.adam import numba_adam
 from ..fast.threads import parse_threads, thread_limits
@@ -56,6 +63,12 @@ QUICK_CONFIGS = "16x32,24x64"
 LR = 1e-3
 SPARSITY_TARGET, SPARSITY_WEIGHT = 0.1, 0.2
 PATHS = ("fast", "reference", "both")
+MODELS = {
+    "kl": dict(sparsity="kl", sparsity_target=SPARSITY_TARGET, sparsity_weight=SPARSITY_WEIGHT),
+    "topk": dict(sparsity="topk", hidden_activation="relu", output_activation="linear"),
+}
+"""The benchmark's models: SparseAutoencoder arguments (topk adds k)."""
+K = 25
 
 COLUMNS = ("hidden", "batch", "minisae samples/s", "torch samples/s", "ratio",
            "compiled samples/s", "ratio to compiled", "matmul GFLOP/s", "roofline samples/s",
@@ -107,13 +120,12 @@ class MinisaeRunner:
     (minisae.fast.loss_and_grads and FastAdam), or the reference (model.loss_and_grads and
     Adam.step) with fast=False."""
 
-    def __init__(self, backend, hidden, data, batch, seed, fast=True):
+    def __init__(self, backend, hidden, data, batch, seed, fast=True, sparsity="kl", k=K):
         self.name = "minisae" if fast else "reference"
         self.backend = backend
-        self.model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden,
-                                       sparsity_target=SPARSITY_TARGET,
-                                       sparsity_weight=SPARSITY_WEIGHT, backend=backend,
-                                       dtype="float32", seed=seed)
+        extra = {"k": k} if sparsity == "topk" else {}
+        self.model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden, backend=backend,
+                                       dtype="float32", seed=seed, **MODELS[sparsity], **extra)
         self.opt = Adam(self.model.params, self.model.grads, lr=LR)
         self.step_opt = engine.fast_optimizer(self.opt) if fast else self.opt
         self.compute = engine.loss_and_grads if fast else \
@@ -143,8 +155,9 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, torch, device, params, data, batch):
+    def __init__(self, torch, device, params, data, batch, sparsity="kl", k=K):
         self.torch, self.device = torch, device
+        self.sparsity, self.k = sparsity, k
         n_inputs, hidden = params["encoder.W"].shape
         self.encoder = torch.nn.Linear(n_inputs, hidden).to(device)
         self.decoder = torch.nn.Linear(hidden, n_inputs).to(device)
@@ -160,6 +173,11 @@ class TorchRunner:
 
     def _loss(self, x):
         torch = self.torch
+        if self.sparsity == "topk":  # keep each row's k largest, through a ReLU; linear output
+            z = self.encoder(x)
+            values, kept = torch.topk(z, self.k, dim=1)
+            h = torch.zeros_like(z).scatter(1, kept, torch.relu(values))
+            return torch.nn.functional.mse_loss(self.decoder(h), x)
         h = torch.sigmoid(self.encoder(x))
         y = torch.sigmoid(self.decoder(h))
         rho, beta = SPARSITY_TARGET, SPARSITY_WEIGHT
@@ -192,8 +210,8 @@ class CompiledTorchRunner(TorchRunner):
 
     name = "compiled"
 
-    def __init__(self, torch, device, params, data, batch):
-        super().__init__(torch, device, params, data, batch)
+    def __init__(self, torch, device, params, data, batch, sparsity="kl", k=K):
+        super().__init__(torch, device, params, data, batch, sparsity, k)
         torch._dynamo.reset()  # a fresh cache per configuration: shapes stay static
         self.train_step = torch.compile(self._step, dynamic=False)
 
@@ -204,7 +222,7 @@ class MatmulRunner:
     name = "matmul"
 
     def __init__(self, backend, hidden, n_inputs, batch, seed):
-        xp, rng = backend.xp, np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)
         self.backend = backend
 
         def rand(*shape):
@@ -212,6 +230,7 @@ class MatmulRunner:
 
         x, W1, h, W2 = rand(batch, n_inputs), rand(n_inputs, hidden), rand(batch, hidden), \
             rand(hidden, n_inputs)
+        xp = array_module(x)  # the raw module: out= buffers
         dz2, dz1 = rand(batch, n_inputs), rand(batch, hidden)
         self.products = [(x, W1, xp.empty((batch, hidden), np.float32)),        # forward
                          (h, W2, xp.empty((batch, n_inputs), np.float32)),
@@ -263,12 +282,12 @@ def _torch_threads(stack, torch, threads):
     return threads
 
 
-def _compiled_runner(torch, device, params, data, batch, say):
+def _compiled_runner(torch, device, params, data, batch, say, sparsity="kl", k=K):
     """A CompiledTorchRunner that has compiled and run one step, or (None, why not)."""
     say(f"compiling the PyTorch step for batch {batch} (torch.compile; a minute or more "
         f"the first time)")
     try:
-        runner = CompiledTorchRunner(torch, device, params, data, batch)
+        runner = CompiledTorchRunner(torch, device, params, data, batch, sparsity, k)
         runner.run(0, 2)  # compiles here
         return runner, None
     except Exception as e:  # no C++ compiler, an inductor limitation, ...
@@ -350,7 +369,8 @@ class _Run:
     """What every configuration of one run shares: backend, data, contenders' settings."""
 
     def __init__(self, backend, threads, torch, compile, path, n_samples, n_inputs, seed,
-                 progress):
+                 progress, sparsity="kl", k=K):
+        self.sparsity, self.k = sparsity, k
         self.be = get_backend(backend, dtype="float32")
         self.threads = parse_threads(threads)
         if self.be.name == "cupy" and self.threads != "auto":
@@ -367,14 +387,16 @@ class _Run:
 
     def runners(self, hidden, batch):
         """The contenders of one configuration, built, in round order."""
-        runners = [MinisaeRunner(self.be, hidden, self.data, batch, self.seed, fast=fast)
+        model = dict(sparsity=self.sparsity, k=self.k)
+        runners = [MinisaeRunner(self.be, hidden, self.data, batch, self.seed, fast=fast, **model)
                    for fast in {"fast": (True,), "reference": (False,), "both": (True, False)}[self.path]]
         params = runners[0].model.params
         if self.torch is not None:
-            runners.append(TorchRunner(self.torch, self.device, params, self.data_host, batch))
+            runners.append(TorchRunner(self.torch, self.device, params, self.data_host, batch,
+                                       **model))
         if self.compile:
             compiled, why = _compiled_runner(self.torch, self.device, params, self.data_host,
-                                             batch, self.say)
+                                             batch, self.say, **model)
             runners += [compiled] if compiled is not None else []
             self.compile_note = why or self.compile_note
         runners.append(MatmulRunner(self.be, hidden, self.n_inputs, batch, self.seed + 1))
@@ -395,7 +417,7 @@ def _check_counts(**counts):
 
 def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, rounds=7,
                   threads="auto", torch=True, compile=True, path="fast", n_samples=N_SAMPLES,
-                  n_inputs=N_INPUTS, seed=0, progress=None):
+                  n_inputs=N_INPUTS, seed=0, progress=None, sparsity="kl", k=K):
     """Time minisae (and PyTorch, eager and compiled, and the five products) on each
     (n_hidden, batch) config.
 
@@ -404,16 +426,24 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
     threads: "auto" (minisae's thread policy; PyTorch keeps its default) or a number for both.
     torch=False skips PyTorch, compile=False its torch.compile contender. path: "fast",
     "reference" or "both" (minisae's paths). progress: a function given one line per round.
+    sparsity: the model, "kl" (the book's) or "topk" (k units kept per sample).
     Returns a dict (JSON-ready): "machine", "settings", and "results", one entry per config."""
     configs = parse_configs(configs) if isinstance(configs, str) else [(int(h), int(b)) for h, b in configs]
     _check_counts(steps=(steps, 1), warmup=(warmup, 0), rounds=(rounds, 1),
                   n_samples=(n_samples, 1), n_inputs=(n_inputs, 1))
     if path not in PATHS:
         raise ConfigError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+    if sparsity not in MODELS:
+        raise ConfigError(f"sparsity must be one of {', '.join(MODELS)}, got {sparsity!r}")
+    _check_counts(k=(k, 1))
+    if sparsity == "topk" and k > min(h for h, _ in configs):
+        raise ConfigError(f"--k {k} is larger than the hidden layer of a config "
+                          f"({min(h for h, _ in configs)} units)")
     if max(b for _, b in configs) > n_samples:
         raise ConfigError(f"batch {max(b for _, b in configs)} is larger than the data "
                           f"({n_samples} samples)")
-    run = _Run(backend, threads, torch, compile, path, n_samples, n_inputs, seed, progress)
+    run = _Run(backend, threads, torch, compile, path, n_samples, n_inputs, seed, progress,
+               sparsity, k)
     load_before = _load()
     with contextlib.ExitStack() as stack:
         torch_threads = _torch_threads(stack, run.torch, run.threads) if run.be.name == "numpy" else None
@@ -423,7 +453,8 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
     settings = {"configs": [f"{h}x{b}" for h, b in configs], "steps": steps, "warmup": warmup,
                 "rounds": rounds, "threads": run.threads if run.be.name == "numpy" else None,
                 "torch_threads": torch_threads, "path": path, "adam_kernel": _adam_kernel(run.be.name),
-                "n_samples": n_samples, "n_inputs": n_inputs, "lr": LR,
+                "n_samples": n_samples, "n_inputs": n_inputs, "lr": LR, "sparsity": sparsity,
+                "k": k if sparsity == "topk" else None,
                 "sparsity_target": SPARSITY_TARGET, "sparsity_weight": SPARSITY_WEIGHT,
                 "torch": run.torch is not None, "torch_note": run.torch_note,
                 "compiled": run.compile and run.compile_note is None, "compile_note": run.compile_note}
@@ -515,7 +546,9 @@ def _header(result):
     m, s = result["machine"], result["settings"]
     where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores, {m['blas']}"
     load = m.get("load_average_before")
-    lines = [f"minisae bench, backend {result['backend']}: {where}",
+    model = "TopK, k = {}".format(s.get("k")) if s.get("sparsity") == "topk" else \
+        "KL (the book's)"
+    lines = [f"minisae bench, backend {result['backend']}, model {model}: {where}",
              f"{s['steps']} steps x {s['rounds']} rounds per contender (median round), warmup "
              f"{s['warmup']}, threads {s['threads']} (torch {s.get('torch_threads') or '-'}), "
              f"Adam kernel {s.get('adam_kernel')}, torch {m['torch'] or '-'}"
@@ -558,12 +591,18 @@ def add_parser(subparsers):
     """Register `minisae bench` on an argparse subparsers object."""
     p = subparsers.add_parser(
         "bench", help="training throughput against PyTorch and the matmul roofline",
-        description="Train the sparse autoencoder (784 inputs, sigmoid, MSE + KL, Adam, float32) "
+        description="Train a sparse autoencoder (784 inputs; the book's sigmoid, MSE + KL, or "
+                    "TopK with --sparsity topk; Adam, float32) "
                     "for a fixed number of steps per configuration on random data of MNIST's "
                     "shape; report samples/s for minisae, for the same model in PyTorch (eager, "
                     "and under torch.compile where it compiles), the float32 matmul rate on the "
                     "step's five products, and the roofline (samples/s if a step were only "
                     "those products).")
+    p.add_argument("--sparsity", choices=tuple(MODELS), default="kl",
+                   help="the model: kl (the book's, default) or topk (ReLU, k kept per sample, "
+                        "linear output)")
+    p.add_argument("--k", type=int, default=K, help=f"units kept per sample with topk "
+                                                    f"(default {K})")
     p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
                    help="array backend (default: $MINISAE_BACKEND, else auto: CuPy when a GPU "
                         "answers, else NumPy); cupy compares against PyTorch CUDA")
@@ -604,6 +643,7 @@ def _settings_from_args(args):
     settings = {k: defaults[k] if v is None else v for k, v in given.items()}
     return dict(settings, backend=args.backend, threads=getattr(args, "threads", "auto"),
                 torch=not args.no_torch, path=getattr(args, "path", "fast"),
+                sparsity=getattr(args, "sparsity", "kl"), k=getattr(args, "k", K),
                 compile=not (quick or getattr(args, "no_compile", False)))
 
 

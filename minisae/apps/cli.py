@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from .. import backend as B
-from ..config import FIELDS
+from ..config import FIELDS, Config
 from ..data import DATASETS
 from ..errors import ConfigError, MinisaeError
 from ..files.atomic import atomic_write
@@ -29,6 +29,7 @@ from ..presets import PRESETS, get_preset
 from ..training import OPTIMIZERS
 
 FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
+_DEFAULTS = Config(1, 1)
 
 MODEL_KEYS = {f.flag[2:].replace("-", "_"): name for name, f in FIELDS.items()}
 """The CLI's setting names (a run's saved settings) -> SparseAutoencoder's arguments."""
@@ -60,6 +61,10 @@ TRAINING = {
     "n_patches": Setting(int, "patches to sample for --dataset patches", 10_000, low=1),
     "patch_size": Setting(int, "patch side in pixels for --dataset patches", 8, low=1),
     "seed": Setting(int, "weights, shuffling and patches", 42, low=0),
+    "dead_window": Setting(int, "training samples a unit may stay silent before it counts as "
+                                "dead (AuxK, resampling; ReLU codes)", 10_000, low=1),
+    "resample_every": Setting(int, "resample dead units every N steps (Anthropic 2023; ReLU "
+                                   "codes); unset: never", None, low=1),
 }
 """The settings of `minisae train` that are not the model's (those come from FIELDS)."""
 TRAINING_DEFAULTS = {name: s.default for name, s in TRAINING.items()}
@@ -133,20 +138,18 @@ def _add_data_source(p):
 # ----------------------------------------------------------------------------- train
 
 def _preset_values(key):
-    """"book: 1000, ufldl: 196, ufldl-patches: 25" for a setting, from the presets."""
-    values = []
-    for name, preset in PRESETS.items():
-        value = preset_settings(preset).get(key)
-        if value is not None:
-            values.append(f"{name}: {value}")
-    return ", ".join(values)
+    """"book: 1000, ufldl: 196, ufldl-patches: 25" for a setting, from the presets (one value
+    where they all agree; "" where none sets it)."""
+    values = {name: preset_settings(preset).get(key) for name, preset in PRESETS.items()}
+    values = {name: v for name, v in values.items() if v is not None}
+    if len(set(map(repr, values.values()))) == 1:
+        return f"{next(iter(values.values()))}"
+    return ", ".join(f"{name}: {v}" for name, v in values.items())
 
 
 def preset_settings(preset):
     """A preset as the CLI's settings (its names, the defaults filled in)."""
-    from ..config import Config
-    defaults = Config(1, 1)
-    settings = {cli: getattr(defaults, arg) for cli, arg in MODEL_KEYS.items()}
+    settings = {cli: getattr(_DEFAULTS, arg) for cli, arg in MODEL_KEYS.items()}
     settings.update(TRAINING_DEFAULTS)
     settings.update({cli: preset.model[arg] for cli, arg in MODEL_KEYS.items() if arg in preset.model})
     settings.update(preset.training)
@@ -169,12 +172,16 @@ def _add_train(sub):
                    + " (default: book)")
     for name, f in FIELDS.items():
         key = f.flag[2:].replace("-", "_")
-        values = _preset_values(key) or (TRAINING_DEFAULTS.get(key) or "")
+        values = _preset_values(key)
+        default = f"preset, {values}" if values else f"preset, else {getattr(_DEFAULTS, name)}"
+        if name == "dtype":
+            default = "preset, else float64 with lbfgs, float32 otherwise"
+        if f.type is bool:
+            p.add_argument(f.flag, dest=key, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{f.help} (default: {default})")
+            continue
         p.add_argument(f.flag, dest=key, type=_positive_int if f.type is int else f.type,
-                       choices=f.choices, metavar=f.metavar,
-                       help=f"{f.help} (default: preset, {values or 'from the preset'})"
-                       if name != "dtype" else
-                       f"{f.help} (default: preset, else float64 with lbfgs, float32 otherwise)")
+                       choices=f.choices, metavar=f.metavar, help=f"{f.help} (default: {default})")
     _add_data_source(p)
     for name, s in TRAINING.items():
         values = _preset_values(name)
@@ -211,6 +218,11 @@ def resolve_settings(args):
             settings[name] = value
     if args.optimizer == "lbfgs" and args.dtype is None and "dtype" not in preset.model:
         settings["dtype"] = "float64"  # L-BFGS's line search wants float64
+    if settings["sparsity"] == "topk":  # a flag the run cannot honour is an error
+        for name in ("sparsity_weight", "sparsity_target"):
+            if getattr(args, name, None) is not None:
+                raise ConfigError(f"{FLAGS[name]} weighs a sparsity penalty, and --sparsity topk "
+                                  f"has none (it keeps the k largest codes); drop the flag")
     return settings
 
 
@@ -292,7 +304,8 @@ def cmd_train(args):
         fit(model, optimizer, data.x_train, target,
             None if settings["optimizer"] == "lbfgs" else settings["batch_size"],
             seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
-            history=history, on_epoch_end=save, threads=args.threads, fast=not args.reference)
+            history=history, on_epoch_end=save, threads=args.threads, fast=not args.reference,
+            dead_window=settings["dead_window"], resample_every=settings["resample_every"])
     except KeyboardInterrupt:
         if not args.no_progress:
             print(file=sys.stderr)  # after the progress bar's line
@@ -334,23 +347,25 @@ def _refuse_to_overwrite(out, force):
 
 def _setting_ok(name, value):
     """A saved setting is of its kind: the model's from FIELDS, the others from TRAINING."""
-    if isinstance(value, bool):
-        return False
     if name == "preset":
         return value in PRESETS
     if name in MODEL_KEYS:
         f = FIELDS[MODEL_KEYS[name]]
-        if f.choices is not None:
-            return value in f.choices
-        kind = (int, float) if f.type is float else f.type
-        return isinstance(value, kind) and (f.type is not int or value >= 1)
-    s = TRAINING.get(name)
-    if s is None:
+        kind, choices, low = f.type, f.choices, 1 if f.type is int else None
+        default = getattr(_DEFAULTS, MODEL_KEYS[name])
+    elif name in TRAINING:
+        t = TRAINING[name]
+        kind, choices, low, default = t.type, t.choices, t.low, t.default
+    else:
         return False
-    if s.choices is not None:
-        return value in s.choices
-    kind = (int, float) if s.type is float else s.type
-    return isinstance(value, kind) and (s.low is None or value >= s.low)
+    if value is None:
+        return default is None
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if choices is not None:
+        return value in choices
+    return isinstance(value, (int, float) if kind is float else kind) and \
+        (low is None or value >= low)
 
 
 def run_settings(ck, where):

@@ -37,6 +37,8 @@ _CUPY_KERNELS = {
         "dz = (s - x) * k;"
         "z = (a > (T)0 ? a : (T)0) + log1p(exp(-abs_a)) - x * a;"),
     "sigmoid_backward": ("T y, T row", "T dy", "dy = ((T)1 - y) * y * (dy + row);"),
+    "bias_relu": ("T b", "T z", "T a = z + b; z = a > (T)0 ? a : (T)0;"),
+    "relu_backward": ("T y, T row", "T dy", "dy = y > (T)0 ? dy + row : (T)0;"),
     "add_scaled": ("T W, T lam", "T dW", "dW += lam * W;"),
 }
 _COMPILED = {}
@@ -67,6 +69,69 @@ def bias_sigmoid_(z, b):
     z *= 0.5
     z += 0.5
     return z
+
+
+def bias_relu_(z, b):
+    """z = max(z + b, 0), in place; z (batch, n), b (n,). Returns z.
+
+    Reproduces the Dense layer's bias, then functional.relu."""
+    xp = array_module(z)
+    if xp is not np:
+        cupy_kernel(xp, "bias_relu")(b, z)
+        return z
+    z += b
+    np.maximum(z, 0.0, out=z)
+    return z
+
+
+def relu_backward_(dy, y, row=None):
+    """dy = (dy + row) where y > 0, else 0, in place: the ReLU's backward, with a per-unit
+    term `row` (n,) first added to every row of dy (a penalty's gradient).
+
+    Reproduces `dh + functional.mean_activation_backward(...)` then functional.relu_backward."""
+    xp = array_module(dy)
+    if xp is not np:
+        if row is None:
+            row = xp.zeros(dy.shape[-1], dtype=dy.dtype)
+        cupy_kernel(xp, "relu_backward")(y, row, dy)
+        return dy
+    if row is not None:
+        dy += row
+    dy *= y > 0
+    return dy
+
+
+def topk_(z, b, k, relu):
+    """The TopK coding layer in place: z = z + b, then keep each row's k largest (through a
+    ReLU when relu), zero the rest. Returns (z, rows, kept): z now holds h, and kept (batch, k)
+    the column of each row's kept units (rows (batch, 1) indexes the rows beside it).
+
+    Reproduces layers.TopK.forward. Selection by argpartition (linear time, not a sort); ties
+    at the k-th value, which continuous data all but never have, may keep another unit than
+    the reference's lower index."""
+    xp = array_module(z)
+    z += b
+    n = z.shape[1]
+    kept = xp.argpartition(z, n - k, axis=1)[:, n - k:]
+    rows = xp.arange(z.shape[0])[:, None]
+    values = z[rows, kept]
+    if relu:
+        xp.maximum(values, 0, out=values)
+    z.fill(0)
+    z[rows, kept] = values
+    return z, rows, kept
+
+
+def topk_backward_(dh, h, rows, kept, relu):
+    """dh = the TopK layer's backward, in place: dh where kept (and h > 0 with relu), else 0.
+
+    Reproduces layers.TopK.backward."""
+    g = dh[rows, kept]
+    if relu:
+        g *= h[rows, kept] > 0
+    dh.fill(0)
+    dh[rows, kept] = g
+    return dh
 
 
 def sigmoid_mse_head_(z, b, x, scale, dz):
@@ -145,7 +210,7 @@ def sigmoid_backward_(dy, y, row=None, work=None):
     """dy = (dy + row) * y * (1 - y), in place: the sigmoid's backward, with a per-unit term
     `row` (n,) first added to every row of dy (the KL gradient). work: scratch of y's shape.
 
-    Reproduces `dh + functional.sparsity_backward(...)` then functional.sigmoid_backward."""
+    Reproduces `dh + functional.mean_activation_backward(...)` then functional.sigmoid_backward."""
     xp = array_module(dy)
     if xp is not np:
         if row is None:

@@ -57,13 +57,15 @@ class Buffers:
 
 
 def fused(model):
-    """Why the fused step cannot run this model (a sentence), or None when it can."""
+    """Why the fused step cannot run this model (a sentence), or None when it can. It covers
+    every sparsity term, coding activation and tied weights on NumPy and CuPy; AuxK runs on
+    the reference path."""
     c = model.config
     if not model.backend.fast:
         return (f"the fast engine runs on NumPy and CuPy, not on {model.backend.name}; the "
                 f"reference path runs instead")
-    if c.hidden_activation != "sigmoid":
-        return f"no fused step for hidden_activation={c.hidden_activation!r}"
+    if c.aux_k is not None:
+        return "AuxK has no fused step; the reference path runs it"
     return None
 
 
@@ -89,7 +91,8 @@ def _loss_and_grads(model, x):
         buffers = _BUFFERS[model] = Buffers()
     cfg, xp, dtype = model.config, array_module(x), x.dtype
     P, G = model.params, model.grads
-    W1, b1, W2, b2 = P["encoder.W"], P["encoder.b"], P["decoder.W"], P["decoder.b"]
+    W1, b1, b2 = P["encoder.W"], P["encoder.b"], P["decoder.b"]
+    W2 = losses.decoder_weight(P)  # encoder.W transposed (a view) when tied
     batch, n_inputs = x.shape
     n_hidden = W1.shape[1]
     on_numpy = xp.__name__ == "numpy"
@@ -99,8 +102,10 @@ def _loss_and_grads(model, x):
 
     ones = buffers.ones(xp, batch, dtype)
 
-    # forward: h = sigmoid(x @ W1 + b1), in place
-    h = K.bias_sigmoid_(xp.matmul(x, W1, out=buf("h", (batch, n_hidden))), b1)
+    # forward: h = act(x @ W1 + b1), in place
+    h = xp.matmul(x, W1, out=buf("h", (batch, n_hidden)))
+    coding = _CODING["topk" if cfg.sparsity == "topk" else cfg.hidden_activation]
+    h, kept = coding.forward(h, b1, cfg)
     rho_hat = xp.matmul(ones, h)  # a fresh (small) array: the returned Loss keeps it
     rho_hat *= 1.0 / batch
 
@@ -117,21 +122,65 @@ def _loss_and_grads(model, x):
     loss = losses.make_loss(cfg, reconstruction, rho_hat, P)
 
     # backward
-    xp.matmul(h.T, dz, out=G["decoder.W"])
+    if cfg.tied_weights:  # W2 = W1.T: its gradient joins encoder.W's below
+        dW2 = xp.matmul(h.T, dz, out=buf("dW2", (n_hidden, n_inputs)))
+    else:
+        dW2 = xp.matmul(h.T, dz, out=G["decoder.W"])
     xp.matmul(ones, dz, out=G["decoder.b"])
     dh = xp.matmul(dz, W2.T, out=buf("dh", (batch, n_hidden)))
     # every penalty scales with beta: at beta = 0 there is no gradient row to add
     d_rho_hat, extra = losses.sparsity_backward(cfg, rho_hat, P) if cfg.sparsity_weight \
         else (None, {})
     row = None if d_rho_hat is None else d_rho_hat * (1.0 / batch)
-    work = buf("work_hidden", (batch, n_hidden)) if on_numpy else None
-    dz1 = K.sigmoid_backward_(dh, h, row, work)
+    dz1 = coding.backward(dh, h, row, kept, cfg, buf("work_hidden", (batch, n_hidden))
+                          if on_numpy else None)
     xp.matmul(x.T, dz1, out=G["encoder.W"])
     xp.matmul(ones, dz1, out=G["encoder.b"])
+    if cfg.tied_weights:
+        G["encoder.W"] += dW2.T
     if cfg.weight_decay:
         for name in losses.decayed(P):
             work = buf("work_" + name, P[name].shape) if on_numpy else None
             K.add_weight_decay_grad_(G[name], P[name], cfg.weight_decay, work)
-    for name, grad in extra.items():
-        G[name] += grad
+    losses.add_grads(G, extra)
     return loss
+
+
+class _Sigmoid:
+    """layers.Sigmoid's forward and backward, fused with the bias and the penalty's row."""
+
+    @staticmethod
+    def forward(z, b, cfg):
+        return K.bias_sigmoid_(z, b), None
+
+    @staticmethod
+    def backward(dh, h, row, kept, cfg, work):
+        return K.sigmoid_backward_(dh, h, row, work)
+
+
+class _ReLU:
+    """layers.ReLU's forward and backward, fused with the bias and the penalty's row."""
+
+    @staticmethod
+    def forward(z, b, cfg):
+        return K.bias_relu_(z, b), None
+
+    @staticmethod
+    def backward(dh, h, row, kept, cfg, work):
+        return K.relu_backward_(dh, h, row)
+
+
+class _TopK:
+    """layers.TopK's forward and backward (topk has no penalty, so no row)."""
+
+    @staticmethod
+    def forward(z, b, cfg):
+        h, rows, kept = K.topk_(z, b, cfg.k, cfg.hidden_activation == "relu")
+        return h, (rows, kept)
+
+    @staticmethod
+    def backward(dh, h, row, kept, cfg, work):
+        return K.topk_backward_(dh, h, *kept, cfg.hidden_activation == "relu")
+
+
+_CODING = {"sigmoid": _Sigmoid, "relu": _ReLU, "topk": _TopK}

@@ -6,8 +6,9 @@ checks everything it is given with the checks `load` runs (state.py), so a save 
 write a file `load` refuses is refused instead, and the old file stays.
 
 Members (np.savez adds ".npy" to each name): "format_version", "config" (JSON),
-"param/<name>", "optimizer" (JSON: type and settings), "optim/<key>" (the optimizer's state:
-"t", "lr", "<slot>.<param name>"), "history" (JSON), "extra" (JSON).
+"param/<name>", "units/silent" (training samples since each unit last fired), "optimizer"
+(JSON: type and settings), "optim/<key>" (the optimizer's state: "t", "lr",
+"<slot>.<param name>"), "history" (JSON), "extra" (JSON).
 
 Loading trusts nothing in the file, and spends no memory on what it has not checked:
   1. the zip directory: only the names above, stored or deflated, not encrypted;
@@ -52,7 +53,7 @@ _MAX_HEADER = 1 << 16      # bytes of a .npy header: NumPy writes under 200 for 
 _MAX_DEPTH = 16            # nesting of extra's JSON
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64")
-_KNOWN = {"format_version", "config", "optimizer", "history", "extra",
+_KNOWN = {"format_version", "config", "optimizer", "history", "extra", "units/silent",
           *(f"optim/{k}" for scalars in S.SCALARS.values() for k in scalars),
           *(f"param/{p}" for p in PARAMS),
           *(f"optim/{key}" for kind in S.OPTIMIZERS for key in S.slot_keys(kind, PARAMS))}
@@ -88,7 +89,10 @@ def save(path, model, optimizer=None, history=None, extra=None):
     Everything is checked first, with the checks load() runs: a state load() would refuse
     (NaN or negative moments, an optimizer of another model, an extra that is not plain
     JSON, ...) is refused with a CheckpointError, and whatever was at `path` stays."""
-    path = checks.check_path(path, "path", error=CheckpointError)
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise CheckpointError(f"path must be a file name such as 'run/checkpoint.npz', got "
+                              f"{path!r}")
+    path = os.fspath(path)
     if os.path.isdir(path):
         raise CheckpointError(f"cannot save the checkpoint to {path}: it is a folder; give a file "
                               f"name, like {os.path.join(path, 'checkpoint.npz')}")
@@ -108,7 +112,10 @@ def save(path, model, optimizer=None, history=None, extra=None):
         if not np.isfinite(arrays[f"param/{name}"]).all():  # load() would refuse the file
             raise CheckpointError(f"cannot save: parameter {name!r} holds NaN or inf (training "
                                   f"diverged); keep the last good checkpoint")
+    arrays["units/silent"] = _silent(model.silent, model.config.n_hidden, CheckpointError,
+                                     "cannot save: model.silent")
     if optimizer is not None:
+        S.kind_of(optimizer)
         S.check_belongs(optimizer, model)
         settings = S.optimizer_settings(optimizer)
         state = S.optimizer_state(optimizer)
@@ -131,6 +138,15 @@ def save(path, model, optimizer=None, history=None, extra=None):
         raise CheckpointError(f"cannot write the checkpoint {path}: {e.strerror or e}; check that "
                               f"its folder is writable and has space") from None
     return path
+
+
+def _silent(a, n_hidden, error, what):
+    """Training samples since each unit last fired: (n_hidden,) integers >= 0."""
+    a = np.asarray(a)
+    if a.shape != (n_hidden,) or a.dtype.kind not in "iu" or (a < 0).any():
+        raise error(f"{what} must be {n_hidden} counts >= 0 (samples since each unit last "
+                    f"fired), got {a.shape} {a.dtype}")
+    return a.astype(np.int64)
 
 
 def _check_extra(value, error, what, depth=0):
@@ -304,6 +320,18 @@ class _Members:
                 raise self.error(f"member {key!r} has bytes after its data; the file is damaged")
         return out
 
+    def counts(self, key, n):
+        """An (n,) array member of integers >= 0 (at most 8 bytes each)."""
+        f, _, dtype = self.open(key, (n,))
+        with f:
+            if dtype.kind not in "iu" or dtype.itemsize > 8:
+                raise self.error(f"member {key!r} should hold integers, found {dtype}; the file "
+                                 f"is damaged")
+            a = np.frombuffer(self._exact(f, n * dtype.itemsize, key), dtype)
+        if (a < 0).any():
+            raise self.error(f"member {key!r} holds negative counts; the file is damaged")
+        return a.astype(np.int64)
+
     def _check_values(self, key, x):
         if key.startswith("optim/"):
             try:
@@ -445,7 +473,8 @@ def _load(m, backend):
     if kind is not None:
         arrays.update({f"optim/{key}": shapes[key.split(".", 1)[1]]
                        for key in S.slot_keys(kind, shapes)})
-    expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer"}
+    expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer",
+                              "units/silent"}
     expected |= {f"optim/{k}" for k in S.SCALARS[kind]} if kind else set()
     for key in sorted(set(m.infos) - expected):
         raise m.error(f"holds {key!r}, which does not belong with "
@@ -454,6 +483,7 @@ def _load(m, backend):
     for key, shape in arrays.items():
         m.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))[0].close()
     history, extra = _history(m), _extra(m)
+    silent = m.counts("units/silent", config.n_hidden) if "units/silent" in m else None
     scalars = {}
     for key, what in (S.SCALARS[kind].items() if kind else ()):
         try:
@@ -468,6 +498,8 @@ def _load(m, backend):
     for name, p in model.params.items():
         host = m.floats(f"param/{name}", tuple(p.shape), dtype, out=np.empty(p.shape, dtype))
         p[...] = model.backend.asarray(host)
+    if silent is not None:
+        model.silent[...] = silent
     optimizer = None
     if kind is not None:
         try:

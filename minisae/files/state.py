@@ -110,10 +110,10 @@ def check_settings(kind, settings):
                 checks.check_betas(tuple(value))
             except ConfigError as e:
                 raise CheckpointError(f"{kind} setting {e}") from None
-        elif name in ("max_iter",):
-            check_scalar(name, value, "count")
+        elif name == "max_iter":
+            _setting(kind, name, value, "count")
         elif name == "memory":
-            check_scalar(name, value, "pairs")
+            _setting(kind, name, value, "pairs")
         elif name in ("gtol", "ftol"):
             if not (checks.is_real(value) and value >= 0):
                 raise CheckpointError(f"{kind} setting {name} must be a finite number >= 0, "
@@ -122,7 +122,14 @@ def check_settings(kind, settings):
             if not (checks.is_real(value) and 0 <= value < 1):
                 raise CheckpointError(f"{kind} setting momentum must be in [0, 1), got {value!r}")
         else:  # lr, eps
-            check_scalar(name, value, "positive")
+            _setting(kind, name, value, "positive")
+
+
+def _setting(kind, name, value, what):
+    try:
+        check_scalar(name, value, what)
+    except CheckpointError as e:
+        raise CheckpointError(f"{kind} setting {str(e)[len('optimizer state '):]}") from None
 
 
 def check_state(kind, state, shapes, dtype):
@@ -147,14 +154,25 @@ def check_state(kind, state, shapes, dtype):
 
 
 def restore(opt, state):
-    """Copy a checked state into opt: its numbers, and its arrays into opt's own (on its
-    device)."""
+    """Copy a state into opt: its numbers, and its arrays into opt's own (on its device).
+    Every number is checked, and every key looked up, before anything is changed, so a
+    refused state leaves opt as it was."""
     kind = kind_of(opt)
-    for key, what in SCALARS[kind].items():
-        setattr(opt, key, check_scalar(key, state[key], what))
+    try:
+        numbers = {key: check_scalar(key, state[key], what) for key, what in SCALARS[kind].items()}
+        arrays = {f"{slot}.{name}": state[f"{slot}.{name}"]
+                  for slot in OPTIMIZERS[kind].SLOTS for name in getattr(opt, slot)}
+        for key, a in arrays.items():
+            check_values(key, np.asarray(a))
+    except KeyError as e:
+        raise CheckpointError(f"{kind} state lacks {e.args[0]!r}") from None
+    except TypeError:
+        raise CheckpointError(f"an optimizer state is a dict, got {type(state).__name__}") from None
+    for key, value in numbers.items():
+        setattr(opt, key, value)
     for slot in OPTIMIZERS[kind].SLOTS:
         for name, a in getattr(opt, slot).items():
-            a[...] = namespace(a).asarray(state[f"{slot}.{name}"], dtype=a.dtype,
+            a[...] = namespace(a).asarray(arrays[f"{slot}.{name}"], dtype=a.dtype,
                                           device=a.device)
 
 

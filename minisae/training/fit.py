@@ -20,17 +20,15 @@ import numpy as np
 from .. import checks
 from .. import functional as F
 from .. import losses
-from ..backend import to_numpy
+from ..backend import namespace, to_numpy
 from ..errors import ConfigError, InputError, TrainingError
 from ..fast import fast_optimizer, fused
 from ..fast import loss_and_grads as fast_loss_and_grads
 from ..fast.threads import thread_limits
 from .batches import ArrayBatches
 from .history import History
+from . import units
 from .progress import progress_bar
-
-DEAD_UNIT_THRESHOLD = 1e-3
-"""A unit whose mean activation over the evaluated set is below this is counted as dead."""
 
 _SAID = set()  # notes printed once per process
 
@@ -38,12 +36,18 @@ _SAID = set()  # notes printed once per process
 def evaluate(model, x, batch_size=1000, per_unit=False):
     """The loss of the whole of x, forward only, in batches: the reconstruction term averaged
     over samples, the sparsity term from each unit's mean activation over all of x (the same
-    assembly as training's, losses.make_loss).
+    assembly as training's, losses.make_loss), and the diagnostics of today's trainers.
 
-    Returns a dict of floats: total, each loss part, mean_activation (the mean over units of
-    rho_hat) and dead_fraction (the share of units whose rho_hat is below
-    DEAD_UNIT_THRESHOLD). per_unit=True returns (that dict, rho_hat), rho_hat the per-unit mean
-    activations as a NumPy float64 array of shape (n_hidden,)."""
+    Returns a dict of floats: total, each loss part, and
+      mean_activation   the mean over units of rho_hat
+      l0                the mean number of active units per sample (losses.active: h > 0 for
+                        ReLU and TopK codes, h > 0.5 for sigmoid ones)
+      dead_fraction     the share of units active on no sample of x
+      dense_fraction    the share of units active on more than half of the samples
+      fvu               the fraction of variance unexplained: sum (y - x)^2 over the sum of
+                        (x - its mean over the samples)^2
+    per_unit=True returns (that dict, rho_hat), rho_hat the per-unit mean activations as a
+    NumPy float64 array of shape (n_hidden,)."""
     _check_model(model, "evaluate")
     batch_size = checks.check_int(batch_size, "batch_size", 1)
     per_unit = checks.check_bool(per_unit, "per_unit")
@@ -53,21 +57,33 @@ def evaluate(model, x, batch_size=1000, per_unit=False):
 def _evaluate(model, x, batch_size, per_unit=False):
     """evaluate() of data already checked (fit checks its validation set once, not per epoch)."""
     n, c = len(x), model.config
-    reconstruction, rho_hat = 0.0, 0.0
+    reconstruction, rho_hat, counts = 0.0, 0.0, 0.0
+    squared_error, x_sum, x_squares = 0.0, 0.0, 0.0
     for start in range(0, n, batch_size):
         xb = model.as_batch(x[start:start + batch_size], validate=False)
+        xp = namespace(xb)
         h, z, y = model.forward(xb)
         w = xb.shape[0] / n  # both terms are means over the batch's samples
         reconstruction += w * float(losses.reconstruction(c, xb, z, y))
         rho_hat = rho_hat + w * to_numpy(F.mean_activation(h)).astype(np.float64)
+        on = losses.active(c, h)
+        counts = counts + to_numpy(xp.sum(xp.astype(on, xp.int64), axis=0))
+        squared_error += float(xp.sum((y - xb) ** 2))
+        host = x[start:start + batch_size].astype(np.float64)
+        x_sum, x_squares = x_sum + host.sum(axis=0), x_squares + (host * host).sum(axis=0)
     params = {name: to_numpy(p).astype(np.float64) for name, p in model.params.items()}
     loss = losses.make_loss(c, reconstruction, rho_hat, params)
-    metrics = {**loss.as_dict(), "dead_fraction": float((rho_hat < DEAD_UNIT_THRESHOLD).mean())}
+    variance = float(np.sum(x_squares - x_sum * x_sum / n))
+    metrics = {**loss.as_dict(), "l0": float(counts.sum() / n),
+               "dead_fraction": float((counts == 0).mean()),
+               "dense_fraction": float((counts > losses.DENSE_SHARE * n).mean()),
+               "fvu": squared_error / variance if variance > 0 else float("nan")}
     return (metrics, rho_hat) if per_unit else metrics
 
 
 def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, progress=True,
-        history=None, on_epoch_end=None, log_every=None, threads="auto", fast=True):
+        history=None, on_epoch_end=None, log_every=None, threads="auto", fast=True,
+        dead_window=units.DEAD_WINDOW, resample_every=None):
     """Train for epochs (counted from len(history), so a resumed run continues); return History.
 
     x_train, x_val: NumPy arrays (n, n_inputs), checked once here. on_epoch_end(history) is
@@ -77,6 +93,11 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     policy of minisae/fast/threads.py chooses from the problem's size and the machine).
     fast: True runs the fast engine (minisae.fast), False the reference (model.loss_and_grads
     and optimizer.step) end to end; both give the same numbers up to rounding.
+
+    Dead units (ReLU codes; minisae.training.units): a unit silent for dead_window training
+    samples is dead. AuxK (a model with aux_k) reconstructs the residual from them at each
+    step; resample_every=N gives them new directions every N steps (Anthropic's resampling).
+    Either records train_dead_fraction in the history.
 
     With an L-BFGS optimizer (minisae.LBFGS) an epoch is one L-BFGS iteration over the
     whole of x_train (full batch; leave batch_size None), and the run may end early when
@@ -92,6 +113,8 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     log_every = None if log_every is None else checks.check_int(log_every, "log_every", 1)
     seed = checks.check_int(seed, "seed", 0, 2**63 - 1)
     fast = checks.check_bool(fast, "fast")
+    dead_window = units.check_window(dead_window)
+    resample_every = units.check_resampling(model, resample_every)
     progress = checks.check_bool(progress, "progress")
     if history is not None:
         checks.check_type(history, "history", History, "a History (what fit returned, or a "
@@ -114,14 +137,16 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
                        on_epoch_end, fast)
         else:
             _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, progress,
-                           history, on_epoch_end, log_every, fast)
+                           history, on_epoch_end, log_every, fast, dead_window, resample_every)
     return history
 
 
 def _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, progress,
-                   history, on_epoch_end, log_every, fast):
+                   history, on_epoch_end, log_every, fast, dead_window, resample_every):
     batches = ArrayBatches(x_train, batch_size, seed, model.backend)
     steps, first = batches.steps_per_epoch, len(history) + 1
+    aux = model.config.aux_k is not None
+    activity = units.UnitActivity(model) if aux or resample_every else None
     # Reading a loss from a GPU waits for it, so there losses come back every few steps.
     if log_every is None:
         log_every = 1 if model.backend.name == "numpy" else 20
@@ -130,18 +155,31 @@ def _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, p
     with progress_bar(max(0, epochs - first + 1) * steps, progress) as bar:
         for epoch in range(first, epochs + 1):
             t0 = time.perf_counter()
-            sums, pending = {}, []
+            sums, pending, resampled = {}, [], 0
             for step, x in batches.epoch(epoch):
+                if aux:
+                    activity.publish(dead_window)
                 # A diverging run overflows before its loss turns inf/NaN; the check below
                 # reports that with the epoch and step, so NumPy's warnings would only repeat it.
                 with np.errstate(over="ignore", invalid="ignore"):
                     pending.append((step, compute(model, x, validate=False)))
                     stepper.step()
+                if activity is not None:
+                    activity.update(pending[-1][1], batch_size)
+                    done = (epoch - 1) * steps + step + 1
+                    if resample_every and done % resample_every == 0:
+                        rng = np.random.default_rng([seed, epoch, step])
+                        resampled += units.resample(model, optimizer, x_train,
+                                                    activity.dead(dead_window), rng)
                 if (step + 1) % log_every == 0 or step + 1 == steps:
                     _read_losses(pending, sums, epoch, steps, len(history))
                     bar.update(len(pending))
                     pending.clear()
             record = {f"train_{k}": v / steps for k, v in sums.items()}
+            if activity is not None:
+                record["train_dead_fraction"] = float(activity.dead(dead_window).mean())
+            if resample_every:
+                record["resampled"] = resampled
             record.update(_validation_record(model, x_val, batch_size))
             history.append(epoch=epoch, seconds=time.perf_counter() - t0, **record)
             _show(bar, history, epochs)
@@ -181,9 +219,7 @@ def _validation_record(model, x_val, batch_size):
     if x_val is None:
         return {}
     val = _evaluate(model, x_val, batch_size)
-    record = {f"val_{k}": v for k, v in val.items() if k != "dead_fraction"}
-    record["dead_fraction"] = val["dead_fraction"]
-    return record
+    return {f"val_{k}": v for k, v in val.items()}
 
 
 def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, on_epoch_end,

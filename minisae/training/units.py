@@ -1,0 +1,154 @@
+"""Dead units during training: how long each unit has been silent, AuxK's dead set, and the
+resampling of dead units (Anthropic, "Towards Monosemanticity", 2023).
+
+A unit fires on a batch when it is active on at least one of its samples; for ReLU and TopK
+codes (h >= 0) that is rho_hat_j > 0, read off the step's loss record at no cost. A unit is
+dead once it has been silent for `dead_window` training samples (Gao et al. use 10 million
+tokens; minisae's default, 10,000 samples, is a sixth of an MNIST epoch: a unit of a TopK
+model with k = 25 of 1000 units that is alive fires there about 250 times).
+
+    activity = UnitActivity(model)
+    ...after each step: activity.update(loss, batch_size)
+    model.dead[...] = activity.dead(dead_window)          # what AuxK reads
+    resample(model, optimizer, x_train, dead, rng)         # new life for the dead units
+
+The silent counts live on the model (`model.silent`, saved in checkpoints), so a resumed run
+judges its units exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import checks
+from ..backend import namespace, to_numpy
+from ..errors import ConfigError
+
+DEAD_WINDOW = 10_000
+"""Training samples a unit may stay silent before it counts as dead."""
+RESAMPLE_ROWS = 8_192
+"""Training rows whose reconstruction errors choose the resampled units' new directions."""
+ENCODER_SCALE = 0.2
+"""A resampled unit's encoder vector: the chosen input's direction times this times the mean
+norm of the living units' encoder vectors (Anthropic's recipe)."""
+
+
+def tracks(model):
+    """Why this model's dead units cannot be tracked during training, or None: firing is told
+    from rho_hat > 0, which needs codes that are 0 when off (ReLU, TopK through a ReLU)."""
+    if model.config.hidden_activation != "relu":
+        return (f"dead units are told during training by their never firing, which needs "
+                f"hidden_activation='relu' (got {model.config.hidden_activation!r})")
+    return None
+
+
+class UnitActivity:
+    """Samples since each unit last fired, kept in model.silent (NumPy int64, (n_hidden,))."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def update(self, loss, batch):
+        """After a step on `batch` samples whose loss record is `loss`."""
+        silent = self.model.silent
+        fired = loss.mean_activation > 0
+        silent[fired] = 0
+        silent[~fired] += batch
+
+    def dead(self, window):
+        """The units silent for at least `window` samples, (n_hidden,) NumPy bool."""
+        return self.model.silent >= window
+
+    def publish(self, window):
+        """Set model.dead, on the model's device, for AuxK's next step."""
+        dead = self.dead(window)
+        model = self.model
+        model.dead[...] = model.backend.asarray(dead, dtype=model.backend.xp.bool)
+        return dead
+
+
+def resample(model, optimizer, x, dead, rng, rows=RESAMPLE_ROWS):
+    """Give each dead unit a new direction: an input the model reconstructs badly.
+
+    1. the squared reconstruction error of up to `rows` random training rows;
+    2. for each dead unit, one of them drawn with probability proportional to its error
+       squared (Anthropic: the inputs the model gets most wrong);
+    3. that input, normalised to length 1, becomes the unit's decoder row; its encoder column
+       is the same direction scaled to ENCODER_SCALE times the mean encoder norm of the units
+       that live, and its encoder bias is 0;
+    4. the optimizer's state for those entries (Adam's m and v, SGD's u) is reset to 0, so no
+       stale momentum pushes the new unit; the unit's silent count starts again.
+
+    x: the training set (NumPy, checked). dead: (n_hidden,) bool. Returns how many units were
+    resampled. Everything else (the other units, their state) is left exactly as it was."""
+    dead = np.asarray(dead, dtype=bool)
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return 0
+    sample = x[rng.choice(len(x), size=min(rows, len(x)), replace=False)]
+    error = np.square(to_numpy(model.reconstruct(sample)).astype(np.float64) - sample).sum(axis=1)
+    weights = error ** 2
+    total = weights.sum()
+    p = weights / total if total > 0 and math.isfinite(total) else None
+    chosen = sample[rng.choice(len(sample), size=n_dead, p=p)].astype(np.float64)
+    lengths = np.linalg.norm(chosen, axis=1, keepdims=True)
+    directions = chosen / np.where(lengths > 0, lengths, 1.0)
+
+    W1 = to_numpy(model.params["encoder.W"]).astype(np.float64)
+    norms = np.linalg.norm(W1, axis=0)
+    alive = norms[~dead].mean() if (~dead).any() else 1.0
+    units = np.flatnonzero(dead)
+    _set_columns(model.params["encoder.W"], units, (ENCODER_SCALE * alive * directions).T)
+    _set_entries(model.params["encoder.b"], units, np.zeros(n_dead))
+    if "decoder.W" in model.params:
+        _set_rows(model.params["decoder.W"], units, directions)
+    _reset_state(optimizer, units)
+    model.silent[units] = 0
+    return n_dead
+
+
+def _device(array, values):
+    return namespace(array).asarray(values, dtype=array.dtype, device=array.device)
+
+
+def _set_columns(W, units, values):
+    for i, j in enumerate(units):
+        W[:, int(j)] = _device(W, values[:, i])
+
+
+def _set_rows(W, units, values):
+    for i, j in enumerate(units):
+        W[int(j), :] = _device(W, values[i])
+
+
+def _set_entries(b, units, values):
+    for i, j in enumerate(units):
+        b[int(j)] = float(values[i])
+
+
+def _reset_state(optimizer, units):
+    """Zero the optimizer's per-parameter state for the resampled units' entries."""
+    for slot in getattr(type(optimizer), "SLOTS", ()):
+        state = getattr(optimizer, slot)
+        for j in units:
+            j = int(j)
+            state["encoder.W"][:, j] = 0.0
+            state["encoder.b"][j] = 0.0
+            if "decoder.W" in state:
+                state["decoder.W"][j, :] = 0.0
+
+
+def check_window(window):
+    return checks.check_int(window, "dead_window", 1)
+
+
+def check_resampling(model, resample_every):
+    """resample_every (steps, or None) checked against the model."""
+    if resample_every is None:
+        return None
+    resample_every = checks.check_int(resample_every, "resample_every", 1)
+    problem = tracks(model)
+    if problem:
+        raise ConfigError(f"resampling dead units: {problem}")
+    return resample_every
