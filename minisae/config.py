@@ -44,6 +44,7 @@ class Config:
     l1_decoder_norm: bool = False        # l1: weigh unit j by ||W2[j, :]||
     aux_k: int | None = None             # topk: AuxK's dead units per sample (None: no AuxK)
     aux_weight: float = 1 / 32           # AuxK's weight, alpha
+    subtract_decoder_bias: bool = False  # encode x - b2 (Gao et al.; Anthropic)
 
     def validated(self):
         """This config with every value checked and in plain Python types (a NumPy float64
@@ -73,6 +74,8 @@ class Config:
             l1_decoder_norm=checks.check_bool(self.l1_decoder_norm, "l1_decoder_norm"),
             aux_k=None if self.aux_k is None else checks.check_int(self.aux_k, "aux_k", 1),
             aux_weight=checks.check_real(self.aux_weight, "aux_weight", 0.0, MAX_WEIGHT),
+            subtract_decoder_bias=checks.check_bool(self.subtract_decoder_bias,
+                                                    "subtract_decoder_bias"),
         )
         problem = combination_problem(c)
         if problem:
@@ -154,6 +157,9 @@ FIELDS = {
     "aux_k": Field("--aux-k", "AuxK: dead units per sample that reconstruct the residual "
                    "(Gao et al.; topk only)", metavar="N", type=int),
     "aux_weight": Field("--aux-weight", "AuxK's weight alpha", metavar="ALPHA", type=float),
+    "subtract_decoder_bias": Field("--subtract-decoder-bias", "encode x - b2, the decoder's bias "
+                                   "(Gao et al.; training starts b2 at the data's mean)",
+                                   type=bool),
     "output_activation": Field("--output", "output activation", OUTPUT_ACTIVATIONS),
     "reconstruction_loss": Field("--loss", "reconstruction loss", RECONSTRUCTION_LOSSES),
     "reduction": Field("--reduction", "MSE scale: mean (book) or halfsum (UFLDL)", REDUCTIONS),

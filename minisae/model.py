@@ -46,14 +46,16 @@ class SparseAutoencoder:
                  sparsity_weight=0.2, weight_decay=0.0, hidden_activation="sigmoid",
                  output_activation="sigmoid", reconstruction_loss="mse", reduction="mean",
                  k=None, tied_weights=False, l1_decoder_norm=False, aux_k=None,
-                 aux_weight=1 / 32, backend="numpy", dtype="float32", seed=42):
+                 aux_weight=1 / 32, subtract_decoder_bias=False, backend="numpy",
+                 dtype="float32", seed=42):
         self.config = Config(
             n_inputs=n_inputs, n_hidden=n_hidden, sparsity=sparsity,
             sparsity_target=sparsity_target, sparsity_weight=sparsity_weight,
             weight_decay=weight_decay, hidden_activation=hidden_activation,
             output_activation=output_activation, reconstruction_loss=reconstruction_loss,
             reduction=reduction, dtype=dtype, seed=seed, k=k, tied_weights=tied_weights,
-            l1_decoder_norm=l1_decoder_norm, aux_k=aux_k, aux_weight=aux_weight).validated()
+            l1_decoder_norm=l1_decoder_norm, aux_k=aux_k, aux_weight=aux_weight,
+            subtract_decoder_bias=subtract_decoder_bias).validated()
         self.backend = get_backend(backend, dtype=self.config.dtype)
         self.dtype = self.backend.dtype
         shapes = param_shapes(self.config)
@@ -69,9 +71,10 @@ class SparseAutoencoder:
         self.grads = flat_views(self.flat_grads, shapes)
 
         p, g = self.params, self.grads
-        # The first layer needs no dx: nothing upstream of x is learned.
+        # The first layer needs no dx: nothing upstream of x is learned (unless its input is
+        # x - b2, and b2 is learned).
         self.encoder = Dense(p["encoder.W"], p["encoder.b"], g["encoder.W"], g["encoder.b"],
-                             needs_input_grad=False)
+                             needs_input_grad=self.config.subtract_decoder_bias)
         self.coding = coding_layer(self.config)
         if self.config.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart, added below
             self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
@@ -100,7 +103,7 @@ class SparseAutoencoder:
         c = self.config
 
         # forward
-        z1 = self.encoder.forward(x)
+        z1 = self.encoder.forward(self._encoder_input(x))
         h = self.coding.forward(z1)
         z = self.decoder.forward(h)
         y = self.output.forward(z)
@@ -123,7 +126,9 @@ class SparseAutoencoder:
         if aux is not None:  # AuxK's own path into z1 (the dead units) and W2
             dz1 = dz1 + aux[1]
             extra = {**extra, "decoder.W": aux[2]}
-        self.encoder.backward(dz1)
+        dx = self.encoder.backward(dz1)
+        if c.subtract_decoder_bias:  # b2 also reached the encoder, as x - b2
+            self.grads["decoder.b"] -= namespace(dx).sum(dx, axis=0)
         if c.tied_weights:  # one W used twice: its gradient is the sum of both uses
             self.grads["encoder.W"] += self.decoder.dW.T
         # weight decay adds lambda * W to each weight's gradient (biases are not decayed)
@@ -153,11 +158,15 @@ class SparseAutoencoder:
 
     # ------------------------------------------------------------------ the forward pass
 
+    def _encoder_input(self, x):
+        """x, or x - b2 when the decoder's bias is subtracted before encoding."""
+        return x - self.params["decoder.b"] if self.config.subtract_decoder_bias else x
+
     def forward(self, x):
         """The whole forward pass of a checked batch, x -> (h, z, y): the codes, the output
         layer's pre-activation and the reconstruction. Each layer keeps what its backward
         needs."""
-        h = self.coding.forward(self.encoder.forward(x))
+        h = self.coding.forward(self.encoder.forward(self._encoder_input(x)))
         z = self.decoder.forward(h)
         return h, z, self.output.forward(z)
 
@@ -174,9 +183,10 @@ class SparseAutoencoder:
 
         batch_size: encode that many rows at a time (bounds the memory for a large x)."""
         x = self.as_batch(x)
-        step = x.shape[0] if batch_size is None else checks.check_int(batch_size, "batch_size", 1)
-        parts = [self.coding.forward(self.encoder.forward(x[i:i + step]))
-                 for i in range(0, x.shape[0], step)]
+        n = x.shape[0]
+        step = n if batch_size is None else checks.check_int(batch_size, "batch_size", 1)
+        parts = [self.coding.forward(self.encoder.forward(x[i:min(i + step, n), :]))
+                 for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else namespace(x).concat(parts)
 
     def decode(self, h):
@@ -237,12 +247,18 @@ class SparseAutoencoder:
 
     def __repr__(self):
         c = self.config
-        return (f"SparseAutoencoder({c.n_inputs} -> {c.n_hidden} -> {c.n_inputs}, "
-                f"sparsity={c.sparsity}, rho={c.sparsity_target}, beta={c.sparsity_weight}, "
-                f"lambda={c.weight_decay}, output={c.output_activation}, "
+        if c.sparsity == "topk":
+            sparsity = f"topk, k={c.k}" + (f", aux_k={c.aux_k}" if c.aux_k else "")
+        else:
+            sparsity = f"{c.sparsity}, rho={c.sparsity_target}, beta={c.sparsity_weight}" \
+                if c.sparsity in ("kl", "squared", "absolute") else \
+                f"l1, beta={c.sparsity_weight}" + (" x ||W2[j]||" if c.l1_decoder_norm else "")
+        options = [name for name, on in (("tied", c.tied_weights),
+                                          ("x - b2 encoded", c.subtract_decoder_bias)) if on]
+        return (f"SparseAutoencoder({c.n_inputs} -> {c.n_hidden} {c.hidden_activation} -> "
+                f"{c.n_inputs} {c.output_activation}, {sparsity}, lambda={c.weight_decay}, "
                 f"loss={c.reconstruction_loss}/{c.reduction}, "
-                f"{self.backend.name}/{c.dtype})")
-
+                + "".join(f"{o}, " for o in options) + f"{self.backend.name}/{c.dtype})")
 
 def initial_weights(shapes, seed, dtype):
     """One flat NumPy array of all the parameters, in `dtype`: weights uniform in

@@ -2,9 +2,11 @@
 
     model = SparseAutoencoder.from_preset("ufldl")           # the model's part
     PRESETS["ufldl"].training                                 # how it is trained
+    PRESETS["topk"].source                                    # where it comes from
 
 Each preset has two parts: `model`, keyword arguments of SparseAutoencoder, and `training`,
-the optimizer and its settings (and the data set) that `minisae train --preset` uses.
+the optimizer and its settings (and the data set) that `minisae train --preset` uses; and
+`source`, the work it follows, with what minisae changes.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Preset:
     description: str
     model: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    source: str = ""
 
 
 PRESETS = {
@@ -28,7 +31,9 @@ PRESETS = {
         model=dict(n_inputs=784, n_hidden=1000, sparsity_target=0.1, sparsity_weight=0.2,
                    weight_decay=0.0, output_activation="sigmoid", reconstruction_loss="mse",
                    reduction="mean"),
-        training=dict(dataset="mnist", optimizer="adam", lr=0.01, epochs=100, batch_size=1000)),
+        training=dict(dataset="mnist", optimizer="adam", lr=0.01, epochs=100, batch_size=1000),
+        source="Géron, Hands-On Machine Learning (2nd ed.), chapter 17, 'Sparse Autoencoders' "
+               "(the notebook's KL model); epochs and batch as in its notebook"),
     "ufldl": Preset(
         "ufldl",
         "UFLDL's MNIST exercise: half the squared error summed over pixels, 196 units, beta 3, "
@@ -36,7 +41,9 @@ PRESETS = {
         model=dict(n_inputs=784, n_hidden=196, sparsity_target=0.1, sparsity_weight=3.0,
                    weight_decay=3e-3, output_activation="sigmoid", reconstruction_loss="mse",
                    reduction="halfsum"),
-        training=dict(dataset="mnist", optimizer="adam", lr=0.01, epochs=200, batch_size=1000)),
+        training=dict(dataset="mnist", optimizer="adam", lr=0.01, epochs=200, batch_size=1000),
+        source="Ng, UFLDL tutorial, 'Vectorization' and 'Self-Taught Learning' exercises (MNIST, "
+               "196 units); UFLDL trains with L-BFGS, this preset with Adam"),
     "ufldl-patches": Preset(
         "ufldl-patches",
         "UFLDL's sparse autoencoder exercise: 8x8 whitened natural-image patches, 25 units, "
@@ -45,7 +52,46 @@ PRESETS = {
                    weight_decay=1e-4, output_activation="sigmoid", reconstruction_loss="mse",
                    reduction="halfsum", dtype="float64"),
         training=dict(dataset="patches", optimizer="lbfgs", max_iter=400, n_patches=10_000,
-                      patch_size=8)),
+                      patch_size=8),
+        source="Ng, UFLDL tutorial, 'Sparse Autoencoder' exercise (sparseae_exercise): the same "
+               "settings; its ten photographs are replaced by eight bundled ones"),
+    "k-sparse": Preset(
+        "k-sparse",
+        "Makhzani & Frey's k-sparse autoencoder: 1,000 linear units of which each digit keeps "
+        "its 25 largest, tied weights, linear output, MSE",
+        model=dict(n_inputs=784, n_hidden=1000, sparsity="topk", k=25,
+                   hidden_activation="linear", tied_weights=True, output_activation="linear",
+                   reconstruction_loss="mse", reduction="mean"),
+        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        source="Makhzani & Frey, 'k-Sparse Autoencoders' (ICLR 2014, arXiv:1312.5663): MNIST, "
+               "1000 units, k = 25, tied weights, linear; they train with SGD and momentum and "
+               "anneal k from 100 down to 25 in the first epochs (not done here), and encode "
+               "with 3k units at test time for classification (not done here)"),
+    "l1": Preset(
+        "l1",
+        "an L1 autoencoder after Anthropic's 2024 recipe: 1,000 ReLU units, beta * sum of "
+        "|h_j| ||W2[j]||, the decoder bias subtracted first, linear output, MSE",
+        model=dict(n_inputs=784, n_hidden=1000, sparsity="l1", sparsity_weight=1e-3,
+                   hidden_activation="relu", l1_decoder_norm=True, subtract_decoder_bias=True,
+                   output_activation="linear", reconstruction_loss="mse", reduction="mean"),
+        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        source="Anthropic, 'Circuits Updates - April 2024' (the L1 penalty weighted by decoder "
+               "norms) and 'Towards Monosemanticity' (2023; ReLU codes, decoder bias subtracted "
+               "from the input); beta 1e-3 gives about 40 active units per digit here"),
+    "topk": Preset(
+        "topk",
+        "Gao et al.'s TopK autoencoder: 1,000 ReLU units of which each digit keeps its 25 "
+        "largest, AuxK against dead units, the decoder bias subtracted first, linear output",
+        model=dict(n_inputs=784, n_hidden=1000, sparsity="topk", k=25,
+                   hidden_activation="relu", aux_k=392, aux_weight=1 / 32,
+                   subtract_decoder_bias=True, output_activation="linear",
+                   reconstruction_loss="mse", reduction="mean"),
+        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        source="Gao et al., 'Scaling and Evaluating Sparse Autoencoders' (2024, "
+               "arXiv:2406.04093): TopK with ReLU, AuxK with alpha = 1/32 and k_aux about half "
+               "the input width (they use 512 for GPT-2's 768), dead after a window of "
+               "samples, the decoder bias subtracted before encoding; their unit-norm decoder "
+               "rows and encoder-as-decoder-transpose initialisation are not done here"),
 }
 
 

@@ -43,8 +43,7 @@ def table_rows(stdout, first_words):
     return rows
 
 
-@pytest.mark.parametrize("name", ["mnist_sparse_autoencoder.py", "sparsity_weight_sweep.py",
-                                  "gradcheck_tour.py", "self_taught_learning.py"])
+@pytest.mark.parametrize("name", sorted(p.name for p in DEMOS.glob("*.py")))
 def test_docstring_gives_the_command(name):
     doc = ast.get_docstring(ast.parse((DEMOS / name).read_text()))
     assert doc and f"python demos/{name}" in doc
@@ -69,18 +68,40 @@ def test_mnist_sparse_autoencoder(tmp_path):
     assert "offline subset" in r.stdout
 
 
-def test_sparsity_weight_sweep(tmp_path):
-    png = tmp_path / "sweep" / "sweep.png"
-    r = run_demo("sparsity_weight_sweep.py", tmp_path, "--quick", "--no-download",
-                 "--backend", "numpy", "--out", str(png))
+EXPERIMENTS = {  # demo: (experiment, figures it writes, first cells of rows it prints)
+    "kl_vs_squared_vs_absolute.py": ("penalties", ["penalties.png"], {"kl", "squared",
+                                                                      "absolute"}),
+    "batch_size.py": ("batch_sizes", [], {"10", "100", "50", "200"}),
+    "sparsity_weight_sweep.py": ("weight_sweep", ["weight_sweep.png"], {"0", "3"}),
+    "frontier.py": ("frontier", ["frontier.png"], {"kl", "l1", "topk"}),
+    "codes_for_classification.py": ("classification", [], {"raw", "TopK"}),
+    "dead_units.py": ("dead_units", [], {"TopK", "L1", "L1,"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_demos(tmp_path, name):
+    experiment, figures, rows = EXPERIMENTS[name]
+    out = tmp_path / "out"
+    r = run_demo(name, tmp_path, "--quick", "--no-download", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert_png(png)
-    rows = table_rows(r.stdout, {"0", "0.2", "1"})
-    assert set(rows) == {"0", "0.2", "1"}
-    mse = {beta: float(words[1]) for beta, words in rows.items()}
-    act = {beta: float(words[2]) for beta, words in rows.items()}
+    for figure in figures:
+        assert_png(out / figure)
+    result = json.loads((out / f"{experiment}.json").read_text())
+    assert result["n_train"] == 600 and result["tables"] and "offline subset" in result["data"]
+    assert set(table_rows(r.stdout, rows)) == rows
+    for table in result["tables"]:
+        assert table["rows"] and set(table["columns"]) >= set(table["rows"][0])
+
+
+def test_the_weight_sweep_shows_the_trade(tmp_path):
+    r = run_demo("sparsity_weight_sweep.py", tmp_path, "--quick", "--no-download", "--out",
+                 str(tmp_path / "out"))
+    rows = json.loads((tmp_path / "out" / "weight_sweep.json").read_text())["tables"][0]["rows"]
+    by_beta = {row["beta"]: row for row in rows}
     # even two epochs show the trade: the penalty lowers the activation, raises the error
-    assert act["0"] > act["0.2"] and mse["0"] < mse["0.2"]
+    assert by_beta[0.0]["mean rho_hat"] > by_beta[3.0]["mean rho_hat"]
+    assert by_beta[0.0]["MSE/pixel"] < by_beta[3.0]["MSE/pixel"], r.stdout
 
 
 def test_gradcheck_tour(tmp_path):

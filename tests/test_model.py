@@ -543,7 +543,7 @@ def test_design_example_runs():
     assert not np.array_equal(before, model.flat_params)
     assert model.encode(x).shape == (32, 16) and model.reconstruct(x).shape == (32, 784)
     assert model.loss_and_grads(x).total < out.total
-    assert "784 -> 16 -> 784" in repr(model)
+    assert "784 -> 16 sigmoid -> 784 sigmoid" in repr(model)
 
 
 # ----------------------------------------------------------------------------- NumPy vs CuPy

@@ -487,7 +487,10 @@ def write_results(model, history, data, out, settings):
         "test_mse_per_pixel": reconstruction_mse(model, x_test),
         "test_loss": {k: val[k] for k in parts},
         "mean_activation": val["mean_activation"], "sparsity_target": model.config.sparsity_target,
-        "dead_fraction": val["dead_fraction"], "backend": model.backend.name,
+        "sparsity": model.config.sparsity, "l0": val["l0"], "dead_fraction": val["dead_fraction"],
+        "dense_fraction": val["dense_fraction"], "fvu": val["fvu"],
+        "active": "h > 0.5" if model.config.hidden_activation == "sigmoid" else "h > 0",
+        "backend": model.backend.name,
         # the held-out set is the test set: its records are named so
         "history": {k.replace("val_", "test_"): v for k, v in history.as_dict().items()},
     }
@@ -501,10 +504,12 @@ def write_results(model, history, data, out, settings):
                        max_units=196, title=f"encoder weights ({settings.get('preset', '')})")
     plots.reconstructions(x_test[:10], to_numpy(model.reconstruct(x_test[:10])),
                           os.path.join(out, "reconstructions.png"), image_shape=image_shape)
-    plots.activation_histogram(rho_hat, model.config.sparsity_target,
+    plots.activation_histogram(rho_hat, model.config.sparsity_target
+                               if model.config.sparsity in ("kl", "squared", "absolute") else None,
                                os.path.join(out, "activations.png"))
     plots.training_curves(history.as_dict(), os.path.join(out, "curves.png"), val_label="test",
-                          sparsity_target=model.config.sparsity_target)
+                          sparsity_target=model.config.sparsity_target
+                          if model.config.sparsity in ("kl", "squared", "absolute") else None)
     return metrics
 
 
@@ -524,9 +529,17 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
         ("test loss", f"{m['test_loss']['total']:.4f} (" + ", ".join(
             f"{k.replace('_', ' ')} {v:.4f}" for k, v in m["test_loss"].items() if k != "total")
          + ")"),
-        ("mean activation", f"{m['mean_activation']:.4f} (target {m['sparsity_target']})"),
-        ("dead units", f"{100 * m['dead_fraction']:.1f}%"),
+        ("mean activation", f"{m['mean_activation']:.4f}" + (
+            f" (target {m['sparsity_target']})" if m.get("sparsity") in
+            ("kl", "squared", "absolute", None) else "")),
     ]
+    if "l0" in m:
+        rows += [("active units", f"L0 {m['l0']:.1f} per sample ({m.get('active', 'h > 0')}); "
+                                  f"dead {100 * m['dead_fraction']:.1f}%, dense "
+                                  f"{100 * m['dense_fraction']:.1f}% of the units"),
+                 ("unexplained variance", f"FVU {m['fvu']:.4f}")]
+    else:  # metrics of an older run
+        rows.append(("dead units", f"{100 * m['dead_fraction']:.1f}%"))
     if "filter_score" in m:
         s = m["filter_score"]
         rows.append(("edge filters", f"orientation {s['orientation']:.3f} vs {s['orientation_random']:.3f} "
@@ -591,6 +604,42 @@ def gradcheck_combinations():
 PATHS = ("reference", "fast")
 
 
+SPARSITY_VARIANTS = [
+    ("kl (sigmoid codes)", dict()),
+    ("squared", dict(sparsity="squared")),
+    ("absolute", dict(sparsity="absolute")),
+    ("l1 (relu codes)", dict(sparsity="l1", hidden_activation="relu")),
+    ("l1 x decoder norms", dict(sparsity="l1", hidden_activation="relu", l1_decoder_norm=True)),
+    ("topk, relu", dict(sparsity="topk", k=2, hidden_activation="relu")),
+    ("topk, linear, tied", dict(sparsity="topk", k=2, hidden_activation="linear",
+                                tied_weights=True, output_activation="linear")),
+    ("kl, tied weights", dict(tied_weights=True)),
+    ("l1, x - b2 encoded", dict(sparsity="l1", hidden_activation="relu",
+                                subtract_decoder_bias=True)),
+    ("topk + AuxK", dict(sparsity="topk", k=2, hidden_activation="relu", aux_k=2,
+                         output_activation="linear")),
+]
+"""The sparsity mechanisms and options `minisae gradcheck` checks, each on a tiny model."""
+
+
+def _sparsity_model(kwargs, backend, seed, x):
+    """A float64 model of one SPARSITY_VARIANTS entry, ready to check: AuxK gets dead units
+    and its stop-gradient residual held fixed; a subtracted decoder bias a nonzero b2."""
+    import numpy as np
+
+    from ..model import SparseAutoencoder
+    model = SparseAutoencoder(6, 4, sparsity_target=0.1, sparsity_weight=0.7, weight_decay=1e-2,
+                              backend=backend, dtype="float64", seed=seed, **kwargs)
+    rng = np.random.default_rng(seed + 1)
+    if model.config.subtract_decoder_bias:
+        model.params["decoder.b"][...] = model.backend.asarray(rng.random(6))
+    if model.config.aux_k:
+        model.dead[...] = model.backend.asarray(np.array([True, False, True, True]),
+                                                dtype=model.backend.xp.bool)
+        model.frozen_residual = model.backend.asarray(x) - model.reconstruct(x)
+    return model
+
+
 def cmd_gradcheck(args):
     import numpy as np
 
@@ -618,15 +667,29 @@ def cmd_gradcheck(args):
             print(format_table(rows, f"output={output}, loss={loss}, reduction={reduction}, "
                                      f"path={path} ({model.backend.name}){engine}"))
             print()
-            failed += [(output, loss, reduction, path, r) for r in rows if not r.ok]
+            failed += [(f"{output}/{loss}/{reduction}", path, r) for r in rows if not r.ok]
     print("not valid, so not checked:")
     for line in skipped:
         print(f"  {line}")
+    print("\nthe sparsity family (beta 0.7, lambda 0.01; largest relative error per parameter; "
+          "AuxK with its residual held fixed, the constant it is):")
+    names = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
+    print(f"  {'mechanism':<22} {'path':<10}" + "".join(f" {n:>10}" for n in names) + "  ok")
+    for label, kwargs in SPARSITY_VARIANTS:
+        model = _sparsity_model(kwargs, args.backend, args.seed, x)
+        for path in PATHS:
+            rows = check_model(model, x) if path == "reference" else fast.check_model(model, x)
+            errors = {r.name: r.rel_error for r in rows}
+            via = "" if path == "reference" or fast.fused(model) is None else " (= reference)"
+            print(f"  {label:<22} {path:<10}" + "".join(
+                f" {errors[n]:>10.1e}" if n in errors else f" {'(tied)':>10}" for n in names)
+                + f"  {'yes' if all(r.ok for r in rows) else 'NO'}{via}")
+            failed += [(label, path, r) for r in rows if not r.ok]
     print()
     if failed:
         worst = max(failed, key=lambda f: f[-1].rel_error)
-        print(f"FAILED: {len(failed)} parameter(s); worst {worst[-1].name} with {worst[:4]}: "
-              f"{worst[-1].rel_error:.2e}", file=sys.stderr)
+        print(f"FAILED: {len(failed)} parameter(s); worst {worst[-1].name} of {worst[0]} on the "
+              f"{worst[1]!r} path: {worst[-1].rel_error:.2e}", file=sys.stderr)
         return 1
     print("all gradients match, on both paths")
     return 0

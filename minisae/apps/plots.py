@@ -274,8 +274,9 @@ def _bin_range(rho_hat):
     return lo, hi
 
 
-def activation_histogram_figure(mean_activation, target):
-    """Histogram of the per-unit mean activations rho_hat, (n_hidden,), against the target.
+def activation_histogram_figure(mean_activation, target=None):
+    """Histogram of the per-unit mean activations rho_hat, (n_hidden,), against the target
+    (None: a model whose sparsity has no target, L1 or TopK).
 
     The x axis spans the data and the target (plus 5%), not all of [0, 1]; 10 to 50 bins
     (NumPy's "auto" rule) cover the data, so a tight cluster near the target shows its
@@ -285,17 +286,18 @@ def activation_histogram_figure(mean_activation, target):
     if rho_hat.size == 0 or not np.isfinite(rho_hat).all():
         raise InputError(f"mean_activation must hold one finite value per hidden unit, got "
                          f"{rho_hat.size} values (NaN/inf included); {hint}")
-    target = _unit_interval(target, "target")
+    target = None if target is None else _unit_interval(target, "target")
     lo, hi = _bin_range(rho_hat)
     n_bins = int(np.clip(len(np.histogram_bin_edges(rho_hat, "auto")) - 1, 10, 50))
-    view_lo, view_hi = min(lo, target), max(hi, target)
+    view_lo, view_hi = (lo, hi) if target is None else (min(lo, target), max(hi, target))
     margin = 0.05 * (view_hi - view_lo)
 
     fig = _figure(6, 4)
     ax = fig.add_subplot()
     ax.hist(rho_hat, bins=np.linspace(lo, hi, n_bins + 1), color="tab:blue", alpha=0.8,
             edgecolor="white", linewidth=0.5)
-    ax.axvline(target, color="tab:red", linestyle="--", label=f"target rho = {target:g}")
+    if target is not None:
+        ax.axvline(target, color="tab:red", linestyle="--", label=f"target rho = {target:g}")
     ax.axvline(rho_hat.mean(), color="k", linestyle=":",
                label=f"mean rho_hat = {rho_hat.mean():.3g}")
     ax.set_xlim(view_lo - margin, view_hi + margin)
@@ -398,8 +400,10 @@ def training_curves_figure(history, val_label="validation", sparsity_target=None
         raise ConfigError(f"val_label must name the held-out split, e.g. 'test' or "
                           f"'validation', got {val_label!r}")
     splits = {"train": ("-", "train"), "val": ("--", val_label.strip())}
-    fig = _figure(12, 4.2)
-    ax_loss, ax_act = fig.subplots(1, 2)
+    diagnostics = _diagnostic_series(history, splits)
+    fig = _figure(18 if diagnostics else 12, 4.2)
+    axes = fig.subplots(1, 3 if diagnostics else 2)
+    ax_loss, ax_act = axes[0], axes[1]
     drawn, zero = _loss_series(history, splits)
     for y, style, color, label in drawn:
         ax_loss.plot(np.arange(1, len(y) + 1), y, style, color=color, marker=".", label=label)
@@ -413,8 +417,42 @@ def training_curves_figure(history, val_label="validation", sparsity_target=None
                    dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0))
     _activation_curves(ax_act, history, splits, sparsity_target)
     _finish_curves(ax_act, "mean activation", "mean over units of rho_hat_j", {})
+    if diagnostics:
+        _diagnostic_curves(axes[2], diagnostics)
     fig.tight_layout()
     return fig
+
+
+DIAGNOSTICS = {"l0": ("L0 (active units per sample)", "tab:blue", "left"),
+               "dead_fraction": ("dead units (share)", "tab:red", "right"),
+               "dense_fraction": ("dense units (share)", "tab:orange", "right")}
+"""The sparsity diagnostics the third panel draws, when the history has them."""
+
+
+def _diagnostic_series(history, splits):
+    """[(y, style, color, label, side)] for L0 and the dead and dense shares per epoch."""
+    found = []
+    for key, (label, color, side) in DIAGNOSTICS.items():
+        for split, (style, split_label) in splits.items():
+            y = _series(history, f"{split}_{key}")
+            if np.isfinite(y).any():
+                found.append((y, style, color, f"{split_label} {label}", side))
+    return found
+
+
+def _diagnostic_curves(ax, series):
+    """L0 on the left axis, the dead and dense shares on a right axis from 0 to 1."""
+    right = ax.twinx()
+    for y, style, color, label, side in series:
+        (ax if side == "left" else right).plot(np.arange(1, len(y) + 1), y, style, color=color,
+                                               marker=".", label=label)
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel("share of the units")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    _finish_curves(ax, "sparsity", "active units per sample (L0)", {})
+    if handles:
+        ax.legend(handles, labels, fontsize=8)
 
 
 def _activation_curves(ax, history, splits, sparsity_target):
@@ -476,3 +514,65 @@ def sparsity_loss_curves_figure(target=0.1):
 def sparsity_loss_curves(path, target=0.1):
     """Géron's figure: KL(p || q), |p - q| and (p - q)^2 against the actual sparsity q."""
     return _save(sparsity_loss_curves_figure(target), path)
+
+
+# ------------------------------------------------------------------------------ experiments
+
+MECHANISM_COLORS = {"kl": "tab:blue", "squared": "tab:orange", "absolute": "tab:green",
+                    "l1": "tab:purple", "topk": "tab:red"}
+
+
+def frontier_figure(points):
+    """Fraction of variance unexplained against L0 (log scale), one line per mechanism:
+    points = {mechanism: [(l0, fvu, label), ...]} (experiments.frontier's figure data)."""
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    for kind, pts in points.items():
+        pts = sorted(p for p in pts if p[0] > 0 and np.isfinite(p[1]))
+        if not pts:
+            continue
+        l0, fvu = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(l0, fvu, marker="o", color=MECHANISM_COLORS.get(kind), label=kind)
+        for x, y, label in pts:
+            ax.annotate(label, (x, y), fontsize=7, textcoords="offset points", xytext=(4, 3))
+    ax.set_xscale("log")
+    ax.set_xlabel("L0: active units per sample (log scale)")
+    ax.set_ylabel("fraction of variance unexplained (test)")
+    ax.set_title("the sparsity-reconstruction frontier")
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def frontier(points, path):
+    """frontier_figure written as a PNG."""
+    return _save(frontier_figure(points), path)
+
+
+def penalty_figure(deviation, gradients, target=0.1):
+    """Left: each penalty's test mean |rho_hat_j - rho| per epoch (experiments.penalties);
+    right: |d penalty / d rho_hat| against rho_hat at beta = 1 (experiments.gradient_curves),
+    log scale, the target marked."""
+    fig = _figure(12, 4.2)
+    left, right = fig.subplots(1, 2)
+    for kind, y in deviation.items():
+        left.plot(np.arange(1, len(y) + 1), y, color=MECHANISM_COLORS.get(kind), label=kind)
+    left.set_yscale("log")
+    _finish_curves(left, "how close rho_hat gets to rho (test)", "mean over units of "
+                   "|rho_hat_j - rho|", {})
+    for kind, (q, g) in gradients.items():
+        right.plot(q, np.where(g > 0, g, np.nan), color=MECHANISM_COLORS.get(kind), label=kind)
+    right.axvline(target, color="k", linestyle=":", label=f"target rho = {target:g}")
+    right.set_yscale("log")
+    right.set_xlabel("rho_hat_j")
+    right.set_ylabel("|d penalty / d rho_hat_j| at beta = 1")
+    right.set_title("the gradient each penalty gives a unit")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def penalties(deviation, gradients, path, target=0.1):
+    """penalty_figure written as a PNG."""
+    return _save(penalty_figure(deviation, gradients, target), path)

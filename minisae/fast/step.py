@@ -102,7 +102,10 @@ def _loss_and_grads(model, x):
 
     ones = buffers.ones(xp, batch, dtype)
 
-    # forward: h = act(x @ W1 + b1), in place
+    # forward: h = act(x @ W1 + b1), in place (x - b2 for x with subtract_decoder_bias)
+    x_out = x
+    if cfg.subtract_decoder_bias:
+        x = xp.subtract(x_out, b2, out=buf("x_in", (batch, n_inputs)))
     h = xp.matmul(x, W1, out=buf("h", (batch, n_hidden)))
     coding = _CODING["topk" if cfg.sparsity == "topk" else cfg.hidden_activation]
     h, kept = coding.forward(h, b1, cfg)
@@ -114,11 +117,11 @@ def _loss_and_grads(model, x):
     dz = buf("dz", (batch, n_inputs))
     if cfg.reconstruction_loss == "bce":
         work = buf("work_out", (batch, n_inputs)) if on_numpy else None
-        reconstruction = K.sigmoid_bce_head_(z, b2, x, dz, work) * (1.0 / x.size)
+        reconstruction = K.sigmoid_bce_head_(z, b2, x_out, dz, work) * (1.0 / x.size)
     else:
         scale = F.reduction_scale(cfg.reduction, x.shape)
         head = K.sigmoid_mse_head_ if cfg.output_activation == "sigmoid" else K.linear_mse_head_
-        reconstruction = head(z, b2, x, scale, dz) * scale
+        reconstruction = head(z, b2, x_out, scale, dz) * scale
     loss = losses.make_loss(cfg, reconstruction, rho_hat, P)
 
     # backward
@@ -136,6 +139,9 @@ def _loss_and_grads(model, x):
                           if on_numpy else None)
     xp.matmul(x.T, dz1, out=G["encoder.W"])
     xp.matmul(ones, dz1, out=G["encoder.b"])
+    if cfg.subtract_decoder_bias:  # b2 reached the encoder too: db2 -= sum_i (dz1 @ W1.T)
+        dx = xp.matmul(dz1, W1.T, out=buf("x_in", (batch, n_inputs)))
+        G["decoder.b"] -= xp.matmul(ones, dx)
     if cfg.tied_weights:
         G["encoder.W"] += dW2.T
     if cfg.weight_decay:

@@ -99,6 +99,11 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     step; resample_every=N gives them new directions every N steps (Anthropic's resampling).
     Either records train_dead_fraction in the history.
 
+    A model that subtracts its decoder bias before encoding (subtract_decoder_bias) starts
+    that bias at the mean of x_train when the run starts (an empty history, an optimizer
+    that has not stepped): Gao et al. start it at the data's geometric median; the mean is
+    the simpler choice, and what a centred encoder input asks for.
+
     With an L-BFGS optimizer (minisae.LBFGS) an epoch is one L-BFGS iteration over the
     whole of x_train (full batch; leave batch_size None), and the run may end early when
     L-BFGS converges."""
@@ -131,6 +136,9 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     if fast and fused(model) is not None:
         _say_once(f"minisae: {fused(model)}")
     c = model.config
+    if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
+        model.params["decoder.b"][...] = model.backend.asarray(
+            x_train.mean(axis=0, dtype=np.float64))
     with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size):
         if lbfgs:
             _fit_lbfgs(model, optimizer, x_train, epochs, x_val, progress, history,
