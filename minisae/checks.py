@@ -239,3 +239,35 @@ def check_betas(betas):
         raise ConfigError(f"betas must be two numbers in [0, 1), got {_got(betas)}") from None
     return (check_real(b1, "betas[0]", 0.0, 1.0, high_open=True),
             check_real(b2, "betas[1]", 0.0, 1.0, high_open=True))
+
+
+# ----------------------------------------------------------------------------- files
+
+def open_regular(path, what, error):
+    """Open `path` for reading in binary, refusing what is not a regular file (a folder, a
+    FIFO with no writer, which would block for ever, a device) and a file that cannot be
+    read, each with `error` naming it. The type is checked before open() is called, and the
+    open itself does not block (O_NONBLOCK), in case the path changed in between."""
+    import stat
+    path = check_path(path, what, error)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{what} {path}: no such file") from None
+    except OSError as e:
+        raise error(f"{what} {path}: cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if \
+            stat.S_ISFIFO(mode) else "a device or socket"
+        raise error(f"{what} {path} is {kind}, not a regular file; give the file itself")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise error(f"{what} {path}: cannot be read ({e.strerror or e}); check its "
+                    f"permissions") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{what} {path} is not a regular file; give the file itself")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

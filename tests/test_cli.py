@@ -75,7 +75,7 @@ def test_resume_refuses_a_changed_setting(tiny_mnist, tmp_path, capsys):
     assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
     code = cli.main(["train", "--resume", str(tmp_path / "r" / "checkpoint.npz"), "--hidden", "9"])
     err = capsys.readouterr().err
-    assert code == 1 and "--hidden 9 differs" in err and "Traceback" not in err
+    assert code == 2 and "--hidden 9 differs" in err and "Traceback" not in err
 
 
 def test_presets_and_overrides():
@@ -109,7 +109,7 @@ def test_bad_arguments_give_one_line_errors_that_name_the_flag(tiny_mnist, tmp_p
                                                                message):
     code = cli.main(argv + ["--out", str(tmp_path / "o")] if argv[0] == "train" else argv)
     err = capsys.readouterr().err.strip()
-    assert code == 1
+    assert code == 2
     assert err.startswith("minisae: error:") and message in err and "\n" not in err
     assert not any(name in err for name in ("n_hidden", "sparsity_target", "sparsity_weight",
                                             "output_activation", "reconstruction_loss"))
@@ -200,7 +200,7 @@ def test_resume_honours_the_backend_default(tiny_mnist, tmp_path, monkeypatch, c
     monkeypatch.setenv("MINISAE_BACKEND", "cupy")  # not installed here: the resume must say so
     for argv in (["train", "--resume", str(tmp_path / "r" / "checkpoint.npz"), "--epochs", "2"],
                  ["show", str(tmp_path / "r" / "checkpoint.npz")]):
-        assert cli.main(argv) == 1
+        assert cli.main(argv) == 2
         assert "cupy" in capsys.readouterr().err.lower()
 
 
@@ -209,7 +209,7 @@ def test_unwritable_output_is_a_one_line_error(tiny_mnist, tmp_path, capsys):
     blocker.write_text("not a folder")
     code = cli.main(["train", *TINY, "--epochs", "1", "--out", str(blocker / "run")])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err.startswith("minisae: error:") and "\n" not in err
+    assert code == 2 and err.startswith("minisae: error:") and "\n" not in err
     assert "Traceback" not in err
 
 
@@ -220,7 +220,7 @@ def test_an_existing_run_is_not_replaced_without_force(tiny_mnist, tmp_path, cap
     assert cli.main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 0
     before = (out / "checkpoint.npz").read_bytes()
     capsys.readouterr()
-    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 1
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and f"--resume {out}" in err and "--force" in err
     assert (out / "checkpoint.npz").read_bytes() == before
@@ -234,7 +234,7 @@ def test_resume_takes_a_run_folder_and_refuses_another_preset(tiny_mnist, tmp_pa
     assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
     assert len(checkpoint.load(out / "checkpoint.npz").history) == 2
     capsys.readouterr()
-    assert cli.main(["train", "--resume", str(out), "--preset", "ufldl", "--epochs", "3"]) == 1
+    assert cli.main(["train", "--resume", str(out), "--preset", "ufldl", "--epochs", "3"]) == 2
     assert "--preset ufldl differs from the resumed run's book" in capsys.readouterr().err
 
 
@@ -313,7 +313,7 @@ def test_show_says_plainly_when_a_file_is_not_a_checkpoint(tiny_mnist, tmp_path,
     assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
     capsys.readouterr()
     for path in (out / "metrics.json", out / "features.png"):
-        assert cli.main(["show", str(path)]) == 1
+        assert cli.main(["show", str(path)]) == 2
         err = capsys.readouterr().err
         assert "not a minisae checkpoint" in err and "allow_pickle" not in err
         assert err.count("\n") == 1
@@ -384,7 +384,7 @@ def test_damaged_run_settings_are_one_line_errors(tiny_mnist, tmp_path, capsys, 
                     {"settings": settings})
     capsys.readouterr()
     for argv in (["train", "--resume", str(out), "--epochs", "2"], ["show", str(out)]):
-        assert cli.main(argv) == 1
+        assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("minisae: error:") and "settings" in err and err.count("\n") == 1
 
@@ -438,7 +438,7 @@ def test_resume_into_another_run_folder_needs_force(tiny_mnist, tmp_path, capsys
     before = (b / "checkpoint.npz").read_bytes()
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(a), "--epochs", "2", "--out", str(b),
-                     "--no-progress"]) == 1
+                     "--no-progress"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (b / "checkpoint.npz").read_bytes() == before
     assert cli.main(["train", "--resume", str(a), "--epochs", "2", "--out", str(b),
@@ -473,6 +473,59 @@ def test_patch_errors_name_the_flags(tmp_path, capsys):
     for flags, word in ((["--patch-size", "1000"], "--patch-size 1000"),
                         (["--n-patches", str(10**12)], "--n-patches")):
         assert cli.main(["train", "--dataset", "patches", "--preset", "ufldl-patches", *flags,
-                         "--no-progress", "--out", str(tmp_path / "p")]) == 1
+                         "--no-progress", "--out", str(tmp_path / "p")]) == 2
         err = capsys.readouterr().err
         assert word in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- issue 19
+
+def test_show_refuses_to_write_over_another_runs_folder(tiny_mnist, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(a)]) == 0
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(b), "--seed", "3"]) == 0
+    before = (b / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["show", str(a), "--out", str(b), "--backend", "numpy"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (b / "metrics.json").read_bytes() == before
+    assert cli.main(["show", str(a), "--out", str(b), "--force", "--backend", "numpy"]) == 0
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tiny_mnist, tmp_path, capsys):
+    from minisae.files.lock import RunLock
+    out = tmp_path / "r"
+    with RunLock(out):  # as if another `minisae train --out r` were running
+        assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "being written by another minisae run" in err and err.count("\n") == 1
+    assert not (out / "checkpoint.npz").exists()
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0  # free again
+
+
+def test_resume_on_other_data_is_refused_unless_forced(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    from minisae.files import checkpoint as ck
+    run = ck.load(out)
+    run.extra["data_shape"] = [999, 784]   # as if it had been trained on other data
+    ck.save(out / "checkpoint.npz", run.model, run.optimizer, run.history, run.extra)
+    capsys.readouterr()
+    argv = ["train", "--resume", str(out), "--epochs", "2", "--no-progress", "--backend", "numpy"]
+    assert cli.main(argv) == 2
+    assert "trained on other data" in capsys.readouterr().err
+    assert cli.main(argv + ["--force"]) == 0
+
+
+def test_selftaught_quick_honours_the_flags_given(monkeypatch):
+    seen = {}
+
+    def fake(name, log=None, **config):
+        seen.update(config)
+        raise SystemExit(0)
+
+    import minisae.apps.selftaught as S
+    monkeypatch.setattr(S, "self_taught", fake)
+    with pytest.raises(SystemExit):
+        cli.main(["selftaught", "--quick", "--hidden", "12"])
+    assert seen["n_hidden"] == 12 and seen["max_iter"] == cli.SELFTAUGHT_QUICK["max_iter"]

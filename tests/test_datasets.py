@@ -6,6 +6,7 @@ No test touches the internet or the real cache: see the autouse fixture `isolate
 import dataclasses
 import functools
 import gzip
+import os
 import hashlib
 import http.server
 import socket
@@ -201,14 +202,29 @@ BAD_FILES = {
     "truncated header": (header(dims=(10, 10))[:9], "truncated"),
     "truncated data": (header(dims=(10,)) + bytes(5), "truncated"),
     "trailing bytes": (header(dims=(10,)) + bytes(11), "after"),
-    "lying header": (header(dims=(1_000_000, 1_000_000)) + bytes(100), "truncated"),
-    "lying header, gzip": (gz(header(code=0x0E, dims=(2**31,) * 3) + bytes(100)), "truncated"),
+    "lying header": (header(dims=(1_000_000, 1_000_000)) + bytes(100), "allowed"),
+    "lying header, gzip": (gz(header(code=0x0E, dims=(2**31,) * 3) + bytes(100)), "allowed"),
+    "lying header, small": (header(dims=(1000, 1000)) + bytes(100), "truncated"),
     "truncated gzip": (GOOD[:len(GOOD) // 2], "gzip"),
     "garbage after gzip magic": (b"\x1f\x8b" + bytes(range(50)), "gzip"),
     "flipped gzip byte": (GOOD[:30] + bytes([GOOD[30] ^ 0xFF]) + GOOD[31:], "gzip"),
     "text file": (b"hello, this is not an IDX file\n", "magic"),
     "70 dimensions": (header(dims=(1,) * 70) + bytes(1), "70 dimensions"),
 }
+
+
+def test_read_idx_refuses_what_is_not_a_regular_file(tmp_path):
+    with pytest.raises(DatasetError, match="is a folder"):
+        read_idx(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError, match="FIFO"):     # never blocks waiting for a writer
+        read_idx(fifo)
+    for bad in (None, 5, ""):
+        with pytest.raises(DatasetError, match="path"):
+            read_idx(bad)
+    with pytest.raises(DatasetError, match="max_bytes"):
+        read_idx(tmp_path / "x", max_bytes="x")
 
 
 @pytest.mark.parametrize("case", BAD_FILES)

@@ -131,3 +131,63 @@ def test_saves_killed_mid_write_leave_at_most_one_part(tmp_path):
         assert len(parts(tmp_path)) == 1
     ck.save(target, model)
     assert parts(tmp_path) == [] and ck.load(target).model.config == model.config
+
+
+def test_a_killed_writers_part_is_removed_even_when_its_pid_lives_on(tmp_path):
+    # a writer killed mid-write loses its lock; its PID may be reused by another process (a
+    # container's runs all have the same PID): the lock, not the PID, says it is stale
+    import subprocess
+    import sys
+    target = tmp_path / "c.npz"
+    code = ("import os, signal, sys; from minisae.files.atomic import atomic_write\n"
+            f"with atomic_write({str(target)!r}) as f:\n"
+            "    f.write(b'half'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    (part,) = tmp_path.glob(".c.npz.*.part")
+    renamed = part.with_name(f".c.npz.{os.getppid()}.{part.name.split('.')[-2]}.part")
+    part.rename(renamed)                       # as if the dead writer's PID now lived again
+    old = time.time() - 60
+    os.utime(renamed, (old, old))
+    with atomic_write(target) as f:
+        f.write(b"whole")
+    assert not renamed.exists() and target.read_bytes() == b"whole"
+
+
+def test_a_live_writers_part_is_kept(tmp_path):
+    import subprocess
+    import sys
+    target = tmp_path / "c.npz"
+    code = ("import sys, time; from minisae.files.atomic import atomic_write\n"
+            f"with atomic_write({str(target)!r}) as f:\n"
+            "    f.write(b'half'); f.flush(); print('writing', flush=True); time.sleep(30)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "writing"
+        (part,) = tmp_path.glob(".c.npz.*.part")
+        old = time.time() - 60
+        os.utime(part, (old, old))
+        remove_stale_parts(target)
+        assert part.exists()                    # its writer holds the lock
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_run_folder_is_held_by_one_writer(tmp_path):
+    import subprocess
+    import sys
+    from minisae.errors import ConfigError
+    from minisae.files.lock import NAME, RunLock
+    folder = tmp_path / "run"
+    with RunLock(folder) as lock:
+        assert lock.held and (folder / NAME).exists()
+        with pytest.raises(ConfigError, match="being written by another minisae run"):
+            RunLock(folder).__enter__()   # a second writer (same process: flock is per file)
+    assert not (folder / NAME).exists()
+    # a writer that died holding it: its successor takes it over
+    code = ("import os, signal; from minisae.files.lock import RunLock\n"
+            f"RunLock({str(folder)!r}).__enter__(); os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert (folder / NAME).exists()
+    with RunLock(folder) as lock:
+        assert lock.held

@@ -47,7 +47,7 @@ def run_steps(policy, clock, seconds_for, n):
 def auto_policy(monkeypatch, cores=4, size=BIG):
     monkeypatch.setattr(T, "available_cores", lambda: cores)
     clock, applied = FakeClock(), []
-    policy = T.ThreadPolicy("auto", *size, set_blas=applied.append, clock=clock)
+    policy = T.ThreadPolicy("adaptive", *size, set_blas=applied.append, clock=clock)
     return policy, clock, applied
 
 
@@ -55,6 +55,7 @@ def auto_policy(monkeypatch, cores=4, size=BIG):
 
 def test_parse_threads():
     assert T.parse_threads(None) == T.parse_threads("auto") == T.parse_threads(" AUTO ") == "auto"
+    assert T.parse_threads("adaptive") == "adaptive"
     assert T.parse_threads(3) == T.parse_threads("3") == 3
     for bad in (0, -1, "0", "two", 1.5, True, ""):
         with pytest.raises(ConfigError, match="threads"):
@@ -65,7 +66,18 @@ def test_auto_starts_small_products_on_one_thread_and_large_on_every_core(monkey
     monkeypatch.setattr(T, "available_cores", lambda: 8)
     assert T.choose_threads("auto", *TINY) == 1
     assert T.choose_threads("auto", *BIG) == 8
+    assert T.choose_threads("adaptive", *BIG) == 8
     assert T.choose_threads(3, *TINY) == 3  # a number is taken as it is
+
+
+def test_auto_never_changes_the_count_whatever_the_steps_take(monkeypatch):
+    # "auto" is repeatable: the same count whatever the load (slow steps do not move it);
+    # only "adaptive" trades that for speed under load
+    monkeypatch.setattr(T, "available_cores", lambda: 4)
+    clock, applied = FakeClock(), []
+    policy = T.ThreadPolicy("auto", *BIG, set_blas=applied.append, clock=clock)
+    used = run_steps(policy, clock, lambda n: 10.0 if n > 1 else 0.001, 200)
+    assert not policy.adaptive and set(used) == {4} and applied == []
 
 
 def test_available_cores_is_at_least_one_and_at_most_the_affinity():

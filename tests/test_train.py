@@ -40,8 +40,9 @@ def test_fit_without_validation_records_no_val_fields(data):
     model, opt = small()
     h = fit(model, opt, x, epochs=1, batch_size=40, progress=False)
     # the history holds what was measured: no validation set, no val_* (dead_fraction included)
-    assert set(h.keys()) == {"epoch", "seconds", "train_total", "train_reconstruction",
-                             "train_sparsity", "train_weight_decay", "train_mean_activation"}
+    assert set(h.keys()) == {"epoch", "seconds", "threads", "train_total",
+                             "train_reconstruction", "train_sparsity", "train_weight_decay",
+                             "train_mean_activation"}
     assert "val_total" not in h.last() and "val_dead_fraction" not in h.last()
     with pytest.raises(AttributeError, match="val_total"):
         h.val_total
@@ -323,3 +324,16 @@ def test_fit_fast_is_checked(data):
     for fast in ("yes", 1, None):
         with pytest.raises(ConfigError, match="fast"):
             fit(model, opt, x, 1, 40, progress=False, fast=fast)
+
+
+def test_a_resumed_auto_run_keeps_the_thread_count_it_recorded(data, monkeypatch):
+    from minisae.fast import threads as T
+    x, _ = data
+    model, opt = small()
+    h = fit(model, opt, x, epochs=1, batch_size=40, progress=False)
+    assert h.threads == [1]
+    h.threads[-1] = 3                                  # as if the run had chosen 3 threads
+    seen = []
+    fit(model, opt, x, epochs=2, batch_size=40, progress=False, history=h,
+        on_epoch_end=lambda hist: seen.append(T.active().threads))
+    assert seen == [3] and h.threads == [3, 3]

@@ -17,6 +17,8 @@ The contenders are timed in alternating rounds, and each one's median round is r
   torch.optim.Adam), with the same starting weights and batches;
 - torch.compile: that training step (zero_grad, loss, backward, Adam) under torch.compile,
   where inductor can compile it (it needs a C++ compiler; --no-compile skips it);
+- fit: minisae.fit on the same model, one epoch of the same number of steps per round: the
+  step as users run it, with each shuffled batch gathered (and moved to a GPU) included;
 - the step's five matrix products alone (x @ W1, h @ W2, h.T @ dz2, dz2 @ W2.T, x.T @ dz1),
   10 * 784 * n_hidden flops per sample. Their rate is the machine's float32 matmul speed on
   exactly these shapes at minisae's BLAS thread count, and batch / (their time) is the
@@ -71,8 +73,8 @@ MODELS = {
 K = 25
 
 COLUMNS = ("hidden", "batch", "minisae samples/s", "torch samples/s", "ratio",
-           "compiled samples/s", "ratio to compiled", "matmul GFLOP/s", "roofline samples/s",
-           "of roofline", "threads")
+           "compiled samples/s", "ratio to compiled", "fit samples/s", "fit / torch",
+           "matmul GFLOP/s", "roofline samples/s", "of roofline", "threads")
 """The table's columns, in order; the JSON has one entry per row in result["results"]."""
 
 
@@ -145,6 +147,34 @@ class MinisaeRunner:
             t0 = clock()
             opt.step()
             self.adam_seconds += clock() - t0
+
+    def sync(self):
+        self.backend.synchronize()
+
+
+class FitRunner:
+    """minisae.fit on the same model: the step as users run it, each epoch's shuffled batches
+    gathered from a NumPy array (and moved to the device) included. Each round is one more
+    epoch of `steps` batches, on the fast engine."""
+
+    name = "fit"
+
+    def __init__(self, backend, hidden, data_host, batch, seed, threads, sparsity="kl", k=K):
+        from ..training import History
+        extra = {"k": k} if sparsity == "topk" else {}
+        self.model = SparseAutoencoder(n_inputs=data_host.shape[1], n_hidden=hidden,
+                                       backend=backend, dtype="float32", seed=seed,
+                                       **MODELS[sparsity], **extra)
+        self.opt = Adam(self.model.params, self.model.grads, lr=LR)
+        self.backend, self.data, self.batch, self.seed = backend, data_host, batch, seed
+        self.threads = threads
+        self.history = History()
+
+    def run(self, first, steps):
+        from ..training import fit
+        fit(self.model, self.opt, self.data[:steps * self.batch], len(self.history) + 1,
+            self.batch, seed=self.seed, progress=False, history=self.history,
+            threads=self.threads)
 
     def sync(self):
         self.backend.synchronize()
@@ -369,8 +399,8 @@ class _Run:
     """What every configuration of one run shares: backend, data, contenders' settings."""
 
     def __init__(self, backend, threads, torch, compile, path, n_samples, n_inputs, seed,
-                 progress, sparsity="kl", k=K):
-        self.sparsity, self.k = sparsity, k
+                 progress, sparsity="kl", k=K, fit=True):
+        self.sparsity, self.k, self.fit = sparsity, k, fit
         self.be = get_backend(backend, dtype="float32")
         self.threads = parse_threads(threads)
         if self.be.name == "cupy" and self.threads != "auto":
@@ -391,6 +421,9 @@ class _Run:
         runners = [MinisaeRunner(self.be, hidden, self.data, batch, self.seed, fast=fast, **model)
                    for fast in {"fast": (True,), "reference": (False,), "both": (True, False)}[self.path]]
         params = runners[0].model.params
+        if self.fit:
+            runners.append(FitRunner(self.be, hidden, self.data_host, batch, self.seed,
+                                     self.threads, **model))
         if self.torch is not None:
             runners.append(TorchRunner(self.torch, self.device, params, self.data_host, batch,
                                        **model))
@@ -417,7 +450,7 @@ def _check_counts(**counts):
 
 def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, rounds=7,
                   threads="auto", torch=True, compile=True, path="fast", n_samples=N_SAMPLES,
-                  n_inputs=N_INPUTS, seed=0, progress=None, sparsity="kl", k=K):
+                  n_inputs=N_INPUTS, seed=0, progress=None, sparsity="kl", k=K, fit=True):
     """Time minisae (and PyTorch, eager and compiled, and the five products) on each
     (n_hidden, batch) config.
 
@@ -426,7 +459,8 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
     threads: "auto" (minisae's thread policy; PyTorch keeps its default) or a number for both.
     torch=False skips PyTorch, compile=False its torch.compile contender. path: "fast",
     "reference" or "both" (minisae's paths). progress: a function given one line per round.
-    sparsity: the model, "kl" (the book's) or "topk" (k units kept per sample).
+    sparsity: the model, "kl" (the book's) or "topk" (k units kept per sample). fit: also
+    time minisae.fit (batches gathered from NumPy and moved to the device, as users run it).
     Returns a dict (JSON-ready): "machine", "settings", and "results", one entry per config."""
     configs = parse_configs(configs) if isinstance(configs, str) else [(int(h), int(b)) for h, b in configs]
     _check_counts(steps=(steps, 1), warmup=(warmup, 0), rounds=(rounds, 1),
@@ -443,7 +477,7 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
         raise ConfigError(f"batch {max(b for _, b in configs)} is larger than the data "
                           f"({n_samples} samples)")
     run = _Run(backend, threads, torch, compile, path, n_samples, n_inputs, seed, progress,
-               sparsity, k)
+               sparsity, k, fit)
     load_before = _load()
     with contextlib.ExitStack() as stack:
         torch_threads = _torch_threads(stack, run.torch, run.threads) if run.be.name == "numpy" else None
@@ -505,7 +539,9 @@ def _summarise(times, batch, steps, flops_per_sample):
     def ratio(other):
         return ours / rate[other] if other in rate else None
 
-    return {"minisae_samples_per_s": rate.get("minisae"),
+    return {"minisae_samples_per_s": rate.get("minisae"), "fit_samples_per_s": rate.get("fit"),
+            "fit_ratio": rate["fit"] / rate["torch"] if "fit" in rate and "torch" in rate
+            else None,
             "reference_samples_per_s": rate.get("reference"),
             "torch_samples_per_s": rate.get("torch"), "ratio": ratio("torch"),
             "compiled_samples_per_s": rate.get("compiled"), "compiled_ratio": ratio("compiled"),
@@ -538,6 +574,7 @@ def _table_row(r):
     return (str(r["hidden"]), str(r["batch"]), _rate(r["minisae_samples_per_s"]),
             _rate(r["torch_samples_per_s"]), _ratio(r["ratio"]),
             _rate(r["compiled_samples_per_s"]), _ratio(r["compiled_ratio"]),
+            _rate(r.get("fit_samples_per_s")), _ratio(r.get("fit_ratio")),
             f"{r['matmul_gflops']:,.1f}", f"{r['roofline_samples_per_s']:,.0f}",
             f"{100 * r['roofline_fraction']:.0f}%", str(r.get("threads", "-")))
 
@@ -622,6 +659,8 @@ def add_parser(subparsers):
     p.add_argument("--samples", type=int, default=None,
                    help=f"rows of random data (default {N_SAMPLES:,}, MNIST's training set)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--no-fit", action="store_true",
+                   help="skip the minisae.fit contender (the step as users run it)")
     p.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile contender (it compiles for a minute or more)")
     p.add_argument("--quick", action="store_true",
@@ -644,6 +683,7 @@ def _settings_from_args(args):
     return dict(settings, backend=args.backend, threads=getattr(args, "threads", "auto"),
                 torch=not args.no_torch, path=getattr(args, "path", "fast"),
                 sparsity=getattr(args, "sparsity", "kl"), k=getattr(args, "k", K),
+                fit=not getattr(args, "no_fit", False),
                 compile=not (quick or getattr(args, "no_compile", False)))
 
 

@@ -1,8 +1,8 @@
 """The `minisae` command: train | show | gradcheck | bench | data | selftaught.
 
-Errors a user can cause (MinisaeError) print as one line on stderr and exit with status 1; a
-misspelt flag shows the subcommand's usage and the closest flag (status 2); Ctrl-C says what
-was saved and the exact command that resumes (status 130).
+Errors a user can cause (MinisaeError) print as one line on stderr and exit with status 2, as
+a misspelt flag does (with the subcommand's usage and the closest flag); Ctrl-C says what was
+saved and the exact command that resumes (status 130). A gradient check that fails exits 1.
 
 The model's flags are made from minisae.config.FIELDS, the optimizers', data sets' and
 presets' choices from their own modules: a new choice there is a new choice here.
@@ -25,6 +25,7 @@ from ..config import FIELDS, Config
 from ..data import DATASETS
 from ..errors import ConfigError, MinisaeError
 from ..files.atomic import atomic_write
+from ..files.lock import RunLock
 from ..presets import PRESETS, get_preset
 from ..training import OPTIMIZERS
 
@@ -109,7 +110,7 @@ def _count(text):
 
 
 def _threads(text):
-    if text == "auto":
+    if text in ("auto", "adaptive"):
         return text
     return _positive_int(text)
 
@@ -191,8 +192,10 @@ def _add_train(sub):
         p.add_argument("--" + name.replace("_", "-"), type=kind, choices=s.choices,
                        help=f"{s.help} (default: {default})")
     p.add_argument("--threads", type=_threads, default="auto",
-                   help="CPU threads, a number or auto: chosen from the model's size and the "
-                        "machine's free cores (default: auto)")
+                   help="CPU threads: a number; auto, chosen once from the model's size and "
+                        "the machine's cores, the same at every run (one seed, the same bits); "
+                        "or adaptive, which follows the load at the price of that "
+                        "(default: auto)")
     p.add_argument("--reference", action="store_true",
                    help="run the readable reference path end to end (model.loss_and_grads and "
                         "Adam.step, not the fast engine): slower, for study and stepping "
@@ -251,21 +254,26 @@ def resume_command(args, run_folder, settings, out=None):
 
 def cmd_train(args):
     from ..files import checkpoint
-    from ..training import History, fit
+    from ..training import History
 
     if args.resume:
         ck = checkpoint.load(args.resume, backend=B.get_backend(args.backend))
         settings = _resumed_settings(args, ck)
-        model, history = ck.model, ck.history
-        saved_in = _run_folder(args.resume)
+        history, saved_in = ck.history, _run_folder(args.resume)
         out = args.out or saved_in
-        if os.path.abspath(out) != saved_in:  # continuing into another folder
-            _refuse_to_overwrite(out, args.force)
     else:
         settings = resolve_settings(args)
         out = args.out or os.path.join("runs", settings["preset"])
-        _refuse_to_overwrite(out, args.force)
         ck, history, saved_in = None, History(), None
+    with RunLock(out):  # one writer at a time; checked, then written, under the lock
+        if saved_in is None or os.path.abspath(out) != saved_in:
+            _refuse_to_overwrite(out, args.force)
+        return _train(args, ck, settings, history, saved_in, out)
+
+
+def _train(args, ck, settings, history, saved_in, out):
+    from ..files import checkpoint
+    from ..training import fit
     done, target, unit = len(history), _target(settings), _unit(settings)
 
     def saved(folder, n):
@@ -275,19 +283,21 @@ def cmd_train(args):
 
     Interruption.note = saved(saved_in, done) if saved_in else (
         f"nothing was saved yet (the first checkpoint is written after {_unit(settings, 1)} 1)")
-    os.makedirs(out, exist_ok=True)
 
     data = load_data(settings, args)
     print(f"data: {data.name}, {len(data.x_train):,} train / {len(data.x_test):,} test, from "
           f"{data.source}")
-    if ck is None:
-        model = _build_model(settings, data.x_train.shape[1], args)
+    record = {"data_source": data.source, "subset": data.subset,
+              "data_shape": [len(data.x_train), int(data.x_train.shape[1])]}
+    if ck is not None:
+        _check_same_data(ck.extra, record, args)
+    model = ck.model if ck is not None else _build_model(settings, data.x_train.shape[1], args)
     optimizer = _optimizer(settings, model, ck)
     print(f"model: {model}" + (" (the reference path)" if args.reference else ""))
     print(f"optimizer: {_describe_optimizer(settings)}")
 
     ckpt_path = os.path.join(out, "checkpoint.npz")
-    extra = {"settings": settings, "data_source": data.source, "subset": data.subset}
+    extra = {"settings": settings, **record}
     every = 10 if settings["optimizer"] == "lbfgs" else 1
 
     def save(history):
@@ -319,6 +329,18 @@ def cmd_train(args):
     metrics["wall_seconds_this_run"] = wall
     print(summary_table(metrics, out))
     return 0
+
+
+def _check_same_data(saved, now, args):
+    """A resumed run trains on the data it started on: the source and shape the checkpoint
+    recorded (where it recorded them) must match, unless --force."""
+    differs = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in ("data_source", "subset",
+                                                                   "data_shape")
+               if key in saved and saved[key] != now[key]]
+    if differs and not args.force:
+        raise ConfigError(f"the resumed run was trained on other data ({'; '.join(differs)}); "
+                          f"point --data-dir (or the environment) at the data it used, or pass "
+                          f"--force to continue on this data")
 
 
 def _run_folder(path):
@@ -561,6 +583,8 @@ def _add_show(sub):
     p.add_argument("checkpoint", help="a run folder, or the checkpoint.npz `minisae train` wrote")
     p.add_argument("--out", default=None, type=_folder,
                    help="folder for the figures (default: the run's own)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds another run's files (default: refuse)")
     _add_data_source(p)
     _add_backend(p)
     p.set_defaults(func=cmd_show)
@@ -572,11 +596,14 @@ def cmd_show(args):
     if ck.extra.get("settings") is None:  # a checkpoint saved from Python: MNIST, by default
         ck.extra["settings"] = {"dataset": "mnist"}
     settings = run_settings(ck, args.checkpoint)
-    out = args.out or _run_folder(args.checkpoint)
-    os.makedirs(out, exist_ok=True)
+    own = _run_folder(args.checkpoint)
+    out = args.out or own
     args.no_progress = False
-    data = load_data(settings, args)
-    metrics = write_results(ck.model, ck.history, data, out, settings)
+    with RunLock(out):
+        if os.path.abspath(out) != own:  # another folder: never over another run's files
+            _refuse_to_overwrite(out, args.force)
+        data = load_data(settings, args)
+        metrics = write_results(ck.model, ck.history, data, out, settings)
     print(summary_table(metrics, out, written=("metrics.json",) + FIGURES))
     return 0
 
@@ -735,25 +762,25 @@ def _add_selftaught(sub):
                    help="one or more data sets (default: mnist)")
     p.add_argument("--out", default="runs/selftaught", type=_folder,
                    help="folder for <dataset>.json (default: runs/selftaught)")
-    p.add_argument("--hidden", type=_positive_int, default=196,
+    p.add_argument("--hidden", type=_positive_int, default=None,
                    help="autoencoder units (default: 196)")
     p.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"),
                    help="how the autoencoder trains (default: lbfgs)")
-    p.add_argument("--max-iter", type=_positive_int, default=400,
+    p.add_argument("--max-iter", type=_positive_int, default=None,
                    help="L-BFGS iterations of the autoencoder (default: 400)")
-    p.add_argument("--epochs", type=_positive_int, default=400,
+    p.add_argument("--epochs", type=_positive_int, default=None,
                    help="Adam epochs of the autoencoder (default: 400)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate (default: 0.01)")
     p.add_argument("--batch-size", type=_positive_int, default=1000,
                    help="Adam's batch size (default: 1000)")
-    p.add_argument("--softmax-max-iter", type=_positive_int, default=100,
+    p.add_argument("--softmax-max-iter", type=_positive_int, default=None,
                    help="L-BFGS iterations of each softmax regression (default: 100)")
     p.add_argument("--softmax-weight-decay", type=float, default=1e-4,
                    help="the softmax regression's lambda (default: 1e-4)")
-    p.add_argument("--seeds", type=_count, nargs="+", default=[0, 1, 2],
+    p.add_argument("--seeds", type=_count, nargs="+", default=None,
                    help="autoencoder seeds, one trained and one untrained model each "
                         "(default: 0 1 2)")
-    p.add_argument("--splits", type=_positive_int, default=5,
+    p.add_argument("--splits", type=_positive_int, default=None,
                    help="random halvings of the labelled classes per seed (default: 5)")
     p.add_argument("--max-unlabelled", type=_positive_int, default=None,
                    help="train the autoencoder on a random subset of this many samples "
@@ -765,22 +792,27 @@ def _add_selftaught(sub):
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--quick", action="store_true",
                    help="a seconds-long smoke run: 1 seed, 2 halvings, 32 units, 20 iterations, "
-                        "600 samples each")
+                        "600 samples each (the flags above, where given, still win)")
     p.set_defaults(func=cmd_selftaught)
+
+
+SELFTAUGHT = dict(n_hidden=196, max_iter=400, epochs=400, softmax_max_iter=100, seeds=[0, 1, 2],
+                  splits=5, max_unlabelled=None, max_labelled=None)
+"""The settings --quick changes, and their values without it."""
+SELFTAUGHT_QUICK = dict(n_hidden=32, max_iter=20, epochs=2, softmax_max_iter=30, seeds=[0],
+                        splits=2, max_unlabelled=600, max_labelled=600)
 
 
 def cmd_selftaught(args):
     from .selftaught import self_taught
-    config = dict(n_hidden=args.hidden, optimizer=args.optimizer, max_iter=args.max_iter,
-                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                  softmax_max_iter=args.softmax_max_iter,
-                  softmax_weight_decay=args.softmax_weight_decay, seeds=args.seeds,
-                  splits=args.splits, max_unlabelled=args.max_unlabelled,
-                  max_labelled=args.max_labelled, backend=args.backend, data_dir=args.data_dir,
-                  download=not args.no_download, progress=args.progress)
-    if args.quick:
-        config.update(n_hidden=32, max_iter=20, epochs=2, softmax_max_iter=30, seeds=[0],
-                      splits=2, max_unlabelled=600, max_labelled=600)
+    given = dict(n_hidden=args.hidden, max_iter=args.max_iter, epochs=args.epochs,
+                 softmax_max_iter=args.softmax_max_iter, seeds=args.seeds, splits=args.splits,
+                 max_unlabelled=args.max_unlabelled, max_labelled=args.max_labelled)
+    defaults = SELFTAUGHT_QUICK if args.quick else SELFTAUGHT
+    config = {k: defaults[k] if v is None else v for k, v in given.items()}  # a flag wins
+    config.update(optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+                  softmax_weight_decay=args.softmax_weight_decay, backend=args.backend,
+                  data_dir=args.data_dir, download=not args.no_download, progress=args.progress)
     for name in args.dataset:
         print(f"\n== {name}")
         result = self_taught(name, log=print, **config)
@@ -833,16 +865,16 @@ def main(argv=None):
         args = _parse(build_parser(), argv)
         return args.func(args) or 0
     except MinisaeError as e:
-        print(f"minisae: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+        print(f"minisae: error: {' '.join(flag_names(str(e)).split())}", file=sys.stderr)
+        return 2
     except MemoryError:
         print("minisae: error: out of memory; use a smaller model, batch or data set, or a "
               "machine with more memory", file=sys.stderr)
-        return 1
+        return 2
     except OSError as e:  # a folder we cannot write, a full disk: the OS says which file
         print(f"minisae: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
               file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         note = f"; {Interruption.note}" if Interruption.note else ""
         print(f"minisae: interrupted{note}", file=sys.stderr)

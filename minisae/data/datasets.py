@@ -18,6 +18,7 @@ or a gzip bomb costs at most one file's worth of memory).
 
 import contextlib
 import dataclasses
+import io
 import functools
 import gzip
 import hashlib
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import checks
 from ..errors import DatasetError, InputError
 from ..files.atomic import atomic_write
 
@@ -116,9 +118,17 @@ def read_idx(path, max_bytes=None):
     """IDX file (gzip or raw, told apart by magic bytes) -> array of its shape, native byte order.
 
     Header: 0x00 0x00, a type code, ndim, then ndim big-endian uint32 sizes; then the data.
-    max_bytes: refuse (before reading any data) a file whose header declares more data.
+    max_bytes: refuse (before reading any data) a file whose header declares more data;
+    None: half this machine's memory (a gzip bomb behind a lying header stops there).
     Memory is spent only on data that are really there, and never more than declared.
     """
+    checks.check_path(path, "path", DatasetError)
+    if max_bytes is None:
+        have = checks.physical_memory()
+        max_bytes = None if have is None else have // 2
+    else:
+        max_bytes = checks.check_int(max_bytes, "max_bytes", 0, error=DatasetError)
+
     def check(shape, dtype, nbytes):
         if max_bytes is not None and nbytes > max_bytes:
             raise DatasetError(f"{path}: the header declares shape {shape} ({nbytes:,} bytes of "
@@ -155,7 +165,7 @@ def _read_idx(path, check=None, file_limit=None):
     the bytes read from the file itself (a .gz can be longer than its content says)."""
     path, gz = Path(path), False
     try:
-        with open(path, "rb") as raw:
+        with io.BufferedReader(checks.open_regular(path, "IDX file", DatasetError)) as raw:
             gz = raw.peek(2)[:2] == _GZIP_MAGIC
             size = os.fstat(raw.fileno()).st_size if path.is_file() else None
             if file_limit is not None and size is not None and size > file_limit:
@@ -252,8 +262,14 @@ def _idx_header(x):
 
 def write_idx(path, x, compress=None):
     """Write array x as an IDX file, gzipped if compress (default: path ends in .gz); atomic."""
-    path = Path(path)
-    x = np.asarray(x)
+    path = Path(checks.check_path(path, "path", DatasetError))
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"x must be an array to write as IDX, got {type(x).__name__} ({e})") \
+            from None
+    if compress is not None:
+        compress = checks.check_bool(compress, "compress", DatasetError)
     header = _idx_header(x)
     data = np.ascontiguousarray(x, x.dtype.newbyteorder(">"))
     if compress is None:
@@ -349,9 +365,15 @@ def _dataset(spec, arrays, source, subset=False):
 # ----------------------------------------------------------------------------- locations
 
 def _spec(name):
-    if name not in SPECS:
+    if not isinstance(name, str) or name not in SPECS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(IDX_DATASETS)}")
     return SPECS[name]
+
+
+def _check_places(data_dir, cache_dir):
+    for name, value in (("data_dir", data_dir), ("cache_dir", cache_dir)):
+        if value is not None:
+            checks.check_path(value, name, DatasetError)
 
 
 def cache_root(cache_dir=None):
@@ -389,6 +411,7 @@ def describe(name, data_dir=None, cache_dir=None, mirrors=None):
     """[(location, status)] in the order load() tries them; status is "found", "missing",
     "corrupt: ..." or "not tried" (describe never downloads)."""
     spec = _spec(name)
+    _check_places(data_dir, cache_dir)
     rows = []
     if data_dir is None and not os.environ.get("MINISAE_DATA"):
         rows.append(("$MINISAE_DATA (not set)", "not tried"))
@@ -435,6 +458,10 @@ def _download(url, dest, md5, progress, timeout, limit):
 def fetch(name, *, mirrors=None, cache_dir=None, progress=True, timeout=None):
     """Download the four files of `name` into the cache (skipping good ones); return its folder."""
     spec = _spec(name)
+    _check_places(None, cache_dir)
+    progress = checks.check_bool(progress, "progress", DatasetError)
+    if timeout is not None:
+        timeout = checks.check_real(timeout, "timeout", 0.0, low_open=True, error=DatasetError)
     folder = cache_root(cache_dir) / spec.name
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -501,6 +528,9 @@ def _offline_mnist():
 def load(name, data_dir=None, *, download=True, progress=True, mirrors=None, cache_dir=None):
     """The dataset `name` (one of IDX_DATASETS) from the first place that has it (see the top)."""
     spec = _spec(name)
+    _check_places(data_dir, cache_dir)
+    download = checks.check_bool(download, "download", DatasetError)
+    progress = checks.check_bool(progress, "progress", DatasetError)
     tried = []
     for label, folder, kind in _folders(spec, data_dir, cache_dir):
         if kind == "env" and _no_env_folder(folder):

@@ -3,8 +3,18 @@
     with thread_limits("auto", n_inputs, n_hidden, batch) as policy:
         ...training steps...              # policy.threads: BLAS's thread count now
 
-A fixed count (threads=4) is set once through threadpoolctl and restored when the block ends.
-"auto" decides from the problem's size and from what the machine gives right now:
+A count is set through threadpoolctl and restored when the block ends. Three policies:
+
+- a number (threads=4): that count;
+- "auto" (the default): a count chosen once from the problem's size and the cores this
+  process may use (one thread for small products, else every core), the same whatever the
+  load, so that one seed gives the same bits on the same machine every time. OpenBLAS's
+  products come out different in their last bits on one thread and on two (its blocking
+  follows the thread count), and Adam turns such differences in near-zero gradients into
+  whole steps: a count that followed the load would make runs unrepeatable;
+- "adaptive": what "auto" was before minisae 0.3, for speed on a shared machine at the
+  price of bit-for-bit repeatability; it decides from the problem's size and from what the
+  machine gives right now:
 
 - products of fewer than AUTO_MIN_FLOPS run on one thread: a second BLAS thread gains little
   there (within 5% at 24x64 on an idle 2-core EPYC), and with another program busy on a
@@ -72,36 +82,44 @@ def _cgroup_cpu_quota():
         return None
 
 
+POLICIES = ("auto", "adaptive")
+
+
 def parse_threads(threads):
-    """"auto", None (auto) or a positive integer (also as a string, from the command line)."""
-    if threads is None or (isinstance(threads, str) and threads.strip().lower() == "auto"):
+    """"auto", "adaptive", None (auto) or a positive integer (also as a string, from the
+    command line)."""
+    if threads is None:
         return "auto"
+    if isinstance(threads, str) and threads.strip().lower() in POLICIES:
+        return threads.strip().lower()
     if isinstance(threads, str) and threads.strip().isdigit():
         threads = int(threads)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer or 'auto', got {threads!r}")
+        raise ConfigError(f"threads must be a positive integer, 'auto' or 'adaptive', got "
+                          f"{threads!r}")
     return threads
 
 
 def choose_threads(threads, n_inputs, n_hidden, batch):
     """The BLAS thread count a run starts with: `threads` itself when it is a number; under
-    "auto", one thread for small products, else every available core (then tried)."""
+    "auto" (and "adaptive", which then tries), one thread for small products, else every
+    available core."""
     threads = parse_threads(threads)
-    if threads != "auto":
+    if threads not in POLICIES:
         return threads
     flops = 2.0 * batch * n_inputs * n_hidden
     return 1 if flops < AUTO_MIN_FLOPS else available_cores()
 
 
 class ThreadPolicy:
-    """The thread counts of one run. `threads` is BLAS's count in force now; under "auto"
-    with more than one core to choose from, `adaptive` is True and the steps reported through
+    """The thread counts of one run. `threads` is BLAS's count in force now; under
+    "adaptive" with more than one core to choose from, `adaptive` is True and the steps reported through
     step_started / step_finished drive the trials. set_blas(n) applies a count."""
 
     def __init__(self, threads, n_inputs, n_hidden, batch, set_blas=None, clock=time.perf_counter):
         self.requested = parse_threads(threads)
         self.threads = choose_threads(threads, n_inputs, n_hidden, batch)
-        self.adaptive = self.requested == "auto" and self.threads > 1
+        self.adaptive = self.requested == "adaptive" and self.threads > 1
         self.cores_tried = self.threads      # the "every core" candidate
         self.trials = 0                      # trials finished
         self._set_blas = set_blas or (lambda n: None)

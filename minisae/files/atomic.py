@@ -5,7 +5,11 @@ atomic_write: the data go to a temporary file beside the target, named
     .<target name>.<writer's PID>.<random>.part
 which is renamed onto the target only once it is complete. A writer killed mid-write (no
 chance to clean up) leaves its .part file behind; the next write of the same target removes
-those whose process is gone, and never one of a writer still running.
+those whose writer is gone, and never one of a writer still running. A writer holds an
+advisory lock (flock) on its .part file for as long as it writes, which the system drops when
+the writer dies however it dies: a .part file that can be locked has no writer, whatever its
+PID says (PIDs are reused, and a container gives every run the same one). Where flock does
+not exist (Windows), the PID decides.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import time
 from pathlib import Path
 
 _LEGACY_AGE = 3600.0    # seconds before a PID-less .part file (older minisae) counts as stale
+_GRACE = 5.0            # an unlocked .part file this young may be one whose writer has not
+                        # yet taken its lock: its PID decides
 _WRITING = set()        # the .part files this process is writing now
 
 
@@ -35,6 +41,7 @@ def atomic_write(path, mode="wb", fsync=False):
                                               f"to", str(path))
     remove_stale_parts(path)
     fd, tmp = _create_temp(path)
+    _lock(fd)
     _WRITING.add(str(tmp))
     try:
         with os.fdopen(fd, mode) as f:
@@ -80,6 +87,14 @@ def remove_stale_parts(path):
             continue
         part = path.parent / name
         with contextlib.suppress(OSError):
+            if str(part) in _WRITING:
+                continue
+            unlocked = _unlocked(part)
+            if unlocked is False:       # a live writer holds it
+                continue
+            if unlocked and time.time() - part.stat().st_mtime > _GRACE:
+                part.unlink()           # no writer holds it (whatever its PID says)
+                continue
             if match[1] is not None and int(match[1]) == os.getpid():
                 # ours: stale unless this process is writing it now (a container gives every
                 # run the same PID, so an earlier, killed run's file can carry ours)
@@ -90,6 +105,35 @@ def remove_stale_parts(path):
                 stale = time.time() - part.stat().st_mtime > _LEGACY_AGE
             if stale:
                 part.unlink()
+
+
+def _lock(fd):
+    """Hold an exclusive advisory lock on fd (a no-op where flock does not exist)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlocked(part):
+    """True when no process holds a lock on the file part, False when one does, None where
+    flock cannot tell (no fcntl)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(part, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return True
 
 
 def _process_alive(pid):

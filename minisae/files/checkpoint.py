@@ -405,7 +405,7 @@ def _checkpoint_path(path):
             raise CheckpointError(f"no checkpoint.npz in the folder {path}; give a run's folder "
                                   f"(`minisae train --out`) or a checkpoint file")
         return inside
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}; check the path (a run writes "
                               f"<out>/checkpoint.npz)")
     return path
@@ -433,14 +433,11 @@ _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, TypeEr
 
 def load(path, backend=None):
     """Read a checkpoint saved by save(), or the checkpoint.npz in a run's folder. backend
-    overrides the saved model's ("numpy", "cupy", "auto"); default numpy. Raises
+    overrides the saved model's ("numpy", "cupy", "torch", "auto"); default numpy. Raises
     CheckpointError for a missing, corrupt, hostile or incompatible file."""
     path = _checkpoint_path(path)
     where = f"checkpoint {path}"
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise CheckpointError(f"cannot read {where}: {e.strerror or e}") from None
+    f = checks.open_regular(path, "checkpoint", CheckpointError)
     try:
         with f:
             _check_container(f, where)
@@ -473,6 +470,10 @@ def _load(m, backend):
     if kind is not None:
         arrays.update({f"optim/{key}": shapes[key.split(".", 1)[1]]
                        for key in S.slot_keys(kind, shapes)})
+    checks.check_fits(sum(math.prod(shape) for shape in arrays.values()) * 2 * dtype.itemsize,
+                      checks.physical_memory(), f"the model and optimizer state of {m.where} "
+                      f"({config.n_inputs} inputs, {config.n_hidden:,} hidden units)",
+                      "load it on a machine with more memory")
     expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer",
                               "units/silent"}
     expected |= {f"optim/{k}" for k in S.SCALARS[kind]} if kind else set()

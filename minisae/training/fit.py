@@ -24,7 +24,7 @@ from ..backend import namespace, to_numpy
 from ..errors import ConfigError, InputError, TrainingError
 from ..fast import fast_optimizer, fused
 from ..fast import loss_and_grads as fast_loss_and_grads
-from ..fast.threads import thread_limits
+from ..fast.threads import parse_threads, thread_limits
 from .batches import ArrayBatches
 from .history import History
 from . import units
@@ -89,8 +89,11 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     x_train, x_val: NumPy arrays (n, n_inputs), checked once here. on_epoch_end(history) is
     called after each epoch (the CLI saves its checkpoint there). A non-finite loss raises
     TrainingError naming the epoch and step; nothing is saved after it, so the last good
-    checkpoint stays. threads: BLAS threads for the run, a number or "auto" (the thread
-    policy of minisae/fast/threads.py chooses from the problem's size and the machine).
+    checkpoint stays. threads: BLAS threads for the run, a number, "auto" (chosen from the
+    problem's size and the machine's cores, the same at every run: one seed gives the same
+    bits) or "adaptive" (follows the load, at the price of that repeatability); see
+    minisae/fast/threads.py. The count used is recorded in the history ("threads"), and a
+    resumed run under "auto" keeps the count the run recorded.
     fast: True runs the fast engine (minisae.fast), False the reference (model.loss_and_grads
     and optimizer.step) end to end; both give the same numbers up to rounding.
 
@@ -135,22 +138,33 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     batch_size = len(x_train) if lbfgs else min(batch_size, len(x_train))
     if fast and fused(model) is not None:
         _say_once(f"minisae: {fused(model)}")
+    threads = _resumed_threads(parse_threads(threads), history)
     c = model.config
     if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
         model.params["decoder.b"][...] = model.backend.asarray(
             x_train.mean(axis=0, dtype=np.float64))
-    with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size):
+    with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size) as policy:
         if lbfgs:
             _fit_lbfgs(model, optimizer, x_train, epochs, x_val, progress, history,
-                       on_epoch_end, fast)
+                       on_epoch_end, fast, policy)
         else:
             _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, progress,
-                           history, on_epoch_end, log_every, fast, dead_window, resample_every)
+                           history, on_epoch_end, log_every, fast, dead_window, resample_every,
+                           policy)
     return history
 
 
+def _resumed_threads(threads, history):
+    """Under "auto", a resumed run keeps the thread count its history recorded (the machine's
+    cores may differ now; the run's bits must not)."""
+    recorded = [t for t in history.as_dict().get("threads", []) if t is not None]
+    if threads == "auto" and recorded:
+        return int(recorded[-1])
+    return threads
+
+
 def _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, progress,
-                   history, on_epoch_end, log_every, fast, dead_window, resample_every):
+                   history, on_epoch_end, log_every, fast, dead_window, resample_every, policy):
     batches = ArrayBatches(x_train, batch_size, seed, model.backend)
     steps, first = batches.steps_per_epoch, len(history) + 1
     aux = model.config.aux_k is not None
@@ -189,7 +203,8 @@ def _fit_minibatch(model, optimizer, x_train, epochs, batch_size, seed, x_val, p
             if resample_every:
                 record["resampled"] = resampled
             record.update(_validation_record(model, x_val, batch_size))
-            history.append(epoch=epoch, seconds=time.perf_counter() - t0, **record)
+            history.append(epoch=epoch, seconds=time.perf_counter() - t0,
+                           threads=policy.threads, **record)
             _show(bar, history, epochs)
             if on_epoch_end is not None:
                 on_epoch_end(history)
@@ -231,7 +246,7 @@ def _validation_record(model, x_val, batch_size):
 
 
 def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, on_epoch_end,
-               fast):
+               fast, policy):
     """L-BFGS iterations up to `iterations` in all, one history record per iteration."""
     x = model.backend.asarray(x_train)  # the full batch, moved to the device once
     compute = fast_loss_and_grads if fast else type(model).loss_and_grads
@@ -248,7 +263,8 @@ def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, 
         record = {f"train_{k}": v for k, v in last["loss"].as_dict().items()}
         record.update(_validation_record(model, x_val, 1000))
         now = time.perf_counter()
-        history.append(epoch=len(history) + 1, seconds=now - clock[0], **record)
+        history.append(epoch=len(history) + 1, seconds=now - clock[0], threads=policy.threads,
+                       **record)
         clock[0] = now
         if on_epoch_end is not None:
             on_epoch_end(history)
