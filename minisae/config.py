@@ -99,12 +99,14 @@ def combination_problem(c):
         return ("reduction='halfsum' is UFLDL's half squared error and applies to 'mse' only; "
                 "use reduction='mean' with 'bce'")
     if c.k is not None and c.sparsity != "topk":
-        return f"k applies to sparsity='topk' only, got sparsity={c.sparsity!r}; drop k"
+        return (f"k={c.k} applies to sparsity='topk' only, got sparsity={c.sparsity!r}; "
+                f"drop k")
     if c.aux_k is not None and c.sparsity != "topk":
-        return (f"aux_k (AuxK) applies to sparsity='topk' only, got sparsity={c.sparsity!r}; "
-                f"drop aux_k")
+        return (f"aux_k={c.aux_k} (AuxK) applies to sparsity='topk' only, got "
+                f"sparsity={c.sparsity!r}; drop aux_k")
     if c.l1_decoder_norm and c.sparsity != "l1":
-        return f"l1_decoder_norm applies to sparsity='l1' only, got sparsity={c.sparsity!r}"
+        return (f"l1_decoder_norm=True applies to sparsity='l1' only, got "
+                f"sparsity={c.sparsity!r}")
     if c.hidden_activation == "linear" and c.sparsity != "topk":
         return (f"hidden_activation='linear' gives codes of any sign, which only "
                 f"sparsity='topk' makes sparse; use 'sigmoid' or 'relu' with {c.sparsity!r}")

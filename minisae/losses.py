@@ -174,9 +174,12 @@ it tells little about any one of them."""
 
 
 def active(c, h):
-    """Where each unit is active, (batch, n_hidden) bool: h > 0 for ReLU and TopK codes (the
-    unit fired); h > 0.5 for sigmoid codes, whose output is never exactly 0 (their
-    pre-activation z1 is positive: the same line as ReLU's)."""
+    """Where each unit is active, (batch, n_hidden) bool: h > 0 for ReLU codes (the unit
+    fired); h != 0 for linear TopK codes (the unit was kept, whatever its sign); h > 0.5 for
+    sigmoid codes, whose output is never exactly 0 (their pre-activation z1 is positive: the
+    same line as ReLU's)."""
+    if c.hidden_activation == "linear":
+        return h != 0
     return h > (0.5 if c.hidden_activation == "sigmoid" else 0.0)
 
 

@@ -151,8 +151,11 @@ class SparseAutoencoder:
         h_aux = F.keep(F.relu(z1), keep)
         e = x - y if self.frozen_residual is None else self.frozen_residual
         e_hat = h_aux @ W2
-        aux = c.aux_weight * F.mse(e_hat, e, c.reduction)
-        d_e_hat = c.aux_weight * F.mse_backward(e_hat, e, c.reduction)
+        # no dead unit, no term (Gao et al.): alpha counts only while some unit is used
+        xp = namespace(z1)
+        alpha = c.aux_weight * xp.astype(xp.any(keep), z1.dtype)
+        aux = alpha * F.mse(e_hat, e, c.reduction)
+        d_e_hat = alpha * F.mse_backward(e_hat, e, c.reduction)
         dz1 = F.keep(F.relu_backward(d_e_hat @ W2.T, h_aux), keep)
         return aux, dz1, h_aux.T @ d_e_hat
 
@@ -185,8 +188,8 @@ class SparseAutoencoder:
         x = self.as_batch(x)
         n = x.shape[0]
         step = n if batch_size is None else checks.check_int(batch_size, "batch_size", 1)
-        parts = [self.coding.forward(self.encoder.forward(x[i:min(i + step, n), :]))
-                 for i in range(0, n, step)]
+        parts = [self.coding.forward(self.encoder.forward(self._encoder_input(
+            x[i:min(i + step, n), :]))) for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else namespace(x).concat(parts)
 
     def decode(self, h):

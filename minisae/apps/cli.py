@@ -83,7 +83,7 @@ def flag_names(message):
     """A library message with its argument names replaced by the CLI's flags: a name as an
     argument ("n_hidden must be", "output_activation='linear'"), not as an English word
     ("more than this machine's memory")."""
-    return re.sub(r"\b(" + "|".join(FLAGS) + r")\b(?=\s+must\b|\s*=)",
+    return re.sub(r"(?<![-\w])(" + "|".join(FLAGS) + r")\b(?=\s+must\b|\s*=)",
                   lambda m: FLAGS[m.group(1)], message)
 
 

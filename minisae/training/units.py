@@ -150,5 +150,5 @@ def check_resampling(model, resample_every):
     resample_every = checks.check_int(resample_every, "resample_every", 1)
     problem = tracks(model)
     if problem:
-        raise ConfigError(f"resampling dead units: {problem}")
+        raise ConfigError(f"resample_every={resample_every}: resampling dead units: {problem}")
     return resample_every
