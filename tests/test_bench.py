@@ -61,7 +61,7 @@ def test_run_benchmark_without_torch():
         # GFLOP/s = roofline samples/s times 10 * n_inputs * hidden flops per sample
         assert r["matmul_gflops"] == pytest.approx(
             r["roofline_samples_per_s"] * 10 * 20 * r["hidden"] / 1e9)
-        assert set(r["round_seconds"]) == {"minisae", "matmul"}
+        assert set(r["round_seconds"]) == {"minisae", "fit", "matmul"}
         split = r["time_split"]
         assert set(split) == {"matmul", "adam", "elementwise_and_other"}
         assert sum(split.values()) == pytest.approx(1.0) and split["adam"] > 0
@@ -88,7 +88,7 @@ def test_run_benchmark_with_torch_same_model():
         # same weights, same batch, same loss: the PyTorch model is the same model
         losses = r["first_loss"]
         assert losses["minisae"] == pytest.approx(losses["torch"], rel=1e-5)
-        assert set(r["round_seconds"]) == {"minisae", "torch", "matmul"}
+        assert set(r["round_seconds"]) == {"minisae", "fit", "torch", "matmul"}
 
 
 def test_cli_quick_writes_table_and_json(tmp_path, capsys):
@@ -131,7 +131,7 @@ def test_reference_path_runs_beside_the_fast_one():
     result = bench.run_benchmark(torch=False, path="both", **dict(TINY, configs="8x16"))
     (r,) = result["results"]
     assert r["minisae_samples_per_s"] > 0 and r["reference_samples_per_s"] > 0
-    assert set(r["round_seconds"]) == {"minisae", "reference", "matmul"}
+    assert set(r["round_seconds"]) == {"minisae", "reference", "fit", "matmul"}
     assert "reference path" in bench.format_table(result)
     only = bench.run_benchmark(torch=False, path="reference", **dict(TINY, configs="8x16"))
     (r,) = only["results"]
@@ -184,3 +184,28 @@ def test_time_split_never_goes_below_zero():
     split = bench._time_split({"minisae": [1.0], "matmul": [1.2]}, [0.1])
     assert split["elementwise_and_other"] == pytest.approx(0.0)
     assert split["matmul"] + split["adam"] == pytest.approx(1.0)
+
+
+def test_the_fit_contender_trains_through_fit_and_can_be_skipped(monkeypatch):
+    import minisae.training as training
+    calls = []
+    real = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: (calls.append(k), real(*a, **k))[1])
+    r = bench.run_benchmark(configs="8x16", steps=2, warmup=1, rounds=2, torch=False,
+                            n_samples=64, compile=False)["results"][0]
+    assert r["fit_samples_per_s"] > 0 and calls
+    assert all(k["progress"] is False for k in calls)
+    r = bench.run_benchmark(configs="8x16", steps=2, warmup=1, rounds=1, torch=False,
+                            n_samples=64, compile=False, fit=False)["results"][0]
+    assert r["fit_samples_per_s"] is None
+
+
+def test_the_topk_model_is_benchmarked_against_torch_topk():
+    pytest.importorskip("torch")
+    result = bench.run_benchmark(configs="12x16", steps=2, warmup=1, rounds=1, n_samples=64,
+                                 compile=False, sparsity="topk", k=3)
+    r = result["results"][0]
+    assert result["settings"]["sparsity"] == "topk" and result["settings"]["k"] == 3
+    losses = r["first_loss"]        # the same model, weights and batch: the same loss
+    assert losses["minisae"] == pytest.approx(losses["torch"], rel=1e-4)
+    assert "TopK, k = 3" in bench.format_table(result)

@@ -47,11 +47,12 @@ _COMPILED = {}
 def cupy_kernel(xp, name, table=None):
     """The ElementwiseKernel `name` (of _CUPY_KERNELS, or of `table`), compiled on first use
     with the CuPy module xp."""
-    kernel = _COMPILED.get(name)
+    source = (table or _CUPY_KERNELS)[name]
+    kernel = _COMPILED.get((xp.__name__, source))
     if kernel is None:
-        in_params, out_params, operation = (table or _CUPY_KERNELS)[name]
-        kernel = _COMPILED[name] = xp.ElementwiseKernel(in_params, out_params, operation,
-                                                        "minisae_" + name)
+        in_params, out_params, operation = source
+        kernel = _COMPILED[(xp.__name__, source)] = xp.ElementwiseKernel(
+            in_params, out_params, operation, "minisae_" + name)
     return kernel
 
 

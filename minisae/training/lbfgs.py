@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checks
-from ..backend import array_module, flat_owner, to_numpy
+from ..backend import array_module, flat_owner, library, to_numpy
 from ..errors import ConfigError, TrainingError
 from .progress import progress_bar
 
@@ -238,6 +238,11 @@ def _flat_buffer(a, what):
     """The 1-D contiguous float buffer `a` is, or that the arrays of the dict `a` tile in order."""
     hint = (f"pass the model's flat buffer (model.flat_{what}), or its {what} dict when its arrays "
             "are views of one flat buffer")
+    first = next(iter(a.values()), None) if isinstance(a, dict) else a
+    if library(first) not in (None, "numpy", "cupy"):
+        raise ConfigError(f"L-BFGS runs on NumPy and CuPy arrays (SciPy's L-BFGS-B is given the "
+                          f"parameters as one vector), not on {library(first)}; use Adam, or "
+                          f"a model with backend='numpy'")
     if isinstance(a, dict):
         owner = flat_owner(list(a.values()))
         if owner is None:
