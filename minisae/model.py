@@ -87,6 +87,10 @@ class SparseAutoencoder:
         """The units AuxK treats as dead (training sets it from how long each has been silent)."""
         self.silent = np.zeros(n_hidden, dtype=np.int64)
         """Training samples since each unit last fired (kept by training: minisae.training.units)."""
+        self.normalizer = None
+        """How data are normalised before they reach the model (minisae.normalize.Normalizer),
+        or None; every method that takes x applies it (as_batch), decode and reconstruct undo
+        it. Set before training (minisae train --normalize), saved in checkpoints."""
         self.frozen_residual = None
         """AuxK's target e = x - y is a constant of its term, not differentiated; a gradient
         check holds it at its value here (None: computed from the forward pass)."""
@@ -195,11 +199,11 @@ class SparseAutoencoder:
     def decode(self, h):
         """y = sigmoid(h @ W2 + b2) (or h @ W2 + b2 for a linear output), (batch, n_inputs)."""
         h = self.as_batch(h, what="the codes h", columns="n_hidden", unit_range=False)
-        return self.output.forward(self.decoder.forward(h))
+        return self._output(self.output.forward(self.decoder.forward(h)))
 
     def reconstruct(self, x):
-        """decode(encode(x)), shape (batch, n_inputs)."""
-        return self.forward(self.as_batch(x))[2]
+        """decode(encode(x)), shape (batch, n_inputs), in the data's own units."""
+        return self._output(self.forward(self.as_batch(x))[2])
 
     # ------------------------------------------------------------------ building
 
@@ -227,17 +231,23 @@ class SparseAutoencoder:
 
     def as_batch(self, x, validate=True, what="x", columns="n_inputs", unit_range=None):
         """x as an array of this model's backend and dtype, after checking its type, shape,
-        finiteness and range (validate=False: only moved there). An InputError that says
-        what to do otherwise."""
-        if not validate:
-            return self.backend.asarray(x)
-        n = getattr(self.config, columns)
-        x = checks.as_numeric(x, what)
-        checks.check_matrix(x, n, what, columns)
+        finiteness and range (validate=False: only moved there), and normalised by the
+        model's normalizer when it has one (inputs only). An InputError that says what to do
+        otherwise."""
+        if validate:
+            x = checks.as_numeric(x, what)
+            checks.check_matrix(x, getattr(self.config, columns), what, columns)
         x = self.backend.asarray(x)
-        unit = needs_unit_range(self.config) if unit_range is None else unit_range
-        checks.check_values(x, namespace(x), unit, what)
+        if self.normalizer is not None and columns == "n_inputs":
+            x = self.normalizer.apply(x)
+        if validate:
+            unit = needs_unit_range(self.config) if unit_range is None else unit_range
+            checks.check_values(x, namespace(x), unit, what)
         return x
+
+    def _output(self, y):
+        """y in the data's own units: the normalizer undone, when the model has one."""
+        return y if self.normalizer is None else self.normalizer.undo(y)
 
     @property
     def n_params(self):

@@ -15,7 +15,7 @@ FLOORS = [
     {"errors", "checks", "presets"},
     {"backend"},
     {"functional"},
-    {"layers", "losses"},
+    {"layers", "losses", "normalize"},
     {"config"},
     {"model", "optim"},
     {"gradcheck", "softmax"},

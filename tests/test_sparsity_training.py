@@ -51,7 +51,7 @@ def data(n=64, n_inputs=10, seed=0, dtype="float64"):
 
 
 def history_without_times(history):
-    return {k: v for k, v in history.as_dict().items() if k != "seconds"}
+    return {k: v for k, v in history.as_dict().items() if k not in ("seconds", "samples_per_second")}
 
 
 def kill_units(model, units_, bias=-100.0):

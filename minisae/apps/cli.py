@@ -62,6 +62,26 @@ TRAINING = {
     "n_patches": Setting(int, "patches to sample for --dataset patches", 10_000, low=1),
     "patch_size": Setting(int, "patch side in pixels for --dataset patches", 8, low=1),
     "seed": Setting(int, "weights, shuffling and patches", 42, low=0),
+    "data": Setting(str, "your own data: a .npy, an .npz (see --data-key) or a folder of .npy "
+                         "shards; rows are samples (sets --dataset files); unset: none", None),
+    "data_key": Setting(str, "the array of an .npz to train on; unset: its only array", None),
+    "val_fraction": Setting(float, "the share of --data's last rows held out for validation "
+                                   "(shuffle the file first if its order means something)",
+                            0.05),
+    "val_data": Setting(str, "a file or folder of rows to validate on instead of "
+                             "--val-fraction; unset: none", None),
+    "normalize": Setting(str, "normalise --data: norm (centred, scaled so a row's mean squared "
+                              "norm is its width: SAE trainers' choice for activations), "
+                              "standard (per feature) or none; with --output linear", "none",
+                         ("none", "norm", "standard")),
+    "checkpoint_every": Setting(int, "also save a checkpoint every N steps, mid-epoch (resumed "
+                                     "exactly); unset: at each epoch's end only", None, low=1),
+    "image_shape": Setting(str, "HxW: draw features and reconstructions as images of this "
+                                "shape; unset: a square width's, else no image figures", None),
+    "chunk_rows": Setting(int, "rows read at a time from --data (stream's chunk); unset: 1 MiB",
+                          None, low=1),
+    "buffer_rows": Setting(int, "rows of --data in the shuffle buffer; unset: 256 MiB", None,
+                           low=1),
     "dead_window": Setting(int, "training samples a unit may stay silent before it counts as "
                                 "dead (AuxK, resampling; ReLU codes)", 10_000, low=1),
     "resample_every": Setting(int, "resample dead units every N steps (Anthropic 2023; ReLU "
@@ -74,9 +94,12 @@ FLAGS = {**{name: f.flag for name, f in FIELDS.items()},
          **{name: "--" + name.replace("_", "-") for name in TRAINING},
          "threads": "--threads"}
 """Names in the library's messages -> the flag a CLI user types."""
-KEPT_ON_RESUME = ("preset", *MODEL_KEYS, *(n for n in TRAINING if n not in ("epochs",
-                                                                             "max_iter")))
-"""Settings a resumed run must keep (a changed one would make it another run)."""
+KEPT_ON_RESUME = ("preset", *MODEL_KEYS, *(n for n in TRAINING if n not in (
+    "epochs", "max_iter", "data", "val_data", "checkpoint_every", "image_shape")))
+"""Settings a resumed run must keep (a changed one would make it another run). The data's
+paths may change (a moved folder): the data themselves are compared, by fingerprint."""
+CHANGEABLE_ON_RESUME = ("epochs", "max_iter", "data", "val_data", "checkpoint_every",
+                        "image_shape")
 
 
 def flag_names(message):
@@ -221,6 +244,16 @@ def resolve_settings(args):
             settings[name] = value
     if args.optimizer == "lbfgs" and args.dtype is None and "dtype" not in preset.model:
         settings["dtype"] = "float64"  # L-BFGS's line search wants float64
+    if args.data is not None:
+        if args.dataset not in (None, "files"):
+            raise ConfigError(f"--data trains on your files; drop --dataset {args.dataset}")
+        settings["dataset"] = "files"
+    elif settings["dataset"] == "files":
+        raise ConfigError("--dataset files needs --data PATH (a .npy, an .npz or a folder of "
+                          ".npy shards)")
+    for flag in ("data_key", "val_data", "normalize", "chunk_rows", "buffer_rows"):
+        if getattr(args, flag, None) not in (None, "none") and args.data is None:
+            raise ConfigError(f"{FLAGS[flag]} applies to --data; give --data PATH or drop it")
     if settings["sparsity"] == "topk":  # a flag the run cannot honour is an error
         for name in ("sparsity_weight", "sparsity_target"):
             if getattr(args, name, None) is not None:
@@ -275,23 +308,34 @@ def _train(args, ck, settings, history, saved_in, out):
     from ..files import checkpoint
     from ..training import fit
     done, target, unit = len(history), _target(settings), _unit(settings)
+    position = ck.extra.get("position") if ck is not None else None
 
-    def saved(folder, n):
-        """What Ctrl-C says once `folder` holds a checkpoint of n epochs (or iterations)."""
-        return (f"the checkpoint in {folder} holds {n} of {target} {unit}; continue with: "
+    def saved(folder, n, at=None):
+        """What Ctrl-C says once `folder` holds a checkpoint of n epochs (or iterations), or
+        one in the middle of an epoch (at: a position)."""
+        held = f"{n} of {target} {unit}" if at is None else \
+            f"{at['epoch'] - 1} of {target} {unit} and {at['step']} steps of the next"
+        return (f"the checkpoint in {folder} holds {held}; continue with: "
                 f"{resume_command(args, folder, settings, out)}")
 
-    Interruption.note = saved(saved_in, done) if saved_in else (
+    Interruption.note = saved(saved_in, done, position) if saved_in else (
         f"nothing was saved yet (the first checkpoint is written after {_unit(settings, 1)} 1)")
 
     data = load_data(settings, args)
-    print(f"data: {data.name}, {len(data.x_train):,} train / {len(data.x_test):,} test, from "
+    n_train, width = n_rows(data.x_train), int(data.x_train.shape[1] if hasattr(
+        data.x_train, "shape") else data.x_train.n_features)
+    print(f"data: {data.name}, {n_train:,} train / {n_rows(data.x_test):,} test, from "
           f"{data.source}")
-    record = {"data_source": data.source, "subset": data.subset,
-              "data_shape": [len(data.x_train), int(data.x_train.shape[1])]}
+    record = {"data_source": data.source, "subset": data.subset, "data_shape": [n_train, width]}
+    if data.fingerprint is not None:
+        record["data_fingerprint"] = data.fingerprint
     if ck is not None:
         _check_same_data(ck.extra, record, args)
-    model = ck.model if ck is not None else _build_model(settings, data.x_train.shape[1], args)
+    model = ck.model if ck is not None else _build_model(settings, width, args)
+    if ck is None and settings["normalize"] != "none":
+        from ..normalize import Normalizer
+        print(f"normalising ({settings['normalize']}): one pass over {data.source}")
+        model.normalizer = Normalizer.fit(data.x_train, settings["normalize"])
     optimizer = _optimizer(settings, model, ck)
     print(f"model: {model}" + (" (the reference path)" if args.reference else ""))
     print(f"optimizer: {_describe_optimizer(settings)}")
@@ -307,6 +351,10 @@ def _train(args, ck, settings, history, saved_in, out):
         checkpoint.save(ckpt_path, model, optimizer, history, extra)
         Interruption.note = saved(out, n)
 
+    def save_position(history, at):
+        checkpoint.save(ckpt_path, model, optimizer, history, {**extra, "position": at})
+        Interruption.note = saved(out, len(history), at)
+
     if done >= target:
         print(f"the checkpoint already has {done} {unit} (target {target}); nothing to train")
     t0 = time.perf_counter()
@@ -315,7 +363,12 @@ def _train(args, ck, settings, history, saved_in, out):
             None if settings["optimizer"] == "lbfgs" else settings["batch_size"],
             seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
             history=history, on_epoch_end=save, threads=args.threads, fast=not args.reference,
-            dead_window=settings["dead_window"], resample_every=settings["resample_every"])
+            dead_window=settings["dead_window"], resample_every=settings["resample_every"],
+            checkpoint_every=settings["checkpoint_every"], on_checkpoint=save_position,
+            position=position if done < target else None, chunk_rows=settings["chunk_rows"],
+            buffer_rows=settings["buffer_rows"])
+    except ConfigError as e:
+        raise ConfigError(flag_names(str(e))) from None
     except KeyboardInterrupt:
         if not args.no_progress:
             print(file=sys.stderr)  # after the progress bar's line
@@ -327,20 +380,25 @@ def _train(args, ck, settings, history, saved_in, out):
                          f"{unit}; remake the figures with: minisae show {shlex.quote(out)}")
     metrics = write_results(model, history, data, out, settings)
     metrics["wall_seconds_this_run"] = wall
-    print(summary_table(metrics, out))
+    print(summary_table(metrics, out, written=("checkpoint.npz", "metrics.json",
+                                               *metrics["figures"])))
     return 0
 
 
 def _check_same_data(saved, now, args):
     """A resumed run trains on the data it started on: the source and shape the checkpoint
-    recorded (where it recorded them) must match, unless --force."""
-    differs = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in ("data_source", "subset",
-                                                                   "data_shape")
+    recorded (where it recorded them) must match, unless --force. Files are compared by
+    their fingerprint (sizes, shapes and samples of their bytes), not their paths."""
+    keys = ("data_fingerprint",) if "data_fingerprint" in now else ("data_source", "subset",
+                                                                      "data_shape")
+    differs = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in keys
                if key in saved and saved[key] != now[key]]
+    if "data_fingerprint" in now and "data_fingerprint" in saved and differs:
+        differs = ["the files' sizes, shapes or contents differ from those it was trained on"]
     if differs and not args.force:
         raise ConfigError(f"the resumed run was trained on other data ({'; '.join(differs)}); "
-                          f"point --data-dir (or the environment) at the data it used, or pass "
-                          f"--force to continue on this data")
+                          f"point --data, --data-dir (or the environment) at the data it used, "
+                          f"or pass --force to continue on this data")
 
 
 def _run_folder(path):
@@ -416,8 +474,8 @@ def _resumed_settings(args, ck):
         if value is not None and value != settings.get(name):
             raise ConfigError(f"--{name.replace('_', '-')} {value} differs from the resumed "
                               f"run's {settings.get(name)}; drop the flag or start a new run")
-    for name in ("epochs", "max_iter"):
-        value = getattr(args, name)
+    for name in CHANGEABLE_ON_RESUME:
+        value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
     return settings
@@ -464,11 +522,30 @@ def _describe_optimizer(settings):
     return f"Adam, lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} epochs"
 
 
+@dataclass
+class FileData:
+    """Your own data as `minisae train` trains on them: sources of rows, not arrays."""
+
+    x_train: object
+    x_test: object
+    name: str
+    source: str
+    subset: bool = False
+    fingerprint: dict = None
+
+
+def n_rows(x):
+    return x.n_rows if hasattr(x, "n_rows") else len(x)
+
+
 def load_data(settings, args):
-    """The run's data set: MNIST, Fashion-MNIST, or natural-image patches (sampled with the
-    run's seed, and a held-out set of a tenth as many with the next seed)."""
+    """The run's data set: MNIST, Fashion-MNIST, natural-image patches (sampled with the
+    run's seed, and a held-out set of a tenth as many with the next seed), or your own files
+    (--data), with their last --val-fraction of rows, or --val-data, held out."""
     from .. import checks
     from ..data import datasets
+    if settings["dataset"] == "files":
+        return _files(settings)
     if settings["dataset"] != "patches":
         return datasets.load(settings["dataset"], args.data_dir, download=not args.no_download,
                              progress=not args.no_progress)
@@ -489,6 +566,46 @@ def load_data(settings, args):
     return datasets.Dataset(x_train, None, x_test, None, "patches", source)
 
 
+def _files(settings):
+    from ..data import ArrayFiles, RowRange
+    source = ArrayFiles(settings["data"], settings["data_key"])
+    fingerprint = {"train": source.fingerprint()}
+    if settings["val_data"]:
+        val = ArrayFiles(settings["val_data"], settings["data_key"])
+        fingerprint["val"] = val.fingerprint()
+        return FileData(source, val, "files", source.describe(), False, fingerprint)
+    fraction = settings["val_fraction"]
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    held = max(1, round(fraction * source.n_rows))
+    if held >= source.n_rows:
+        raise ConfigError(f"{source.describe()} has too few rows to hold {fraction:g} of them "
+                          f"out for validation; give --val-data, or more rows")
+    train = RowRange(source, 0, source.n_rows - held, name=f"the first "
+                     f"{source.n_rows - held:,} rows of {settings['data']}")
+    val = RowRange(source, source.n_rows - held, source.n_rows, name=f"the last {held:,} rows "
+                   f"of {settings['data']}")
+    fingerprint["val_rows"] = held
+    return FileData(train, val, "files", source.describe(), False, fingerprint)
+
+
+def image_shape_of(settings, n_inputs):
+    """The (H, W) that features and reconstructions are drawn in: --image-shape, else a
+    square width's, else None (no image figures)."""
+    text = settings.get("image_shape")
+    if text:
+        try:
+            h, w = (int(v) for v in str(text).lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--image-shape takes HxW, e.g. 28x28, got {text!r}") from None
+        if h * w != n_inputs:
+            raise ConfigError(f"--image-shape {text} holds {h * w} pixels, but the rows have "
+                              f"{n_inputs} features")
+        return h, w
+    side = int(round(n_inputs ** 0.5))
+    return (side, side) if side * side == n_inputs else None
+
+
 def write_results(model, history, data, out, settings):
     """metrics.json and the figures for a trained model; returns the metrics."""
     from .. import losses
@@ -497,14 +614,14 @@ def write_results(model, history, data, out, settings):
     from ..training.fit import reconstruction_mse
     from . import plots
 
+    from ..training.fit import _read
     x_test = data.x_test
     val, rho_hat = evaluate(model, x_test, per_unit=True)
-    side = int(round(model.config.n_inputs ** 0.5))
-    image_shape = (side, side)
+    image_shape = image_shape_of(settings, model.config.n_inputs)
     parts = ("total",) + losses.part_names(model.config)
     metrics = {
         "dataset": data.name, "data_source": data.source, "subset": data.subset,
-        "n_train": len(data.x_train), "n_test": len(x_test), "settings": settings,
+        "n_train": n_rows(data.x_train), "n_test": n_rows(x_test), "settings": settings,
         "epochs": len(history), "train_seconds": float(sum(s or 0.0 for s in history.seconds)),
         "test_mse_per_pixel": reconstruction_mse(model, x_test),
         "test_loss": {k: val[k] for k in parts},
@@ -520,12 +637,15 @@ def write_results(model, history, data, out, settings):
     if settings.get("dataset") == "patches":
         from ..data.patches import orientation_score
         metrics["filter_score"] = orientation_score(W, image_shape).as_dict()
+    metrics["figures"] = list(FIGURES if image_shape else FIGURES[2:])
     with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    plots.feature_grid(W, os.path.join(out, "features.png"), image_shape=image_shape,
-                       max_units=196, title=f"encoder weights ({settings.get('preset', '')})")
-    plots.reconstructions(x_test[:10], to_numpy(model.reconstruct(x_test[:10])),
-                          os.path.join(out, "reconstructions.png"), image_shape=image_shape)
+    if image_shape is not None:  # rows that are images: draw them as images
+        plots.feature_grid(W, os.path.join(out, "features.png"), image_shape=image_shape,
+                           max_units=196, title=f"encoder weights ({settings.get('preset', '')})")
+        first = _read(x_test, 0, min(10, n_rows(x_test)))
+        plots.reconstructions(first, to_numpy(model.reconstruct(first)),
+                              os.path.join(out, "reconstructions.png"), image_shape=image_shape)
     plots.activation_histogram(rho_hat, model.config.sparsity_target
                                if model.config.sparsity in ("kl", "squared", "absolute") else None,
                                os.path.join(out, "activations.png"))
@@ -547,7 +667,8 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
         ("data", f"{m['dataset']} ({m['data_source']})"),
         (unit, f"{m['epochs']}"),
         ("training time", f"{m['train_seconds']:.1f} s"),
-        ("test MSE per pixel", f"{m['test_mse_per_pixel']:.4f}"),
+        ("test MSE per " + ("feature" if m["dataset"] == "files" else "pixel"),
+         f"{m['test_mse_per_pixel']:.4f}"),
         ("test loss", f"{m['test_loss']['total']:.4f} (" + ", ".join(
             f"{k.replace('_', ' ')} {v:.4f}" for k, v in m["test_loss"].items() if k != "total")
          + ")"),
@@ -570,7 +691,7 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
                                      f"x{s['localization_ratio']:.2f}"))
     rows.append(("written", ", ".join(written) + f" in {out}"))
     if m["settings"].get("preset") == "book" and m["settings"].get("reduction") == "mean" \
-            and m["dataset"] != "patches":
+            and m["dataset"] in ("mnist", "fashion-mnist") and m.get("sparsity", "kl") == "kl":
         rows.append(("note", BOOK_NOTE))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -604,7 +725,7 @@ def cmd_show(args):
             _refuse_to_overwrite(out, args.force)
         data = load_data(settings, args)
         metrics = write_results(ck.model, ck.history, data, out, settings)
-    print(summary_table(metrics, out, written=("metrics.json",) + FIGURES))
+    print(summary_table(metrics, out, written=("metrics.json", *metrics["figures"])))
     return 0
 
 

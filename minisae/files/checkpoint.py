@@ -6,7 +6,8 @@ checks everything it is given with the checks `load` runs (state.py), so a save 
 write a file `load` refuses is refused instead, and the old file stays.
 
 Members (np.savez adds ".npy" to each name): "format_version", "config" (JSON),
-"param/<name>", "units/silent" (training samples since each unit last fired), "optimizer"
+"param/<name>", "units/silent" (training samples since each unit last fired), "normalizer"
+(JSON: mode, center, rows) with "normalizer/mean" and "normalizer/scale" (float64), "optimizer"
 (JSON: type and settings), "optim/<key>" (the optimizer's state: "t", "lr",
 "<slot>.<param name>"), "history" (JSON), "extra" (JSON).
 
@@ -47,13 +48,15 @@ PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
 """Every parameter name a checkpoint may hold (a model holds those its config implies)."""
 _JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
 # Largest member data allowed for each JSON member, in bytes (NumPy stores 4 per character).
-_TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20}
+_TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20,
+                "normalizer": 1 << 12}
 _MAX_DIRECTORY = 1 << 16   # bytes of zip directory: a checkpoint has a couple of dozen members
 _MAX_HEADER = 1 << 16      # bytes of a .npy header: NumPy writes under 200 for ours
 _MAX_DEPTH = 16            # nesting of extra's JSON
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64")
 _KNOWN = {"format_version", "config", "optimizer", "history", "extra", "units/silent",
+          "normalizer", "normalizer/mean", "normalizer/scale",
           *(f"optim/{k}" for scalars in S.SCALARS.values() for k in scalars),
           *(f"param/{p}" for p in PARAMS),
           *(f"optim/{key}" for kind in S.OPTIMIZERS for key in S.slot_keys(kind, PARAMS))}
@@ -114,6 +117,16 @@ def save(path, model, optimizer=None, history=None, extra=None):
                                   f"diverged); keep the last good checkpoint")
     arrays["units/silent"] = _silent(model.silent, model.config.n_hidden, CheckpointError,
                                      "cannot save: model.silent")
+    if model.normalizer is not None:
+        state = model.normalizer.state()
+        if state["mean"].shape != (model.config.n_inputs,) or not (
+                np.isfinite(state["mean"]).all() and np.isfinite(state["scale"]).all()
+                and (state["scale"] > 0).all()):
+            raise CheckpointError(f"cannot save: the model's normalizer is not one of "
+                                  f"{model.config.n_inputs} finite means and positive scales")
+        arrays["normalizer"] = _text("normalizer", {k: state[k] for k in ("mode", "center",
+                                                                           "rows")})
+        arrays["normalizer/mean"], arrays["normalizer/scale"] = state["mean"], state["scale"]
     if optimizer is not None:
         S.kind_of(optimizer)
         S.check_belongs(optimizer, model)
@@ -387,6 +400,21 @@ def _history(m):
         raise m.error(f"has a damaged history ({_one_line(e)})") from None
 
 
+def _normalizer(m, config):
+    """The model's normaliser: its JSON (mode, center, rows) and its two float64 arrays."""
+    from ..normalize import Normalizer
+    d = m.json("normalizer")
+    if not isinstance(d, dict):
+        raise m.error("has a normalizer that is not a JSON object; the file is damaged")
+    n, f64 = config.n_inputs, np.dtype(np.float64)
+    state = dict(d, mean=m.floats("normalizer/mean", (n,), f64, out=np.empty(n)),
+                 scale=m.floats("normalizer/scale", (n,), f64, out=np.empty(n)))
+    try:
+        return Normalizer.from_state(state)
+    except MinisaeError as e:
+        raise m.error(f"has a damaged normalizer ({_one_line(e)})") from None
+
+
 def _extra(m):
     if "extra" not in m:
         return {}
@@ -474,16 +502,21 @@ def _load(m, backend):
                       checks.physical_memory(), f"the model and optimizer state of {m.where} "
                       f"({config.n_inputs} inputs, {config.n_hidden:,} hidden units)",
                       "load it on a machine with more memory")
+    if "normalizer" in m:
+        arrays.update({"normalizer/mean": (config.n_inputs,),
+                       "normalizer/scale": (config.n_inputs,)})
     expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer",
-                              "units/silent"}
+                              "units/silent", "normalizer"}
     expected |= {f"optim/{k}" for k in S.SCALARS[kind]} if kind else set()
     for key in sorted(set(m.infos) - expected):
         raise m.error(f"holds {key!r}, which does not belong with "
                       f"{'a ' + kind if kind else 'no'} optimizer; the file is damaged")
     # 2. every header before any data, then the JSON and the state's numbers
     for key, shape in arrays.items():
-        m.open(key, shape, (dtype.newbyteorder("<"), dtype.newbyteorder(">")))[0].close()
+        want = np.dtype(np.float64) if key.startswith("normalizer/") else dtype
+        m.open(key, shape, (want.newbyteorder("<"), want.newbyteorder(">")))[0].close()
     history, extra = _history(m), _extra(m)
+    normalizer = _normalizer(m, config) if "normalizer" in m else None
     silent = m.counts("units/silent", config.n_hidden) if "units/silent" in m else None
     scalars = {}
     for key, what in (S.SCALARS[kind].items() if kind else ()):
@@ -493,7 +526,8 @@ def _load(m, backend):
             raise m.error(f"has {_one_line(e)}; the file is damaged") from None
     # 3. every array's data, checked and dropped: a bad file is refused before memory is spent
     for key, shape in arrays.items():
-        m.floats(key, shape, dtype)
+        if not key.startswith("normalizer/"):
+            m.floats(key, shape, dtype)
     # 4. only now the model and optimizer, filled one array at a time
     model = SparseAutoencoder(**config.as_dict(), backend=backend or "numpy")
     for name, p in model.params.items():
@@ -501,6 +535,7 @@ def _load(m, backend):
         p[...] = model.backend.asarray(host)
     if silent is not None:
         model.silent[...] = silent
+    model.normalizer = normalizer
     optimizer = None
     if kind is not None:
         try:

@@ -80,18 +80,22 @@ def resample(model, optimizer, x, dead, rng, rows=RESAMPLE_ROWS):
     4. the optimizer's state for those entries (Adam's m and v, SGD's u) is reset to 0, so no
        stale momentum pushes the new unit; the unit's silent count starts again.
 
-    x: the training set (NumPy, checked). dead: (n_hidden,) bool. Returns how many units were
-    resampled. Everything else (the other units, their state) is left exactly as it was."""
+    x: the training set (NumPy, checked), or a row source (minisae.data.ArrayFiles), of which
+    a random run of `rows` consecutive rows is read. dead: (n_hidden,) bool. Returns how many
+    units were resampled. Everything else (the other units, their state) is left exactly as
+    it was."""
     dead = np.asarray(dead, dtype=bool)
     n_dead = int(dead.sum())
     if n_dead == 0:
         return 0
-    sample = x[rng.choice(len(x), size=min(rows, len(x)), replace=False)]
+    sample = _sample(x, rng, rows)
     error = np.square(to_numpy(model.reconstruct(sample)).astype(np.float64) - sample).sum(axis=1)
     weights = error ** 2
     total = weights.sum()
     p = weights / total if total > 0 and math.isfinite(total) else None
     chosen = sample[rng.choice(len(sample), size=n_dead, p=p)].astype(np.float64)
+    if model.normalizer is not None:  # the model's directions live where its inputs do
+        chosen = model.normalizer.apply(chosen)
     lengths = np.linalg.norm(chosen, axis=1, keepdims=True)
     directions = chosen / np.where(lengths > 0, lengths, 1.0)
 
@@ -106,6 +110,16 @@ def resample(model, optimizer, x, dead, rng, rows=RESAMPLE_ROWS):
     _reset_state(optimizer, units)
     model.silent[units] = 0
     return n_dead
+
+
+def _sample(x, rng, rows):
+    """Up to `rows` training rows: drawn at random from an array; a random run of consecutive
+    rows of a source (reading scattered rows of a file would cost a read each)."""
+    if isinstance(x, np.ndarray):
+        return x[rng.choice(len(x), size=min(rows, len(x)), replace=False)]
+    n = min(rows, x.n_rows)
+    start = int(rng.integers(0, x.n_rows - n + 1))
+    return x.read(start, start + n)
 
 
 def _device(array, values):
