@@ -666,6 +666,16 @@ def add_parser(subparsers):
     p.add_argument("--quick", action="store_true",
                    help=f"a seconds-long smoke run: configs {QUICK_CONFIGS}, 2,048 samples, "
                         "3 steps, 2 rounds, no torch.compile (overridden by the flags above)")
+    p.add_argument("--stream", action="store_true",
+                   help="instead: training from a generated float32 .npy larger than the "
+                        "shuffle buffer against training in memory (samples/s, page cache and "
+                        "cold) and the peak resident memory (minisae.apps.streambench)")
+    p.add_argument("--stream-rows", type=int, default=None, metavar="N",
+                   help="rows of the --stream file (default 3,000,000: 9.4 GB at 784 "
+                        "features; the disk must hold it and 1 GB more)")
+    p.add_argument("--stream-folder", default=None, metavar="DIR",
+                   help="where the --stream file is written and removed (default: the "
+                        "system's temporary folder)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the result as JSON (default: the table only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
@@ -702,8 +712,15 @@ def main(args):
         raise ConfigError(f"cannot write --json {args.json!r}: its folder does not exist")
     progress = None if getattr(args, "quiet", False) else \
         (lambda line: print(line, file=sys.stderr, flush=True))
-    result = run_benchmark(progress=progress, **_settings_from_args(args))
-    print(format_table(result))
+    if getattr(args, "stream", False):
+        from .streambench import ROWS, format_stream_result, run_stream_benchmark
+        rows = ROWS if args.stream_rows is None else args.stream_rows
+        _check_counts(stream_rows=(rows, 1))
+        result = run_stream_benchmark(rows=rows, folder=args.stream_folder, say=progress)
+        print(format_stream_result(result))
+    else:
+        result = run_benchmark(progress=progress, **_settings_from_args(args))
+        print(format_table(result))
     if args.json:
         _write_json(args.json, result)
         print(f"wrote {args.json}")
