@@ -39,8 +39,8 @@ _PUBLIC = {  # name -> the module that defines it
     "PRESETS": "presets",
 }
 _SUBMODULES = ("errors", "checks", "backend", "functional", "layers", "losses", "config",
-               "model", "optim", "gradcheck", "softmax", "presets", "fast", "training", "data",
-               "files", "apps")
+               "model", "optim", "gradcheck", "softmax", "presets", "normalize", "fast",
+               "training", "data", "files", "apps")
 
 __all__ = ["__version__", *_PUBLIC, "MinisaeError", "ConfigError", "InputError", "BackendError",
            "DatasetError", "CheckpointError", "TrainingError", "GradientCheckError"]

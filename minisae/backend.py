@@ -30,7 +30,8 @@ from types import ModuleType
 import array_api_compat
 import numpy as np
 
-from .checks import check_choice, dtype_name, physical_memory
+from . import checks
+from .checks import as_numeric, check_choice, dtype_name, physical_memory
 from .errors import BackendError, ConfigError
 
 BACKENDS = ("numpy", "cupy", "torch", "auto")
@@ -78,17 +79,18 @@ def library(a):
 
 
 def to_numpy(a):
-    """Any backend's array (or a number, or a list) as a NumPy array; no copy for NumPy
-    input. The one way data leave a device."""
+    """Any backend's array (or a number, or a list of numbers) as a NumPy array; no copy for
+    NumPy input. The one way data leave a device. Anything that is not numbers (None, text,
+    objects, a masked array) is an InputError."""
     kind = library(a)
     if kind == "cupy":
-        return a.get()
-    if kind == "torch":
-        return a.detach().cpu().numpy()
-    if kind == TEST_BACKEND:
+        a = a.get()
+    elif kind == "torch":
+        a = a.detach().cpu().numpy()
+    elif kind == TEST_BACKEND:
         import array_api_strict
-        return np.asarray(a.to_device(array_api_strict.Device("CPU_DEVICE")))
-    return np.asarray(a)
+        a = a.to_device(array_api_strict.Device("CPU_DEVICE"))
+    return np.asarray(as_numeric(a, "a"))
 
 
 def array_module(a) -> ModuleType:
@@ -108,6 +110,21 @@ class Backend:
     xp: ModuleType
     device: object
     dtype_name: str
+
+    def __post_init__(self):
+        check_choice(self.name, "name", BACKENDS[:-1] + (TEST_BACKEND,))
+        check_choice(self.dtype_name, "dtype_name", DTYPES)
+        if not all(hasattr(self.xp, f) for f in ("asarray", "zeros", self.dtype_name)):
+            raise ConfigError(f"xp must be an Array API namespace (get_backend makes Backends), "
+                              f"got {type(self.xp).__name__}")
+        if self.name == "numpy":
+            known = isinstance(self.device, str) and self.device == "cpu"
+        else:  # a name, or the library's own device object
+            known = isinstance(self.device, str) or \
+                type(self.device).__module__.split(".")[0] == self.name.replace("-", "_")
+        if not known:
+            raise ConfigError(f"device {checks.shown(self.device)} is not a {self.name} device "
+                              f"(get_backend picks it)")
 
     @property
     def dtype(self):
@@ -261,9 +278,10 @@ def get_backend(name: str | Backend | None = None, dtype: str = "float32") -> Ba
     from_env = name is None and bool(os.environ.get(ENV_VAR, "").strip())
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or "auto"
-    key = name.lower() if isinstance(name, str) else name
+    key = name.lower() if isinstance(name, str) else None
     if key not in choices():
-        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(choices())}"
+        raise ConfigError(f"unknown backend {checks.shown(name)}; choose one of "
+                          f"{', '.join(choices())}"
                           + (f" (from ${ENV_VAR})" if from_env else ""))
     if key == "auto":
         key = "cupy" if cupy_available() else "torch" if torch_gpu_available() else "numpy"

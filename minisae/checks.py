@@ -6,18 +6,28 @@ passed: what was wrong, what was expected, what came, and what to do.
     lr = check_real(lr, "lr", low=0, low_open=True)        # a float in (0, inf)
     name = check_choice(output, "output_activation", ("sigmoid", "linear"))
 
+    f = check_function(on_epoch_end, "on_epoch_end", 1, "a function of the history")
+    x = as_numeric(x, "x_train")                # masked, text, objects, complex: refused
+    check_fits(n_bytes, physical_memory(), f"n={n:,} patches", "ask for fewer")
+
 The model, the optimizers, training, the data loaders and the files call these before they
-compute anything. They sit at the bottom of the package and know no array library but NumPy;
-checks of device arrays take the array's namespace (`xp`) from the caller.
+compute anything (a refused value is shown by `shown`: short, on one line). They sit at the
+bottom of the package and know no array library but NumPy; checks of device arrays take the
+array's namespace (`xp`) from the caller.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import reprlib
 
 import numpy as np
 
 from .errors import ConfigError, InputError
+
+_SHORT = reprlib.Repr()  # how refused values are shown: short, and safe on deep nesting
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 60
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -37,9 +47,12 @@ def is_real(v):
         return False
 
 
-def _got(v):
+def shown(v):
     """How a refused value is shown: its repr, shortened, and its type when that helps."""
-    text = repr(v)
+    try:
+        text = " ".join(_SHORT.repr(v).split())   # one line, as every message is
+    except Exception:  # a repr that fails says nothing more than the type
+        text = f"a {type(v).__name__}"
     if len(text) > 60:
         text = text[:57] + "..."
     return text if isinstance(v, (int, float, str, type(None))) else f"{text} ({type(v).__name__})"
@@ -47,41 +60,43 @@ def _got(v):
 
 def check_int(v, name, low=None, high=None, error=ConfigError):
     """v as a Python int in [low, high], or `error` naming `name`."""
-    if not is_int(v) or (low is not None and v < low) or (high is not None and v > high):
+    n = int(v) if is_int(v) else None   # compared as Python's: NumPy's would overflow
+    if n is None or (low is not None and n < low) or (high is not None and n > high):
         bounds = (f" >= {low}" if high is None else f" in [{low}, {high}]") if low is not None \
             else (f" <= {high}" if high is not None else "")
-        raise error(f"{name} must be an integer{bounds}, got {_got(v)}")
-    return int(v)
+        raise error(f"{name} must be an integer{bounds}, got {shown(v)}")
+    return n
 
 
 def check_real(v, name, low=None, high=None, low_open=False, high_open=False, error=ConfigError):
     """v as a finite Python float in the interval from low to high (each end closed unless
     *_open), or `error` naming `name`."""
     ok = is_real(v)
+    x = float(v) if ok else None        # compared as Python's: NumPy's would overflow
     if ok and low is not None:
-        ok = v > low if low_open else v >= low
+        ok = x > low if low_open else x >= low
     if ok and high is not None:
-        ok = v < high if high_open else v <= high
+        ok = x < high if high_open else x <= high
     if not ok:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
         where = f" in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}" \
             if low is not None or high is not None else ""
-        raise error(f"{name} must be a finite number{where}, got {_got(v)}")
-    return float(v)
+        raise error(f"{name} must be a finite number{where}, got {shown(v)}")
+    return x
 
 
 def check_choice(v, name, choices, error=ConfigError):
     """v if it is one of `choices` (strings), else `error` listing them."""
     if not isinstance(v, str) or v not in choices:
-        raise error(f"{name} must be one of {', '.join(map(repr, choices))}, got {_got(v)}")
+        raise error(f"{name} must be one of {', '.join(map(repr, choices))}, got {shown(v)}")
     return v
 
 
 def check_bool(v, name, error=ConfigError):
     """v as a bool (True, False, or a NumPy bool), or `error`."""
     if not isinstance(v, (bool, np.bool_)):
-        raise error(f"{name} must be True or False, got {_got(v)}")
+        raise error(f"{name} must be True or False, got {shown(v)}")
     return bool(v)
 
 
@@ -93,10 +108,34 @@ def check_type(v, name, kinds, what, error=ConfigError):
 
 
 def check_path(v, name, error=ConfigError):
-    """v as a str path (a str or os.PathLike, not empty), or `error`."""
-    if not isinstance(v, (str, os.PathLike)) or not os.fspath(v):
-        raise error(f"{name} must be a file or folder path, got {_got(v)}")
-    return os.fspath(v)
+    """v as a str path (a str or os.PathLike naming a str, not empty, no NUL), or `error`."""
+    path = os.fspath(v) if isinstance(v, (str, os.PathLike)) else None
+    if not isinstance(path, str) or not path.strip() or "\0" in path:
+        raise error(f"{name} must be a file or folder path, got {shown(v)}")
+    return path
+
+
+def check_function(f, name, n_args, what, error=ConfigError):
+    """f if it is callable with n_args positional arguments (as far as its signature says),
+    else `error`: "<name> must be <what>, got <type>"."""
+    if not callable(f):
+        raise error(f"{name} must be {what}, got {shown(f)}")
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):  # a builtin without one: trusted
+        return f
+    try:
+        signature.bind(*range(n_args))
+    except TypeError:
+        raise error(f"{name} must be {what}: it cannot be called with {n_args} "
+                    f"argument{'s' if n_args != 1 else ''} (its signature is "
+                    f"{getattr(f, '__name__', type(f).__name__)}{signature})") from None
+    return f
+
+
+def check_optional(v, check, *args, **kwargs):
+    """None, or v checked by check(v, *args, **kwargs)."""
+    return None if v is None else check(v, *args, **kwargs)
 
 
 def dtype_name(dtype):
@@ -108,8 +147,8 @@ def dtype_name(dtype):
         return dtype
     try:
         return np.dtype(dtype).name
-    except TypeError:
-        return str(dtype)
+    except (TypeError, ValueError, RecursionError):
+        return shown(dtype)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -126,8 +165,14 @@ def check_fits(need, have, what, hint, where="this machine's memory"):
     """Refuse, before allocating, `need` bytes where only `have` exist (have None: unknown,
     allowed): "<what> need(s) X GiB, more than <where>'s Y GiB; <hint>"."""
     if have is not None and need > have:
-        raise ConfigError(f"{what} would need {need / 2**30:,.1f} GiB, more than {where} "
-                          f"({have / 2**30:,.1f} GiB); {hint}")
+        raise ConfigError(f"{what} would need {_gib(need)} GiB, more than {where} "
+                          f"({_gib(have)} GiB); {hint}")
+
+
+def _gib(n_bytes):
+    """Bytes as GiB for a message, however many (a size taken from a user may be absurd)."""
+    gib = n_bytes / 2**30 if n_bytes < 2**1000 else math.inf
+    return f"{gib:,.1f}" if gib < 1e6 else f"{gib:.3g}"
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -138,12 +183,12 @@ def as_numeric(x, what="x"):
     if isinstance(x, np.ma.MaskedArray):
         raise InputError(f"{what} is a masked array; its hidden values would be trained on. "
                          f"Fill them first (x.filled(value)) or drop the masked rows")
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+    if not isinstance(x, np.ndarray) and not is_foreign_array(x):
         try:
             x = np.asarray(x)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OverflowError) as e:
             raise InputError(f"{what} must be a rectangular array of numbers, got "
-                             f"{type(x).__name__} ({e})") from None
+                             f"{type(x).__name__} ({_first_line(e)})") from None
     kind = getattr(np.dtype(x.dtype), "kind", None) if isinstance(x, np.ndarray) else \
         _foreign_kind(x)
     if kind not in ("b", "i", "u", "f"):
@@ -151,6 +196,33 @@ def as_numeric(x, what="x"):
         raise InputError(f"{what} must hold real numbers, got {names.get(kind, x.dtype)} "
                          f"(dtype {x.dtype}); convert it with np.asarray(x, dtype=np.float32) "
                          f"or take its real part")
+    return x
+
+
+FOREIGN_LIBRARIES = ("torch", "cupy", "array_api_strict")
+"""The array libraries whose arrays are taken as they are (moved by the backend); anything
+else is read with np.asarray."""
+
+
+def is_foreign_array(x):
+    """An array of one of FOREIGN_LIBRARIES (asked by module name: nothing is imported)."""
+    return type(x).__module__.split(".")[0] in FOREIGN_LIBRARIES and hasattr(x, "dtype")
+
+
+def _first_line(e):
+    return (str(e).splitlines() or [type(e).__name__])[0][:120]
+
+
+def as_samples(x, what="x", finite=True):
+    """x (as_numeric) if it is 2-D with at least one row and one column (and, for a NumPy
+    array, finite when `finite`), else an InputError naming `what`: data whose width is not
+    known in advance (a classifier's inputs, data to normalise)."""
+    x = as_numeric(x, what)
+    if len(x.shape) != 2 or 0 in tuple(x.shape):
+        raise InputError(f"{what} must be a 2-D array (n_samples, n_features) with at least one "
+                         f"of each, got shape {tuple(x.shape)}")
+    if finite and isinstance(x, np.ndarray) and not np.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or inf; clean or impute the data first")
     return x
 
 
@@ -195,6 +267,33 @@ def check_values(x, xp, unit_range, what="x"):
             f"output_activation='linear' with reconstruction_loss='mse'")
 
 
+def check_numbers(d, name, error=ConfigError):
+    """A dict of named numbers (Python's or NumPy's, NaN and inf allowed: a diverged loss is
+    still a loss) or 0-d arrays of any library, as a new dict; else `error` naming `name`."""
+    if not isinstance(d, dict) or not all(
+            isinstance(k, str) and (_is_number(v) or _is_scalar_array(v)) for k, v in d.items()):
+        raise error(f"{name} must be a dict of named numbers (or 0-d arrays), got {shown(d)}")
+    return dict(d)
+
+
+def check_vector(v, name, error=ConfigError):
+    """v if it is a non-empty 1-D array of real numbers (of any library), else `error`."""
+    if not ((isinstance(v, np.ndarray) and v.dtype.kind in "biuf") or
+            (is_foreign_array(v) and (_foreign_kind(v) or "?") in "biuf")) or \
+            len(v.shape) != 1 or v.shape[0] == 0:
+        raise error(f"{name} must be a 1-D array of numbers, got {shown(v)}")
+    return v
+
+
+def _is_number(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _is_scalar_array(v):
+    return (isinstance(v, np.ndarray) or is_foreign_array(v)) and tuple(v.shape) == () and \
+        (v.dtype.kind if isinstance(v, np.ndarray) else _foreign_kind(v) or "?") in "biuf"
+
+
 # ----------------------------------------------------------------------------- optimizers
 
 def check_params(params, grads):
@@ -208,37 +307,46 @@ def check_params(params, grads):
         raise ConfigError("params is empty: pass the model's parameters, "
                           "e.g. Adam(model.params, model.grads)")
     if set(params) != set(grads):
-        raise ConfigError(f"params and grads must have the same names; got {sorted(params)} "
-                          f"and {sorted(grads)}")
+        raise ConfigError(f"params and grads must have the same names; got "
+                          f"{shown(sorted(map(str, params)))} and {shown(sorted(map(str, grads)))}")
     for name, p in params.items():
         g = grads[name]
-        if not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in (p, g)):
-            raise ConfigError(f"params and grads must hold arrays (the model's, updated in "
-                              f"place); {name!r} is a {type(p).__name__}")
-        if tuple(p.shape) != tuple(g.shape):
-            raise ConfigError(f"grad of {name!r} has shape {tuple(g.shape)}, param "
-                              f"{tuple(p.shape)}")
-        if _kind(p) != "f":
-            raise ConfigError(f"parameter {name!r} must be a float array, got {p.dtype}")
-        if isinstance(p, np.ndarray) and not p.flags.writeable:
-            raise ConfigError(f"parameter {name!r} is read-only (a memory map, or an array "
-                              f"marked so), but an optimizer updates it in place; copy the "
-                              f"model's parameters into writable arrays first")
+        for what, a in (("params", p), ("grads", g)):
+            if not (isinstance(a, np.ndarray) or is_foreign_array(a)) or not isinstance(name, str):
+                raise ConfigError(f"params and grads must map names (str) to arrays (the "
+                                  f"model's, updated in place); {what}[{name!r}] is a "
+                                  f"{type(a).__name__}")
+            if _kind(a) != "f":
+                raise ConfigError(f"{what}[{name!r}] must be a float array, got {a.dtype}")
+        if tuple(p.shape) != tuple(g.shape) or type(p) is not type(g) or p.dtype != g.dtype:
+            raise ConfigError(f"grads[{name!r}] has shape {tuple(g.shape)} ({g.dtype}, "
+                              f"{type(g).__name__}), but params[{name!r}] {tuple(p.shape)} "
+                              f"({p.dtype}, {type(p).__name__}); give each parameter its own "
+                              f"gradient")
+    check_writable(params, "params")
     return dict(params), dict(grads)
+
+
+def check_writable(arrays, name, error=ConfigError):
+    """Refuse named NumPy arrays that are read-only: training updates them in place."""
+    for key, a in arrays.items():
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            raise error(f"{name}[{key!r}] is read-only (a memory map, or an array marked so), "
+                        f"but training updates it in place; copy it into a writable array first")
 
 
 def _kind(a):
     return np.dtype(a.dtype).kind if isinstance(a, np.ndarray) else _foreign_kind(a)
 
 
-def check_betas(betas):
+def check_betas(betas, name="betas"):
     """Adam's (beta1, beta2): two numbers in [0, 1), as a tuple of floats."""
     try:
         b1, b2 = betas
     except (TypeError, ValueError):
-        raise ConfigError(f"betas must be two numbers in [0, 1), got {_got(betas)}") from None
-    return (check_real(b1, "betas[0]", 0.0, 1.0, high_open=True),
-            check_real(b2, "betas[1]", 0.0, 1.0, high_open=True))
+        raise ConfigError(f"{name} must be two numbers in [0, 1), got {shown(betas)}") from None
+    return (check_real(b1, f"{name}[0]", 0.0, 1.0, high_open=True),
+            check_real(b2, f"{name}[1]", 0.0, 1.0, high_open=True))
 
 
 # ----------------------------------------------------------------------------- files

@@ -8,7 +8,7 @@ FIELDS), the checkpoint and the tests read; a new choice is added here and nowhe
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 from . import checks
 from .backend import DTYPES
@@ -46,12 +46,23 @@ class Config:
     aux_weight: float = 1 / 32           # AuxK's weight, alpha
     subtract_decoder_bias: bool = False  # encode x - b2 (Gao et al.; Anthropic)
 
+    def __post_init__(self):
+        """Every value is checked when a Config is made (a ConfigError names the first bad
+        one) and kept in plain Python types: a NumPy float64 scalar would upcast the float32
+        math it meets, and cannot be written to JSON."""
+        for name, value in self._checked().items():
+            object.__setattr__(self, name, value)
+
     def validated(self):
-        """This config with every value checked and in plain Python types (a NumPy float64
-        scalar would upcast the float32 math it meets, and cannot be written to JSON), or a
-        ConfigError naming the first bad value."""
-        c = replace(
-            self,
+        """This config, once its settings are known to go together (each value was checked
+        when it was made), or a ConfigError saying which do not."""
+        problem = combination_problem(self)
+        if problem:
+            raise ConfigError(problem)
+        return self
+
+    def _checked(self):
+        return dict(
             n_inputs=checks.check_int(self.n_inputs, "n_inputs", low=1),
             n_hidden=checks.check_int(self.n_hidden, "n_hidden", low=1),
             sparsity=checks.check_choice(self.sparsity, "sparsity", tuple(SPARSITY)),
@@ -77,10 +88,6 @@ class Config:
             subtract_decoder_bias=checks.check_bool(self.subtract_decoder_bias,
                                                     "subtract_decoder_bias"),
         )
-        problem = combination_problem(c)
-        if problem:
-            raise ConfigError(problem)
-        return c
 
     def as_dict(self):
         return asdict(self)

@@ -45,7 +45,16 @@ class GradCheckRow:
 
 def relative_error(numeric, analytic):
     """||numeric - analytic|| / ||numeric + analytic||, and 0 when both are exactly 0."""
-    numeric, analytic = to_numpy(numeric).ravel(), to_numpy(analytic).ravel()
+    numeric, analytic = _gradient(numeric, "numeric"), _gradient(analytic, "analytic")
+    if numeric.size != analytic.size:
+        raise ConfigError(f"numeric and analytic must have one size, got shapes {numeric.shape} "
+                          f"and {analytic.shape}")
+    numeric, analytic = numeric.ravel(), analytic.ravel()
+    # both scaled by one power of two (exact): no square overflows, the ratio is unchanged
+    top = max(np.abs(numeric).max(initial=0.0), np.abs(analytic).max(initial=0.0))
+    if top > 0.0:
+        shift = -int(np.frexp(top)[1])
+        numeric, analytic = np.ldexp(numeric, shift), np.ldexp(analytic, shift)
     denom = np.linalg.norm(numeric + analytic)
     diff = np.linalg.norm(numeric - analytic)
     if denom == 0.0:
@@ -59,6 +68,14 @@ def numerical_gradient(f, p, h=STEP):
 
     p is perturbed in place, one element at a time (through a flat view of it, so p must be
     contiguous), and restored exactly afterwards."""
+    checks.check_function(f, "f", 0, "a function of no arguments that returns the loss")
+    read_only = (isinstance(p, np.ndarray) and not p.flags.writeable) or \
+        getattr(p, "requires_grad", False)     # autograd's leaves are not changed in place
+    if not (isinstance(p, np.ndarray) or checks.is_foreign_array(p)) or \
+            "float" not in str(p.dtype) or read_only:
+        raise ConfigError(f"p must be a writable float array (a parameter: it is perturbed in "
+                          f"place), got {checks.shown(p)}")
+    h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
     try:
         flat = namespace(p).reshape(p, (-1,), copy=False)
     except (ValueError, RuntimeError, TypeError, AttributeError):
@@ -68,9 +85,9 @@ def numerical_gradient(f, p, h=STEP):
     for i in range(flat.shape[0]):
         old = float(flat[i])
         flat[i] = old + h
-        f_plus = f()
+        f_plus = _value(f(), "f")
         flat[i] = old - h
-        f_minus = f()
+        f_minus = _value(f(), "f")
         flat[i] = old
         grad[i] = (f_plus - f_minus) / (2.0 * h)
     return grad.reshape(tuple(p.shape))
@@ -82,11 +99,16 @@ def check_gradients(params, grads, loss_and_grads, h=STEP, threshold=THRESHOLD):
 
     loss_and_grads: a function of no arguments that computes the loss at the current
     parameters and fills `grads`. Returns one GradCheckRow per parameter."""
-    loss_and_grads()
+    params, grads = checks.check_params(params, grads)
+    checks.check_function(loss_and_grads, "loss_and_grads", 0, "a function of no arguments "
+                          "that computes the loss and fills grads")
+    h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
+    threshold = checks.check_real(threshold, "threshold", 0.0, low_open=True)
+    _value(loss_and_grads(), "loss_and_grads")
     analytic = {name: to_numpy(g).copy() for name, g in grads.items()}
     rows = []
     for name, p in params.items():
-        numeric = numerical_gradient(lambda: loss_and_grads().total, p, h)
+        numeric = numerical_gradient(lambda: _value(loss_and_grads(), "loss_and_grads"), p, h)
         rows.append(GradCheckRow(name, tuple(p.shape), float(np.linalg.norm(analytic[name])),
                                  float(np.linalg.norm(numeric)),
                                  relative_error(numeric, analytic[name]), threshold))
@@ -103,9 +125,14 @@ def check_model(model, *inputs, loss_and_grads=None, h=STEP, threshold=THRESHOLD
     if getattr(model.config, "dtype", None) != "float64":
         raise ConfigError(f"gradient checks need a float64 model (central differences in "
                           f"{model.config.dtype} are too coarse); build it with dtype='float64'")
+    checks.check_writable(model.params, "model.params")
     h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
     threshold = checks.check_real(threshold, "threshold", 0.0, low_open=True)
+    checks.check_optional(loss_and_grads, checks.check_function, "loss_and_grads",
+                          1 + len(inputs), f"a function of (model{', x' * len(inputs)})")
     if loss_and_grads is None:
+        checks.check_function(model.loss_and_grads, "model.loss_and_grads", len(inputs),
+                              "given the inputs (x for an autoencoder, x and y for a classifier)")
         run = lambda: model.loss_and_grads(*inputs)  # noqa: E731
     else:
         run = lambda: loss_and_grads(model, *inputs)  # noqa: E731
@@ -114,9 +141,7 @@ def check_model(model, *inputs, loss_and_grads=None, h=STEP, threshold=THRESHOLD
 
 def assert_gradients_ok(rows):
     """Raise GradientCheckError naming the worst failing parameter, if any failed."""
-    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, GradCheckRow) for r in rows):
-        raise ConfigError(f"assert_gradients_ok takes the rows check_model returned, got "
-                          f"{type(rows).__name__}")
+    _check_rows(rows, "assert_gradients_ok")
     bad = [r for r in rows if not r.ok]
     if bad:
         worst = max(bad, key=lambda r: r.rel_error if math.isfinite(r.rel_error) else math.inf)
@@ -127,6 +152,8 @@ def assert_gradients_ok(rows):
 
 def format_table(rows, title=None):
     """The rows as a fixed-width text table a learner can read."""
+    _check_rows(rows, "format_table")
+    checks.check_optional(title, checks.check_type, "title", str, "a str")
     lines = [title] if title else []
     lines.append(f"{'parameter':<12} {'shape':<10} {'|analytic|':>12} {'|numeric|':>12} "
                  f"{'rel. error':>11}  ok")
@@ -135,3 +162,28 @@ def format_table(rows, title=None):
         lines.append(f"{r.name:<12} {shape:<10} {r.analytic_norm:>12.6g} {r.numeric_norm:>12.6g} "
                      f"{r.rel_error:>11.2e}  {'yes' if r.ok else 'NO'}")
     return "\n".join(lines)
+
+
+def _check_rows(rows, who):
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, GradCheckRow) for r in rows):
+        raise ConfigError(f"{who} takes the rows check_model returned (GradCheckRows), got "
+                          f"{type(rows).__name__}")
+
+
+def _gradient(a, name):
+    """A finite gradient as a float64 NumPy array, or a ConfigError naming it."""
+    a = np.asarray(to_numpy(checks.as_numeric(a, name)), dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ConfigError(f"{name} holds NaN or inf; a gradient check compares finite numbers")
+    return a
+
+
+def _value(out, who):
+    """The loss as a float: a Loss's .total, or a number (a 0-d array); a ConfigError naming
+    the function that gave something else."""
+    total = getattr(out, "total", out)
+    if not (checks.is_real(total) or (hasattr(total, "shape") and tuple(total.shape) == ()
+                                      and getattr(total.dtype, "kind", "f") in "iuf")):
+        raise ConfigError(f"{who} must return the loss: a Loss (as model.loss_and_grads(x) "
+                          f"does) or a finite number; got {checks.shown(out)}")
+    return float(total)

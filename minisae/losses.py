@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import checks
 from . import functional as F
 from .backend import to_numpy
 
@@ -121,9 +122,9 @@ class Loss:
     (a classifier's accuracy)."""
 
     def __init__(self, parts, rho_hat=None, metrics=None):
-        self._parts = dict(parts)
-        self._rho_hat = rho_hat
-        self._metrics = dict(metrics or {})
+        self._parts = checks.check_numbers(parts, "parts")
+        self._rho_hat = checks.check_optional(rho_hat, checks.check_vector, "rho_hat")
+        self._metrics = checks.check_numbers({} if metrics is None else metrics, "metrics")
 
     @property
     def names(self):

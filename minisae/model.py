@@ -225,7 +225,7 @@ class SparseAutoencoder:
         parameters, their gradients and Adam's two moments, four arrays of n_params."""
         c = self.config
         checks.check_fits(4 * n_params * np.dtype(c.dtype).itemsize, self.backend.memory(),
-                          f"a model of {c.n_inputs} inputs and {c.n_hidden:,} hidden units "
+                          f"a model of n_inputs={c.n_inputs:,} and n_hidden={c.n_hidden:,} "
                           f"({n_params:,} parameters, with their gradients and Adam's two "
                           f"moments)", "use fewer hidden units", self.backend.memory_name())
 
@@ -234,6 +234,10 @@ class SparseAutoencoder:
         finiteness and range (validate=False: only moved there), and normalised by the
         model's normalizer when it has one (inputs only). An InputError that says what to do
         otherwise."""
+        validate = checks.check_bool(validate, "validate")
+        what = checks.check_type(what, "what", str, "a str (how messages call x)")
+        columns = checks.check_choice(columns, "columns", ("n_inputs", "n_hidden"))
+        unit_range = checks.check_optional(unit_range, checks.check_bool, "unit_range")
         if validate:
             x = checks.as_numeric(x, what)
             checks.check_matrix(x, getattr(self.config, columns), what, columns)

@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from . import checks
-from .backend import device_of, namespace
+from .backend import device_of, namespace, to_numpy
 from .errors import ConfigError, InputError
 
 __all__ = ["MODES", "Normalizer"]
@@ -61,8 +61,8 @@ class Normalizer:
         self.mode = checks.check_choice(mode, "mode", MODES)
         self.center = checks.check_bool(center, "center")
         self.rows = checks.check_int(rows, "rows", 0)
-        mean = np.array(mean, dtype=np.float64, ndmin=1)
-        scale = np.array(scale, dtype=np.float64, ndmin=1)
+        mean = np.array(to_numpy(checks.as_numeric(mean, "mean")), dtype=np.float64, ndmin=1)
+        scale = np.array(to_numpy(checks.as_numeric(scale, "scale")), dtype=np.float64, ndmin=1)
         if mean.ndim != 1 or scale.shape != mean.shape or len(mean) == 0:
             raise ConfigError(f"normaliser mean and scale must be two 1-D arrays of one length, "
                               f"got shapes {mean.shape} and {scale.shape}")
@@ -93,7 +93,8 @@ class Normalizer:
         (NaN/inf, named by file and row)."""
         mode = checks.check_choice(mode, "mode", MODES)
         center = checks.check_bool(center, "center")
-        if isinstance(source, np.ndarray):
+        unit_range = checks.check_bool(unit_range, "unit_range")
+        if not all(hasattr(source, a) for a in ("n_rows", "n_features", "read", "check_rows")):
             source = _Rows(source)
         n, w = source.n_rows, source.n_features
         if chunk_rows is None:
@@ -105,13 +106,22 @@ class Normalizer:
             b = min(n, a + chunk_rows)
             x = source.read(a, b, out=buf[:b - a])
             source.check_rows(x, a, unit_range)
-            count, mean, m2 = combine((count, mean, m2), moments(x))
+            count, mean, m2 = combine((count, mean, m2), moments(x, "source"))
         return cls.from_moments(count, mean, m2, mode, center)
 
     @classmethod
     def from_moments(cls, count, mean, m2, mode="norm", center=True):
         """The normaliser of data with `count` rows, per-feature `mean`, and per-feature
         sums of squared deviations from it `m2` (what the pass accumulates)."""
+        mode = checks.check_choice(mode, "mode", MODES)
+        center = checks.check_bool(center, "center")
+        count = checks.check_int(count, "count", 1)
+        mean, m2 = (np.asarray(to_numpy(checks.as_numeric(a, name)), dtype=np.float64)
+                    for a, name in ((mean, "mean"), (m2, "m2")))
+        if mean.ndim != 1 or m2.shape != mean.shape or not (
+                np.isfinite(mean).all() and np.isfinite(m2).all() and (m2 >= 0).all()):
+            raise ConfigError(f"mean and m2 must be two 1-D arrays of one length, finite, m2 "
+                              f">= 0; got shapes {mean.shape} and {m2.shape}")
         var = m2 / count                        # per feature, population variance
         if not center:                          # E x^2 = var + mean^2
             var = var + mean * mean
@@ -137,14 +147,23 @@ class Normalizer:
         return tuple(xp.asarray(a, dtype=x.dtype, device=device_of(x))
                      for a in (self.mean, self.scale))
 
-    def _check(self, x):
-        if x.shape[-1] != self.n_features:
-            raise InputError(f"the normaliser is for rows of {self.n_features} features, got "
-                             f"shape {tuple(x.shape)}")
+    def _check(self, x, out, name):
+        """x (rows of n_features floats) and out (None, or a writable NumPy array of x's
+        shape for a NumPy x), or an InputError naming them."""
+        x = checks.as_numeric(x, name)
+        if len(x.shape) == 0 or x.shape[-1] != self.n_features or _kind(x) != "f":
+            raise InputError(f"{name} must be float rows of {self.n_features} features (what "
+                             f"the normaliser is for), got {x.dtype} of shape {tuple(x.shape)}")
+        if out is not None and not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)
+                                    and out.shape == x.shape and out.dtype == x.dtype
+                                    and out.flags.writeable):
+            raise InputError(f"out must be None or a writable NumPy array like {name} ({x.dtype} "
+                             f"{tuple(x.shape)}), got {checks.shown(out)}")
+        return x
 
     def apply(self, x, out=None):
         """(x - mean) * scale, in x's dtype (into out, which may be x, for NumPy arrays)."""
-        self._check(x)
+        x = self._check(x, out, "x")
         mean, scale = self._for(x)
         if isinstance(x, np.ndarray):
             out = np.subtract(x, mean, out=out)
@@ -153,7 +172,7 @@ class Normalizer:
 
     def undo(self, y, out=None):
         """y / scale + mean: rows back in the data's units (reconstructions, for people)."""
-        self._check(y)
+        y = self._check(y, out, "y")
         mean, scale = self._for(y)
         if isinstance(y, np.ndarray):
             out = np.divide(y, scale, out=out)
@@ -173,8 +192,11 @@ class Normalizer:
         """The normaliser of a state() (checked: a ConfigError for one that cannot be)."""
         if not isinstance(state, dict) or not {"mode", "mean", "scale"} <= set(state):
             raise ConfigError("a normaliser state is a dict with mode, mean and scale")
-        return cls(state["mean"], state["scale"], state["mode"], state.get("center", True),
-                   state.get("rows", 0))
+        try:
+            return cls(state["mean"], state["scale"], state["mode"], state.get("center", True),
+                       state.get("rows", 0))
+        except (ConfigError, InputError) as e:
+            raise ConfigError(f"a normaliser state: {e}") from None
 
     def __repr__(self):
         scale = f"scale={self.scale_value:.6g}" if self.mode == "norm" else \
@@ -183,21 +205,30 @@ class Normalizer:
                 f"{self.n_features} features, {scale})")
 
 
-def moments(x):
+def moments(x, what="x"):
     """(count, mean, m2) of the rows of x in float64: m2 the per-feature sum of squared
-    deviations from the mean."""
-    x = np.asarray(x, dtype=np.float64)
+    deviations from the mean. what: how messages call x."""
+    x = np.asarray(to_numpy(checks.as_numeric(x, what)), dtype=np.float64)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise InputError(f"{what} must be finite rows (n, n_features), got shape {x.shape}")
     if len(x) == 0:
         return 0, np.zeros(x.shape[1]), np.zeros(x.shape[1])
-    mean = x.mean(axis=0)
-    d = x - mean
-    return len(x), mean, np.einsum("ij,ij->j", d, d)
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below
+        mean = x.mean(axis=0)
+        d = x - mean
+        m2 = np.einsum("ij,ij->j", d, d)
+    if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+        raise InputError(f"{what} holds values too large for their squares to be summed in "
+                         f"float64 (near 1e154 or more); scale the data first")
+    return len(x), mean, m2
 
 
 def combine(a, b):
     """The moments of two sets of rows from each's (Chan, Golub and LeVeque)."""
-    na, ma, sa = a
-    nb, mb, sb = b
+    na, ma, sa = _moments(a, "a")
+    nb, mb, sb = _moments(b, "b")
+    if ma.shape != mb.shape:
+        raise InputError(f"a and b are moments of rows of {ma.shape} and {mb.shape} features")
     if na == 0:
         return b
     if nb == 0:
@@ -207,23 +238,47 @@ def combine(a, b):
     return n, ma + delta * (nb / n), sa + sb + delta * delta * (na * nb / n)
 
 
+def _moments(m, name):
+    """(count, mean, m2) checked: a count >= 0 and two float64 vectors of one length."""
+    try:
+        count, mean, m2 = m
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be moments (count, mean, m2), as moments(x) gives, got "
+                         f"{checks.shown(m)}") from None
+    count = checks.check_int(count, f"{name}'s count", 0, error=InputError)
+    mean, m2 = (np.asarray(to_numpy(checks.as_numeric(v, name)), dtype=np.float64)
+                for v in (mean, m2))
+    if mean.ndim != 1 or m2.shape != mean.shape:
+        raise InputError(f"{name}'s mean and m2 must be two 1-D arrays of one length, got "
+                         f"{mean.shape} and {m2.shape}")
+    return count, mean, m2
+
+
+def _kind(a):
+    return np.dtype(a.dtype).kind if isinstance(a, np.ndarray) else \
+        "f" if "float" in str(a.dtype) else "?"
+
+
 class _Rows:
-    """A 2-D float NumPy array seen through the row-source interface fit() reads (n_rows,
-    n_features, read, check_rows), so that arrays and files (minisae.data.ArrayFiles) are
-    normalised by one pass."""
+    """A 2-D NumPy array of numbers seen through the row-source interface fit() reads
+    (n_rows, n_features, read, check_rows), so that arrays and files (minisae.data.ArrayFiles)
+    are normalised by one pass."""
 
     def __init__(self, x):
-        if x.ndim != 2 or x.dtype.kind != "f" or x.size == 0:
-            raise InputError(f"the data to normalise must be a non-empty 2-D float array "
-                             f"(n, n_features), got {x.shape} {x.dtype}")
-        self.x = x
-        self.n_rows, self.n_features = x.shape
+        self.x = checks.as_samples(to_numpy(checks.as_numeric(x, "source")), "source",
+                                   finite=False)
+        self.n_rows, self.n_features = self.x.shape
 
     def read(self, start, stop, out):
         out[...] = self.x[start:stop]
         return out
 
     def check_rows(self, x, start, unit_range=False):
-        if not np.isfinite(x).all():
-            row = start + int(np.argmax(~np.isfinite(x).all(axis=1)))
-            raise InputError(f"the data hold NaN or inf in row {row:,}; clean them first")
+        bad = ~np.isfinite(x).all(axis=1)
+        if unit_range:
+            bad |= ((x < 0) | (x > 1)).any(axis=1)
+        if bad.any():
+            row = start + int(np.argmax(bad))
+            raise InputError(f"source row {row:,} holds NaN or inf"
+                             + (" or a value outside [0, 1]" if unit_range else "")
+                             + "; clean the data first")

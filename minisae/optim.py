@@ -37,8 +37,8 @@ class Adam:
         self.betas = checks.check_betas(betas)
         self.eps = checks.check_real(eps, "eps", low=0.0, low_open=True)
         self.t = 0                                  # steps taken
-        self.m = zeros_like(self.params)            # first moment, per parameter
-        self.v = zeros_like(self.params)            # second raw moment, per parameter
+        self.m = _zeros_like(self.params)           # first moment, per parameter
+        self.v = _zeros_like(self.params)           # second raw moment, per parameter
 
     def step(self):
         """Algorithm 1's update at step t + 1, one parameter at a time."""
@@ -66,7 +66,7 @@ class SGD:
         self.lr = checks.check_real(lr, "lr", low=0.0, low_open=True)
         self.momentum = checks.check_real(momentum, "momentum", 0.0, 1.0, high_open=True)
         self.t = 0
-        self.u = zeros_like(self.params)            # velocity, per parameter
+        self.u = _zeros_like(self.params)           # velocity, per parameter
 
     def step(self):
         self.t += 1
@@ -76,7 +76,7 @@ class SGD:
             self.u[name][...] = u                         # kept for the next step
 
 
-def zeros_like(params):
+def _zeros_like(params):
     """Named zero arrays shaped like the params: views of one flat buffer, in the params'
     order, so that an optimizer's state lies as the model's parameters do (and the fast
     engine can update it in one pass)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .checks import shown
 from .errors import ConfigError
 
 
@@ -100,4 +101,5 @@ def get_preset(name) -> Preset:
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {shown(name)}; choose one of {', '.join(PRESETS)}") \
+            from None

@@ -23,6 +23,7 @@ import numpy as np
 from . import checks
 from . import functional as F
 from .backend import DTYPES, flat_views, get_backend, namespace, to_numpy
+from .config import MAX_WEIGHT
 from .errors import InputError
 from .layers import Dense
 from .losses import Loss
@@ -45,7 +46,7 @@ class SoftmaxConfig:
         return replace(
             self, n_inputs=checks.check_int(self.n_inputs, "n_inputs", 1),
             n_classes=checks.check_int(self.n_classes, "n_classes", 2),
-            weight_decay=checks.check_real(self.weight_decay, "weight_decay", 0.0),
+            weight_decay=checks.check_real(self.weight_decay, "weight_decay", 0.0, MAX_WEIGHT),
             dtype=checks.check_choice(checks.dtype_name(self.dtype), "dtype", DTYPES),
             seed=None if self.seed is None else checks.check_int(self.seed, "seed", 0, 2**63 - 1))
 
@@ -62,6 +63,11 @@ class SoftmaxRegression:
         self.config = SoftmaxConfig(n_inputs, n_classes, weight_decay, dtype, seed).validated()
         self.backend = get_backend(backend, dtype=self.config.dtype)
         self.dtype = self.backend.dtype
+        c = self.config
+        checks.check_fits(4 * (c.n_inputs + 1) * c.n_classes * 8, self.backend.memory(),
+                          f"a softmax regression of n_inputs={c.n_inputs:,} and n_classes="
+                          f"{c.n_classes:,}", "use fewer inputs or classes",
+                          self.backend.memory_name())
         shapes = {"W": (self.config.n_inputs, self.config.n_classes), "b": (self.config.n_classes,)}
         W0 = INIT_SCALE * np.random.default_rng(seed).standard_normal(shapes["W"])
         self.flat_params = self.backend.asarray(np.concatenate([W0.ravel(), np.zeros(shapes["b"])]))
@@ -121,28 +127,28 @@ class SoftmaxRegression:
     # ------------------------------------------------------------------ checks
 
     def _inputs(self, x, y, validate=True):
-        if not validate:
+        if not checks.check_bool(validate, "validate"):
             return self.backend.asarray(x), self.backend.asarray(y, dtype=self.backend.xp.int64)
         x = self._check_x(x)
         return x, self._check_y(y, x.shape[0])
 
-    def _check_x(self, x):
-        x = checks.as_numeric(x)
-        checks.check_matrix(x, self.config.n_inputs)
+    def _check_x(self, x, name="x"):
+        x = checks.as_numeric(x, name)
+        checks.check_matrix(x, self.config.n_inputs, name)
         x = self.backend.asarray(x)
-        checks.check_values(x, namespace(x), unit_range=False)
+        checks.check_values(x, namespace(x), unit_range=False, what=name)
         return x
 
-    def _check_y(self, y, batch):
+    def _check_y(self, y, batch, name="y", rows="x"):
         """y as integer labels on the backend, after checking shape, type and range."""
         K = self.config.n_classes
-        what = f"y must be integer class labels in 0..{K - 1}, shape ({batch},)"
-        y_host = to_numpy(checks.as_numeric(y, "y"))
+        what = f"{name} must be integer class labels in 0..{K - 1}, shape ({batch},)"
+        y_host = to_numpy(checks.as_numeric(y, name))
         if y_host.ndim == 2 and y_host.shape[1] == K:
             raise InputError(f"{what}, got a 2-D array of shape {y_host.shape}; one-hot labels? "
                              "pass y.argmax(axis=1)")
         if y_host.shape != (batch,):
-            raise InputError(f"{what} (one per row of x), got shape {y_host.shape}")
+            raise InputError(f"{what} (one per row of {rows}), got shape {y_host.shape}")
         if y_host.dtype.kind not in "iu":
             whole = y_host.dtype.kind == "f" and np.isfinite(y_host).all() and \
                 (y_host == np.round(y_host)).all()

@@ -170,15 +170,17 @@ def test_resample_revives_dead_units_and_changes_nothing_else(tied, optimizer):
     assert (codes[:, dead] > 0).any(axis=0).all()  # each revived unit fires on the data
     W1 = to_numpy(model.params["encoder.W"])
     np.testing.assert_array_equal(to_numpy(model.params["encoder.b"])[dead], 0.0)
-    # new directions: unit-length decoder rows; encoder columns scaled to 0.2 x the living
+    # new directions: decoder rows at the living rows' mean length; encoder columns scaled to
+    # 0.2 x the living columns' mean length; both along one (centred) input direction
     alive_norm = np.linalg.norm(before["encoder.W"][:, ~dead], axis=0).mean()
     np.testing.assert_allclose(np.linalg.norm(W1[:, dead], axis=0),
                                units.ENCODER_SCALE * alive_norm, rtol=1e-12)
     if not tied:
         W2 = to_numpy(model.params["decoder.W"])
-        np.testing.assert_allclose(np.linalg.norm(W2[dead], axis=1), 1.0, rtol=1e-12)
+        alive_rows = np.linalg.norm(before["decoder.W"][~dead], axis=1).mean()
+        np.testing.assert_allclose(np.linalg.norm(W2[dead], axis=1), alive_rows, rtol=1e-12)
         np.testing.assert_allclose(W1[:, dead].T / np.linalg.norm(W1[:, dead], axis=0)[:, None],
-                                   W2[dead], rtol=1e-12)
+                                   W2[dead] / alive_rows, rtol=1e-12)
         np.testing.assert_array_equal(W2[~dead], before["decoder.W"][~dead])
     # everything else bit-identical
     np.testing.assert_array_equal(W1[:, ~dead], before["encoder.W"][:, ~dead])

@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 
+from .. import checks
 from .. import fast as engine
 from ..backend import array_module, get_backend, to_numpy
 from ..errors import ConfigError, MinisaeError
@@ -71,6 +72,8 @@ MODELS = {
 }
 """The benchmark's models: SparseAutoencoder arguments (topk adds k)."""
 K = 25
+MAX_STEPS, MAX_ROUNDS = 10**6, 10**4
+"""More steps or rounds than a benchmark ever times (a typo, not a plan: refused)."""
 
 COLUMNS = ("hidden", "batch", "minisae samples/s", "torch samples/s", "ratio",
            "compiled samples/s", "ratio to compiled", "fit samples/s", "fit / torch",
@@ -172,6 +175,8 @@ class FitRunner:
 
     def run(self, first, steps):
         from ..training import fit
+        if steps < 1:  # no warm-up asked for: no epoch
+            return
         fit(self.model, self.opt, self.data[:steps * self.batch], len(self.history) + 1,
             self.batch, seed=self.seed, progress=False, history=self.history,
             threads=self.threads)
@@ -443,9 +448,21 @@ class _Run:
 
 
 def _check_counts(**counts):
-    for name, (v, low) in counts.items():
-        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low):
-            raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+    """The counts checked, as Python ints, in the order given."""
+    return [checks.check_int(v, name, low, high) for name, (v, low, high) in counts.items()]
+
+
+def _config_pairs(configs):
+    """A list of (n_hidden, batch) pairs of positive integers, or a ConfigError."""
+    try:
+        pairs = [(h, b) for h, b in configs]
+    except (TypeError, ValueError):
+        raise ConfigError(f"configs must be 'HxB,HxB' or a list of (n_hidden, batch) pairs, got "
+                          f"{checks.shown(configs)}") from None
+    if not pairs:
+        raise ConfigError("configs is empty; give at least one (n_hidden, batch) pair")
+    return [(checks.check_int(h, "configs' n_hidden", 1), checks.check_int(b, "configs' batch", 1))
+            for h, b in pairs]
 
 
 def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, rounds=7,
@@ -462,14 +479,21 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
     sparsity: the model, "kl" (the book's) or "topk" (k units kept per sample). fit: also
     time minisae.fit (batches gathered from NumPy and moved to the device, as users run it).
     Returns a dict (JSON-ready): "machine", "settings", and "results", one entry per config."""
-    configs = parse_configs(configs) if isinstance(configs, str) else [(int(h), int(b)) for h, b in configs]
-    _check_counts(steps=(steps, 1), warmup=(warmup, 0), rounds=(rounds, 1),
-                  n_samples=(n_samples, 1), n_inputs=(n_inputs, 1))
-    if path not in PATHS:
-        raise ConfigError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
-    if sparsity not in MODELS:
-        raise ConfigError(f"sparsity must be one of {', '.join(MODELS)}, got {sparsity!r}")
-    _check_counts(k=(k, 1))
+    configs = parse_configs(configs) if isinstance(configs, str) else _config_pairs(configs)
+    steps, warmup, rounds, n_samples, n_inputs, seed = _check_counts(
+        steps=(steps, 1, MAX_STEPS), warmup=(warmup, 0, MAX_STEPS),
+        rounds=(rounds, 1, MAX_ROUNDS), n_samples=(n_samples, 1, None),
+        n_inputs=(n_inputs, 1, None), seed=(seed, 0, None))
+    checks.check_fits(8 * n_samples * n_inputs, checks.physical_memory(),
+                      f"random data of n_samples={n_samples:,} x n_inputs={n_inputs:,}",
+                      "use fewer samples")
+    checks.check_choice(path, "path", PATHS)
+    checks.check_choice(sparsity, "sparsity", tuple(MODELS))
+    torch, compile, fit = (checks.check_bool(v, name) for v, name in
+                           ((torch, "torch"), (compile, "compile"), (fit, "fit")))
+    checks.check_optional(progress, checks.check_function, "progress", 1,
+                          "a function of one line of text (e.g. print)")
+    k, = _check_counts(k=(k, 1, None))
     if sparsity == "topk" and k > min(h for h, _ in configs):
         raise ConfigError(f"--k {k} is larger than the hidden layer of a config "
                           f"({min(h for h, _ in configs)} units)")
@@ -607,6 +631,10 @@ def _grid(rows):
 
 def format_table(result):
     """The result of run_benchmark as a plain-text table (COLUMNS), with header and notes."""
+    keys = {"backend", "machine", "settings", "results"}
+    if not (isinstance(result, dict) and keys <= set(result) and isinstance(result["results"], list)):
+        raise ConfigError(f"result must be what run_benchmark returned, got "
+                          f"{checks.shown(result)}")
     results = result["results"]
     lines = _header(result) + _grid([COLUMNS] + [_table_row(r) for r in results])
     refs = [r for r in results if r.get("reference_samples_per_s")]
@@ -715,7 +743,7 @@ def main(args):
     if getattr(args, "stream", False):
         from .streambench import ROWS, format_stream_result, run_stream_benchmark
         rows = ROWS if args.stream_rows is None else args.stream_rows
-        _check_counts(stream_rows=(rows, 1))
+        _check_counts(stream_rows=(rows, 1, None))
         result = run_stream_benchmark(rows=rows, folder=args.stream_folder, say=progress)
         print(format_stream_result(result))
     else:

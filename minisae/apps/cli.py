@@ -327,7 +327,7 @@ def _train(args, ck, settings, history, saved_in, out):
     print(f"data: {data.name}, {n_train:,} train / {n_rows(data.x_test):,} test, from "
           f"{data.source}")
     record = {"data_source": data.source, "subset": data.subset, "data_shape": [n_train, width]}
-    if data.fingerprint is not None:
+    if getattr(data, "fingerprint", None) is not None:
         record["data_fingerprint"] = data.fingerprint
     if ck is not None:
         _check_same_data(ck.extra, record, args)

@@ -83,15 +83,16 @@ def stroke_score(model, shape=(28, 28)):
 
 # ----------------------------------------------------------------------------- (a) penalties
 
-PENALTY_WEIGHTS = {"kl": (0.05, 0.2, 1.0), "squared": (0.2, 1.0, 5.0, 20.0),
-                   "absolute": (0.02, 0.1, 0.5, 2.0)}
+PENALTY_WEIGHTS = {"kl": (0.002, 0.005, 0.01, 0.02, 0.05, 0.2),
+                   "squared": (0.01, 0.02, 0.05, 0.1, 0.2, 1.0),
+                   "absolute": (0.001, 0.002, 0.005, 0.01, 0.02, 0.1)}
 """The weights tried for each penalty; each one's reported run is the smallest that reaches
 the target (final mean |rho_hat_j - rho| under TOLERANCE)."""
 TOLERANCE = 0.01
 
 
 def penalties(x_train, x_test, n_hidden=1000, epochs=100, batch_size=1000, lr=0.01,
-              weights=None, rho=0.1, seed=0):
+              weights=None, rho=0.1, seed=0, common=0.01):
     """The book's claim that KL "has much stronger gradients" than the squared error on the
     mean activation (and its Figure 15-10's absolute error): each penalty trained on the
     book's model at the smallest weight of `weights` that reaches the target, and the gradient
@@ -100,7 +101,8 @@ def penalties(x_train, x_test, n_hidden=1000, epochs=100, batch_size=1000, lr=0.
     Per penalty: the weight used, the epoch from which the test set's mean |rho_hat_j - rho|
     stays under TOLERANCE, that deviation at the end, the test reconstruction (MSE per pixel,
     against beta = 0), and |d penalty / d rho_hat_j| at the first epoch's and the last
-    epoch's rho_hat (median over units; the gradient the units feel, per unit of beta)."""
+    epoch's rho_hat (median over units; the gradient the units feel, per unit of beta).
+    Then the three at one weight, `common` (None: skipped), in a second table."""
     weights = PENALTY_WEIGHTS if weights is None else weights
     table = Table("the book's penalties on the mean activation (test set)",
                   ["penalty", "beta", "reached", "epoch within", "final |rho_hat - rho|",
@@ -122,7 +124,15 @@ def penalties(x_train, x_test, n_hidden=1000, epochs=100, batch_size=1000, lr=0.
     table.figures["deviation"] = curves
     table.notes.append("|grad|: median over units of |d penalty / d rho_hat_j| / beta at that "
                        "epoch's rho_hat")
-    return table
+    if common is None:
+        return table
+    same = Table(f"the three penalties at one weight, beta = {common:g} (test set)",
+                 table.columns)
+    for kind in weights:
+        row, curve = _penalty_run(kind, common, x_train, x_test, n_hidden, epochs, batch_size,
+                                  lr, rho, seed)
+        same.rows.append(row)
+    return table, same
 
 
 def _penalty_gradient(kind, rho_hat, rho):
@@ -165,7 +175,7 @@ def gradient_curves(rho=0.1, points=200):
 
 # ----------------------------------------------------------------------------- (b) batch sizes
 
-def batch_sizes(x_train, x_test, sizes=(10, 30, 100, 300, 1000), train_sizes=(10, 100, 1000),
+def batch_sizes(x_train, x_test, sizes=(10, 30, 100, 300), train_sizes=(10, 100, 1000),
                 n_hidden=196, epochs=30, samples=200, lr=0.01, seed=0):
     """"The batch size must not be too small, or else the mean will not be accurate."
 
@@ -249,7 +259,8 @@ def weight_sweep(x_train, x_test, weights=(0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
 
 FRONTIER = {
     "kl": [dict(sparsity="kl", hidden_activation="sigmoid", output_activation="linear",
-                sparsity_target=rho, sparsity_weight=3.0) for rho in (0.01, 0.03, 0.1, 0.3)],
+                reduction="halfsum", sparsity_target=rho, sparsity_weight=3.0)
+           for rho in (0.01, 0.03, 0.1, 0.3)],
     "l1": [dict(sparsity="l1", hidden_activation="relu", output_activation="linear",
                 l1_decoder_norm=True, subtract_decoder_bias=True, sparsity_weight=beta)
            for beta in (3e-4, 1e-3, 3e-3, 1e-2)],
@@ -297,7 +308,7 @@ CODES = {
 
 
 def classification(x_train, y_train, x_test, y_test, codes=None, epochs=50, softmax_iter=200,
-                   weight_decay=1e-4, seeds=(0,)):
+                   weight_decay=1e-4, seeds=(0, 1, 2)):
     """Codes for classification (Makhzani & Frey report 1.35% error at k = 25, 1000 units, on
     full MNIST): each autoencoder learns from x_train without labels; a softmax regression
     (L-BFGS) then learns the labels from its codes of x_train and is tested on x_test, beside
@@ -362,30 +373,36 @@ RESAMPLED = ("L1", "L1, x - b2 encoded")
 
 
 def dead_units(x_train, x_test, runs=None, resampled=RESAMPLED, n_hidden=1000, epochs=30,
-               batch_size=256, lr=1e-3, dead_window=10_000, resample_every=None, seed=0):
+               batch_size=256, lr=1e-3, dead_window=10_000, resample_every=None,
+               short_windows=(1_000,), seed=0):
     """Dead units, the problem of ReLU sparse autoencoders: their share (never active on the
     test set; and silent for dead_window training samples at the end), with and without
-    AuxK, resampling (every resample_every steps, default two epochs' worth), a subtracted
-    decoder bias and tied weights, beside the FVU each ends at."""
+    AuxK, resampling (every resample_every steps, default seven epochs' worth: four times in
+    30 epochs, the last two epochs before the end), a subtracted
+    decoder bias and tied weights, beside the FVU each ends at. The AuxK runs are repeated
+    with each of short_windows: AuxK acts only on units already judged dead."""
     runs = DEAD_UNITS if runs is None else runs
     steps = len(x_train) // batch_size
-    every = resample_every or 2 * steps
+    every = resample_every or 7 * steps
     table = Table("dead units (test set: never active; training: silent for the window)",
                   ["model", "dead (test)", "dead (training)", "resampled", "L0", "FVU",
                    "seconds"])
-    plan = [(label, kwargs, None) for label, kwargs in runs.items()]
-    plan += [(label + ", resampled", runs[label], every) for label in resampled if label in runs]
-    for label, kwargs, every_n in plan:
+    plan = [(label, kwargs, None, dead_window) for label, kwargs in runs.items()]
+    plan += [(f"{label}, window {w:,}", kwargs, None, w) for label, kwargs in runs.items()
+             if kwargs.get("aux_k") for w in short_windows]
+    plan += [(label + ", resampled", runs[label], every, dead_window) for label in resampled
+             if label in runs]
+    for label, kwargs, every_n, window in plan:
         model = SparseAutoencoder(784, n_hidden, seed=seed, **kwargs)
         history, seconds = train(model, x_train, epochs, batch_size, lr, seed,
-                                 dead_window=dead_window, resample_every=every_n)
+                                 dead_window=window, resample_every=every_n)
         e = evaluate(model, x_test)
         table.rows.append({"model": label, "dead (test)": e["dead_fraction"],
                            "dead (training)": _last(history, "train_dead_fraction"),
                            "resampled": sum(history.resampled) if every_n else None,
                            "L0": e["l0"], "FVU": e["fvu"], "seconds": seconds})
-    table.notes.append(f"dead window {dead_window:,} training samples; resampling every "
-                       f"{every} steps")
+    table.notes.append(f"dead window {dead_window:,} training samples unless named; "
+                       f"resampling every {every} steps")
     return table
 
 
@@ -419,7 +436,7 @@ def _figures(name, result, out):
 
 
 QUICK = {
-    "penalties": dict(n_hidden=32, epochs=3, batch_size=200,
+    "penalties": dict(n_hidden=32, epochs=3, batch_size=200, common=0.1,
                       weights={"kl": (0.2,), "squared": (1.0,), "absolute": (0.1,)}),
     "batch_sizes": dict(sizes=(10, 100), train_sizes=(50, 200), n_hidden=24, epochs=2,
                         samples=20),
@@ -432,7 +449,7 @@ QUICK = {
     "dead_units": dict(runs={"TopK": dict(DEAD_UNITS["TopK"], k=5),
                              "L1": DEAD_UNITS["L1"]},
                        resampled=("L1",), n_hidden=40, epochs=2, batch_size=100,
-                       dead_window=200),
+                       dead_window=200, short_windows=()),
 }
 """Settings of each experiment for a seconds-long smoke run (--quick; the tests)."""
 
@@ -470,8 +487,9 @@ def main(name, doc, argv=None):
     function = globals()[name]
     t0 = time.perf_counter()
     if name == "classification":
+        seeds = (args.seed,) if args.quick else tuple(range(args.seed, args.seed + 3))
         result = function(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64),
-                          seeds=(args.seed,), **kwargs)
+                          seeds=seeds, **kwargs)
     else:
         result = function(x_train, x_test, seed=args.seed, **kwargs)
     seconds = time.perf_counter() - t0

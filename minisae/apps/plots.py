@@ -11,7 +11,6 @@ crash never leaves a half-written image behind.
 
 import math
 import numbers
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..checks import check_fits, check_int, check_path, is_real, physical_memory, shown
 from ..backend import to_numpy
 from ..errors import ConfigError, InputError
 from ..files.atomic import atomic_write
@@ -32,6 +32,8 @@ LOSS_COLORS = {"total": "k", "reconstruction": "tab:blue", "sparsity": "tab:oran
 "train_<part>", "val_<part>"), other parts in the colours of OTHER_COLORS."""
 OTHER_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 NOT_LOSSES = ("mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu")
+SHOWABLE = 1e100
+"""The largest magnitude a figure is given to draw (see _showable)."""
 """History keys of a split that are diagnostics, not loss parts."""
 
 
@@ -46,13 +48,15 @@ def _figure(width, height):
 
 def _save(fig, path):
     """Write fig as a PNG to path atomically (temp file + os.replace); return the Path."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise ConfigError(f"path must be a file name such as 'runs/book/features.png', "
-                          f"got {path!r}")
-    path = Path(path)
+    path = Path(check_path(path, "path (a file name such as "
+                                        "'runs/book/features.png')"))
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; pass a file name such as {path / 'figure.png'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: its folder cannot be made "
+                          f"({e.strerror or e})") from None
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=DPI)
     fig.clear()  # no pyplot registry holds it: dropping the last reference frees it
@@ -69,7 +73,8 @@ def _array(a, name, hint):
 
 def _positive_int(value, name, example):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer such as {example}, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer such as {example}, got "
+                          f"{shown(value)}")
     return int(value)
 
 
@@ -82,30 +87,78 @@ def _image_shape(image_shape):
     if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
                for n in (h, w)):
         raise ConfigError(f"image_shape must be (height, width) in pixels, e.g. (28, 28) for "
-                          f"MNIST or (8, 8) for image patches; got {image_shape!r}")
+                          f"MNIST or (8, 8) for image patches; got {shown(image_shape)}")
     return int(h), int(w)
 
 
 def _unit_interval(value, name):
     """A float strictly inside (0, 1), or ConfigError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ConfigError(f"{name} must be a number in (0, 1), such as 0.1, got {value!r}")
+        raise ConfigError(f"{name} must be a number in (0, 1), such as 0.1, got "
+                          f"{shown(value)}")
     return float(value)
 
 
-def _check_weights(W, image_shape):
+def _check_weights(W, image_shape, name="W"):
     """W as a finite float64 (n_pixels, n_units) NumPy array, n_units >= 1."""
     h, w = _image_shape(image_shape)
     hint = "pass model.params['encoder.W'], of shape (n_inputs, n_hidden)"
-    W = _array(W, "W", hint)
+    W = _array(W, name, hint)
     if W.ndim != 2 or W.shape[0] != h * w:
-        raise InputError(f"expected encoder weights of shape ({h * w}, n_units) for images of "
-                         f"shape {(h, w)}, got {W.shape}; {hint}, and image_shape to match")
+        raise InputError(f"{name} must be encoder weights of shape ({h * w}, n_units) for "
+                         f"images of shape {(h, w)} (image_shape), got {W.shape}; {hint}, and "
+                         f"image_shape to match")
     if W.shape[1] == 0:
-        raise InputError(f"W has no units (shape {W.shape}); {hint}")
+        raise InputError(f"{name} has no units (shape {W.shape}); {hint}")
     if not np.isfinite(W).all():
-        raise InputError("W holds NaN or inf (did training diverge?); pass finite weights")
+        raise InputError(f"{name} holds NaN or inf (did training diverge?); pass finite weights")
     return W
+
+
+def _title(title, name):
+    if title is not None and not isinstance(title, str):
+        raise ConfigError(f"{name} must be a str (or None), got {shown(title)}")
+
+
+def _showable(a):
+    """Values a figure can place on an axis (beyond 1e100 its transforms overflow: such a
+    number comes from a diverged run)."""
+    return np.abs(a).max(initial=0.0) <= SHOWABLE
+
+
+def _check_points(points):
+    """frontier's points: {mechanism (str): [(l0, fvu, label (str)), ...]}."""
+    ok = isinstance(points, Mapping) and all(
+        isinstance(kind, str) and isinstance(pts, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 3 and is_real(p[0]) and is_real(p[1])
+            and _showable(np.array(p[:2], float))
+            and isinstance(p[2], str) for p in pts) for kind, pts in points.items())
+    if not ok:
+        raise InputError(f"points must map each mechanism to a list of (l0, fvu, label), as "
+                         f"experiments.frontier gives; got {shown(points)}")
+
+
+def _check_penalties(deviation, gradients):
+    """penalty_figure's data as float64 arrays: deviation {kind: per-epoch values}, gradients
+    {kind: (rho_hat values, |gradient| values) of one length}."""
+    hint = "as experiments.penalties and experiments.gradient_curves give"
+    if not isinstance(deviation, Mapping) or not all(isinstance(k, str) for k in deviation):
+        raise InputError(f"deviation must map each penalty to its values per epoch, {hint}; got "
+                         f"{shown(deviation)}")
+    if not isinstance(gradients, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, tuple) and len(v) == 2
+            for k, v in gradients.items()):
+        raise InputError(f"gradients must map each penalty to (rho_hat, |gradient|), {hint}; "
+                         f"got {shown(gradients)}")
+    deviation = {k: _array(v, "deviation", hint).ravel() for k, v in deviation.items()}
+    gradients = {k: tuple(_array(a, "gradients", hint).ravel() for a in v)
+                 for k, v in gradients.items()}
+    if any(len(q) != len(g) for q, g in gradients.values()) or not all(
+            np.isfinite(a).all() and _showable(a)
+            for a in [*deviation.values(), *sum(gradients.values(), ())]):
+        raise InputError(f"gradients' two arrays must be of one length, and every value of "
+                         f"deviation and gradients finite; {hint}")
+    return deviation, gradients
 
 
 # ------------------------------------------------------------------------------ feature grids
@@ -121,12 +174,17 @@ def tile_images(W, image_shape=(28, 28), n_cols=None, pad=1):
     W = _check_weights(W, image_shape)
     h, w = _image_shape(image_shape)
     if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
-        raise ConfigError(f"pad must be a whole number of pixels >= 0, such as 1, got {pad!r}")
+        raise ConfigError(f"pad must be a whole number of pixels >= 0, such as 1, got "
+                          f"{shown(pad)}")
+    pad = int(pad)
     n_units = W.shape[1]
     if n_cols is None:
         n_cols = math.ceil(math.sqrt(n_units))
     n_cols = _positive_int(n_cols, "n_cols", 14)
     n_rows = math.ceil(n_units / n_cols)
+    check_fits(8 * (pad + n_rows * (h + pad)) * (pad + n_cols * (w + pad)),
+                      physical_memory(), f"a grid of n_cols={n_cols:,} and pad={pad:,}",
+                      "use fewer columns or less padding")
 
     centred = W - W.mean(axis=0)
     scale = np.abs(centred).max(axis=0, initial=0.0)
@@ -145,15 +203,19 @@ def tile_images(W, image_shape=(28, 28), n_cols=None, pad=1):
 
 def unit_count(n_shown, n_units):
     """ "first 196 of 1000 units" for a subset, "all 25 units" when every unit is shown."""
+    n_units = check_int(n_units, "n_units", 0)
+    n_shown = check_int(n_shown, "n_shown", 0)
+    if n_shown > n_units:
+        raise ConfigError(f"n_shown={n_shown} is more than n_units={n_units}")
     if n_shown < n_units:
         return f"first {n_shown} of {n_units} units"
     return f"all {n_units} unit" + ("s" if n_units != 1 else "")
 
 
-def _grid_panel(W, image_shape, max_units, title):
+def _grid_panel(W, image_shape, max_units, title, name="W"):
     """(canvas, title lines) for one feature grid; the count line is added unless the
     caller's title already says it."""
-    W = _check_weights(W, image_shape)
+    W = _check_weights(W, image_shape, name)
     max_units = _positive_int(max_units, "max_units", 196)
     shown = W[:, :max_units]
     count = unit_count(shown.shape[1], W.shape[1])
@@ -179,7 +241,8 @@ GRID_CAPTION = "each tile centred and scaled on its own (gray = its mean)"
 def _grids_figure(panels, image_shape, max_units, long_px):
     """One row of feature grids, each shown at a whole-number zoom (_zoom), titles above and
     a caption below; the figure is sized around them (no tight_layout guesswork)."""
-    grids = [_grid_panel(W, image_shape, max_units, title) for title, W in panels]
+    grids = [_grid_panel(W, image_shape, max_units, title, name)
+             for name, (title, W) in panels]
     sizes = [np.array(canvas.shape[::-1]) * _zoom(canvas, long_px) / DPI for canvas, _ in grids]
     box_w, box_h = max(w for w, _ in sizes), max(h for _, h in sizes)
     n_lines = max(lines.count("\n") + 1 for _, lines in grids)
@@ -202,7 +265,8 @@ def _grids_figure(panels, image_shape, max_units, long_px):
 def feature_grid_figure(W, image_shape=(28, 28), max_units=196, title=None):
     """A Figure of the first max_units filters (columns of W, (n_inputs, n_units)), tiled as
     by tile_images; the title says how many of the units it shows."""
-    return _grids_figure([(title, W)], image_shape, max_units, long_px=900)
+    _title(title, "title")
+    return _grids_figure([("W", (title, W))], image_shape, max_units, long_px=900)
 
 
 def feature_grid(W, path, image_shape=(28, 28), max_units=196, title=None):
@@ -212,14 +276,15 @@ def feature_grid(W, path, image_shape=(28, 28), max_units=196, title=None):
 
 def feature_grids_side_by_side_figure(panels, image_shape=(28, 28), max_units=196):
     """A Figure with one feature grid per (title, W) in panels, side by side."""
-    try:
-        panels = [(title, W) for title, W in panels]
-    except (TypeError, ValueError):
-        panels = None
-    if not panels:
-        raise InputError("feature_grids_side_by_side needs a list of (title, W) pairs, "
-                         "e.g. [('book', W_book), ('ufldl', W_ufldl)]")
-    return _grids_figure(panels, image_shape, max_units, long_px=600)
+    pairs = [tuple(p) for p in panels if isinstance(p, (tuple, list)) and len(p) == 2] \
+        if isinstance(panels, (list, tuple)) else []
+    if not pairs or len(pairs) != len(panels):
+        raise InputError("panels must be a list of (title, W) pairs, e.g. [('book', W_book), "
+                         f"('ufldl', W_ufldl)]; got {shown(panels)}")
+    for i, (title, _) in enumerate(pairs):
+        _title(title, f"panels[{i}]'s title")
+    return _grids_figure([(f"panels[{i}]'s W", p) for i, p in enumerate(pairs)], image_shape,
+                         max_units, long_px=600)
 
 
 def feature_grids_side_by_side(panels, path, image_shape=(28, 28), max_units=196):
@@ -236,7 +301,7 @@ def reconstructions_figure(x, x_hat, n=10, image_shape=(28, 28)):
     x, x_hat = _array(x, "x", hint), _array(x_hat, "x_hat", hint)
     if x.shape != x_hat.shape or x.ndim != 2 or x.shape[1] != h * w:
         raise InputError(f"x and x_hat must both be (batch, {h * w}) for images of shape "
-                         f"{(h, w)}, got {x.shape} and {x_hat.shape}; {hint}")
+                         f"{(h, w)} (image_shape), got {x.shape} and {x_hat.shape}; {hint}")
     if len(x) == 0:
         raise InputError(f"reconstructions needs at least one image, got an empty batch; {hint}")
     n = min(_positive_int(n, "n", 10), len(x))
@@ -269,8 +334,9 @@ def _bin_range(rho_hat):
     if q_hi - q_lo < 0.1 * (hi - lo):
         pad = 0.5 * (q_hi - q_lo)
         lo, hi = max(lo, q_lo - pad), min(hi, q_hi + pad)
-    if hi - lo < 1e-6:  # every unit alike: one narrow bar
-        lo, hi = lo - 5e-4, hi + 5e-4
+    if hi - lo < 1e-6 * max(1.0, abs(lo)):  # every unit alike: one narrow bar
+        pad = 5e-4 * max(1.0, abs(lo))
+        lo, hi = lo - pad, hi + pad
     return lo, hi
 
 
@@ -283,12 +349,14 @@ def activation_histogram_figure(mean_activation, target=None):
     spread. Far outliers are counted in the title instead of stretching the axis."""
     hint = "pass rho_hat, one mean activation per hidden unit: evaluate(model, x, per_unit=True)[1]"
     rho_hat = _array(mean_activation, "mean_activation", hint).ravel()
-    if rho_hat.size == 0 or not np.isfinite(rho_hat).all():
+    if rho_hat.size == 0 or not np.isfinite(rho_hat).all() or not _showable(rho_hat):
         raise InputError(f"mean_activation must hold one finite value per hidden unit, got "
-                         f"{rho_hat.size} values (NaN/inf included); {hint}")
+                         f"{rho_hat.size} values (NaN/inf, or beyond {SHOWABLE:g}, included); "
+                         f"{hint}")
     target = None if target is None else _unit_interval(target, "target")
     lo, hi = _bin_range(rho_hat)
-    n_bins = int(np.clip(len(np.histogram_bin_edges(rho_hat, "auto")) - 1, 10, 50))
+    edges = np.histogram_bin_edges(rho_hat, "auto", range=None if np.ptp(rho_hat) else (lo, hi))
+    n_bins = int(np.clip(len(edges) - 1, 10, 50))
     view_lo, view_hi = (lo, hi) if target is None else (min(lo, target), max(hi, target))
     margin = 0.05 * (view_hi - view_lo)
 
@@ -398,7 +466,7 @@ def training_curves_figure(history, val_label="validation", sparsity_target=None
     history = _check_history(history)
     if not isinstance(val_label, str) or not val_label.strip():
         raise ConfigError(f"val_label must name the held-out split, e.g. 'test' or "
-                          f"'validation', got {val_label!r}")
+                          f"'validation', got {shown(val_label)}")
     splits = {"train": ("-", "train"), "val": ("--", val_label.strip())}
     diagnostics = _diagnostic_series(history, splits)
     fig = _figure(18 if diagnostics else 12, 4.2)
@@ -525,6 +593,7 @@ MECHANISM_COLORS = {"kl": "tab:blue", "squared": "tab:orange", "absolute": "tab:
 def frontier_figure(points):
     """Fraction of variance unexplained against L0 (log scale), one line per mechanism:
     points = {mechanism: [(l0, fvu, label), ...]} (experiments.frontier's figure data)."""
+    _check_points(points)
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot()
     for kind, pts in points.items():
@@ -554,6 +623,8 @@ def penalty_figure(deviation, gradients, target=0.1):
     """Left: each penalty's test mean |rho_hat_j - rho| per epoch (experiments.penalties);
     right: |d penalty / d rho_hat| against rho_hat at beta = 1 (experiments.gradient_curves),
     log scale, the target marked."""
+    deviation, gradients = _check_penalties(deviation, gradients)
+    target = _unit_interval(target, "target")
     fig = _figure(12, 4.2)
     left, right = fig.subplots(1, 2)
     for kind, y in deviation.items():

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import checks
 from ..backend import get_backend, namespace, to_numpy
+from ..config import MAX_WEIGHT
 from ..errors import ConfigError, InputError
 from ..files.atomic import atomic_write
 from ..model import SparseAutoencoder
@@ -43,6 +45,9 @@ INPUTS = {"codes": "codes (trained)", "raw": "raw pixels", "untrained": "codes (
 """The classifier's three inputs: key -> label in the table."""
 
 COMPARISONS = (("codes", "raw"), ("codes", "untrained"))
+
+MAX_SPLITS = 10_000
+"""More random splits than any estimate of the spread needs (refused: a typo, not a plan)."""
 """Paired differences reported (same split, same seed)."""
 
 
@@ -52,24 +57,45 @@ def split_by_class(x, y, unlabelled_classes, labelled_classes):
     """(x_unlabelled, x_labelled, y_labelled): the rows of x whose class is in
     unlabelled_classes (their labels dropped), and those in labelled_classes with their labels
     mapped to 0..L-1 in the order given (for MNIST 0-4 stay 0-4)."""
-    y = np.asarray(y)
-    unlabelled, labelled = list(unlabelled_classes), list(labelled_classes)
+    x = checks.as_samples(x, "x")
+    y = _labels(y, len(x), "y", "x")
+    unlabelled = _class_list(unlabelled_classes, "unlabelled_classes")
+    labelled = _class_list(labelled_classes, "labelled_classes")
     if set(unlabelled) & set(labelled):
         raise ConfigError(f"a class cannot be both unlabelled and labelled: "
-                          f"{sorted(set(unlabelled) & set(labelled))}")
+                          f"{sorted(set(unlabelled) & set(labelled))} are in unlabelled_classes "
+                          f"and labelled_classes")
     if len(labelled) < 2 or not unlabelled:
         raise ConfigError("self-taught learning needs some unlabelled classes and at least two "
-                          f"labelled ones; got unlabelled {unlabelled}, labelled {labelled}")
+                          f"labelled ones; got unlabelled_classes {unlabelled}, "
+                          f"labelled_classes {labelled}")
     is_unlabelled = np.isin(y, unlabelled)
     is_labelled = np.isin(y, labelled)
-    for name, mask, classes in (("unlabelled", is_unlabelled, unlabelled),
-                                ("labelled", is_labelled, labelled)):
+    for name, mask, classes in (("unlabelled_classes", is_unlabelled, unlabelled),
+                                ("labelled_classes", is_labelled, labelled)):
         if not mask.any():
-            raise InputError(f"no samples of the {name} classes {classes} in the data "
-                             f"(its labels run {y.min()}..{y.max()})")
-    code = np.full(int(y.max()) + 1, -1, dtype=np.int64)
-    code[labelled] = np.arange(len(labelled))
-    return x[is_unlabelled], x[is_labelled], code[y[is_labelled]]
+            raise InputError(f"no samples of the {name} {classes} in the data "
+                             f"(its labels y run {y.min()}..{y.max()})")
+    order = np.argsort(labelled)            # each labelled class -> its place in the list
+    code = order[np.searchsorted(np.asarray(labelled)[order], y[is_labelled])]
+    return x[is_unlabelled], x[is_labelled], code.astype(np.int64)
+
+
+def _labels(y, n, name, rows):
+    """y as n integer labels >= 0 (a NumPy int64 array), or an InputError naming it."""
+    y = to_numpy(checks.as_numeric(y, name))
+    if y.shape != (n,) or y.dtype.kind not in "iu" or (n and y.min() < 0):
+        raise InputError(f"{name} must be {n} labels, integers >= 0 (one per row of {rows}), "
+                         f"got {y.dtype} of shape {y.shape}")
+    return y.astype(np.int64)
+
+
+def _class_list(classes, name):
+    """A list of distinct class labels (integers >= 0), or a ConfigError naming it."""
+    out = [checks.check_int(c, f"{name}'s labels", 0) for c in _sequence(classes, name)]
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{name} lists a class twice: {out}")
+    return out
 
 
 def build_autoencoder(n_inputs, n_hidden, seed, backend="numpy", dtype="float64"):
@@ -83,6 +109,13 @@ def train_autoencoder(x, n_hidden=196, seed=0, optimizer="lbfgs", max_iter=400, 
     """Train build_autoencoder(...) on x (n, n_inputs), NumPy. optimizer "lbfgs": full batch,
     max_iter iterations; "adam": `epochs` epochs of minibatches (minisae.fit).
     Returns (model, info), info a dict: loss, steps, evaluations, seconds, message."""
+    x = checks.as_samples(x, "x")
+    optimizer = checks.check_choice(optimizer, "optimizer", ("lbfgs", "adam"))
+    max_iter = checks.check_int(max_iter, "max_iter", 0)
+    epochs = checks.check_int(epochs, "epochs", 0)
+    lr = checks.check_real(lr, "lr", 0.0, low_open=True)
+    batch_size = checks.check_int(batch_size, "batch_size", 1)
+    progress = checks.check_bool(progress, "progress")
     model = build_autoencoder(x.shape[1], n_hidden, seed, backend, dtype)
     t0 = time.perf_counter()
     if optimizer == "lbfgs":
@@ -107,6 +140,13 @@ def train_autoencoder(x, n_hidden=196, seed=0, optimizer="lbfgs", max_iter=400, 
 def features(x, trained, untrained):
     """The classifier's three inputs for the rows x (NumPy): {"codes": trained.encode(x),
     "raw": x, "untrained": untrained.encode(x)}, each on the trained model's backend."""
+    for name, model in (("trained", trained), ("untrained", untrained)):
+        checks.check_type(model, name, SparseAutoencoder, "a SparseAutoencoder")
+        if model.config.n_inputs != trained.config.n_inputs:
+            raise ConfigError(f"untrained has n_inputs={model.config.n_inputs}, trained "
+                              f"{trained.config.n_inputs}: build them alike")
+    x = checks.as_numeric(x, "x")
+    checks.check_matrix(x, trained.config.n_inputs, "x")
     x_dev = trained.backend.asarray(x)
     return {"codes": trained.encode(x_dev), "raw": x_dev, "untrained": untrained.encode(x_dev)}
 
@@ -114,6 +154,9 @@ def features(x, trained, untrained):
 def split_halves(n, seed, split):
     """(train, test) row indices: a random half of range(n) (UFLDL's round(n / 2), MATLAB's
     round, which takes 4.5 up) and the rest, drawn from a generator seeded by (seed, split)."""
+    n = checks.check_int(n, "n", 0)
+    checks.check_fits(16 * n, checks.physical_memory(), f"splitting n={n:,} rows", "use fewer")
+    seed, split = checks.check_int(seed, "seed", 0), checks.check_int(split, "split", 0)
     order = np.random.default_rng([seed, split]).permutation(n)
     n_train = (n + 1) // 2
     return order[:n_train], order[n_train:]
@@ -123,10 +166,13 @@ def softmax_accuracy(x_train, y_train, x_test, y_test, n_classes, weight_decay=1
                      seed=0, backend="numpy", dtype="float64"):
     """Train a SoftmaxRegression on (x_train, y_train) by L-BFGS (full batch, max_iter
     iterations, as UFLDL's softmaxTrain) and return its accuracy on (x_test, y_test)."""
-    clf = SoftmaxRegression(x_train.shape[1], n_classes, weight_decay=weight_decay,
+    n_inputs = checks.as_samples(x_train, "x_train", finite=False).shape[1]
+    clf = SoftmaxRegression(n_inputs, n_classes, weight_decay=weight_decay,
                             backend=backend, dtype=dtype, seed=seed)
-    x_train = clf.backend.asarray(x_train)           # once: every evaluation uses them all
-    y_train = clf._check_y(y_train, x_train.shape[0])
+    x_train = clf._check_x(x_train, "x_train")      # once: every evaluation uses them all
+    y_train = clf._check_y(y_train, x_train.shape[0], "y_train", "x_train")
+    x_test = clf._check_x(x_test, "x_test")
+    y_test = clf._check_y(y_test, x_test.shape[0], "y_test", "x_test")
     LBFGS(clf.flat_params, clf.flat_grads, max_iter=max_iter).minimize(
         lambda: clf.loss_and_grads(x_train, y_train, validate=False))
     return clf.score(x_test, y_test)
@@ -247,24 +293,41 @@ def self_taught(dataset="mnist", *, data=None, n_hidden=196, optimizer="lbfgs", 
         of the labelled samples per seed. max_unlabelled / max_labelled: keep a random subset
         (for quick runs). log: a function called with one line per stage (e.g. print)."""
     t_start = time.perf_counter()
-    say = log or (lambda line: None)
-    if optimizer not in ("lbfgs", "adam"):
-        raise ConfigError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
-    seeds = [int(s) for s in ((seeds,) if isinstance(seeds, (int, np.integer)) else seeds)]
-    if not seeds or isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) \
-            or splits < 1:
-        raise ConfigError(f"need at least one seed and splits >= 1; got seeds {seeds}, "
-                          f"splits {splits!r}")
+    say = checks.check_optional(log, checks.check_function, "log", 1, "a function of one line "
+                                "of text (e.g. print)") or (lambda line: None)
+    optimizer = checks.check_choice(optimizer, "optimizer", ("lbfgs", "adam"))
+    seeds = [checks.check_int(s, "seeds", 0, 2**63 - 1) for s in
+             ((seeds,) if checks.is_int(seeds) else _sequence(seeds, "seeds"))]
+    splits = checks.check_int(splits, "splits", 1, MAX_SPLITS)
+    if not seeds:
+        raise ConfigError("seeds must hold at least one seed, e.g. (0,)")
+    for name, value, low in (("n_hidden", n_hidden, 1), ("max_iter", max_iter, 0),
+                             ("epochs", epochs, 0), ("batch_size", batch_size, 1),
+                             ("softmax_max_iter", softmax_max_iter, 0)):
+        checks.check_int(value, name, low)
+    checks.check_real(lr, "lr", 0.0, low_open=True)
+    checks.check_real(softmax_weight_decay, "softmax_weight_decay", 0.0, MAX_WEIGHT)
+    max_unlabelled = checks.check_optional(max_unlabelled, checks.check_int, "max_unlabelled", 1)
+    max_labelled = checks.check_optional(max_labelled, checks.check_int, "max_labelled", 1)
+    pool, download, progress = (checks.check_bool(v, name) for v, name in (
+        (pool, "pool"), (download, "download"), (progress, "progress")))
+    checks.check_type(dataset, "dataset", str, "a data set's name, e.g. 'mnist'")
+    checks.check_optional(data_dir, checks.check_path, "data_dir")
     backend = get_backend(backend, dtype=dtype).name  # a bad one fails here, before any work
 
     x, y, name, source, subset = _load(dataset, data, pool, data_dir, download, progress)
     x_unlab, x_lab, y_lab = split_by_class(x, y, unlabelled_classes, labelled_classes)
+    unlabelled_classes = _class_list(unlabelled_classes, "unlabelled_classes")
+    labelled_classes = _class_list(labelled_classes, "labelled_classes")
     pick = np.random.default_rng(0)
     if max_unlabelled is not None and len(x_unlab) > max_unlabelled:
         x_unlab = x_unlab[np.sort(pick.choice(len(x_unlab), max_unlabelled, replace=False))]
     if max_labelled is not None and len(x_lab) > max_labelled:
         keep = np.sort(pick.choice(len(x_lab), max_labelled, replace=False))
         x_lab, y_lab = x_lab[keep], y_lab[keep]
+    if len(x_lab) < 2:
+        raise InputError(f"data holds {len(x_lab)} sample(s) of the labelled_classes (after "
+                         f"max_labelled={max_labelled}); the classifier's two halves need 2")
     x_unlab = np.asarray(x_unlab, dtype=dtype)
     x_lab = np.asarray(x_lab, dtype=dtype)
     n_train = (len(x_lab) + 1) // 2  # as split_halves
@@ -327,16 +390,24 @@ def _load(dataset, data, pool, data_dir, download, progress):
         if len(data) != 2:
             raise InputError(f"data must be a Dataset or a tuple (x, y), got a tuple of "
                              f"{len(data)}")
-        x, y = (np.asarray(a) for a in data)
-        name = dataset if isinstance(dataset, str) else "data"
-        source, subset = "arrays given", False
-    else:
+        x, y = data
+        name, source, subset = dataset, "arrays given", False
+    elif all(hasattr(data, a) for a in ("x_train", "y_train", "x_test", "y_test", "name")):
         x, y = data.x_train, data.y_train
         if pool:
             x, y = np.concatenate([x, data.x_test]), np.concatenate([y, data.y_test])
         name, source, subset = data.name, data.source, bool(data.subset)
-    if x.ndim != 2 or y.shape != (len(x),):
-        raise InputError(f"data must be x (n, n_features) and y (n,), got {x.shape} and {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise InputError(f"labels must be integers, got {y.dtype}")
-    return x, y.astype(np.int64), name, source, subset
+    else:
+        raise InputError(f"data must be a Dataset (minisae.data.load) or a tuple (x, y) of "
+                         f"arrays, got {type(data).__name__}")
+    x = to_numpy(checks.as_samples(x, "data's x"))
+    checks.check_values(x, np, True, "data's x")   # the autoencoder's output is a sigmoid
+    return x, _labels(y, len(x), "data's y", "data's x"), name, source, subset
+
+
+def _sequence(v, name):
+    """v as a list (of a list, tuple, range or 1-D array), or a ConfigError naming it."""
+    if isinstance(v, (str, bytes, dict, set, frozenset)) or not hasattr(v, "__iter__") or \
+            len(getattr(v, "shape", (0,))) != 1:
+        raise ConfigError(f"{name} must be a list of integers, got {checks.shown(v)}")
+    return list(v)

@@ -161,8 +161,7 @@ class ArrayFiles:
         """Rows [start, stop) of the concatenation of the shards, as an array (n, n_features):
         `out` when given (C-contiguous, a float dtype; cast into), else a new array in
         self.dtype."""
-        start = checks.check_int(start, "start", 0, self.n_rows, error=InputError)
-        stop = checks.check_int(stop, "stop", start, self.n_rows, error=InputError)
+        start, stop = _row_range(start, stop, self.n_rows)
         n, w = stop - start, self.n_features
         if out is None:
             out = np.empty((n, w), self.dtype)
@@ -268,6 +267,7 @@ class ArrayFiles:
 
     def locate(self, row):
         """(shard path, row within that shard) of row `row` of the whole."""
+        row = checks.check_int(row, "row", 0, self.n_rows - 1, error=InputError)
         i = bisect.bisect_right(self._starts, row) - 1
         while self._shards[i].rows == 0 or row - self._starts[i] >= self._shards[i].rows:
             i += 1                      # past shards of 0 rows
@@ -277,7 +277,8 @@ class ArrayFiles:
         """Refuse rows x (rows start, start + 1, ... of the whole, as read, maybe cast) holding
         NaN or inf, or with unit_range a value outside [0, 1]: an InputError naming the file,
         the row in it and the row of the whole."""
-        found = bad_value(x, unit_range)
+        x, start = _checked_rows(x, start, self.n_features, self.n_rows)
+        found = bad_value(x, checks.check_bool(unit_range, "unit_range"))
         if found is None:
             return
         r, col, value = found
@@ -580,6 +581,26 @@ def _npz_member(f, path, key, st):
                   st.st_mtime_ns)
 
 
+def _row_range(start, stop, n_rows):
+    """read()'s rows [start, stop) checked against a source of n_rows rows."""
+    start = checks.check_int(start, "start", 0, n_rows, error=InputError)
+    stop = checks.check_int(stop, "stop", 0, n_rows, error=InputError)
+    if stop < start:
+        raise InputError(f"start={start} is after stop={stop}: rows [start, stop) are read")
+    return start, stop
+
+
+def _checked_rows(x, start, width, n_rows):
+    """check_rows's arguments: x rows (n, width) of NumPy floats read from row `start` of a
+    source of n_rows rows, or an InputError naming them."""
+    x = checks.as_numeric(x, "x")
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != width:
+        raise InputError(f"x must be rows read from the source, a NumPy array (n, {width}), "
+                         f"got {checks.shown(x)}")
+    start = checks.check_int(start, "start", 0, max(0, n_rows - len(x)), error=InputError)
+    return x, start
+
+
 def _size(nbytes):
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if nbytes < 1000 or unit == "TB":
@@ -592,24 +613,33 @@ class RowRange:
     how `minisae train --val-fraction` holds out the last rows of a file for validation."""
 
     def __init__(self, source, start, stop, name=None):
+        if not all(hasattr(source, a) for a in ("n_rows", "n_features", "dtype", "read",
+                                                 "check_rows", "locate", "describe",
+                                                 "fingerprint")):
+            raise ConfigError(f"source must be a source of rows (minisae.data.ArrayFiles, or "
+                              f"another RowRange), got {type(source).__name__}")
+        checks.check_optional(name, checks.check_type, "name", str, "a str (or None)")
         self.source = source
         self.start = checks.check_int(start, "start", 0, source.n_rows)
-        self.stop = checks.check_int(stop, "stop", self.start + 1, source.n_rows)
+        self.stop = checks.check_int(stop, "stop", 0, source.n_rows)
+        if self.stop <= self.start:
+            raise ConfigError(f"start={self.start} must come before stop={self.stop}: the range "
+                              f"holds rows [start, stop), at least one")
         self.n_rows, self.n_features, self.dtype = self.stop - self.start, source.n_features, \
             source.dtype
         self.name = name or f"rows {self.start:,} to {self.stop:,} of {source.describe()}"
 
     def read(self, start, stop, out=None):
-        if not 0 <= start <= stop <= self.n_rows:
-            raise InputError(f"rows [{start}, {stop}) are outside the {self.n_rows:,} rows of "
-                             f"{self.name}")
+        start, stop = _row_range(start, stop, self.n_rows)
         return self.source.read(self.start + start, self.start + stop, out=out)
 
     def check_rows(self, x, start, unit_range=False):
+        start = checks.check_int(start, "start", 0, self.n_rows, error=InputError)
         self.source.check_rows(x, self.start + start, unit_range)
 
     def locate(self, row):
-        return self.source.locate(self.start + row)
+        return self.source.locate(self.start + checks.check_int(row, "row", 0, self.n_rows - 1,
+                                                                  error=InputError))
 
     def describe(self):
         return self.name

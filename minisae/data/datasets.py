@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import checks
+from ..backend import to_numpy
 from ..errors import DatasetError, InputError
 from ..files.atomic import atomic_write
 
@@ -132,7 +133,7 @@ def read_idx(path, max_bytes=None):
     def check(shape, dtype, nbytes):
         if max_bytes is not None and nbytes > max_bytes:
             raise DatasetError(f"{path}: the header declares shape {shape} ({nbytes:,} bytes of "
-                               f"data), more than the {max_bytes:,} allowed; not read")
+                               f"data), more than the {max_bytes:,} allowed (max_bytes); not read")
     return _read_idx(path, check if max_bytes is not None else None)[0]
 
 
@@ -254,9 +255,9 @@ def _parse_idx(f, path, check=None, file_size=None):
 def _idx_header(x):
     code = _IDX_CODES.get(x.dtype.str[1:])
     if code is None or x.ndim == 0 or x.ndim > IDX_MAX_NDIM:
-        raise InputError(f"cannot write a {x.ndim}-d {x.dtype} array as IDX; it needs "
-                         f"1..{IDX_MAX_NDIM} dimensions and one of the dtypes uint8, int8, "
-                         "int16, int32, float32, float64")
+        raise InputError(f"x must have 1..{IDX_MAX_NDIM} dimensions and one of the dtypes "
+                         f"uint8, int8, int16, int32, float32, float64 to be written as IDX; "
+                         f"got a {x.ndim}-d {x.dtype} array")
     return bytes([0, 0, code, x.ndim]) + b"".join(n.to_bytes(4, "big") for n in x.shape)
 
 
@@ -264,10 +265,9 @@ def write_idx(path, x, compress=None):
     """Write array x as an IDX file, gzipped if compress (default: path ends in .gz); atomic."""
     path = Path(checks.check_path(path, "path", DatasetError))
     try:
-        x = np.asarray(x)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"x must be an array to write as IDX, got {type(x).__name__} ({e})") \
-            from None
+        x = np.asarray(to_numpy(checks.as_numeric(x, "x")))
+    except InputError as e:
+        raise InputError(f"{e} (an IDX file holds integers or floats)") from None
     if compress is not None:
         compress = checks.check_bool(compress, "compress", DatasetError)
     header = _idx_header(x)
@@ -366,14 +366,20 @@ def _dataset(spec, arrays, source, subset=False):
 
 def _spec(name):
     if not isinstance(name, str) or name not in SPECS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(IDX_DATASETS)}")
+        raise DatasetError(f"unknown dataset name {checks.shown(name)}; choose one of "
+                           f"{', '.join(IDX_DATASETS)}")
     return SPECS[name]
 
 
-def _check_places(data_dir, cache_dir):
+def _check_places(data_dir, cache_dir, mirrors=None):
     for name, value in (("data_dir", data_dir), ("cache_dir", cache_dir)):
         if value is not None:
             checks.check_path(value, name, DatasetError)
+    if mirrors is not None and (isinstance(mirrors, str) or not isinstance(mirrors, (list, tuple))
+                                or not mirrors or not all(isinstance(m, str) and m.strip()
+                                                          for m in mirrors)):
+        raise DatasetError(f"mirrors must be a list of base URLs (str), got "
+                           f"{checks.shown(mirrors)}")
 
 
 def cache_root(cache_dir=None):
@@ -411,7 +417,7 @@ def describe(name, data_dir=None, cache_dir=None, mirrors=None):
     """[(location, status)] in the order load() tries them; status is "found", "missing",
     "corrupt: ..." or "not tried" (describe never downloads)."""
     spec = _spec(name)
-    _check_places(data_dir, cache_dir)
+    _check_places(data_dir, cache_dir, mirrors)
     rows = []
     if data_dir is None and not os.environ.get("MINISAE_DATA"):
         rows.append(("$MINISAE_DATA (not set)", "not tried"))
@@ -458,7 +464,7 @@ def _download(url, dest, md5, progress, timeout, limit):
 def fetch(name, *, mirrors=None, cache_dir=None, progress=True, timeout=None):
     """Download the four files of `name` into the cache (skipping good ones); return its folder."""
     spec = _spec(name)
-    _check_places(None, cache_dir)
+    _check_places(None, cache_dir, mirrors)
     progress = checks.check_bool(progress, "progress", DatasetError)
     if timeout is not None:
         timeout = checks.check_real(timeout, "timeout", 0.0, low_open=True, error=DatasetError)
@@ -528,7 +534,7 @@ def _offline_mnist():
 def load(name, data_dir=None, *, download=True, progress=True, mirrors=None, cache_dir=None):
     """The dataset `name` (one of IDX_DATASETS) from the first place that has it (see the top)."""
     spec = _spec(name)
-    _check_places(data_dir, cache_dir)
+    _check_places(data_dir, cache_dir, mirrors)
     download = checks.check_bool(download, "download", DatasetError)
     progress = checks.check_bool(progress, "progress", DatasetError)
     tried = []

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from .. import checks
 from ..backend import to_numpy
 from ..errors import ConfigError, DatasetError, InputError
 
@@ -90,14 +91,14 @@ def to_gray(image):
 
     uint8 values are divided by 255; colour (H, W, 3) is weighted by luminance,
     gray = 0.2125 R + 0.7154 G + 0.0721 B (ITU-R 709, as skimage.color.rgb2gray)."""
-    image = np.asarray(image)
+    image = to_numpy(checks.as_numeric(image, "image"))
     if image.dtype == np.uint8:
         image = image / 255.0
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 3 and image.shape[2] in (3, 4):
         image = image[..., :3] @ np.array([0.2125, 0.7154, 0.0721])
-    if image.ndim != 2:
-        raise InputError(f"a photograph must be (H, W) gray or (H, W, 3) colour, "
+    if image.ndim != 2 or 0 in image.shape:
+        raise InputError(f"image must be a photograph, (H, W) gray or (H, W, 3) colour, "
                          f"got shape {image.shape}")
     return image
 
@@ -108,14 +109,17 @@ def load_photographs(names=None):
     names: a list of keys of PHOTOGRAPHS, default DEFAULT_PHOTOGRAPHS.
     Returns a list of grayscale float64 arrays in [0, 1], each (H, W) (sizes differ:
     china and flower are 427 x 640, most skimage ones 512 x 512)."""
-    names = DEFAULT_PHOTOGRAPHS if names is None else names
-    if isinstance(names, str):
-        names = [names]
-    unknown = [n for n in names if n not in PHOTOGRAPHS]
-    if unknown or not names:
-        raise ConfigError(f"unknown photograph(s) {unknown or names!r}; "
-                          f"choose from {sorted(PHOTOGRAPHS)}")
-    return [to_gray(_read(n)) for n in names]
+    return [to_gray(_read(n)) for n in _photo_names(names, "names")]
+
+
+def _photo_names(names, what):
+    """names checked: None (the defaults), one name or a list of them."""
+    names = DEFAULT_PHOTOGRAPHS if names is None else [names] if isinstance(names, str) else names
+    if not isinstance(names, (list, tuple)) or not names or \
+            not all(isinstance(n, str) and n in PHOTOGRAPHS for n in names):
+        raise ConfigError(f"{what} must be a list of the photographs minisae ships; choose "
+                          f"from {sorted(PHOTOGRAPHS)}, got {checks.shown(names)}")
+    return names
 
 
 def shrink(image, factor=DOWNSAMPLE):
@@ -130,14 +134,16 @@ def shrink(image, factor=DOWNSAMPLE):
     filters' coherence went from about 4x to 5.2x random on scikit-learn's two
     photographs, and from 5x to 5.6x on the default eight; a factor of 3 gave no further
     gain and less localized filters."""
-    factor = _positive_int(factor, "the downsampling factor")
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim != 2 or min(image.shape) < factor:
-        raise InputError(f"cannot shrink an image of shape {image.shape} by {factor}: "
-                         f"it must be 2-D and at least {factor} x {factor}")
+    factor = _positive_int(factor, "factor (the downsampling factor)")
+    image = _image(image)
+    if min(image.shape) < factor:
+        raise InputError(f"cannot shrink an image of shape {image.shape} by factor {factor}: "
+                         f"it must be at least {factor} x {factor}")
     h, w = image.shape[0] // factor, image.shape[1] // factor
     blocks = image[:h * factor, :w * factor].reshape(h, factor, w, factor)
-    return blocks.mean(axis=(1, 3))
+    with np.errstate(over="ignore"):
+        small = blocks.mean(axis=(1, 3))
+    return _finite(small, "image")
 
 
 # ---------------------------------------------------------------------------- 2. whitening
@@ -149,10 +155,15 @@ def whitening_filter(shape, f0=F0):
 
     The factor f undoes natural images' 1/f amplitude spectrum (it whitens); the
     exp(-(f/f0)^4) rolls off the highest frequencies, where noise and aliasing live."""
+    shape = _image_shape(shape, "shape", low=1)
+    _frequency(f0)
+    checks.check_fits(24 * shape[0] * shape[1], checks.physical_memory(),
+                      f"a whitening filter of shape {shape}", "use a smaller shape")
     fy = np.fft.fftfreq(shape[0])[:, None]
     fx = np.fft.fftfreq(shape[1])[None, :]
     f = np.sqrt(fx ** 2 + fy ** 2)
-    return f * np.exp(-(f / f0) ** 4)
+    with np.errstate(over="ignore"):        # (f / f0)^4 = inf for a tiny f0: exp(-inf) = 0
+        return f * np.exp(-(f / f0) ** 4)
 
 
 def whiten(image, f0=F0, variance=WHITE_VARIANCE):
@@ -174,23 +185,22 @@ def whiten(image, f0=F0, variance=WHITE_VARIANCE):
 
     The FFT treats the image as periodic, so its borders would meet as false edges; the
     image is mirrored into a (2H, 2W) tile first, which has none, and cropped back."""
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim != 2 or min(image.shape) < 2:
+    image = _image(image)
+    if min(image.shape) < 2:
         raise InputError(f"whiten expects a 2-D grayscale image, got shape {image.shape}")
-    if not np.isfinite(image).all():
-        raise InputError("whiten got an image with NaN or inf; clean or drop it first")
-    if not (_is_number(f0) and 0.0 < f0):
-        raise ConfigError(f"f0 must be a positive frequency in cycles per pixel (0.4 is "
-                          f"Olshausen & Field's), got {f0!r}")
+    _frequency(f0)
     if not (_is_number(variance) and variance > 0.0):
-        raise ConfigError(f"variance must be a positive number, got {variance!r}")
+        raise ConfigError(f"variance must be a positive number, got {checks.shown(variance)}")
     h, w = image.shape
     tile = np.block([[image, image[:, ::-1]], [image[::-1, :], image[::-1, ::-1]]])
-    white = np.fft.ifft2(np.fft.fft2(tile) * whitening_filter(tile.shape, f0)).real[:h, :w]
-    white -= white.mean()
-    std = white.std()
+    with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308: refused below
+        white = np.fft.ifft2(np.fft.fft2(tile) * whitening_filter(tile.shape, f0)).real[:h, :w]
+        white -= white.mean()
+        std = white.std()
+    _finite(np.array([std]), "image")
     if std == 0.0:
-        raise InputError("whiten got a constant image: it has no edges to learn from")
+        raise InputError(f"whiten left a constant image: it has no edges to learn from (or "
+                         f"f0={f0:g} cut every frequency it has)")
     return white * (math.sqrt(variance) / std)
 
 
@@ -203,15 +213,15 @@ def sample_patches(images, n, size=8, seed=0, dtype="float32"):
     uniformly (so every photograph weighs the same, whatever its size), then a top-left
     corner uniformly, with np.random.default_rng(seed): one seed, one set of patches.
     Returns (n, size * size) in dtype; pixel (r, c) of patch i is at [i, r * size + c]."""
-    n, size = _positive_int(n, "n"), _positive_int(size, "size")
-    dtype = _dtype(dtype)
-    images = [np.asarray(im) for im in images]
-    if not images:
-        raise InputError("sample_patches needs at least one image")
+    n, size, seed, dtype = _patch_settings(n, size, seed, dtype)
+    if not isinstance(images, (list, tuple)) or not images:
+        raise InputError(f"images must be a list of at least one image (2-D arrays), got "
+                         f"{checks.shown(images)}")
+    images = [_image(im, f"images[{k}]") for k, im in enumerate(images)]
     for k, im in enumerate(images):
-        if im.ndim != 2 or im.shape[0] < size or im.shape[1] < size:
-            raise InputError(f"image {k} has shape {im.shape}; each must be 2-D and at "
-                             f"least {size} x {size} to hold a patch")
+        if im.shape[0] < size or im.shape[1] < size:
+            raise InputError(f"images[{k}] has shape {im.shape}; each must be at least "
+                             f"{size} x {size} (size) to hold a patch")
     rng = np.random.default_rng(seed)
     which = rng.integers(len(images), size=n)
     x = np.empty((n, size * size), dtype=dtype)
@@ -237,21 +247,24 @@ def normalize_patches(x, clip_std=CLIP_STD):
     Why: the mean brightness of a patch says nothing about its edges; the few extreme
     pixels are clipped so they do not squash the rest into a narrow range; and [0.1, 0.9]
     keeps targets inside what a sigmoid output can reach without saturating."""
-    x = np.asarray(x)
+    x = to_numpy(checks.as_numeric(x, "x"))
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2:
-        raise InputError(f"normalize_patches expects (n_patches, n_pixels) with n_pixels "
-                         f">= 2, got shape {x.shape}")
+        raise InputError(f"x must be patches (n_patches, n_pixels) with n_pixels >= 2, got "
+                         f"shape {x.shape}")
     if x.dtype.name not in DTYPES:
         x = x.astype(np.float64)
     if not np.isfinite(x).all():
-        raise InputError("normalize_patches got NaN or inf in the patches")
+        raise InputError("x (the patches) holds NaN or inf")
     if not (_is_number(clip_std) and clip_std > 0.0):
         raise ConfigError(f"clip_std must be a positive number of standard deviations "
-                          f"(UFLDL uses 3), got {clip_std!r}")
-    x = x - x.mean(axis=1, keepdims=True)
-    s = clip_std * x.std(dtype=np.float64)
+                          f"(UFLDL uses 3), got {checks.shown(clip_std)}")
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below
+        x = x - x.mean(axis=1, keepdims=True)
+        s = clip_std * x.std(dtype=np.float64)
+    _finite(np.array([s]), "x")
     if s == 0.0:
-        raise InputError("normalize_patches got patches that are all flat: nothing to scale")
+        raise InputError(f"x holds patches that are all flat (or clip_std={clip_std:g} leaves "
+                         f"no spread): nothing to scale")
     s = x.dtype.type(s)
     x = np.clip(x, -s, s) / s
     x = x.dtype.type(0.4) * (x + 1) + x.dtype.type(0.1)
@@ -277,11 +290,22 @@ def natural_patches(n=10000, size=8, seed=0, images=None, dtype="float32", f0=F0
     from scikit-image, at half resolution) gave cleaner, more localized edge detectors
     than scikit-learn's two photographs at full size: coherence about 5.6x random
     against 4x, localization 1.43x against 1.28x (orientation_score, 3 seeds each)."""
-    if images is None or isinstance(images, str) or \
-            (len(images) and all(isinstance(im, str) for im in images)):
-        photos = load_photographs(images)
-    else:
+    _patch_settings(n, size, seed, dtype)       # before a photograph is read
+    _frequency(f0)
+    downsample = _positive_int(downsample, "downsample")
+    if images is None or isinstance(images, str) or (
+            isinstance(images, (list, tuple)) and images and
+            all(isinstance(im, str) for im in images)):
+        photos = load_photographs(_photo_names(images, "images"))
+    elif isinstance(images, (list, tuple)) and images:
         photos = [to_gray(im) for im in images]
+    else:
+        raise InputError(f"images must be None, photograph names or a list of images, got "
+                         f"{checks.shown(images)}")
+    smallest = min(min(im.shape) for im in photos)
+    if downsample > smallest:
+        raise InputError(f"downsample={downsample} is more than the smallest photograph's "
+                         f"{smallest} pixels")
     white = [whiten(shrink(im, downsample), f0) for im in photos]
     return normalize_patches(sample_patches(white, n, size, seed, dtype))
 
@@ -293,13 +317,13 @@ class FilterScore:
     """How oriented and how localized a bank of filters is, against a random baseline.
 
     orientation: mean over filters of the share of spectral energy (DC removed) in the
-        best orientation band, 180 / n_bins degrees wide (orientation_shares). 1 would be
+        best orientation band, 180 / n_bins degrees wide (_orientation_shares). 1 would be
         a pure infinite grating; an 8x8 Gabor bank scores about 0.5 with 8 bands, noise
         about 0.22 (the best of 8 bands of noise).
-    coherence: mean over filters of how parallel the filter's gradients are (coherences):
+    coherence: mean over filters of how parallel the filter's gradients are (_coherences):
         about 0.8-1 for gratings, edges and Gabors, about 0.15 for 8x8 noise.
     localization: mean over filters of the share of energy (mean removed) in the best
-        window x window square (localization_shares). 1: all in one spot; about 0.4 for
+        window x window square (_localization_shares). 1: all in one spot; about 0.4 for
         8x8 noise in a 4x4 square.
     *_random: the same for random filters (each filter with its pixels shuffled).
     *_ratio (properties): learned / random: about 1 for noise, well above 1 for edges
@@ -344,7 +368,7 @@ class FilterScore:
         ) + f" [{self.n_bins} bands, {self.window}x{self.window} window]"
 
 
-def orientation_shares(filters, n_bins=8, pad=4):
+def _orientation_shares(filters, n_bins=8, pad=4):
     """Share of each filter's spectral energy in its best orientation band.
 
     filters: (n, h, w). For each filter, P = |fft2(filter - mean)|^2 on a grid zero-padded
@@ -373,7 +397,7 @@ def orientation_shares(filters, n_bins=8, pad=4):
     return in_band.max(axis=1) / np.where(total > 0, total, 1.0)
 
 
-def coherences(filters):
+def _coherences(filters):
     """How parallel each filter's gradients are: 1 for a straight edge, 0 for a round blob.
 
     filters: (n, h, w). With gx, gy the filter's gradient (np.gradient: central
@@ -397,7 +421,7 @@ def coherences(filters):
     return np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / np.where(trace > 0, trace, 1.0)
 
 
-def localization_shares(filters, window=4):
+def _localization_shares(filters, window=4):
     """Share of each filter's energy (mean removed) in its best window x window square.
 
     filters: (n, h, w). E = (filter - mean)^2; share = max over squares of sum(E in the
@@ -417,9 +441,9 @@ def orientation_score(W, image_shape=(8, 8), n_bins=8, window=None, n_random=10,
     W: (h*w, n_filters), e.g. model.params["encoder.W"] (NumPy or CuPy); column j is filter j,
     read row by row as an image_shape (h, w) image. Each score is a mean over filters:
 
-        orientation  = mean_j orientation_shares(W_j, n_bins)   spectral energy, best band
-        coherence    = mean_j coherences(W_j)                   gradients all parallel?
-        localization = mean_j localization_shares(W_j, window)  window: default h // 2
+        orientation  = mean_j _orientation_shares(W_j, n_bins)   spectral energy, best band
+        coherence    = mean_j _coherences(W_j)                   gradients all parallel?
+        localization = mean_j _localization_shares(W_j, window)  window: default h // 2
 
     The random baseline is each filter with its pixels shuffled, n_random times (drawn
     with default_rng(seed)): the same values, hence the same energy, no structure.
@@ -430,7 +454,7 @@ def orientation_score(W, image_shape=(8, 8), n_bins=8, window=None, n_random=10,
     0.22, coherence 0.87 vs 0.16, localization 0.52 vs 0.37; at initialisation all
     three ratios are 0.95-1.06."""
     h, w = _image_shape(image_shape)
-    W = np.asarray(to_numpy(W), dtype=np.float64)      # NumPy or CuPy in, NumPy here
+    W = np.asarray(to_numpy(checks.as_numeric(W, "W")), dtype=np.float64)  # NumPy or CuPy
     if W.ndim != 2 or W.shape[0] != h * w or W.shape[1] < 1:
         raise InputError(f"W must be (n_pixels, n_filters) = ({h * w}, n) for "
                          f"image_shape {(h, w)}, got shape {W.shape}; pass "
@@ -440,18 +464,24 @@ def orientation_score(W, image_shape=(8, 8), n_bins=8, window=None, n_random=10,
     n_bins = _positive_int(n_bins, "n_bins")
     if n_bins < 2:
         raise ConfigError(f"n_bins must be at least 2 orientation bands, got {n_bins}")
+    checks.check_fits(4 * n_bins * 16 * h * w * 8, checks.physical_memory(),
+                      f"n_bins={n_bins:,} orientation bands", "use fewer bands")
     window = h // 2 if window is None else _positive_int(window, "window")
     if window > min(h, w):
         raise ConfigError(f"window {window} does not fit in filters of shape {(h, w)}")
     n_random = _positive_int(n_random, "n_random")
+    seed = checks.check_int(seed, "seed", 0)
+    checks.check_fits(400 * W.size * n_random, checks.physical_memory(),
+                      f"scoring {W.shape[1]:,} filters against n_random={n_random:,} shuffles",
+                      "use a smaller n_random")
 
     filters = W.T.reshape(-1, h, w)
     rng = np.random.default_rng(seed)
     shuffled = rng.permuted(np.repeat(W.T, n_random, axis=0), axis=1).reshape(-1, h, w)
 
     def measures(f):
-        return {"orientation": orientation_shares(f, n_bins), "coherence": coherences(f),
-                "localization": localization_shares(f, window)}
+        return {"orientation": _orientation_shares(f, n_bins), "coherence": _coherences(f),
+                "localization": _localization_shares(f, window)}
 
     learned, random = measures(filters), measures(shuffled)
     means = {}
@@ -473,27 +503,53 @@ def _ratio(a, b):
 
 
 def _positive_int(v, name):
-    if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
-        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    if not checks.is_int(v) or v < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {checks.shown(v)}")
     return int(v)
 
 
+def _image(image, name="image"):
+    """image as a finite 2-D float64 NumPy array, or an InputError naming it."""
+    image = np.asarray(to_numpy(checks.as_numeric(image, name)), dtype=np.float64)
+    if image.ndim != 2 or 0 in image.shape:
+        raise InputError(f"{name} must be a 2-D grayscale image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise InputError(f"{name} holds NaN or inf; clean or drop it first")
+    return image
+
+
+def _frequency(f0):
+    if not (_is_number(f0) and 0.0 < f0):
+        raise ConfigError(f"f0 must be a positive frequency in cycles per pixel (0.4 is "
+                          f"Olshausen & Field's), got {checks.shown(f0)}")
+
+
+def _patch_settings(n, size, seed, dtype):
+    """n, size, seed and dtype checked, and the n patches' memory, before any is cut."""
+    n, size = _positive_int(n, "n"), _positive_int(size, "size")
+    seed, dtype = checks.check_int(seed, "seed", 0), _dtype(dtype)
+    checks.check_fits(n * (size * size * np.dtype(dtype).itemsize + 24),
+                      checks.physical_memory(), f"n={n:,} patches of size={size}",
+                      "ask for fewer patches")
+    return n, size, seed, dtype
+
+
 def _dtype(dtype):
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = str(dtype)
-    if name not in DTYPES:
-        raise ConfigError(f"dtype must be one of {DTYPES} (float32 to train, float64 for "
-                          f"gradient checks), got {dtype!r}")
-    return name
+    return checks.check_choice(checks.dtype_name(dtype), "dtype (float32 to train, float64 "
+                               "for gradient checks)", DTYPES)
 
 
-def _image_shape(image_shape):
+def _finite(a, name):
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} holds values too large to compute with (near 1e308); "
+                         f"scale it first")
+    return a
+
+
+def _image_shape(image_shape, name="image_shape", low=2):
     try:
-        h, w = (int(s) for s in image_shape)
+        h, w = image_shape
     except (TypeError, ValueError):
-        raise ConfigError(f"image_shape must be (height, width), got {image_shape!r}") from None
-    if h < 2 or w < 2:
-        raise ConfigError(f"image_shape must be at least (2, 2), got {image_shape!r}")
-    return h, w
+        raise ConfigError(f"{name} must be (height, width), got "
+                          f"{checks.shown(image_shape)}") from None
+    return checks.check_int(h, f"{name}'s height", low), checks.check_int(w, f"{name}'s width", low)

@@ -27,10 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .. import checks
 from ..backend import array_module, flat_owner
 from ..errors import ConfigError
 from ..optim import Adam
 from .kernels import cupy_kernel
+from .threads import MAX_THREADS
 
 _ADAM_KERNEL = {
     "adam": ("T g, T a, T e, T b1, T b2", "T p, T m, T v",
@@ -94,6 +96,10 @@ def flat_state(opt):
 def fast_optimizer(opt, threads=None):
     """What training steps with: FastAdam(opt) where the engine can run it (an Adam over one
     flat buffer on NumPy or CuPy), else opt itself, whose step() is the reference."""
+    if not callable(getattr(opt, "step", None)):
+        raise ConfigError(f"fast_optimizer: opt must be an optimizer (minisae.Adam, SGD, ...), "
+                          f"got {type(opt).__name__}")
+    threads = checks.check_optional(threads, checks.check_int, "threads", 1, MAX_THREADS)
     return FastAdam(opt, threads=threads) if flat_state(opt) is not None else opt
 
 
@@ -114,14 +120,11 @@ class FastAdam:
     def __init__(self, opt, threads=None, kernel=None):
         flats = flat_state(opt)
         if flats is None:
-            raise ConfigError("FastAdam runs a minisae.Adam whose parameters, gradients and "
-                              "moments are views of one flat buffer on NumPy or CuPy (a "
+            raise ConfigError("FastAdam runs a minisae.Adam (opt) whose parameters, gradients "
+                              "and moments are views of one flat buffer on NumPy or CuPy (a "
                               f"SparseAutoencoder's); got {type(opt).__name__}: use its own "
                               f"step(), or fast_optimizer(opt), which falls back to it")
-        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
-                                        and threads >= 1):
-            raise ConfigError(f"threads must be a positive integer or None (automatic), got "
-                              f"{threads!r}")
+        threads = checks.check_optional(threads, checks.check_int, "threads", 1, MAX_THREADS)
         self.opt = opt
         self.p, self.g, self.m, self.v = flats
         self.threads = threads
@@ -132,8 +135,7 @@ class FastAdam:
     @staticmethod
     def _pick_kernel(kernel, on_numpy):
         """"numba", "numpy" (on NumPy arrays) or "cupy" (one ElementwiseKernel, on CuPy's)."""
-        if kernel not in (None,) + KERNELS:
-            raise ConfigError(f"kernel must be one of {KERNELS} or None, got {kernel!r}")
+        checks.check_optional(kernel, checks.check_choice, "kernel", KERNELS)
         if not on_numpy:
             return "cupy"
         if kernel is None:

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import weakref
 
+from .. import checks
 from .. import functional as F
 from .. import losses
 from ..backend import array_module
+from ..model import SparseAutoencoder
 from . import kernels as K
 from .threads import active
 
@@ -60,6 +62,7 @@ def fused(model):
     """Why the fused step cannot run this model (a sentence), or None when it can. It covers
     every sparsity term, coding activation and tied weights on NumPy and CuPy; AuxK runs on
     the reference path."""
+    checks.check_type(model, "model", SparseAutoencoder, "a SparseAutoencoder")
     c = model.config
     if not model.backend.fast:
         return (f"the fast engine runs on NumPy and CuPy, not on {model.backend.name}; the "

@@ -40,8 +40,11 @@ import contextlib
 import os
 import time
 
+from .. import checks
 from ..errors import ConfigError
 
+MAX_THREADS = 1024
+"""The most threads a run may ask for (BLAS libraries cap their own pools lower)."""
 AUTO_MIN_FLOPS = 2e7
 """Below this many flops per matrix product of the step (2 * batch * n_inputs * n_hidden),
 "auto" runs BLAS single-threaded without trying more."""
@@ -94,10 +97,10 @@ def parse_threads(threads):
         return threads.strip().lower()
     if isinstance(threads, str) and threads.strip().isdigit():
         threads = int(threads)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer, 'auto' or 'adaptive', got "
-                          f"{threads!r}")
-    return threads
+    if not (checks.is_int(threads) and 1 <= threads <= MAX_THREADS):
+        raise ConfigError(f"threads must be an integer in [1, {MAX_THREADS}], 'auto' or "
+                          f"'adaptive', got {checks.shown(threads)}")
+    return int(threads)
 
 
 def choose_threads(threads, n_inputs, n_hidden, batch):

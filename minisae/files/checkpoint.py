@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import checks
-from ..backend import to_numpy
+from ..backend import get_backend, to_numpy
 from ..config import Config, param_shapes
 from ..errors import CheckpointError, ConfigError, MinisaeError
 from ..model import SparseAutoencoder
@@ -92,15 +92,13 @@ def save(path, model, optimizer=None, history=None, extra=None):
     Everything is checked first, with the checks load() runs: a state load() would refuse
     (NaN or negative moments, an optimizer of another model, an extra that is not plain
     JSON, ...) is refused with a CheckpointError, and whatever was at `path` stays."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise CheckpointError(f"path must be a file name such as 'run/checkpoint.npz', got "
-                              f"{path!r}")
-    path = os.fspath(path)
+    path = checks.check_path(path, "path", CheckpointError)
     if os.path.isdir(path):
         raise CheckpointError(f"cannot save the checkpoint to {path}: it is a folder; give a file "
                               f"name, like {os.path.join(path, 'checkpoint.npz')}")
     if not isinstance(model, SparseAutoencoder):
-        raise CheckpointError(f"save() writes a SparseAutoencoder, got {type(model).__name__}")
+        raise CheckpointError(f"save: model must be a SparseAutoencoder, got "
+                              f"{type(model).__name__}")
     if history is not None and not isinstance(history, History):
         raise CheckpointError(f"history must be a History (what fit returned), got "
                               f"{type(history).__name__}")
@@ -424,9 +422,7 @@ def _extra(m):
 
 
 def _checkpoint_path(path):
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise CheckpointError(f"path must name a checkpoint file or a run's folder, got {path!r}")
-    path = os.fspath(path)
+    path = checks.check_path(path, "path (a checkpoint file or a run's folder)", CheckpointError)
     if os.path.isdir(path):
         inside = os.path.join(path, "checkpoint.npz")
         if not os.path.isfile(inside):
@@ -464,6 +460,7 @@ def load(path, backend=None):
     overrides the saved model's ("numpy", "cupy", "torch", "auto"); default numpy. Raises
     CheckpointError for a missing, corrupt, hostile or incompatible file."""
     path = _checkpoint_path(path)
+    backend = get_backend("numpy" if backend is None else backend)  # before the file is read
     where = f"checkpoint {path}"
     f = checks.open_regular(path, "checkpoint", CheckpointError)
     try:
@@ -529,7 +526,7 @@ def _load(m, backend):
         if not key.startswith("normalizer/"):
             m.floats(key, shape, dtype)
     # 4. only now the model and optimizer, filled one array at a time
-    model = SparseAutoencoder(**config.as_dict(), backend=backend or "numpy")
+    model = SparseAutoencoder(**config.as_dict(), backend=backend)
     for name, p in model.params.items():
         host = m.floats(f"param/{name}", tuple(p.shape), dtype, out=np.empty(p.shape, dtype))
         p[...] = model.backend.asarray(host)

@@ -146,9 +146,13 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     whole of x_train (full batch; leave batch_size None), and the run may end early when
     L-BFGS converges."""
     _check_model(model, "fit")
+    checks.check_writable(model.params, "model.params")
+    checks.check_writable(model.grads, "model.grads")
+    _check_optimizer(model, optimizer)
     lbfgs = _is_lbfgs(optimizer)
     if lbfgs and batch_size is not None:
-        raise ConfigError("L-BFGS trains on the full batch: leave batch_size out (None)")
+        raise ConfigError("the optimizer, L-BFGS, trains on the full batch: leave batch_size "
+                          "out (None)")
     if not lbfgs and batch_size is None:
         raise ConfigError("batch_size is needed: the samples per step of the optimizer")
     epochs = checks.check_int(epochs, "epochs", 0)
@@ -162,10 +166,12 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     if history is not None:
         checks.check_type(history, "history", History, "a History (what fit returned, or a "
                                                        "checkpoint's)")
-    if on_epoch_end is not None and not callable(on_epoch_end):
-        raise ConfigError(f"on_epoch_end must be a function of the history, got "
-                          f"{type(on_epoch_end).__name__}")
-    _check_optimizer(model, optimizer)
+    checks.check_optional(on_epoch_end, checks.check_function, "on_epoch_end", 1,
+                          "a function of the history")
+    checks.check_optional(on_checkpoint, checks.check_function, "on_checkpoint", 2,
+                          "a function of (history, position)")
+    chunk_rows = checks.check_optional(chunk_rows, checks.check_int, "chunk_rows", 1)
+    buffer_rows = checks.check_optional(buffer_rows, checks.check_int, "buffer_rows", 1)
     x_train = _checked_data(model, x_train, "x_train")
     if x_val is not None:
         x_val = _checked_data(model, x_val, "x_val")
@@ -222,7 +228,7 @@ def _check_position(position, history):
     keys = {"epoch", "step", "sums", "seconds", "resampled"}
     if not isinstance(position, dict) or set(position) != keys:
         raise ConfigError(f"position must be what on_checkpoint gave (a dict of "
-                          f"{', '.join(sorted(keys))}), got {position!r}")
+                          f"{', '.join(sorted(keys))}), got {checks.shown(position)}")
     epoch = checks.check_int(position["epoch"], "position's epoch", 1)
     step = checks.check_int(position["step"], "position's step", 0)
     if epoch != len(history) + 1:
@@ -435,6 +441,9 @@ def _checked_data(model, x, what):
 
 def _check_optimizer(model, optimizer):
     """The optimizer must update this model's own parameter arrays, from its own gradients."""
+    if not callable(getattr(optimizer, "step", None)):
+        raise ConfigError(f"optimizer must be an optimizer of this model, e.g. "
+                          f"Adam(model.params, model.grads); got {type(optimizer).__name__}")
     if _is_lbfgs(optimizer):
         ok = optimizer.flat_params is model.flat_params and \
             optimizer.flat_grads is model.flat_grads
@@ -447,6 +456,15 @@ def _check_optimizer(model, optimizer):
         raise ConfigError("the optimizer was not built on this model's parameters and "
                           "gradients, so training would change nothing; build it with "
                           "Adam(model.params, model.grads)")
+    # settings changed by hand since it was built are checked again
+    checks.check_int(getattr(optimizer, "t", 0), "optimizer.t", 0)
+    for name in ("lr", "eps"):
+        if hasattr(optimizer, name):
+            checks.check_real(getattr(optimizer, name), f"optimizer.{name}", 0.0, low_open=True)
+    if hasattr(optimizer, "momentum"):
+        checks.check_real(optimizer.momentum, "optimizer.momentum", 0.0, 1.0, high_open=True)
+    if hasattr(optimizer, "betas"):
+        checks.check_betas(optimizer.betas, "optimizer.betas")
 
 
 def _is_lbfgs(optimizer):

@@ -9,8 +9,12 @@ epoch reads None for the epochs before it; so does one not measured at some epoc
 """
 from __future__ import annotations
 
+import numbers
 import re
 
+import numpy as np
+
+from ..checks import shown
 from ..errors import ConfigError
 
 KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -21,20 +25,28 @@ class History:
     """Per-epoch records: {key: list, one entry per epoch (None where not measured)}."""
 
     def __init__(self, records=None):
+        """records: {key: list of numbers or None, one per epoch}, all of one length (what
+        as_dict gives), checked as from_dict checks it; None for an empty history."""
         self._records = {}
-        for key, values in (records or {}).items():
-            self._records[key] = list(values)
+        if records is not None:
+            _check_records(records, "records")
+            for key, values in records.items():
+                self._records[key] = [_plain(v) for v in values]
 
     def append(self, **record):
-        """Add one epoch's record; keys not seen before start here (None before)."""
+        """Add one epoch's record (numbers, or None where not measured); keys not seen before
+        start here (None before)."""
         n = len(self)
+        for key, value in record.items():
+            if not KEY.fullmatch(key):
+                raise ConfigError(f"history key {key!r} is not a lower-case name")
+            if value is not None and not _is_number(value):
+                raise ConfigError(f"history value {key}={shown(value)} must be a number or None")
         for key in record:
             if key not in self._records:
-                if not KEY.fullmatch(key):
-                    raise ConfigError(f"history key {key!r} is not a lower-case name")
                 self._records[key] = [None] * n
         for key, values in self._records.items():
-            values.append(record.get(key))
+            values.append(_plain(record.get(key)))
 
     def __getattr__(self, key):
         records = self.__dict__.get("_records", {})
@@ -52,17 +64,7 @@ class History:
     def from_dict(cls, d):
         """A History from as_dict()'s output, checked: lower-case keys, lists of numbers or
         None of one length. A ConfigError says what is wrong."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"a history is a dict of lists, got {type(d).__name__}")
-        lengths = set()
-        for key, values in d.items():
-            if not isinstance(key, str) or not KEY.fullmatch(key):
-                raise ConfigError(f"history key {key!r} is not a lower-case name")
-            if not isinstance(values, list) or not all(v is None or _is_number(v) for v in values):
-                raise ConfigError(f"history field {key!r} is not a list of numbers")
-            lengths.add(len(values))
-        if len(lengths) > 1:
-            raise ConfigError(f"history fields have different lengths {sorted(lengths)}")
+        _check_records(d, "d")
         return cls(d)
 
     def __len__(self):
@@ -76,6 +78,27 @@ class History:
         return f"History({len(self)} epochs: {', '.join(self._records)})"
 
 
+def _check_records(d, name):
+    """A history's records: lower-case keys, lists of numbers or None of one length."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{name}: a history is a dict of lists, got {type(d).__name__}")
+    lengths = set()
+    for key, values in d.items():
+        if not isinstance(key, str) or not KEY.fullmatch(key):
+            raise ConfigError(f"{name}: history key {shown(key)} is not a lower-case name")
+        if not isinstance(values, list) or not all(v is None or _is_number(v) for v in values):
+            raise ConfigError(f"{name}: history field {shown(key)} is not a list of numbers")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise ConfigError(f"{name}: history fields have different lengths {sorted(lengths)}")
+
+
 def _is_number(v):
-    """An int or float (a diverged run's history may hold inf or NaN), not a bool."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number (Python's or NumPy's; a diverged run's history may hold inf or NaN),
+    not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _plain(v):
+    """A number as Python's own (int or float: JSON writes them), None as None."""
+    return v if v is None else int(v) if isinstance(v, numbers.Integral) else float(v)

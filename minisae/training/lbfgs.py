@@ -135,6 +135,11 @@ class LBFGS:
         (the grads are left as the last evaluation made them)."""
         from scipy.optimize import minimize as scipy_minimize
 
+        checks.check_function(loss_fn, "loss_fn", 0, "a function of no arguments that computes "
+                              "the loss and fills the grads, e.g. lambda: model.loss_and_grads(x)")
+        checks.check_optional(callback, checks.check_function, "callback", 1,
+                              "a function of one LBFGSStep (or None)")
+        progress = checks.check_bool(progress, "progress")
         n_iter = self.max_iter - self.t if max_iter is None else _count(max_iter, "max_iter", low=0)
         n_iter = max(n_iter, 0)
         flat, xp = self.flat_params, array_module(self.flat_params)
@@ -240,10 +245,11 @@ def _flat_buffer(a, what):
             "are views of one flat buffer")
     first = next(iter(a.values()), None) if isinstance(a, dict) else a
     if library(first) not in (None, "numpy", "cupy"):
-        raise ConfigError(f"L-BFGS runs on NumPy and CuPy arrays (SciPy's L-BFGS-B is given the "
-                          f"parameters as one vector), not on {library(first)}; use Adam, or "
-                          f"a model with backend='numpy'")
+        raise ConfigError(f"{what}: L-BFGS runs on NumPy and CuPy arrays (SciPy's L-BFGS-B is "
+                          f"given the parameters as one vector), not on {library(first)}; use "
+                          f"Adam, or a model with backend='numpy'")
     if isinstance(a, dict):
+        checks.check_writable(a, what)
         owner = flat_owner(list(a.values()))
         if owner is None:
             raise ConfigError(f"LBFGS needs one flat buffer: the arrays of {what} are not views "
@@ -258,4 +264,7 @@ def _flat_buffer(a, what):
         raise ConfigError(f"{what} is empty; there is nothing to optimise")
     if a.dtype.kind != "f":
         raise ConfigError(f"{what} must hold floats, got {a.dtype}; {hint}")
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        raise ConfigError(f"{what} is read-only (a memory map, or an array marked so), but "
+                          f"L-BFGS writes its candidates into it; {hint}")
     return a

@@ -74,9 +74,12 @@ def resample(model, optimizer, x, dead, rng, rows=RESAMPLE_ROWS):
     1. the squared reconstruction error of up to `rows` random training rows;
     2. for each dead unit, one of them drawn with probability proportional to its error
        squared (Anthropic: the inputs the model gets most wrong);
-    3. that input, normalised to length 1, becomes the unit's decoder row; its encoder column
-       is the same direction scaled to ENCODER_SCALE times the mean encoder norm of the units
-       that live, and its encoder bias is 0;
+    3. that input's direction, centred (minus the decoder bias the model subtracts, else
+       minus the rows' mean), becomes the unit's decoder row, at the mean length of the rows
+       of the units that live (Anthropic's decoder rows all have length 1; minisae's are not
+       held to a length, and a row of length 1 among rows of 0.1 would swamp the
+       reconstruction); its encoder column is the same direction scaled to ENCODER_SCALE
+       times the mean encoder norm of the units that live, and its encoder bias is 0;
     4. the optimizer's state for those entries (Adam's m and v, SGD's u) is reset to 0, so no
        stale momentum pushes the new unit; the unit's silent count starts again.
 
@@ -96,20 +99,32 @@ def resample(model, optimizer, x, dead, rng, rows=RESAMPLE_ROWS):
     chosen = sample[rng.choice(len(sample), size=n_dead, p=p)].astype(np.float64)
     if model.normalizer is not None:  # the model's directions live where its inputs do
         chosen = model.normalizer.apply(chosen)
+        sample = model.normalizer.apply(sample.astype(np.float64))
+    # centred as the encoder sees it (x - b2 with a subtracted decoder bias, else minus the
+    # rows' mean): an uncentred image direction would fire on every input alike
+    centre = to_numpy(model.params["decoder.b"]).astype(np.float64) \
+        if model.config.subtract_decoder_bias else sample.mean(axis=0)
+    chosen = chosen - centre
     lengths = np.linalg.norm(chosen, axis=1, keepdims=True)
     directions = chosen / np.where(lengths > 0, lengths, 1.0)
 
     W1 = to_numpy(model.params["encoder.W"]).astype(np.float64)
-    norms = np.linalg.norm(W1, axis=0)
-    alive = norms[~dead].mean() if (~dead).any() else 1.0
+    alive = _mean_norm(np.linalg.norm(W1, axis=0), dead)
     units = np.flatnonzero(dead)
     _set_columns(model.params["encoder.W"], units, (ENCODER_SCALE * alive * directions).T)
     _set_entries(model.params["encoder.b"], units, np.zeros(n_dead))
-    if "decoder.W" in model.params:
-        _set_rows(model.params["decoder.W"], units, directions)
+    if "decoder.W" in model.params:  # at the length of the living units' rows (Anthropic's
+        W2 = to_numpy(model.params["decoder.W"]).astype(np.float64)  # are all 1)
+        _set_rows(model.params["decoder.W"], units,
+                  _mean_norm(np.linalg.norm(W2, axis=1), dead) * directions)
     _reset_state(optimizer, units)
     model.silent[units] = 0
     return n_dead
+
+
+def _mean_norm(norms, dead):
+    """The mean of the living units' norms (1 when none lives)."""
+    return float(norms[~dead].mean()) if (~dead).any() else 1.0
 
 
 def _sample(x, rng, rows):
