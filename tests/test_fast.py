@@ -489,3 +489,39 @@ def test_fast_adam_picks_numba_where_installed_and_numpy_when_switched_off(monke
         FastAdam(opt, kernel="numba")
     with pytest.raises(ConfigError, match="kernel"):
         FastAdam(opt, kernel="fortran")
+
+
+# ----------------------------------------------------------------------------- TopK's sparse products
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_topk_sparse_products_match_the_dense_ones_and_the_reference(monkeypatch, activation):
+    from minisae.fast import sparse, step
+    if sparse.kernels() is None:
+        pytest.skip("numba is not installed: the engine keeps the dense products")
+    x = np.random.default_rng(3).random((37, 30))
+    results = {}
+    for name, kernels in (("sparse", sparse.kernels()), ("dense", None)):
+        monkeypatch.setattr(step, "sparse_kernels", lambda k=kernels: k)
+        model = make_model("numpy", 30, 50, combo=("linear", "mse", "mean"), sparsity="topk",
+                           k=7, hidden_activation=activation, dtype="float64", seed=2)
+        calls = []
+        if kernels is not None:
+            monkeypatch.setattr(step, "sparse_kernels", lambda k=kernels: (
+                calls.append(1), k)[1])
+        loss = minisae.fast.loss_and_grads(model, x)
+        results[name] = (loss.total, to_numpy(model.flat_grads).copy())
+        if kernels is not None:
+            assert calls, "the sparse kernels were not used"
+        reference = model.loss_and_grads(x).total, to_numpy(model.flat_grads).copy()
+        np.testing.assert_allclose(results[name][1], reference[1], rtol=1e-10, atol=1e-13)
+        assert results[name][0] == pytest.approx(reference[0], rel=1e-12)
+    np.testing.assert_allclose(results["sparse"][1], results["dense"][1], rtol=1e-10,
+                               atol=1e-13)
+
+
+def test_tied_topk_keeps_the_dense_products():
+    from minisae.fast import step
+    cfg = make_model("numpy", 6, 5, combo=("linear", "mse", "mean"), sparsity="topk", k=2,
+                     hidden_activation="relu", tied_weights=True).config
+    assert step._sparse_topk(cfg, on_numpy=True) is None
+    assert step._sparse_topk(cfg, on_numpy=False) is None

@@ -12,6 +12,7 @@ rounding (tests/test_fast.py). What differs:
 - the sparsity gradient is added to dh inside the sigmoid's backward pass
   (kernels.sigmoid_backward_);
 - on CuPy each fused pass is one kernel;
+- TopK: three of the five products use only the kept codes (fast/sparse.py);
 - the thread policy in force (threads.py) is told when each step starts and ends: under
   threads="auto" it times steps to choose BLAS's thread count.
 
@@ -31,6 +32,7 @@ from .. import losses
 from ..backend import array_module
 from ..model import SparseAutoencoder
 from . import kernels as K
+from .sparse import kernels as sparse_kernels
 from .threads import active
 
 _BUFFERS = weakref.WeakKeyDictionary()  # model -> its Buffers (dropped with the model)
@@ -116,7 +118,14 @@ def _loss_and_grads(model, x):
     rho_hat *= 1.0 / batch
 
     # output layer and reconstruction term: dz = d(reconstruction) / d(h @ W2 + b2)
-    z = xp.matmul(h, W2, out=buf("z", (batch, n_inputs)))
+    sparse = _sparse_topk(cfg, on_numpy)
+    if sparse:  # TopK: z from the k kept codes of each sample (fast/sparse.py)
+        rows, cols = kept
+        v = h[rows, cols]
+        z = buf("z", (batch, n_inputs))
+        sparse[0](v, cols, W2, z)
+    else:
+        z = xp.matmul(h, W2, out=buf("z", (batch, n_inputs)))
     dz = buf("dz", (batch, n_inputs))
     if cfg.reconstruction_loss == "bce":
         work = buf("work_out", (batch, n_inputs)) if on_numpy else None
@@ -130,10 +139,20 @@ def _loss_and_grads(model, x):
     # backward
     if cfg.tied_weights:  # W2 = W1.T: its gradient joins encoder.W's below
         dW2 = xp.matmul(h.T, dz, out=buf("dW2", (n_hidden, n_inputs)))
+    elif sparse:
+        dW2 = G["decoder.W"]
+        sparse[2](v, cols, dz, dW2)
     else:
         dW2 = xp.matmul(h.T, dz, out=G["decoder.W"])
     xp.matmul(ones, dz, out=G["decoder.b"])
-    dh = xp.matmul(dz, W2.T, out=buf("dh", (batch, n_hidden)))
+    if sparse:  # dh at the kept units only: the others pass no gradient anyway
+        g = buf("dh_kept", cols.shape)
+        sparse[1](dz, W2, cols, g)
+        dh = buf("dh", (batch, n_hidden))
+        dh.fill(0)
+        dh[rows, cols] = g
+    else:
+        dh = xp.matmul(dz, W2.T, out=buf("dh", (batch, n_hidden)))
     # every penalty scales with beta: at beta = 0 there is no gradient row to add
     d_rho_hat, extra = losses.sparsity_backward(cfg, rho_hat, P) if cfg.sparsity_weight \
         else (None, {})
@@ -153,6 +172,14 @@ def _loss_and_grads(model, x):
             K.add_weight_decay_grad_(G[name], P[name], cfg.weight_decay, work)
     losses.add_grads(G, extra)
     return loss
+
+
+def _sparse_topk(cfg, on_numpy):
+    """TopK's compiled sparse products (fast/sparse.py), where they apply: NumPy, TopK, untied
+    weights (W2 = W1.T would be read down its columns), numba installed; else None."""
+    if cfg.sparsity != "topk" or not on_numpy or cfg.tied_weights:
+        return None
+    return sparse_kernels()
 
 
 class _Sigmoid:
