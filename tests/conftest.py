@@ -4,6 +4,10 @@
 with the reason shown under -ra, elsewhere). Tests make their arrays on it with
 `get_backend(backend, dtype)` and read results back with `to_numpy`.
 """
+import dataclasses
+import hashlib
+import socket
+
 import numpy as np
 import pytest
 
@@ -46,3 +50,38 @@ def make_model(backend="numpy", n_inputs=5, n_hidden=3, combo=("sigmoid", "mse",
 def random_inputs(batch, n, seed=0):
     """A NumPy batch in [0, 1], shape (batch, n), float64."""
     return np.random.default_rng(seed).uniform(0.0, 1.0, size=(batch, n))
+
+
+def closed_port_url():
+    """A URL nothing listens at: a download tried there fails at once, offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+def make_tiny_mnist(folder, monkeypatch, cache, n_train=300, n_test=60):
+    """An n_train/n_test-image "MNIST" of random pixels in `folder`, accepted by its md5s;
+    the mirrors are dead ports and $MINISAE_DATA points at it (for CLI tests)."""
+    from minisae.data import datasets
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    md5s = {}
+    for stem in datasets.FILES:
+        datasets.write_idx(folder / stem, arrays[stem])
+        md5s[stem] = hashlib.md5((folder / stem).read_bytes()).hexdigest()
+    for name, spec in datasets.SPECS.items():
+        monkeypatch.setitem(datasets.SPECS, name, dataclasses.replace(
+            spec, mirrors=(closed_port_url(),), system_dirs=(), content_md5s=md5s))
+    monkeypatch.setenv("MINISAE_DATA", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return folder
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A 300/60-image "MNIST" in a folder, accepted by its md5s; mirrors are dead ports."""
+    return make_tiny_mnist(tmp_path / "mnist", monkeypatch, tmp_path / "cache")

@@ -15,9 +15,6 @@ Each test runs the same computation on NumPy and compares: the same seed gives t
 weights on every backend, so the numbers must agree (float64: to rounding).
 Every test here is marked `array_api` (pytest -m array_api runs them alone).
 """
-import dataclasses
-import hashlib
-import socket
 import sys
 import types
 
@@ -268,34 +265,11 @@ def test_strict_figures(strict, tmp_path):
 
 # ----------------------------------------------------------------------------- the command
 
-def _closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
-
-
 @pytest.fixture
 def tiny_mnist(tmp_path, monkeypatch):
-    """A 100/20-image "MNIST" in a folder, accepted by its md5s; mirrors are dead ports
-    (tests/test_cli.py's fixture, smaller)."""
-    from minisae.data import datasets
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, 100, dtype=np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 20, dtype=np.uint8)}
-    md5s = {}
-    for stem in datasets.FILES:
-        datasets.write_idx(folder / stem, arrays[stem])
-        md5s[stem] = hashlib.md5((folder / stem).read_bytes()).hexdigest()
-    for name, spec in datasets.SPECS.items():
-        monkeypatch.setitem(datasets.SPECS, name, dataclasses.replace(
-            spec, mirrors=(_closed_port_url(),), system_dirs=(), content_md5s=md5s))
-    monkeypatch.setenv("MINISAE_DATA", str(folder))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return folder
+    """A 100/20-image "MNIST" (conftest's, smaller)."""
+    from conftest import make_tiny_mnist
+    return make_tiny_mnist(tmp_path / "mnist", monkeypatch, tmp_path / "cache", 100, 20)
 
 
 def test_strict_cli_train_show_gradcheck(strict, tiny_mnist, tmp_path, capsys, monkeypatch):

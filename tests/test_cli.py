@@ -1,8 +1,5 @@
 """The `minisae` command, run in-process on a small synthetic MNIST the tests write."""
-import dataclasses
-import hashlib
 import json
-import socket
 import subprocess
 import sys
 
@@ -10,38 +7,8 @@ import numpy as np
 import pytest
 
 from minisae.apps import cli
-from minisae.data import datasets
 from minisae.files import checkpoint
 from minisae import functional as F
-from minisae.data.datasets import FILES, write_idx
-
-
-def closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    """A 300/60-image "MNIST" in a folder, accepted by its md5s; mirrors are dead ports."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (300, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, 300, dtype=np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 60, dtype=np.uint8)}
-    md5s = {}
-    for stem in FILES:
-        write_idx(folder / stem, arrays[stem])
-        md5s[stem] = hashlib.md5((folder / stem).read_bytes()).hexdigest()
-    for name, spec in datasets.SPECS.items():
-        monkeypatch.setitem(datasets.SPECS, name, dataclasses.replace(
-            spec, mirrors=(closed_port_url(),), system_dirs=(), content_md5s=md5s))
-    monkeypatch.setenv("MINISAE_DATA", str(folder))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return folder
 
 
 TINY = ["--hidden", "8", "--batch-size", "50", "--no-progress", "--backend", "numpy"]

@@ -5,11 +5,8 @@ checkpoints still load as KL models.
 
 Gradients, formulas, refusals and evaluate's diagnostics: test_sparsity.py.
 """
-import dataclasses
-import hashlib
 import json
 import math
-import socket
 import zipfile
 
 import numpy as np
@@ -19,8 +16,6 @@ import minisae.fast
 from minisae import SGD, Adam, SparseAutoencoder, to_numpy
 from minisae.apps import cli
 from minisae.config import Config
-from minisae.data import datasets
-from minisae.data.datasets import FILES, write_idx
 from minisae.errors import ConfigError
 from minisae.files import checkpoint
 from minisae.files.state import optimizer_state
@@ -421,36 +416,14 @@ def test_presets_build(name):
 
 # ----------------------------------------------------------------------------- the command line
 
-def closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
-
-
 @pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    """A 300/60-image "MNIST" in a folder, accepted by its md5s; mirrors are dead ports.
-    The figures are not drawn (test_cli.py checks them; they take seconds here)."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (300, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, 300, dtype=np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 60, dtype=np.uint8)}
-    md5s = {}
-    for stem in FILES:
-        write_idx(folder / stem, arrays[stem])
-        md5s[stem] = hashlib.md5((folder / stem).read_bytes()).hexdigest()
-    for name, spec in datasets.SPECS.items():
-        monkeypatch.setitem(datasets.SPECS, name, dataclasses.replace(
-            spec, mirrors=(closed_port_url(),), system_dirs=(), content_md5s=md5s))
-    monkeypatch.setenv("MINISAE_DATA", str(folder))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def tiny_mnist(tiny_mnist, monkeypatch):
+    """conftest's tiny MNIST, with the figures not drawn (test_cli.py checks them; they take
+    seconds here)."""
     from minisae.apps import plots
     for figure in ("feature_grid", "reconstructions", "activation_histogram", "training_curves"):
         monkeypatch.setattr(plots, figure, lambda *a, **k: None)
-    return folder
+    return tiny_mnist
 
 
 TINY = ["--hidden", "16", "--batch-size", "50", "--no-progress", "--backend", "numpy",
