@@ -481,7 +481,7 @@ def test_fast_adam_picks_numba_where_installed_and_numpy_when_switched_off(monke
     expected = "numba" if has_numba() else "numpy"
     assert FastAdam(opt).kernel == expected
     assert minisae.fast.fast_optimizer(opt).kernel == expected
-    monkeypatch.setattr(fast_adam, "_NUMBA", {})
+    monkeypatch.setattr(minisae.fast.kernels, "_NUMBA", {})
     monkeypatch.setenv("MINISAE_NUMBA", "0")
     assert fast_adam.numba_adam() is None
     assert FastAdam(opt).kernel == "numpy"

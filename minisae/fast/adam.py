@@ -22,7 +22,6 @@ and t), so a run saved from one path resumes on the other. The rewrites:
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,7 +30,7 @@ from .. import checks
 from ..backend import array_module, flat_owner
 from ..errors import ConfigError
 from ..optim import Adam
-from .kernels import cupy_kernel
+from .kernels import cupy_kernel, numba_loops
 from .threads import MAX_THREADS
 
 _ADAM_KERNEL = {
@@ -42,22 +41,13 @@ _ADAM_KERNEL = {
 }
 
 KERNELS = ("numba", "numpy")
-_NUMBA = {}  # "kernel": the compiled loop, or None when numba is missing or switched off
 
 
 def numba_adam():
     """The compiled fused Adam loop (numba, compiled on first use and cached on disk), or None
     where numba is not installed or MINISAE_NUMBA=0."""
-    if "kernel" not in _NUMBA:
-        _NUMBA["kernel"] = None
-        if os.environ.get("MINISAE_NUMBA", "1").strip() not in ("0", "false", "no"):
-            try:
-                import numba
-            except ImportError:
-                pass
-            else:
-                _NUMBA["kernel"] = numba.njit(nogil=True, cache=True, error_model="numpy")(_adam_loop)
-    return _NUMBA["kernel"]
+    loops = numba_loops("adam", _adam_loop)
+    return None if loops is None else loops[0]
 
 
 def _adam_loop(p, g, m, v, b1, b2, c1, c2, a, e):

@@ -10,6 +10,8 @@ Names ending in `_` work in place on their first argument.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..backend import array_module
@@ -54,6 +56,26 @@ def cupy_kernel(xp, name, table=None):
         kernel = _COMPILED[(xp.__name__, source)] = xp.ElementwiseKernel(
             in_params, out_params, operation, "minisae_" + name)
     return kernel
+
+
+_NUMBA = {}  # name: the tuple of compiled loops, or None where numba is missing or switched off
+
+
+def numba_loops(name, *loops):
+    """The plain-Python loops compiled by numba (on first use, cached on disk), as a tuple; None
+    where numba is not installed or MINISAE_NUMBA=0 is set, and the caller keeps its NumPy
+    passes."""
+    if name not in _NUMBA:
+        _NUMBA[name] = None
+        if os.environ.get("MINISAE_NUMBA", "1").strip() not in ("0", "false", "no"):
+            try:
+                import numba
+            except ImportError:
+                pass
+            else:
+                jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+                _NUMBA[name] = tuple(jit(loop) for loop in loops)
+    return _NUMBA[name]
 
 
 def bias_sigmoid_(z, b):

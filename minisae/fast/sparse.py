@@ -18,26 +18,13 @@ where numba is missing (or MINISAE_NUMBA=0) the engine keeps the dense products.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-_NUMBA = {}
-
+from .kernels import numba_loops
 
 def kernels():
     """(decode, gather, scatter): the compiled loops, or None without numba."""
-    if "kernels" not in _NUMBA:
-        _NUMBA["kernels"] = None
-        if os.environ.get("MINISAE_NUMBA", "1").strip() not in ("0", "false", "no"):
-            try:
-                import numba
-            except ImportError:
-                pass
-            else:
-                jit = numba.njit(nogil=True, cache=True, error_model="numpy")
-                _NUMBA["kernels"] = (jit(_decode), jit(_gather), jit(_scatter))
-    return _NUMBA["kernels"]
+    return numba_loops("topk", _decode, _gather, _scatter)
 
 
 def _decode(v, kept, W2, out):
