@@ -14,7 +14,7 @@ rounding (tests/test_fast.py). What differs:
 - on CuPy each fused pass is one kernel;
 - TopK: three of the five products use only the kept codes (fast/sparse.py);
 - the thread policy in force (threads.py) is told when each step starts and ends: under
-  threads="auto" it times steps to choose BLAS's thread count.
+  threads="adaptive" it times steps to choose BLAS's thread count.
 
 The loss itself is put together by minisae.losses.make_loss, as the reference's is: the
 engine only computes the reconstruction term and rho_hat its own way.
