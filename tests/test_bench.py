@@ -91,6 +91,20 @@ def test_run_benchmark_with_torch_same_model():
         assert set(r["round_seconds"]) == {"minisae", "fit", "torch", "matmul"}
 
 
+@pytest.mark.skipif(not has_torch(), reason="PyTorch is not installed")
+@pytest.mark.parametrize("policy", ["auto", "adaptive"])
+def test_thread_policies_leave_pytorch_at_its_default(policy):
+    """A policy is minisae's; PyTorch keeps its own count (a review found "adaptive" handed to
+    torch.set_num_threads as a string)."""
+    import torch
+    before = torch.get_num_threads()
+    result = bench.run_benchmark(torch=True, compile=False, threads=policy,
+                                 **dict(TINY, configs="8x16"))
+    assert result["settings"]["threads"] == policy
+    assert result["settings"]["torch_threads"] == before == torch.get_num_threads()
+    assert parser().parse_args(["bench", "--threads", policy]).threads == policy
+
+
 def test_cli_quick_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = parser().parse_args(["bench", "--quick", "--no-torch", "--configs", "8x16",

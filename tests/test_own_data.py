@@ -1,7 +1,6 @@
 """Your own data through `minisae train --data` (issue 18): .npy, .npz and shard folders,
 streamed, normalised, checkpointed mid-epoch and resumed exactly, bad rows found late."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -3,6 +3,9 @@ self-taught learning experiment and the figures.
 
     cli.py         the `minisae` command: train | show | gradcheck | bench | data | selftaught
     bench.py       `minisae bench`: samples/s against PyTorch and the matmul roofline
+    streambench.py `minisae bench --stream`: training from a file against from memory
+    experiments.py the sparsity family's experiments (the book's claims, the frontier,
+                   codes for classification, dead units), run by demos/
     selftaught.py  UFLDL's self-taught learning: autoencoder codes as a classifier's features
     plots.py       the figures (features, reconstructions, activations, training curves)
 """

@@ -25,7 +25,9 @@ The contenders are timed in alternating rounds, and each one's median round is r
   roofline: the samples/s of a step that did nothing but its matrix products.
 
 Threads: --threads auto (the default) lets minisae's thread policy (threads.py) choose BLAS's
-count for each configuration and leaves PyTorch at its own default; --threads N gives N to both.
+count for each configuration from its size and the cores, --threads adaptive lets it time steps
+and follow the machine's load; both leave PyTorch at its own default. --threads N gives N to
+both.
 
     minisae bench                                   # the four configurations, a table
     minisae bench --configs 1000x1000 --json b.json
@@ -308,8 +310,9 @@ def _import_torch(backend_name):
 
 
 def _torch_threads(stack, torch, threads):
-    """PyTorch gets `threads` when it is a number; under "auto" it keeps its own default."""
-    if torch is None or threads == "auto":
+    """PyTorch gets `threads` when it is a number; under a policy ("auto", "adaptive") it
+    keeps its own default."""
+    if torch is None or isinstance(threads, str):
         return None if torch is None else torch.get_num_threads()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -473,7 +476,8 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
 
     configs: "HxB,HxB" or a list of (n_hidden, batch). steps: steps per contender per round;
     rounds: how many alternating rounds (the median is reported); warmup: untimed steps first.
-    threads: "auto" (minisae's thread policy; PyTorch keeps its default) or a number for both.
+    threads: "auto" or "adaptive" (minisae's thread policies; PyTorch keeps its default) or a
+    number for both.
     torch=False skips PyTorch, compile=False its torch.compile contender. path: "fast",
     "reference" or "both" (minisae's paths). progress: a function given one line per round.
     sparsity: the model, "kl" (the book's) or "topk" (k units kept per sample). fit: also
@@ -681,9 +685,10 @@ def add_parser(subparsers):
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5)")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating timed rounds; the median is reported (default 7)")
-    p.add_argument("--threads", default="auto", metavar="N|auto",
-                   help="BLAS threads: auto (default: minisae's thread policy chooses; PyTorch "
-                        "keeps its default) or a number (for minisae and PyTorch)")
+    p.add_argument("--threads", default="auto", metavar="N|auto|adaptive",
+                   help="BLAS threads: auto (default: minisae chooses from the size and the "
+                        "cores), adaptive (minisae times steps and follows the load), PyTorch "
+                        "keeping its default under both; or a number (for minisae and PyTorch)")
     p.add_argument("--path", choices=PATHS, default="fast",
                    help="minisae's path: the fast engine (default), the readable reference "
                         "(fast=False), or both")

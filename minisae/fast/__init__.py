@@ -7,10 +7,14 @@ tests/test_fast.py checks that both give the same numbers:
 
     step.py      loss_and_grads(model, x)  <- SparseAutoencoder.loss_and_grads
     kernels.py   fused elementwise passes  <- functional.py's sigmoid, mse, bce, ...
+    sparse.py    TopK's products on the kept codes only (numba loops) <- layers.TopK with
+                 the dense products of Dense.forward and Dense.backward
     adam.py      FastAdam(opt)             <- Adam.step (the paper's Algorithm 1), on the same
                  m and v arrays: one fused numba loop where numba is installed, else chunked
                  NumPy passes, one kernel on CuPy
-    threads.py   the thread policy: BLAS's (and Adam's) threads for a run, fixed or "auto"
+    threads.py   the thread policy: BLAS's (and Adam's) threads for a run: a number, "auto"
+                 (chosen once from the size and the cores) or "adaptive" (timed, follows the
+                 load)
 
 Training (`minisae.fit`, `minisae train`, `minisae bench`) chooses the engine by default. From
 a loop of your own it is two calls:

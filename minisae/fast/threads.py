@@ -47,7 +47,7 @@ MAX_THREADS = 1024
 """The most threads a run may ask for (BLAS libraries cap their own pools lower)."""
 AUTO_MIN_FLOPS = 2e7
 """Below this many flops per matrix product of the step (2 * batch * n_inputs * n_hidden),
-"auto" runs BLAS single-threaded without trying more."""
+both "auto" and "adaptive" run BLAS on one thread ("adaptive" times no trial there)."""
 
 SAMPLES = 3               # steps counted for each candidate in a trial
 WARMUP_STEPS = 2          # steps before the first trial (first-touch allocations)

@@ -456,9 +456,10 @@ _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, TypeEr
 
 
 def load(path, backend=None):
-    """Read a checkpoint saved by save(), or the checkpoint.npz in a run's folder. backend
-    overrides the saved model's ("numpy", "cupy", "torch", "auto"); default numpy. Raises
-    CheckpointError for a missing, corrupt, hostile or incompatible file."""
+    """Read a checkpoint saved by save(), or the checkpoint.npz in a run's folder. backend:
+    where to put the loaded model ("numpy", "cupy", "torch", "auto"; a checkpoint holds NumPy
+    arrays and no backend); default numpy. Raises CheckpointError for a missing, corrupt,
+    hostile or incompatible file."""
     path = _checkpoint_path(path)
     backend = get_backend("numpy" if backend is None else backend)  # before the file is read
     where = f"checkpoint {path}"

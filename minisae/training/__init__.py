@@ -3,6 +3,9 @@ data set, the run's history, progress, batch assembly, and full-batch L-BFGS thr
 
     fit.py        fit, evaluate
     batches.py    the epoch's order and its batches (in memory, on the device)
+    stream.py     StreamBatches: an epoch's batches from files, shuffled through a bounded
+                  buffer, resumable from any step
+    units.py      dead units: how long each has been silent, and their resampling
     history.py    History: one record per epoch, keys following the model's loss parts
     progress.py   a bar on a terminal, whole lines in a log
     lbfgs.py      LBFGS: SciPy's L-BFGS-B over the model's flat parameter vector
