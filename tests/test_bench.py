@@ -105,6 +105,53 @@ def test_thread_policies_leave_pytorch_at_its_default(policy):
     assert parser().parse_args(["bench", "--threads", policy]).threads == policy
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("target", ["fifo", ""])
+def test_cli_json_target_is_checked_before_the_benchmark(tmp_path, capsys, monkeypatch, target):
+    """`--json /dev/null` used to replace the device with a regular file after the run, and
+    `--json ''` was ignored; both are refused before any timing."""
+    import os
+    import stat
+    if target == "fifo":
+        target = str(tmp_path / "pipe")
+        os.mkfifo(target)
+    monkeypatch.setattr(bench, "run_benchmark", lambda **kw: pytest.fail("ran the benchmark"))
+    from minisae.apps import cli
+    code = cli.main(["bench", "--no-torch", "--configs", "8x16", "--json", target])
+    err = capsys.readouterr().err
+    assert code == 2 and "--json" in err and err.count("\n") == 1
+    if target:
+        assert stat.S_ISFIFO(os.stat(target).st_mode)
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["--stream-rows", "100"], "--stream-rows applies to --stream"),
+    (["--stream-folder", "."], "--stream-folder applies to --stream"),
+    (["--stream", "--configs", "8x16"], "--configs applies to the step benchmark"),
+    (["--stream", "--sparsity", "topk"], "--sparsity topk applies to the step benchmark"),
+    (["--stream", "--no-torch"], "--no-torch applies to the step benchmark"),
+    (["--k", "3"], "--k applies to --sparsity topk"),
+])
+def test_cli_flags_the_benchmark_would_not_use_are_refused(capsys, monkeypatch, argv, word):
+    """Found by a sweep of the CLI: these were accepted and ignored."""
+    from minisae.apps import cli, streambench
+    monkeypatch.setattr(bench, "run_benchmark", lambda **kw: pytest.fail("ran the benchmark"))
+    monkeypatch.setattr(streambench, "run_stream_benchmark",
+                        lambda **kw: pytest.fail("ran the stream benchmark"))
+    assert cli.main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert word in err and err.count("\n") == 1
+
+
+def test_cli_k_reaches_the_topk_benchmark(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench, "run_benchmark", lambda **kw: seen.update(kw) or {})
+    monkeypatch.setattr(bench, "format_table", lambda result: "")
+    from minisae.apps import cli
+    assert cli.main(["bench", "--sparsity", "topk", "--k", "3", "-q"]) == 0 and seen["k"] == 3
+    assert cli.main(["bench", "-q"]) == 0 and seen["k"] == bench.K
+
+
 def test_cli_quick_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = parser().parse_args(["bench", "--quick", "--no-torch", "--configs", "8x16",

@@ -496,3 +496,95 @@ def test_selftaught_quick_honours_the_flags_given(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["selftaught", "--quick", "--hidden", "12"])
     assert seen["n_hidden"] == 12 and seen["max_iter"] == cli.SELFTAUGHT_QUICK["max_iter"]
+
+
+# ----------------------------------------------------------------------------- flags a run would not use
+
+@pytest.mark.parametrize("flags, word", [
+    (["--momentum", "0.5"], "--momentum applies to --optimizer sgd"),
+    (["--max-iter", "5"], "--max-iter applies to --optimizer lbfgs"),
+    (["--memory", "5"], "--memory applies to --optimizer lbfgs"),
+    (["--optimizer", "lbfgs", "--lr", "0.1"], "--lr applies to --optimizer adam or sgd"),
+    (["--optimizer", "lbfgs", "--batch-size", "10"], "--batch-size applies to"),
+    (["--n-patches", "100"], "--n-patches applies to --dataset patches"),
+    (["--patch-size", "4"], "--patch-size applies to --dataset patches"),
+    (["--sparsity", "l1", "--hidden-activation", "relu", "--output", "linear",
+      "--sparsity-target", "0.05"], "--sparsity-target applies to --sparsity kl"),
+    (["--aux-weight", "0.1"], "--aux-weight applies to AuxK"),
+    (["--dead-window", "100"], "--dead-window applies to dead units"),
+    (["--val-fraction", "0.5"], "--val-fraction applies to --data"),
+])
+def test_a_flag_the_run_would_not_use_is_refused(tiny_mnist, tmp_path, capsys, flags, word):
+    """Found by a sweep of the CLI: these flags were accepted and ignored (exit 0)."""
+    out = tmp_path / "r"
+    assert cli.main(["train", *TINY, "--epochs", "1", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert word in err and "drop the flag" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_epochs_with_lbfgs_are_refused_on_a_new_run_and_on_resume(tmp_path, capsys):
+    base = ["train", "--dataset", "patches", "--preset", "ufldl-patches", "--n-patches", "200",
+            "--hidden", "4", "--no-progress"]
+    assert cli.main([*base, "--epochs", "3", "--out", str(tmp_path / "a")]) == 2
+    assert "--epochs applies to --optimizer adam or sgd (lbfgs counts --max-iter)" in \
+        capsys.readouterr().err
+    assert cli.main([*base, "--max-iter", "2", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "b"), "--epochs", "5",
+                     "--no-progress"]) == 2
+    assert "--epochs applies to" in capsys.readouterr().err
+
+
+def test_data_dir_beside_data_and_val_fraction_beside_val_data(tmp_path, capsys):
+    x = np.random.default_rng(0).random((60, 9)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    base = ["train", "--data", str(tmp_path / "x.npy"), "--hidden", "4", "--epochs", "1",
+            "--batch-size", "20", "--no-progress"]
+    assert cli.main([*base, "--data-dir", str(tmp_path), "--out", str(tmp_path / "a")]) == 2
+    assert "drop --data-dir" in capsys.readouterr().err
+    assert cli.main([*base, "--val-data", str(tmp_path / "x.npy"), "--val-fraction", "0.5",
+                     "--out", str(tmp_path / "b")]) == 2
+    assert "--val-fraction applies to --data without --val-data" in capsys.readouterr().err
+
+
+def test_a_wrong_image_shape_is_refused_before_training(tmp_path, capsys):
+    x = np.random.default_rng(0).random((60, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "r"
+    assert cli.main(["train", "--data", str(tmp_path / "x.npy"), "--image-shape", "3x5",
+                     "--hidden", "4", "--epochs", "1", "--batch-size", "20", "--no-progress",
+                     "--out", str(out)]) == 2
+    assert "--image-shape 3x5 holds 15 pixels" in capsys.readouterr().err
+    assert not (out / "checkpoint.npz").exists()  # nothing trained, nothing saved
+
+
+@pytest.mark.parametrize("flags, word", [
+    (["--epochs", "3"], "--epochs applies to --optimizer adam"),
+    (["--lr", "0.1"], "--lr applies to --optimizer adam"),
+    (["--batch-size", "10"], "--batch-size applies to --optimizer adam"),
+    (["--optimizer", "adam", "--max-iter", "3"], "--max-iter applies to --optimizer lbfgs"),
+])
+def test_selftaught_refuses_the_other_optimizers_flags(monkeypatch, capsys, flags, word):
+    import minisae.apps.selftaught as S
+    monkeypatch.setattr(S, "self_taught", lambda *a, **k: pytest.fail("it ran"))
+    assert cli.main(["selftaught", "--quick", *flags]) == 2
+    err = capsys.readouterr().err
+    assert word in err and err.count("\n") == 1
+
+
+def test_selftaught_passes_adams_flags_and_defaults(monkeypatch):
+    seen = {}
+
+    def fake(name, log=None, **config):
+        seen.update(config)
+        raise SystemExit(0)
+
+    import minisae.apps.selftaught as S
+    monkeypatch.setattr(S, "self_taught", fake)
+    with pytest.raises(SystemExit):
+        cli.main(["selftaught", "--quick", "--optimizer", "adam", "--lr", "0.2"])
+    assert seen["lr"] == 0.2 and seen["batch_size"] == 1000
+    with pytest.raises(SystemExit):
+        cli.main(["selftaught", "--quick"])
+    assert seen["optimizer"] == "lbfgs" and seen["lr"] == 0.01

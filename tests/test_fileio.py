@@ -46,6 +46,28 @@ def test_failure_keeps_the_old_file_and_leaves_no_part(tmp_path):
     assert os.listdir(tmp_path) == ["a"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_writing_onto_a_fifo_or_device_is_refused_and_leaves_it_be(tmp_path):
+    """A review sweep found `minisae bench --json /dev/null` replacing /dev/null with a regular
+    file: the rename put the finished file in the device's place. A FIFO stands in here for
+    every file that is not a regular one (making a device needs root)."""
+    import stat
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        with atomic_write(fifo) as f:
+            f.write(b"x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["pipe"]
+    with pytest.raises(CheckpointError, match="not a regular file") as e:
+        ck.save(fifo, SparseAutoencoder(3, 2))
+    assert "\n" not in str(e.value) and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    if os.path.exists("/dev/null"):  # refused without touching it: nothing is written
+        with pytest.raises(OSError, match="not a regular file"):
+            with atomic_write("/dev/null"):
+                raise AssertionError("the block must not run")
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
 @posix_only
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_modes_honour_the_umask(tmp_path, umask):

@@ -56,7 +56,7 @@ from ..backend import array_module, get_backend, to_numpy
 from ..errors import ConfigError, MinisaeError
 from ..fast.adam import numba_adam
 from ..fast.threads import parse_threads, thread_limits
-from ..files.atomic import atomic_write
+from ..files.atomic import atomic_write, check_target
 from ..functional import RHO_EPS
 from ..model import SparseAutoencoder
 from ..optim import Adam
@@ -673,8 +673,8 @@ def add_parser(subparsers):
     p.add_argument("--sparsity", choices=tuple(MODELS), default="kl",
                    help="the model: kl (the book's, default) or topk (ReLU, k kept per sample, "
                         "linear output)")
-    p.add_argument("--k", type=int, default=K, help=f"units kept per sample with topk "
-                                                    f"(default {K})")
+    p.add_argument("--k", type=int, default=None, help=f"units kept per sample with topk "
+                                                       f"(default {K})")
     p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
                    help="array backend (default: $MINISAE_BACKEND, else auto: CuPy when a GPU "
                         "answers, else NumPy); cupy compares against PyTorch CUDA")
@@ -728,7 +728,8 @@ def _settings_from_args(args):
     settings = {k: defaults[k] if v is None else v for k, v in given.items()}
     return dict(settings, backend=args.backend, threads=getattr(args, "threads", "auto"),
                 torch=not args.no_torch, path=getattr(args, "path", "fast"),
-                sparsity=getattr(args, "sparsity", "kl"), k=getattr(args, "k", K),
+                sparsity=getattr(args, "sparsity", "kl"),
+                k=K if getattr(args, "k", None) is None else args.k,
                 fit=not getattr(args, "no_fit", False),
                 compile=not (quick or getattr(args, "no_compile", False)))
 
@@ -742,10 +743,46 @@ def _write_json(path, result):
         raise ConfigError(f"cannot write --json {path!r}: {e.strerror or e}") from None
 
 
+_STEP_FLAGS = {"configs": "--configs", "steps": "--steps", "warmup": "--warmup",
+               "rounds": "--rounds", "samples": "--samples", "k": "--k"}
+_STEP_SWITCHES = {"no_torch": "--no-torch", "no_fit": "--no-fit", "no_compile": "--no-compile",
+                  "quick": "--quick"}
+
+
+def _refuse_flags_that_do_not_apply(args):
+    """A flag the benchmark asked for would not use is an error, never ignored."""
+    if getattr(args, "stream", False):
+        given = [flag for name, flag in _STEP_FLAGS.items() if getattr(args, name, None) is not None]
+        given += [flag for name, flag in _STEP_SWITCHES.items() if getattr(args, name, False)]
+        given += [f"--{name} {getattr(args, name)}" for name, default in (
+            ("sparsity", "kl"), ("path", "fast"), ("threads", "auto"))
+            if getattr(args, name, default) != default]
+        if given:
+            raise ConfigError(f"--stream times one fixed model (784 -> 1000, the book's, batch "
+                              f"1000) from a file against from memory; {', '.join(given)} "
+                              f"applies to the step benchmark: drop it or --stream")
+        return
+    for name in ("stream_rows", "stream_folder"):
+        if getattr(args, name, None) is not None:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to --stream; give --stream "
+                              f"or drop the flag")
+    if getattr(args, "k", None) is not None and getattr(args, "sparsity", "kl") != "topk":
+        raise ConfigError("--k applies to --sparsity topk (the units each sample keeps); drop "
+                          "the flag")
+
+
 def main(args):
     """Run `minisae bench` from parsed arguments; print the table; 0 on success."""
+    if args.json is not None and not args.json.strip():
+        raise ConfigError("--json takes a file name to write the results to, got ''")
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         raise ConfigError(f"cannot write --json {args.json!r}: its folder does not exist")
+    if args.json:
+        try:  # refused now, not after the benchmark has run
+            check_target(args.json)
+        except OSError as e:
+            raise ConfigError(f"cannot write --json {args.json!r}: {e.strerror}") from None
+    _refuse_flags_that_do_not_apply(args)
     progress = None if getattr(args, "quiet", False) else \
         (lambda line: print(line, file=sys.stderr, flush=True))
     if getattr(args, "stream", False):

@@ -259,7 +259,42 @@ def resolve_settings(args):
             if getattr(args, name, None) is not None:
                 raise ConfigError(f"{FLAGS[name]} weighs a sparsity penalty, and --sparsity topk "
                                   f"has none (it keeps the k largest codes); drop the flag")
+    refuse_flags_that_do_not_apply(args, settings)
     return settings
+
+
+_MINIBATCH = ("adam", "sgd")
+APPLIES = {  # setting -> (does it apply to these settings?, what it applies to)
+    "lr": (lambda s: s["optimizer"] in _MINIBATCH, "--optimizer adam or sgd"),
+    "batch_size": (lambda s: s["optimizer"] in _MINIBATCH, "--optimizer adam or sgd"),
+    "epochs": (lambda s: s["optimizer"] in _MINIBATCH,
+               "--optimizer adam or sgd (lbfgs counts --max-iter)"),
+    "momentum": (lambda s: s["optimizer"] == "sgd", "--optimizer sgd"),
+    "max_iter": (lambda s: s["optimizer"] == "lbfgs",
+                 "--optimizer lbfgs (adam and sgd count --epochs)"),
+    "memory": (lambda s: s["optimizer"] == "lbfgs", "--optimizer lbfgs"),
+    "n_patches": (lambda s: s["dataset"] == "patches", "--dataset patches"),
+    "patch_size": (lambda s: s["dataset"] == "patches", "--dataset patches"),
+    "sparsity_target": (lambda s: s["sparsity"] in ("kl", "squared", "absolute"),
+                        "--sparsity kl, squared or absolute (the target of the mean activation)"),
+    "aux_weight": (lambda s: s["aux_k"] is not None, "AuxK, which --aux-k turns on"),
+    "dead_window": (lambda s: s["hidden_activation"] == "relu",
+                    "dead units, which are tracked for --hidden-activation relu"),
+    "val_fraction": (lambda s: s["dataset"] == "files" and s.get("val_data") is None,
+                     "--data without --val-data (the share of its rows held out)"),
+}
+"""Flags that only some runs use: given to another run, they are refused, never ignored."""
+
+
+def refuse_flags_that_do_not_apply(args, settings):
+    """A ConfigError for the first flag given on the command line that this run would not use."""
+    for name, (applies, what) in APPLIES.items():
+        if getattr(args, name, None) is not None and not applies(settings):
+            raise ConfigError(f"{FLAGS[name]} applies to {what}, which this run is not; drop "
+                              f"the flag")
+    if getattr(args, "data_dir", None) is not None and settings["dataset"] == "files":
+        raise ConfigError("--data-dir is where MNIST and Fashion-MNIST are kept; this run trains "
+                          "on --data; drop --data-dir")
 
 
 class Interruption:
@@ -331,6 +366,7 @@ def _train(args, ck, settings, history, saved_in, out):
         record["data_fingerprint"] = data.fingerprint
     if ck is not None:
         _check_same_data(ck.extra, record, args)
+    image_shape_of(settings, width)  # a wrong --image-shape is refused now, not after training
     model = ck.model if ck is not None else _build_model(settings, width, args)
     if ck is None and settings["normalize"] != "none":
         from ..normalize import Normalizer
@@ -478,6 +514,7 @@ def _resumed_settings(args, ck):
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
+    refuse_flags_that_do_not_apply(args, settings)
     return settings
 
 
@@ -891,8 +928,8 @@ def _add_selftaught(sub):
                    help="L-BFGS iterations of the autoencoder (default: 400)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="Adam epochs of the autoencoder (default: 400)")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate (default: 0.01)")
-    p.add_argument("--batch-size", type=_positive_int, default=1000,
+    p.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default: 0.01)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="Adam's batch size (default: 1000)")
     p.add_argument("--softmax-max-iter", type=_positive_int, default=None,
                    help="L-BFGS iterations of each softmax regression (default: 100)")
@@ -931,7 +968,14 @@ def cmd_selftaught(args):
                  max_unlabelled=args.max_unlabelled, max_labelled=args.max_labelled)
     defaults = SELFTAUGHT_QUICK if args.quick else SELFTAUGHT
     config = {k: defaults[k] if v is None else v for k, v in given.items()}  # a flag wins
-    config.update(optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+    only = {"lbfgs": ("max_iter",), "adam": ("epochs", "lr", "batch_size")}
+    for name in (n for kind, names in only.items() if kind != args.optimizer for n in names):
+        if getattr(args, name) is not None:  # a flag the run cannot honour is an error
+            raise ConfigError(f"--{name.replace('_', '-')} applies to --optimizer "
+                              f"{'lbfgs' if name == 'max_iter' else 'adam'}, and this run uses "
+                              f"{args.optimizer}; drop the flag")
+    config.update(optimizer=args.optimizer, lr=0.01 if args.lr is None else args.lr,
+                  batch_size=1000 if args.batch_size is None else args.batch_size,
                   softmax_weight_decay=args.softmax_weight_decay, backend=args.backend,
                   data_dir=args.data_dir, download=not args.no_download, progress=args.progress)
     for name in args.dataset:

@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -35,10 +36,7 @@ def atomic_write(path, mode="wb", fsync=False):
 
     If the block raises (Ctrl-C included), the temporary file is removed and whatever was at
     `path` before is untouched, so a crash never leaves a half-written file in its place."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file name to write "
-                                              f"to", str(path))
+    path = check_target(path)
     remove_stale_parts(path)
     fd, tmp = _create_temp(path)
     _lock(fd)
@@ -58,6 +56,27 @@ def atomic_write(path, mode="wb", fsync=False):
         _WRITING.discard(str(tmp))
     if fsync:
         _fsync_folder(path.parent)
+
+
+def check_target(path):
+    """path as a Path, once it is known that a file may be written there: nothing there yet,
+    or a regular file. A folder, a device (/dev/null), a FIFO or a socket is an OSError: the
+    rename would put a regular file in its place."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file name to write "
+                                              f"to", str(path))
+    try:
+        kind = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError:
+        return path  # unreadable: the write itself will say why
+    if not stat.S_ISREG(kind):
+        raise OSError(errno.EINVAL, f"{path} is not a regular file (a device, a FIFO or a "
+                                    f"socket), and writing would replace it; give a file name "
+                                    f"to write to", str(path))
+    return path
 
 
 def _create_temp(path):
