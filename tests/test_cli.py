@@ -484,7 +484,9 @@ def test_resume_on_other_data_is_refused_unless_forced(tiny_mnist, tmp_path, cap
     assert cli.main(argv + ["--force"]) == 0
 
 
-def test_selftaught_quick_honours_the_flags_given(monkeypatch):
+@pytest.fixture
+def selftaught_config(monkeypatch):
+    """What `minisae selftaught` hands the experiment, which then stops (SystemExit(0))."""
     seen = {}
 
     def fake(name, log=None, **config):
@@ -493,6 +495,11 @@ def test_selftaught_quick_honours_the_flags_given(monkeypatch):
 
     import minisae.apps.selftaught as S
     monkeypatch.setattr(S, "self_taught", fake)
+    return seen
+
+
+def test_selftaught_quick_honours_the_flags_given(selftaught_config):
+    seen = selftaught_config
     with pytest.raises(SystemExit):
         cli.main(["selftaught", "--quick", "--hidden", "12"])
     assert seen["n_hidden"] == 12 and seen["max_iter"] == cli.SELFTAUGHT_QUICK["max_iter"]
@@ -573,15 +580,8 @@ def test_selftaught_refuses_the_other_optimizers_flags(monkeypatch, capsys, flag
     assert word in err and err.count("\n") == 1
 
 
-def test_selftaught_passes_adams_flags_and_defaults(monkeypatch):
-    seen = {}
-
-    def fake(name, log=None, **config):
-        seen.update(config)
-        raise SystemExit(0)
-
-    import minisae.apps.selftaught as S
-    monkeypatch.setattr(S, "self_taught", fake)
+def test_selftaught_passes_adams_flags_and_defaults(selftaught_config):
+    seen = selftaught_config
     with pytest.raises(SystemExit):
         cli.main(["selftaught", "--quick", "--optimizer", "adam", "--lr", "0.2"])
     assert seen["lr"] == 0.2 and seen["batch_size"] == 1000

@@ -175,11 +175,17 @@ def test_main_notebook_runs_offline_without_errors(main_run):
     assert "Traceback" not in printed
 
 
-def test_main_notebook_checks_pass(main_run):
-    errors, lines = checks(executed(main_run))
+def assert_every_check_passes(run):
+    """Every check cell ran (rules, chain and model, in order) and printed an error below
+    THRESHOLD."""
+    errors, lines = checks(executed(run))
     assert list(errors) == RULES + CHAIN + MODEL
     bad = [lines[n] for n, e in errors.items() if e is None or not e < THRESHOLD]
     assert not bad, "\n".join(bad)
+
+
+def test_main_notebook_checks_pass(main_run):
+    assert_every_check_passes(main_run)
 
 
 def test_main_notebook_draws_its_figures_inline(main_run):
@@ -202,10 +208,7 @@ def test_main_notebook_runs_in_seconds(main_run):
 # ----------------------------------------------------------------------------- the worksheet
 
 def test_worksheet_filled_in_passes_every_check(filled_run):
-    errors, lines = checks(executed(filled_run))
-    assert list(errors) == RULES + CHAIN + MODEL
-    bad = [lines[n] for n, e in errors.items() if e is None or not e < THRESHOLD]
-    assert not bad, "\n".join(bad)
+    assert_every_check_passes(filled_run)
 
 
 def test_worksheet_names_the_wrong_part_and_the_missing_one(wrong_run):

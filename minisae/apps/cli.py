@@ -254,11 +254,6 @@ def resolve_settings(args):
     for flag in ("data_key", "val_data", "normalize", "chunk_rows", "buffer_rows"):
         if getattr(args, flag, None) not in (None, "none") and args.data is None:
             raise ConfigError(f"{FLAGS[flag]} applies to --data; give --data PATH or drop it")
-    if settings["sparsity"] == "topk":  # a flag the run cannot honour is an error
-        for name in ("sparsity_weight", "sparsity_target"):
-            if getattr(args, name, None) is not None:
-                raise ConfigError(f"{FLAGS[name]} weighs a sparsity penalty, and --sparsity topk "
-                                  f"has none (it keeps the k largest codes); drop the flag")
     refuse_flags_that_do_not_apply(args, settings)
     return settings
 
@@ -275,6 +270,9 @@ APPLIES = {  # setting -> (does it apply to these settings?, what it applies to)
     "memory": (lambda s: s["optimizer"] == "lbfgs", "--optimizer lbfgs"),
     "n_patches": (lambda s: s["dataset"] == "patches", "--dataset patches"),
     "patch_size": (lambda s: s["dataset"] == "patches", "--dataset patches"),
+    "sparsity_weight": (lambda s: s["sparsity"] != "topk",
+                        "runs with a sparsity penalty (--sparsity topk has none: it keeps the k "
+                        "largest codes)"),
     "sparsity_target": (lambda s: s["sparsity"] in ("kl", "squared", "absolute"),
                         "--sparsity kl, squared or absolute (the target of the mean activation)"),
     "aux_weight": (lambda s: s["aux_k"] is not None, "AuxK, which --aux-k turns on"),
@@ -968,12 +966,11 @@ def cmd_selftaught(args):
                  max_unlabelled=args.max_unlabelled, max_labelled=args.max_labelled)
     defaults = SELFTAUGHT_QUICK if args.quick else SELFTAUGHT
     config = {k: defaults[k] if v is None else v for k, v in given.items()}  # a flag wins
-    only = {"lbfgs": ("max_iter",), "adam": ("epochs", "lr", "batch_size")}
-    for name in (n for kind, names in only.items() if kind != args.optimizer for n in names):
-        if getattr(args, name) is not None:  # a flag the run cannot honour is an error
-            raise ConfigError(f"--{name.replace('_', '-')} applies to --optimizer "
-                              f"{'lbfgs' if name == 'max_iter' else 'adam'}, and this run uses "
-                              f"{args.optimizer}; drop the flag")
+    for name, kind in (("max_iter", "lbfgs"), ("epochs", "adam"), ("lr", "adam"),
+                       ("batch_size", "adam")):
+        if getattr(args, name) is not None and args.optimizer != kind:  # never ignored
+            raise ConfigError(f"--{name.replace('_', '-')} applies to --optimizer {kind}, and "
+                              f"this run uses {args.optimizer}; drop the flag")
     config.update(optimizer=args.optimizer, lr=0.01 if args.lr is None else args.lr,
                   batch_size=1000 if args.batch_size is None else args.batch_size,
                   softmax_weight_decay=args.softmax_weight_decay, backend=args.backend,

@@ -51,28 +51,31 @@ WARMUP = 3          # untimed steps on a constant batch first (the engine compil
 KINDS = ("speed", "rss", "pass", "cold pass")
 
 
-def _peak_rss():
-    """The process's peak resident set in bytes (VmHWM; else getrusage)."""
+def _status_bytes(field):
+    """A size from /proc/self/status ("VmHWM", "VmRSS") in bytes, or None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _peak_rss():
+    """The process's peak resident set in bytes (VmHWM; else getrusage)."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _rss():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
+    """The process's resident set now in bytes (VmRSS), or None."""
+    return _status_bytes("VmRSS")
 
 
 def write_rows(path, rows, n_inputs, seed=0, block_bytes=1 << 26):
