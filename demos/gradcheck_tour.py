@@ -26,6 +26,8 @@ import numpy as np
 
 from minisae import SparseAutoencoder, to_numpy
 from minisae import fast
+from minisae import losses
+from minisae.layers import MeanOverBatch
 from minisae.model import SparseAutoencoder as _Model
 from minisae.errors import GradientCheckError
 from minisae.gradcheck import (STEP, THRESHOLD, GradCheckRow, assert_gradients_ok, check_model,
@@ -98,17 +100,20 @@ print(f"loss = {loss.total:.10f}  (reconstruction {loss.reconstruction:.6f} + sp
 for name, g in analytic.items():
     print(f"  |d loss / d {name:<9}| = {np.linalg.norm(g):.6g}")
 print()
-say("""loss_and_grads runs the forward pass, then the hand-written backward pass: the output
-sigmoid's and the decoder's gradients, the KL term's gradient (d penalty / d rho_hat, from
-minisae/losses.py) added to dh (every h[i, j] reaches it through rho_hat_j), then the hidden
-sigmoid's and the encoder's. The gradients land in model.grads. These are the backward
-lines it just ran:""")
-reconstruction_line = ("F.mse_backward(" if model.config.reconstruction_loss == "mse"
-                       else "F.bce_with_logits_backward(")
-backward_lines = source_lines(_Model.loss_and_grads, reconstruction_line, ".decoder.backward(",
-                              "losses.sparsity_backward(", "F.mean_activation_backward(",
-                              ".coding.backward(", ".encoder.backward(",
-                              "+= F.weight_decay_backward(")
+say("""loss_and_grads runs the forward pass, then the hand-written backward pass: each term
+of the loss gives its gradient with respect to what it read (the reconstruction's d/dy, the
+KL term's d/d rho_hat, from minisae/losses.py), and the layers carry them down in reverse:
+the output sigmoid, the decoder, rho_hat's share added to dh (every h[i, j] reaches it
+through rho_hat_j), the hidden sigmoid and the encoder; weight decay adds lambda * W. The
+gradients land in model.grads. These are the backward lines it just ran:""")
+reconstruction_term = type(model.objective.term("reconstruction"))
+backward_lines = (source_lines(_Model.loss_and_grads, "self.objective.backward(",
+                               ".output.backward(", ".decoder.backward(", ".coding.backward(",
+                               ".encoder.backward(", "losses.add_grads(")
+                  + source_lines(reconstruction_term.backward, "F.")
+                  + source_lines(losses.KL.backward, "F.kl_penalty_backward(")
+                  + source_lines(MeanOverBatch.backward, "return ")
+                  + source_lines(losses.WeightDecay.backward, "F.weight_decay_backward("))
 for where, line in backward_lines:
     print(f"  {where:<22} {line}")
 print()
@@ -196,7 +201,7 @@ print(f"the fast engine (minisae.fast.check_model), same model: largest relative
 
 # ----------------------------------------------------------------------------- 6
 step(6, "break a gradient on purpose")
-(kl_line,) = source_lines(_Model.loss_and_grads, "F.mean_activation_backward(")
+(kl_line,) = source_lines(_Model.loss_and_grads, "self.mean.backward(")
 say(f"""Suppose the backward pass forgot the sparsity term: the line that adds the KL gradient
 to dh, which step 2 ran, {kl_line[0]}:""")
 print(f"  {kl_line[1]}\n")

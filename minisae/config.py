@@ -97,6 +97,45 @@ class Config:
         return [f.name for f in fields(cls)]
 
 
+@dataclass(frozen=True)
+class Mechanism:
+    """What a sparsity mechanism takes: the coding activations it works with (and why), and
+    the settings it reads beyond those every model reads."""
+
+    activations: tuple
+    why: str
+    reads: frozenset
+
+
+_RHO = frozenset({"sparsity_target", "sparsity_weight"})
+MECHANISMS = {
+    "kl": Mechanism(("sigmoid",), "compares mean activations in (0, 1) with rho", _RHO),
+    "squared": Mechanism(("sigmoid", "relu"), "makes nonnegative codes sparse", _RHO),
+    "absolute": Mechanism(("sigmoid", "relu"), "makes nonnegative codes sparse", _RHO),
+    "l1": Mechanism(("sigmoid", "relu"), "makes nonnegative codes sparse",
+                    frozenset({"sparsity_weight", "l1_decoder_norm"})),
+    "topk": Mechanism(("relu", "linear"), "keeps the largest pre-activations as they are "
+                      "(linear) or through a ReLU", frozenset({"k", "aux_k", "aux_weight"})),
+}
+"""Which settings go together, decided here once: the model (combination_problem), the
+command line (applies: a flag a run would not use is refused) and the presets' test read it."""
+
+OPTIONAL = {"k": None, "aux_k": None, "l1_decoder_norm": False}
+"""Settings that are off unless given; given to a mechanism that does not read them, they are
+refused."""
+
+
+def applies(name, s):
+    """Whether the setting `name` means anything to a model with settings s (a Config or a
+    dict of its fields): a mechanism's own settings apply to it alone, AuxK's weight applies
+    when AuxK is on."""
+    get = s.get if isinstance(s, dict) else (lambda n: getattr(s, n))
+    if name == "aux_weight":
+        return get("aux_k") is not None and name in MECHANISMS[get("sparsity")].reads
+    owners = [m for m in MECHANISMS.values() if name in m.reads]
+    return not owners or name in MECHANISMS[get("sparsity")].reads
+
+
 def combination_problem(c):
     """Why this combination of settings is not a valid model, or None when it is."""
     if c.reconstruction_loss == "bce" and c.output_activation != "sigmoid":
@@ -105,19 +144,26 @@ def combination_problem(c):
     if c.reconstruction_loss == "bce" and c.reduction != "mean":
         return ("reduction='halfsum' is UFLDL's half squared error and applies to 'mse' only; "
                 "use reduction='mean' with 'bce'")
-    if c.k is not None and c.sparsity != "topk":
-        return (f"k={c.k} applies to sparsity='topk' only, got sparsity={c.sparsity!r}; "
-                f"drop k")
-    if c.aux_k is not None and c.sparsity != "topk":
-        return (f"aux_k={c.aux_k} (AuxK) applies to sparsity='topk' only, got "
-                f"sparsity={c.sparsity!r}; drop aux_k")
-    if c.l1_decoder_norm and c.sparsity != "l1":
-        return (f"l1_decoder_norm=True applies to sparsity='l1' only, got "
-                f"sparsity={c.sparsity!r}")
-    if c.hidden_activation == "linear" and c.sparsity != "topk":
-        return (f"hidden_activation='linear' gives codes of any sign, which only "
-                f"sparsity='topk' makes sparse; use 'sigmoid' or 'relu' with {c.sparsity!r}")
-    return SPARSITY[c.sparsity].problem(c)
+    for name, off in OPTIONAL.items():
+        value = getattr(c, name)
+        if value != off and not applies(name, c):
+            owner = next(n for n, m in MECHANISMS.items() if name in m.reads)
+            return (f"{name}={value!r} applies to sparsity={owner!r} only, got "
+                    f"sparsity={c.sparsity!r}; drop {name}")
+    m = MECHANISMS[c.sparsity]
+    if c.hidden_activation not in m.activations:
+        return (f"sparsity={c.sparsity!r} {m.why}: use hidden_activation="
+                + " or ".join(repr(a) for a in m.activations)
+                + f", got hidden_activation={c.hidden_activation!r}")
+    if c.sparsity == "topk" and (c.k is None or c.k > c.n_hidden):
+        return (f"sparsity='topk' keeps k of the n_hidden={c.n_hidden} units per sample: give k "
+                f"between 1 and {c.n_hidden}, got k={c.k!r}")
+    if c.aux_k is not None and c.hidden_activation != "relu":
+        return ("AuxK (aux_k) tells dead units by their never firing, which needs "
+                "hidden_activation='relu'")
+    if c.aux_k is not None and c.aux_k > c.n_hidden:
+        return f"aux_k must be at most n_hidden={c.n_hidden}, got {c.aux_k}"
+    return None
 
 
 def param_shapes(c):

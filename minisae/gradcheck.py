@@ -68,19 +68,7 @@ def numerical_gradient(f, p, h=STEP):
 
     p is perturbed in place, one element at a time (through a flat view of it, so p must be
     contiguous), and restored exactly afterwards."""
-    checks.check_function(f, "f", 0, "a function of no arguments that returns the loss")
-    read_only = (isinstance(p, np.ndarray) and not p.flags.writeable) or \
-        getattr(p, "requires_grad", False)     # autograd's leaves are not changed in place
-    if not (isinstance(p, np.ndarray) or checks.is_foreign_array(p)) or \
-            "float" not in str(p.dtype) or read_only:
-        raise ConfigError(f"p must be a writable float array (a parameter: it is perturbed in "
-                          f"place), got {checks.shown(p)}")
-    h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
-    try:
-        flat = namespace(p).reshape(p, (-1,), copy=False)
-    except (ValueError, RuntimeError, TypeError, AttributeError):
-        raise ConfigError("numerical_gradient perturbs p through a flat view of it: pass a "
-                          "contiguous array (a model's parameters are)") from None
+    flat, h = _checked_for_differences(f, p, h)
     grad = np.zeros(flat.shape[0], dtype=np.float64)
     for i in range(flat.shape[0]):
         old = float(flat[i])
@@ -119,20 +107,8 @@ def check_model(model, *inputs, loss_and_grads=None, h=STEP, threshold=THRESHOLD
     """Compare a float64 model's gradients with central differences of its loss, for every
     parameter: model.loss_and_grads(*inputs) by default, else loss_and_grads(model, *inputs)
     (the fast engine's, say). Returns one GradCheckRow per parameter."""
-    if not all(hasattr(model, a) for a in ("params", "grads", "loss_and_grads", "dtype")):
-        raise ConfigError(f"check_model needs a model (a SparseAutoencoder or a "
-                          f"SoftmaxRegression), got {type(model).__name__}")
-    if getattr(model.config, "dtype", None) != "float64":
-        raise ConfigError(f"gradient checks need a float64 model (central differences in "
-                          f"{model.config.dtype} are too coarse); build it with dtype='float64'")
-    checks.check_writable(model.params, "model.params")
-    h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
-    threshold = checks.check_real(threshold, "threshold", 0.0, low_open=True)
-    checks.check_optional(loss_and_grads, checks.check_function, "loss_and_grads",
-                          1 + len(inputs), f"a function of (model{', x' * len(inputs)})")
+    h, threshold = _checked_model(model, inputs, loss_and_grads, h, threshold)
     if loss_and_grads is None:
-        checks.check_function(model.loss_and_grads, "model.loss_and_grads", len(inputs),
-                              "given the inputs (x for an autoencoder, x and y for a classifier)")
         run = lambda: model.loss_and_grads(*inputs)  # noqa: E731
     else:
         run = lambda: loss_and_grads(model, *inputs)  # noqa: E731
@@ -162,6 +138,43 @@ def format_table(rows, title=None):
         lines.append(f"{r.name:<12} {shape:<10} {r.analytic_norm:>12.6g} {r.numeric_norm:>12.6g} "
                      f"{r.rel_error:>11.2e}  {'yes' if r.ok else 'NO'}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the doors' checks
+
+def _checked_for_differences(f, p, h):
+    """numerical_gradient's arguments checked: (a flat view of p, h)."""
+    checks.check_function(f, "f", 0, "a function of no arguments that returns the loss")
+    read_only = (isinstance(p, np.ndarray) and not p.flags.writeable) or \
+        getattr(p, "requires_grad", False)     # autograd's leaves are not changed in place
+    if not (isinstance(p, np.ndarray) or checks.is_foreign_array(p)) or \
+            "float" not in str(p.dtype) or read_only:
+        raise ConfigError(f"p must be a writable float array (a parameter: it is perturbed in "
+                          f"place), got {checks.shown(p)}")
+    h = checks.check_real(h, "h", 0.0, 1.0, low_open=True)
+    try:
+        return namespace(p).reshape(p, (-1,), copy=False), h
+    except (ValueError, RuntimeError, TypeError, AttributeError):
+        raise ConfigError("numerical_gradient perturbs p through a flat view of it: pass a "
+                          "contiguous array (a model's parameters are)") from None
+
+
+def _checked_model(model, inputs, loss_and_grads, h, threshold):
+    """check_model's arguments checked: (h, threshold)."""
+    if not all(hasattr(model, a) for a in ("params", "grads", "loss_and_grads", "dtype")):
+        raise ConfigError(f"check_model needs a model (a SparseAutoencoder or a "
+                          f"SoftmaxRegression), got {type(model).__name__}")
+    if getattr(model.config, "dtype", None) != "float64":
+        raise ConfigError(f"gradient checks need a float64 model (central differences in "
+                          f"{model.config.dtype} are too coarse); build it with dtype='float64'")
+    checks.check_writable(model.params, "model.params")
+    checks.check_optional(loss_and_grads, checks.check_function, "loss_and_grads",
+                          1 + len(inputs), f"a function of (model{', x' * len(inputs)})")
+    if loss_and_grads is None:
+        checks.check_function(model.loss_and_grads, "model.loss_and_grads", len(inputs),
+                              "given the inputs (x for an autoencoder, x and y for a classifier)")
+    return (checks.check_real(h, "h", 0.0, 1.0, low_open=True),
+            checks.check_real(threshold, "threshold", 0.0, low_open=True))
 
 
 def _check_rows(rows, who):

@@ -39,6 +39,57 @@ class Dense:
         return dy @ self.W.T                            # dL/dx[i, j] = sum_k dy[i, k] W[j, k]
 
 
+class TiedDense(Dense):
+    """The encoder of a model with tied weights, y = x @ W + b, whose W the decoder also uses,
+    transposed (W2 = W1.T). W is used twice, so its gradient is the sum of both uses:
+
+        dW = x.T @ dy  +  decoder.dW.T
+
+    `decoder` is a Dense whose dW is its own array (its backward runs first, in reverse)."""
+
+    def __init__(self, W, b, dW, db, decoder, needs_input_grad=True):
+        super().__init__(W, b, dW, db, needs_input_grad)
+        self.decoder = decoder
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.dW += self.decoder.dW.T
+        return dx
+
+
+class SubtractBias:
+    """x_in = x - b, the decoder's bias b2 subtracted before encoding (Gao et al.; Anthropic).
+
+    b is the decoder's: its gradient dL/db = -sum_i dx_in[i, :] is added to the decoder's db,
+    which the decoder's backward (earlier, in reverse order) assigned. Returns no dx: nothing
+    upstream of x is learned."""
+
+    def __init__(self, b, db):
+        self.b, self.db = b, db
+
+    def forward(self, x):
+        return x - self.b
+
+    def backward(self, dx_in):
+        self.db -= namespace(dx_in).sum(dx_in, axis=0)
+        return None
+
+
+class MeanOverBatch:
+    """rho_hat = (1 / batch) sum_i h[i, :], each unit's mean activation, (n_hidden,).
+
+    backward: every h[i, j] reaches rho_hat_j with weight 1 / batch, so
+    dh[i, j] = d_rho_hat[j] / batch: the same row for every sample (returned as that row,
+    (n_hidden,), which broadcasts over the batch where it is added)."""
+
+    def forward(self, h):
+        self.batch = h.shape[0]
+        return F.mean_activation(h)
+
+    def backward(self, d_rho_hat):
+        return d_rho_hat / self.batch
+
+
 class Sigmoid:
     """y = sigmoid(z); dz = dy * y * (1 - y). Keeps y, which is all backward needs."""
 
@@ -66,7 +117,7 @@ class ReLU:
 
 
 class Identity:
-    """y = z (the linear output layer); dz = dy."""
+    """y = z (the linear output layer, or a model's input taken as it is); dz = dy."""
 
     def forward(self, z):
         return z

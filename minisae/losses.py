@@ -1,113 +1,264 @@
-"""The loss: its terms, registered by name, and the one place they are put together.
+"""The loss, term by term: each term a small class with its forward and backward side by side,
+as the layers are (CS231n's loss functions return the loss and its gradient together; DLFS's
+loss is a layer too).
 
-    loss = reconstruction(y, x)  +  sparsity(rho_hat)  +  lambda / 2 sum ||W||^2
+    loss = reconstruction(y, x)  +  sparsity(rho_hat)  +  lambda / 2 sum ||W||^2  (+ AuxK)
 
-Every sparsity penalty is a function of rho_hat, each unit's mean activation over the batch
-(or over a whole data set), and its gradient reaches the codes through rho_hat alone
-(functional.mean_activation_backward). A penalty is registered in SPARSITY with its formula,
-its value and its gradient with respect to rho_hat, all from functional.py.
+A term reads some of the model's named values (x, z1, h, z, y, rho_hat) and parameters:
 
-`make_loss` is the one owner of the sum: the reference model, the fast engine and
-`evaluate` (over a whole data set, with rho_hat over all of it) each compute the
-reconstruction error and rho_hat their own way, and hand them here; the parts that exist for
-a model, and their names, come from this module only. The record it returns, `Loss`, carries
-the named parts; history, summaries, figures and checkpoints follow the parts it has.
+    value = term.forward(v, params)   # v = {"x": x, "y": y, ...}; keeps what backward needs
+    grads = term.backward()           # {what it read: d term / d (it)}, e.g. {"rho_hat": ...}
+
+`Objective` puts a model's terms together (the one place: the reference model, the fast engine
+and `evaluate` all use it) and sums their gradients by the name of what they read; the model
+carries them down its layers. A new penalty is one class here and one line in SPARSITY.
+
+The record a forward pass returns, `Loss`, carries the named parts; history, summaries,
+figures and checkpoints follow the parts it has.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from . import checks
 from . import functional as F
-from .backend import to_numpy
+from .backend import namespace, to_numpy
 
 
-# ----------------------------------------------------------------------------- the registry
+class Term:
+    """A term of the loss. `name`: the part of the loss record it fills. training_only: left
+    out of the loss of a data set (`evaluate`)."""
 
-@dataclass(frozen=True)
-class SparsityTerm:
-    """A sparsity mechanism.
+    name = "sparsity"
+    training_only = False
 
-    formula: the term as a learner reads it. penalty(rho_hat, config, params) -> 0-d array,
-    and backward(rho_hat, config, params) -> (d penalty / d rho_hat (n_hidden,), {param name:
-    its extra gradient}), both None for a mechanism that is not a penalty. problem(config) ->
-    why the config cannot use this term, or None."""
-
-    name: str
-    formula: str
-    penalty: Callable | None
-    backward: Callable | None
-    problem: Callable
+    def __init__(self, config):
+        self.config = config
 
 
-def _kl_problem(c):
-    if c.hidden_activation != "sigmoid":
-        return (f"sparsity='kl' compares mean activations in (0, 1) with rho, so it needs "
-                f"hidden_activation='sigmoid', got {c.hidden_activation!r}")
-    return None
+# ----------------------------------------------------------------------------- reconstruction
+
+class MSE(Term):
+    """c * sum((y - x)^2): the squared error, c = 1 / (batch n_inputs) ("mean", the book's) or
+    1 / (2 batch) ("halfsum", UFLDL's); functional.reduction_scale."""
+
+    name = "reconstruction"
+
+    def forward(self, v, params):
+        self.x, self.y = v["x"], v["y"]
+        return F.mse(self.y, self.x, self.config.reduction)
+
+    def backward(self):
+        return {"y": F.mse_backward(self.y, self.x, self.config.reduction)}
 
 
-def _topk_problem(c):
-    if c.k is None or c.k > c.n_hidden:
-        return (f"sparsity='topk' keeps k of the n_hidden={c.n_hidden} units per sample: give k "
-                f"between 1 and {c.n_hidden}, got k={c.k!r}")
-    if c.hidden_activation not in ("relu", "linear"):
-        return (f"sparsity='topk' keeps the largest pre-activations as they are (linear) or "
-                f"through a ReLU: use hidden_activation 'relu' or 'linear', got "
-                f"{c.hidden_activation!r}")
-    if c.aux_k is not None and c.hidden_activation != "relu":
-        return ("AuxK (aux_k) tells dead units by their never firing, which needs "
-                "hidden_activation='relu'")
-    if c.aux_k is not None and c.aux_k > c.n_hidden:
-        return f"aux_k must be at most n_hidden={c.n_hidden}, got {c.aux_k}"
-    return None
+class BCE(Term):
+    """-mean[x log y + (1 - x) log(1 - y)] for y = sigmoid(z), computed from the logits z."""
+
+    name = "reconstruction"
+
+    def forward(self, v, params):
+        self.x, self.y = v["x"], v["y"]
+        return F.bce_with_logits(v["z"], self.x)
+
+    def backward(self):
+        # straight to z: the sigmoid's derivative and the log's cancel
+        return {"z": F.bce_with_logits_backward(self.y, self.x)}
 
 
-def _l1(rho_hat, c, params):
-    norms = F.row_norms(decoder_weight(params)) if c.l1_decoder_norm else None
-    return F.l1_penalty(rho_hat, c.sparsity_weight, norms)
+RECONSTRUCTION = {"mse": MSE, "bce": BCE}
+"""Reconstruction terms by the name `SparseAutoencoder(reconstruction_loss=...)` takes."""
 
 
-def _l1_backward(rho_hat, c, params):
-    if not c.l1_decoder_norm:
-        return F.l1_penalty_backward(rho_hat, c.sparsity_weight)[0], {}
-    W2 = decoder_weight(params)
-    norms = F.row_norms(W2)
-    d_rho_hat, d_norms = F.l1_penalty_backward(rho_hat, c.sparsity_weight, norms)
-    return d_rho_hat, {"decoder.W": F.row_norms_backward(d_norms, W2, norms)}
+# ----------------------------------------------------------------------------- sparsity
+# The book's penalties act on rho_hat, each unit's mean activation over the batch; the model
+# carries d penalty / d rho_hat back to the codes (layers.MeanOverBatch).
+
+class KL(Term):
+    """beta * sum_j KL(rho || rho_hat_j), rho_hat clipped before the logs (the book's)."""
+
+    formula = "beta * sum_j KL(rho || rho_hat_j)"
+
+    def forward(self, v, params):
+        self.rho_hat = v["rho_hat"]
+        return F.kl_penalty(self.rho_hat, self.config.sparsity_target, self.config.sparsity_weight)
+
+    def backward(self):
+        c = self.config
+        return {"rho_hat": F.kl_penalty_backward(self.rho_hat, c.sparsity_target,
+                                                 c.sparsity_weight)}
 
 
-SPARSITY = {
-    "kl": SparsityTerm(
-        "kl", "beta * sum_j KL(rho || rho_hat_j)",
-        penalty=lambda rho_hat, c, params: F.kl_penalty(rho_hat, c.sparsity_target,
-                                                        c.sparsity_weight),
-        backward=lambda rho_hat, c, params: (F.kl_penalty_backward(rho_hat, c.sparsity_target,
-                                                                   c.sparsity_weight), {}),
-        problem=_kl_problem),
-    "squared": SparsityTerm(
-        "squared", "beta * sum_j (rho_hat_j - rho)^2",
-        penalty=lambda rho_hat, c, params: F.squared_penalty(rho_hat, c.sparsity_target,
-                                                             c.sparsity_weight),
-        backward=lambda rho_hat, c, params: (F.squared_penalty_backward(
-            rho_hat, c.sparsity_target, c.sparsity_weight), {}),
-        problem=lambda c: None),
-    "absolute": SparsityTerm(
-        "absolute", "beta * sum_j |rho_hat_j - rho|",
-        penalty=lambda rho_hat, c, params: F.absolute_penalty(rho_hat, c.sparsity_target,
-                                                              c.sparsity_weight),
-        backward=lambda rho_hat, c, params: (F.absolute_penalty_backward(
-            rho_hat, c.sparsity_target, c.sparsity_weight), {}),
-        problem=lambda c: None),
-    "l1": SparsityTerm(
-        "l1", "beta * mean_i sum_j |h_ij| (* ||W2[j, :]|| with l1_decoder_norm)",
-        penalty=_l1, backward=_l1_backward, problem=lambda c: None),
-    "topk": SparsityTerm(
-        "topk", "keep the k largest pre-activations of each sample (no penalty)",
-        penalty=None, backward=None, problem=_topk_problem),
-}
-"""Sparsity mechanisms by the name `SparseAutoencoder(sparsity=...)` takes."""
+class Squared(Term):
+    """beta * sum_j (rho_hat_j - rho)^2 (the book's Figure 15-10 alternative)."""
+
+    formula = "beta * sum_j (rho_hat_j - rho)^2"
+
+    def forward(self, v, params):
+        self.rho_hat = v["rho_hat"]
+        return F.squared_penalty(self.rho_hat, self.config.sparsity_target,
+                                 self.config.sparsity_weight)
+
+    def backward(self):
+        c = self.config
+        return {"rho_hat": F.squared_penalty_backward(self.rho_hat, c.sparsity_target,
+                                                      c.sparsity_weight)}
+
+
+class Absolute(Term):
+    """beta * sum_j |rho_hat_j - rho| (the book's other alternative)."""
+
+    formula = "beta * sum_j |rho_hat_j - rho|"
+
+    def forward(self, v, params):
+        self.rho_hat = v["rho_hat"]
+        return F.absolute_penalty(self.rho_hat, self.config.sparsity_target,
+                                  self.config.sparsity_weight)
+
+    def backward(self):
+        c = self.config
+        return {"rho_hat": F.absolute_penalty_backward(self.rho_hat, c.sparsity_target,
+                                                       c.sparsity_weight)}
+
+
+class L1(Term):
+    """beta * mean_i sum_j |h_ij| (* ||W2[j, :]|| with l1_decoder_norm, Anthropic 2024), for
+    codes h >= 0: beta * sum_j rho_hat_j w_j. With decoder norms it reads W2 too."""
+
+    formula = "beta * mean_i sum_j |h_ij| (* ||W2[j, :]|| with l1_decoder_norm)"
+
+    def forward(self, v, params):
+        self.rho_hat, self.W2 = v["rho_hat"], decoder_weight(params)
+        self.norms = F.row_norms(self.W2) if self.config.l1_decoder_norm else None
+        return F.l1_penalty(self.rho_hat, self.config.sparsity_weight, self.norms)
+
+    def backward(self):
+        d_rho_hat, d_norms = F.l1_penalty_backward(self.rho_hat, self.config.sparsity_weight,
+                                                   self.norms)
+        if d_norms is None:
+            return {"rho_hat": d_rho_hat}
+        return {"rho_hat": d_rho_hat,
+                "decoder.W": F.row_norms_backward(d_norms, self.W2, self.norms)}
+
+
+SPARSITY = {"kl": KL, "squared": Squared, "absolute": Absolute, "l1": L1, "topk": None}
+"""Sparsity mechanisms by the name `SparseAutoencoder(sparsity=...)` takes, each with its term
+(None: the mechanism is its coding layer, layers.TopK, with no penalty). Which settings each
+mechanism reads and which activations it takes: config.MECHANISMS."""
+
+
+# ----------------------------------------------------------------------------- weight decay
+
+class WeightDecay(Term):
+    """lambda / 2 * sum ||W||^2 over the weight matrices (biases are not decayed)."""
+
+    name = "weight_decay"
+
+    def forward(self, v, params):
+        self.weights = {name: params[name] for name in decayed(params)}
+        lam = self.config.weight_decay
+        return F.weight_decay(list(self.weights.values()), lam) if lam else 0.0
+
+    def backward(self):
+        lam = self.config.weight_decay
+        if not lam:
+            return {}
+        return {name: F.weight_decay_backward(W, lam) for name, W in self.weights.items()}
+
+
+# ----------------------------------------------------------------------------- AuxK
+
+class AuxK(Term):
+    """Gao et al.'s AuxK: the k_aux largest pre-activations among the dead units (v["dead"])
+    reconstruct the residual e = x - y, a target here (not differentiated):
+
+        h_aux = relu(z1) on those units, else 0;   e_hat = h_aux @ W2
+        aux   = alpha * mse(e_hat, e)
+
+    With no dead unit the term is 0 (alpha counts only while some unit is used).
+    v["residual"], when not None, is e held fixed (a gradient check's)."""
+
+    name = "auxk"
+    training_only = True
+
+    def forward(self, v, params):
+        c, z1 = self.config, v["z1"]
+        xp = namespace(z1)
+        self.W2 = decoder_weight(params)
+        self.keep = F.topk_among(z1, c.aux_k, v["dead"])
+        self.h_aux = F.keep(F.relu(z1), self.keep)
+        self.e = v["x"] - v["y"] if v.get("residual") is None else v["residual"]
+        self.e_hat = self.h_aux @ self.W2
+        self.alpha = c.aux_weight * xp.astype(xp.any(self.keep), z1.dtype)
+        return self.alpha * F.mse(self.e_hat, self.e, c.reduction)
+
+    def backward(self):
+        d_e_hat = self.alpha * F.mse_backward(self.e_hat, self.e, self.config.reduction)
+        dz1 = F.keep(F.relu_backward(d_e_hat @ self.W2.T, self.h_aux), self.keep)
+        return {"z1": dz1, "decoder.W": self.h_aux.T @ d_e_hat}
+
+
+# ----------------------------------------------------------------------------- assembly
+
+class Objective:
+    """A model's loss: its terms, in the order of the loss record's parts (reconstruction,
+    sparsity when the mechanism has a penalty, weight_decay, then training-only terms).
+
+        loss = objective.forward(v, params)   # a Loss; every term's forward
+        d, d_params = objective.backward()    # dL/d(each value a term read), dL/d(parameters)
+
+    forward(..., reconstruction=value) takes the reconstruction term's value as computed
+    elsewhere (the fast engine's fused pass, or `evaluate`'s sum over batches) and runs the
+    other terms; backward then gives theirs only. training=False leaves out training-only
+    terms (the loss of a data set)."""
+
+    def __init__(self, config):
+        penalty = SPARSITY[config.sparsity]
+        kinds = [RECONSTRUCTION[config.reconstruction_loss]] + ([penalty] if penalty else []) \
+            + [WeightDecay] + ([AuxK] if config.aux_k else [])
+        self.terms = [kind(config) for kind in kinds]
+        self._ran = []
+
+    @property
+    def names(self):
+        """The parts' names, in order."""
+        return tuple(t.name for t in self.terms)
+
+    def term(self, name):
+        """The term that fills the part `name`, or None."""
+        return next((t for t in self.terms if t.name == name), None)
+
+    def forward(self, v, params, reconstruction=None, training=True):
+        self._ran = [t for t in self.terms if (training or not t.training_only)
+                     and (reconstruction is None or t.name != "reconstruction")]
+        parts = {t.name: t.forward(v, params) for t in self._ran}
+        if reconstruction is not None:
+            parts = {"reconstruction": reconstruction, **parts}
+        return Loss.of(parts, v.get("rho_hat"))
+
+    def backward(self, skip=()):
+        """(d, d_params): d = {value: dL/d(value)} summed over the terms that read it (a
+        Gradients: 0.0 for a value none read), d_params = [(parameter name, its gradient from
+        one term)] in the terms' order (parameters are named "layer.W": add_grads adds them).
+        skip: names of terms whose gradients the caller computes itself (the fast engine's
+        fused passes)."""
+        d, d_params = Gradients(), []
+        # weight decay's gradients first: the order the fast engine adds them in, so that both
+        # sum a weight's gradient the same way, to the bit
+        ran = sorted(self._ran, key=lambda t: t.name != "weight_decay")
+        for t in (t for t in ran if t.name not in skip):
+            for name, g in t.backward().items():
+                if "." in name:
+                    d_params.append((name, g))
+                else:
+                    d[name] = d[name] + g if name in d else g
+        return d, d_params
+
+
+class Gradients(dict):
+    """{value: dL/d(value)}, summed over the terms that read it; 0.0 for a value no term read
+    (adding it changes no number)."""
+
+    def __missing__(self, name):
+        return 0.0
 
 
 # ----------------------------------------------------------------------------- the record
@@ -125,6 +276,13 @@ class Loss:
         self._parts = checks.check_numbers(parts, "parts")
         self._rho_hat = checks.check_optional(rho_hat, checks.check_vector, "rho_hat")
         self._metrics = checks.check_numbers({} if metrics is None else metrics, "metrics")
+
+    @classmethod
+    def of(cls, parts, rho_hat=None, metrics=None):
+        """A Loss of parts the caller made (a model's terms): not checked again at each step."""
+        loss = cls.__new__(cls)
+        loss._parts, loss._rho_hat, loss._metrics = parts, rho_hat, metrics or {}
+        return loss
 
     @property
     def names(self):
@@ -184,7 +342,7 @@ def active(c, h):
     return h > (0.5 if c.hidden_activation == "sigmoid" else 0.0)
 
 
-# ----------------------------------------------------------------------------- assembly
+# ----------------------------------------------------------------------------- helpers
 
 def decayed(params):
     """The names of the parameters weight decay applies to: the weight matrices, not biases."""
@@ -197,10 +355,10 @@ def decoder_weight(params):
     return params["decoder.W"] if "decoder.W" in params else params["encoder.W"].T
 
 
-def add_grads(grads, extra):
-    """grads[name] += extra[name]; a decoder.W gradient of a tied model goes to encoder.W,
-    transposed (the two uses of one parameter add up)."""
-    for name, g in extra.items():
+def add_grads(grads, d_params):
+    """grads[name] += g for each (name, g) of d_params, in order; a decoder.W gradient of a
+    tied model goes to encoder.W, transposed (the two uses of one parameter add up)."""
+    for name, g in d_params:
         if name == "decoder.W" and name not in grads:
             grads["encoder.W"] += g.T
         else:
@@ -208,42 +366,17 @@ def add_grads(grads, extra):
 
 
 def part_names(c):
-    """The names of the parts a model with config c has, in order."""
-    names = ["reconstruction"]
-    if SPARSITY[c.sparsity].penalty is not None:
-        names.append("sparsity")
-    names.append("weight_decay")
-    return tuple(names)
+    """The names of the parts of a model's loss over a data set (training-only terms, AuxK,
+    left out), in order."""
+    return tuple(t.name for t in Objective(c).terms if not t.training_only)
 
 
 def reconstruction(c, x, z, y):
-    """The reconstruction term: cross-entropy from the output layer's logits z, or the
-    squared error of y (scaled by the reduction)."""
-    if c.reconstruction_loss == "bce":
-        return F.bce_with_logits(z, x)
-    return F.mse(y, x, c.reduction)
+    """The reconstruction term's value for a batch (its forward alone)."""
+    return RECONSTRUCTION[c.reconstruction_loss](c).forward(dict(x=x, z=z, y=y), {})
 
 
-def make_loss(c, reconstruction, rho_hat, params, auxk=None):
-    """The model's loss record from its reconstruction term and rho_hat: the one place the
-    terms are put together. params: the model's parameters by name (the weights that decay,
-    and those a penalty reads). auxk: AuxK's term, a training-only part (Gao et al.), which
-    evaluation over a data set leaves out."""
-    parts = {"reconstruction": reconstruction}
-    term = SPARSITY[c.sparsity]
-    if term.penalty is not None:
-        parts["sparsity"] = term.penalty(rho_hat, c, params)
-    lam = c.weight_decay
-    parts["weight_decay"] = F.weight_decay([params[n] for n in decayed(params)], lam) \
-        if lam else 0.0
-    if auxk is not None:
-        parts["auxk"] = auxk
-    return Loss(parts, rho_hat)
-
-
-def sparsity_backward(c, rho_hat, params):
-    """(d penalty / d rho_hat (n_hidden,) or None, {param name: its extra gradient})."""
-    term = SPARSITY[c.sparsity]
-    if term.backward is None:
-        return None, {}
-    return term.backward(rho_hat, c, params)
+def make_loss(c, reconstruction, rho_hat, params):
+    """The loss of a data set from its reconstruction term and rho_hat over all of it: the
+    model's terms that read no more than those (training-only terms left out)."""
+    return Objective(c).forward({"rho_hat": rho_hat}, params, reconstruction, training=False)

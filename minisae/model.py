@@ -27,7 +27,8 @@ from . import losses
 from .backend import flat_views, get_backend, namespace
 from .config import Config, needs_unit_range, param_shapes
 from .errors import ConfigError
-from .layers import ACTIVATIONS, Dense, coding_layer
+from .layers import (ACTIVATIONS, Dense, Identity, MeanOverBatch, SubtractBias,
+                     TiedDense, coding_layer)
 
 
 class SparseAutoencoder:
@@ -70,18 +71,7 @@ class SparseAutoencoder:
         self.params = flat_views(self.flat_params, shapes)
         self.grads = flat_views(self.flat_grads, shapes)
 
-        p, g = self.params, self.grads
-        # The first layer needs no dx: nothing upstream of x is learned (unless its input is
-        # x - b2, and b2 is learned).
-        self.encoder = Dense(p["encoder.W"], p["encoder.b"], g["encoder.W"], g["encoder.b"],
-                             needs_input_grad=self.config.subtract_decoder_bias)
-        self.coding = coding_layer(self.config)
-        if self.config.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart, added below
-            self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
-                                 self.backend.zeros((n_hidden, n_inputs)), g["decoder.b"])
-        else:
-            self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
-        self.output = ACTIVATIONS[self.config.output_activation]()
+        self._build_layers()
         self.dead = self.backend.xp.zeros(n_hidden, dtype=self.backend.xp.bool,
                                           device=self.backend.device)
         """The units AuxK treats as dead (training sets it from how long each has been silent)."""
@@ -94,6 +84,30 @@ class SparseAutoencoder:
         self.frozen_residual = None
         """AuxK's target e = x - y is a constant of its term, not differentiated; a gradient
         check holds it at its value here (None: computed from the forward pass)."""
+        self.objective = losses.Objective(self.config)
+        """The loss's terms (losses.py), each with its forward and backward."""
+
+    def _build_layers(self):
+        """The layers, in forward order: x -> input -> encoder -> coding -> decoder -> output,
+        and rho_hat = mean over the batch of the codes. Each reads the model's parameters and
+        writes its gradients (views into flat_params and flat_grads)."""
+        c, p, g = self.config, self.params, self.grads
+        self.output = ACTIVATIONS[c.output_activation]()
+        self.coding = coding_layer(c)
+        self.mean = MeanOverBatch()
+        if c.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart; the encoder adds it
+            self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
+                                 self.backend.zeros((c.n_hidden, c.n_inputs)), g["decoder.b"])
+            self.encoder = TiedDense(p["encoder.W"], p["encoder.b"], g["encoder.W"],
+                                     g["encoder.b"], self.decoder, c.subtract_decoder_bias)
+        else:
+            self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
+            # the first layer needs no dx: nothing upstream of x is learned (unless its input
+            # is x - b2, and b2 is learned)
+            self.encoder = Dense(p["encoder.W"], p["encoder.b"], g["encoder.W"], g["encoder.b"],
+                                 needs_input_grad=c.subtract_decoder_bias)
+        self.input = SubtractBias(p["decoder.b"], g["decoder.b"]) if c.subtract_decoder_bias \
+            else Identity()
 
     # ------------------------------------------------------------------ training
 
@@ -104,76 +118,35 @@ class SparseAutoencoder:
         x: a NumPy array or one of the model's backend. validate=False skips the checks of
         shape, type, finiteness and range (the training loop checks the whole set once)."""
         x = self.as_batch(x, validate)
-        c = self.config
 
-        # forward
-        z1 = self.encoder.forward(self._encoder_input(x))
-        h = self.coding.forward(z1)
-        z = self.decoder.forward(h)
-        y = self.output.forward(z)
-        rho_hat = F.mean_activation(h)
-        aux = self._auxk(x, z1, y) if c.aux_k else None
-        loss = losses.make_loss(c, losses.reconstruction(c, x, z, y), rho_hat, self.params,
-                                None if aux is None else aux[0])
+        # forward: through the layers, then each term of the loss (self.objective)
+        z1 = self.encoder.forward(self.input.forward(x))   # (batch, n_hidden)
+        h = self.coding.forward(z1)                         # the codes
+        z = self.decoder.forward(h)                         # (batch, n_inputs)
+        y = self.output.forward(z)                          # the reconstruction
+        rho_hat = self.mean.forward(h)                      # (n_hidden,)
+        loss = self.objective.forward(dict(x=x, z1=z1, h=h, z=z, y=y, rho_hat=rho_hat,
+                                           dead=self.dead, residual=self.frozen_residual),
+                                      self.params)
 
-        # backward: the reconstruction term first, down to dz = dL/dz at the output layer
-        if c.reconstruction_loss == "bce":
-            dz = F.bce_with_logits_backward(y, x)  # straight to z: sigmoid and log cancel
-        else:
-            dz = self.output.backward(F.mse_backward(y, x, c.reduction))
-        dh = self.decoder.backward(dz)
-        # h reaches the loss a second time, through rho_hat in the sparsity penalty
-        d_rho_hat, extra = losses.sparsity_backward(c, rho_hat, self.params)
-        if d_rho_hat is not None:
-            dh = dh + F.mean_activation_backward(d_rho_hat, h)
-        dz1 = self.coding.backward(dh)
-        if aux is not None:  # AuxK's own path into z1 (the dead units) and W2
-            dz1 = dz1 + aux[1]
-            extra = {**extra, "decoder.W": aux[2]}
-        dx = self.encoder.backward(dz1)
-        if c.subtract_decoder_bias:  # b2 also reached the encoder, as x - b2
-            self.grads["decoder.b"] -= namespace(dx).sum(dx, axis=0)
-        if c.tied_weights:  # one W used twice: its gradient is the sum of both uses
-            self.grads["encoder.W"] += self.decoder.dW.T
-        # weight decay adds lambda * W to each weight's gradient (biases are not decayed)
-        for name in losses.decayed(self.params):
-            self.grads[name] += F.weight_decay_backward(self.params[name], c.weight_decay)
-        losses.add_grads(self.grads, extra)  # a penalty that reads W2 adds its gradient
+        # backward: each term's gradient with respect to what it read (d["y"], d["rho_hat"],
+        # ...; 0 where no term read it), carried down the layers in reverse. h reaches the
+        # loss twice, through the decoder and through rho_hat: its gradient is the sum.
+        d, d_params = self.objective.backward()
+        dz = self.output.backward(d["y"]) + d["z"]
+        dh = self.decoder.backward(dz) + self.mean.backward(d["rho_hat"])
+        dz1 = self.coding.backward(dh) + d["z1"]
+        self.input.backward(self.encoder.backward(dz1))
+        losses.add_grads(self.grads, d_params)  # terms that read a weight (weight decay, ...)
         return loss
 
-    def _auxk(self, x, z1, y):
-        """Gao et al.'s AuxK: the k_aux largest pre-activations among the dead units (self.dead)
-        reconstruct the residual e = x - y, which is a target here (not differentiated):
-
-            h_aux = relu(z1) on those units, else 0;   e_hat = h_aux @ W2
-            aux   = alpha * mse(e_hat, e)
-
-        Returns (aux, its gradient with respect to z1, with respect to W2)."""
-        c = self.config
-        W2 = losses.decoder_weight(self.params)
-        keep = F.topk_among(z1, c.aux_k, self.dead)
-        h_aux = F.keep(F.relu(z1), keep)
-        e = x - y if self.frozen_residual is None else self.frozen_residual
-        e_hat = h_aux @ W2
-        # no dead unit, no term (Gao et al.): alpha counts only while some unit is used
-        xp = namespace(z1)
-        alpha = c.aux_weight * xp.astype(xp.any(keep), z1.dtype)
-        aux = alpha * F.mse(e_hat, e, c.reduction)
-        d_e_hat = alpha * F.mse_backward(e_hat, e, c.reduction)
-        dz1 = F.keep(F.relu_backward(d_e_hat @ W2.T, h_aux), keep)
-        return aux, dz1, h_aux.T @ d_e_hat
-
     # ------------------------------------------------------------------ the forward pass
-
-    def _encoder_input(self, x):
-        """x, or x - b2 when the decoder's bias is subtracted before encoding."""
-        return x - self.params["decoder.b"] if self.config.subtract_decoder_bias else x
 
     def forward(self, x):
         """The whole forward pass of a checked batch, x -> (h, z, y): the codes, the output
         layer's pre-activation and the reconstruction. Each layer keeps what its backward
         needs."""
-        h = self.coding.forward(self.encoder.forward(self._encoder_input(x)))
+        h = self.coding.forward(self.encoder.forward(self.input.forward(x)))
         z = self.decoder.forward(h)
         return h, z, self.output.forward(z)
 
@@ -182,8 +155,8 @@ class SparseAutoencoder:
         rho_hat is the mean activation over all of x."""
         x = self.as_batch(x)
         h, z, y = self.forward(x)
-        return losses.make_loss(self.config, losses.reconstruction(self.config, x, z, y),
-                                F.mean_activation(h), self.params)
+        v = dict(x=x, h=h, z=z, y=y, rho_hat=F.mean_activation(h))
+        return self.objective.forward(v, self.params, training=False)
 
     def encode(self, x, batch_size=None):
         """The codes h of x, shape (n, n_hidden), on the model's backend.
@@ -192,13 +165,13 @@ class SparseAutoencoder:
         x = self.as_batch(x)
         n = x.shape[0]
         step = n if batch_size is None else checks.check_int(batch_size, "batch_size", 1)
-        parts = [self.coding.forward(self.encoder.forward(self._encoder_input(
+        parts = [self.coding.forward(self.encoder.forward(self.input.forward(
             x[i:min(i + step, n), :]))) for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else namespace(x).concat(parts)
 
     def decode(self, h):
         """y = sigmoid(h @ W2 + b2) (or h @ W2 + b2 for a linear output), (batch, n_inputs)."""
-        h = self.as_batch(h, what="the codes h", columns="n_hidden", unit_range=False)
+        h = self._as_batch(h, True, "the codes h", "n_hidden", unit_range=False)
         return self._output(self.output.forward(self.decoder.forward(h)))
 
     def reconstruct(self, x):
@@ -229,15 +202,16 @@ class SparseAutoencoder:
                           f"({n_params:,} parameters, with their gradients and Adam's two "
                           f"moments)", "use fewer hidden units", self.backend.memory_name())
 
-    def as_batch(self, x, validate=True, what="x", columns="n_inputs", unit_range=None):
+    def as_batch(self, x, validate=True):
         """x as an array of this model's backend and dtype, after checking its type, shape,
         finiteness and range (validate=False: only moved there), and normalised by the
-        model's normalizer when it has one (inputs only). An InputError that says what to do
-        otherwise."""
-        validate = checks.check_bool(validate, "validate")
-        what = checks.check_type(what, "what", str, "a str (how messages call x)")
-        columns = checks.check_choice(columns, "columns", ("n_inputs", "n_hidden"))
-        unit_range = checks.check_optional(unit_range, checks.check_bool, "unit_range")
+        model's normalizer when it has one. An InputError that says what to do otherwise."""
+        return self._as_batch(x, checks.check_bool(validate, "validate"))
+
+    def _as_batch(self, x, validate, what="x", columns="n_inputs", unit_range=None):
+        """as_batch for inputs (columns "n_inputs", normalised) or codes ("n_hidden"); `what`
+        names x in messages; unit_range: whether values must lie in [0, 1] (None: as the
+        model's output needs)."""
         if validate:
             x = checks.as_numeric(x, what)
             checks.check_matrix(x, getattr(self.config, columns), what, columns)

@@ -113,9 +113,12 @@ def test_gradcheck_tour(tmp_path):
         assert f"--- {n}. " in r.stdout
     # step 2 prints the backward lines of model.py it ran (the reference, loss_and_grads)
     ran = r.stdout.split("--- 2.")[1].split("--- 3.")[0]
-    for needle in ("self.decoder.backward(", "F.mean_activation_backward(",
-                   "self.encoder.backward(", "F.weight_decay_backward("):
-        assert any(line.strip().startswith("minisae/model.py:") and needle in line
+    for where, needle in (("model.py", "self.decoder.backward("),
+                          ("model.py", "self.mean.backward("),
+                          ("model.py", "self.encoder.backward("),
+                          ("losses.py", "F.kl_penalty_backward("),
+                          ("losses.py", "F.weight_decay_backward(")):
+        assert any(line.strip().startswith(f"minisae/{where}:") and needle in line
                    for line in ran.splitlines()), needle
     lines = table.read_text().splitlines()
     names = ["encoder.W", "encoder.b", "decoder.W", "decoder.b"]

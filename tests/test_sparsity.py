@@ -1,5 +1,5 @@
-"""The sparsity family (issue 17): every mechanism's gradients, formulas, refusals and
-diagnostics, on both paths.
+"""The sparsity family: every mechanism's gradients, formulas, refusals and diagnostics, on
+both paths.
 
 - central differences in float64 on the reference (model.loss_and_grads) and on the engine
   (minisae.fast.loss_and_grads) for kl, squared, absolute, l1 (relu), l1 weighed by decoder
@@ -348,11 +348,11 @@ def test_penalty_vanishes_at_the_target(sparsity):
     rho = 0.3
     rho_hat = np.full(5, rho)
     c = Config(4, 5, sparsity=sparsity, sparsity_target=rho, sparsity_weight=2.0).validated()
-    term = losses.SPARSITY[sparsity]
-    assert float(term.penalty(rho_hat, c, {})) == pytest.approx(0.0, abs=1e-15)
-    d, extra = term.backward(rho_hat, c, {})
-    np.testing.assert_allclose(d, 0.0, atol=1e-12)
-    assert extra == {}
+    term = losses.SPARSITY[sparsity](c)
+    assert float(term.forward({"rho_hat": rho_hat}, {})) == pytest.approx(0.0, abs=1e-15)
+    grads = term.backward()
+    assert list(grads) == ["rho_hat"]
+    np.testing.assert_allclose(grads["rho_hat"], 0.0, atol=1e-12)
     # and in a model whose sigmoid codes are all rho: W1 = 0, b1 = logit(rho)
     model = build(4, 5, sparsity=sparsity, sparsity_target=rho, sparsity_weight=2.0)
     model.params["encoder.W"][...] = 0.0
@@ -381,8 +381,9 @@ def test_absolute_gradient_is_plus_or_minus_beta(path):
     beta, rho = 1.3, 0.5
     rho_hat = np.array([0.1, 0.49, 0.51, 0.9])
     c = Config(3, 4, sparsity="absolute", sparsity_target=rho, sparsity_weight=beta).validated()
-    d, _ = losses.sparsity_backward(c, rho_hat, {})
-    np.testing.assert_array_equal(d, beta * np.array([-1.0, -1.0, 1.0, 1.0]))
+    term = losses.Absolute(c)
+    term.forward({"rho_hat": rho_hat}, {})
+    np.testing.assert_array_equal(term.backward()["rho_hat"], beta * np.array([-1.0, -1.0, 1.0, 1.0]))
     model, x = smooth_model(dict(sparsity="absolute", sparsity_target=rho,
                                  sparsity_weight=beta))
     without = build(sparsity="absolute", sparsity_target=rho, sparsity_weight=0.0)
@@ -524,10 +525,10 @@ def test_tied_models_decode_with_the_encoder_transposed(mechanism):
 def test_add_grads_sends_a_tied_decoder_gradient_to_the_encoder():
     grads = {"encoder.W": np.zeros((3, 2)), "encoder.b": np.zeros(2), "decoder.b": np.zeros(3)}
     extra = np.arange(6.0).reshape(2, 3)
-    losses.add_grads(grads, {"decoder.W": extra})
+    losses.add_grads(grads, [("decoder.W", extra)])
     np.testing.assert_array_equal(grads["encoder.W"], extra.T)
     untied = {"decoder.W": np.ones((2, 3))}
-    losses.add_grads(untied, {"decoder.W": extra})
+    losses.add_grads(untied, [("decoder.W", extra)])
     np.testing.assert_array_equal(untied["decoder.W"], 1.0 + extra)
 
 

@@ -16,8 +16,9 @@ rounding (tests/test_fast.py). What differs:
 - the thread policy in force (threads.py) is told when each step starts and ends: under
   threads="adaptive" it times steps to choose BLAS's thread count.
 
-The loss itself is put together by minisae.losses.make_loss, as the reference's is: the
-engine only computes the reconstruction term and rho_hat its own way.
+The loss itself is put together by the model's losses.Objective, as the reference's is: the
+engine computes the reconstruction term (fused with the output layer) and weight decay's
+gradient (in place) its own way, and every other term runs its own forward and backward.
 
 Models the fused step does not cover (another backend than NumPy or CuPy; see `fused`) run
 the reference, model.loss_and_grads: an explicit fallback, with the same numbers.
@@ -134,7 +135,8 @@ def _loss_and_grads(model, x):
         scale = F.reduction_scale(cfg.reduction, x.shape)
         head = K.sigmoid_mse_head_ if cfg.output_activation == "sigmoid" else K.linear_mse_head_
         reconstruction = head(z, b2, x_out, scale, dz) * scale
-    loss = losses.make_loss(cfg, reconstruction, rho_hat, P)
+    objective = model.objective
+    loss = objective.forward({"rho_hat": rho_hat}, P, reconstruction=reconstruction)
 
     # backward
     if cfg.tied_weights:  # W2 = W1.T: its gradient joins encoder.W's below
@@ -153,10 +155,12 @@ def _loss_and_grads(model, x):
         dh[rows, cols] = g
     else:
         dh = xp.matmul(dz, W2.T, out=buf("dh", (batch, n_hidden)))
-    # every penalty scales with beta: at beta = 0 there is no gradient row to add
-    d_rho_hat, extra = losses.sparsity_backward(cfg, rho_hat, P) if cfg.sparsity_weight \
-        else (None, {})
-    row = None if d_rho_hat is None else d_rho_hat * (1.0 / batch)
+    # the terms' gradients, but weight decay's (added in place below); every penalty scales
+    # with beta: at beta = 0 there is no gradient row to add
+    d, d_params = objective.backward(skip=("weight_decay",) if cfg.sparsity_weight
+                                     else ("weight_decay", "sparsity"))
+    row = d.get("rho_hat")
+    row = None if row is None else row * (1.0 / batch)
     dz1 = coding.backward(dh, h, row, kept, cfg, buf("work_hidden", (batch, n_hidden))
                           if on_numpy else None)
     xp.matmul(x.T, dz1, out=G["encoder.W"])
@@ -170,7 +174,7 @@ def _loss_and_grads(model, x):
         for name in losses.decayed(P):
             work = buf("work_" + name, P[name].shape) if on_numpy else None
             K.add_weight_decay_grad_(G[name], P[name], cfg.weight_decay, work)
-    losses.add_grads(G, extra)
+    losses.add_grads(G, d_params)
     return loss
 
 
