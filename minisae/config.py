@@ -19,6 +19,7 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 HIDDEN_ACTIVATIONS = ("sigmoid", "relu", "linear")
 RECONSTRUCTION_LOSSES = ("mse", "bce")
 REDUCTIONS = ("mean", "halfsum")
+INITS = ("uniform", "gao")
 MAX_WEIGHT = 1e6
 """The largest sparsity or weight-decay weight accepted: past it float32 overflows."""
 
@@ -45,6 +46,9 @@ class Config:
     aux_k: int | None = None             # topk: AuxK's dead units per sample (None: no AuxK)
     aux_weight: float = 1 / 32           # AuxK's weight, alpha
     subtract_decoder_bias: bool = False  # encode x - b2 (Gao et al.; Anthropic)
+    init: str = "uniform"                # "gao": unit-norm decoder rows, encoder = their transpose
+    jump_bandwidth: float = 0.001        # jumprelu: eps, the rectangle kernel's width
+    jump_threshold: float = 0.001        # jumprelu: theta's initial value
 
     def __post_init__(self):
         """Every value is checked when a Config is made (a ConfigError names the first bad
@@ -87,6 +91,11 @@ class Config:
             aux_weight=checks.check_real(self.aux_weight, "aux_weight", 0.0, MAX_WEIGHT),
             subtract_decoder_bias=checks.check_bool(self.subtract_decoder_bias,
                                                     "subtract_decoder_bias"),
+            init=checks.check_choice(self.init, "init", INITS),
+            jump_bandwidth=checks.check_real(self.jump_bandwidth, "jump_bandwidth", 0.0,
+                                             MAX_WEIGHT, low_open=True),
+            jump_threshold=checks.check_real(self.jump_threshold, "jump_threshold", 0.0,
+                                             MAX_WEIGHT, low_open=True),
         )
 
     def as_dict(self):
@@ -116,13 +125,19 @@ MECHANISMS = {
                     frozenset({"sparsity_weight", "l1_decoder_norm"})),
     "topk": Mechanism(("relu", "linear"), "keeps the largest pre-activations as they are "
                       "(linear) or through a ReLU", frozenset({"k", "aux_k", "aux_weight"})),
+    "batchtopk": Mechanism(("relu",), "keeps the largest ReLU codes of the batch",
+                           frozenset({"k", "aux_k", "aux_weight"})),
+    "jumprelu": Mechanism(("relu",), "keeps each code above its unit's learned threshold "
+                          "(a ReLU with a jump)",
+                          frozenset({"sparsity_weight", "jump_bandwidth", "jump_threshold"})),
 }
 """Which settings go together, decided here once: the model (combination_problem), the
 command line (applies: a flag a run would not use is refused) and the presets' test read it."""
 
-OPTIONAL = {"k": None, "aux_k": None, "l1_decoder_norm": False}
-"""Settings that are off unless given; given to a mechanism that does not read them, they are
-refused."""
+OPTIONAL = {"k": None, "aux_k": None, "l1_decoder_norm": False, "jump_bandwidth": 0.001,
+            "jump_threshold": 0.001}
+"""Settings that only some mechanisms read, with their defaults: set to anything else for a
+mechanism that does not read them, they are refused (never silently ignored)."""
 
 
 def applies(name, s):
@@ -147,17 +162,18 @@ def combination_problem(c):
     for name, off in OPTIONAL.items():
         value = getattr(c, name)
         if value != off and not applies(name, c):
-            owner = next(n for n, m in MECHANISMS.items() if name in m.reads)
-            return (f"{name}={value!r} applies to sparsity={owner!r} only, got "
+            owners = " or ".join(repr(n) for n, m in MECHANISMS.items() if name in m.reads)
+            return (f"{name}={value!r} applies to sparsity={owners} only, got "
                     f"sparsity={c.sparsity!r}; drop {name}")
     m = MECHANISMS[c.sparsity]
     if c.hidden_activation not in m.activations:
         return (f"sparsity={c.sparsity!r} {m.why}: use hidden_activation="
                 + " or ".join(repr(a) for a in m.activations)
                 + f", got hidden_activation={c.hidden_activation!r}")
-    if c.sparsity == "topk" and (c.k is None or c.k > c.n_hidden):
-        return (f"sparsity='topk' keeps k of the n_hidden={c.n_hidden} units per sample: give k "
-                f"between 1 and {c.n_hidden}, got k={c.k!r}")
+    if "k" in m.reads and (c.k is None or c.k > c.n_hidden):
+        return (f"sparsity={c.sparsity!r} keeps k of the n_hidden={c.n_hidden} units per sample"
+                f"{' on average' if c.sparsity == 'batchtopk' else ''}: give k between 1 and "
+                f"{c.n_hidden}, got k={c.k!r}")
     if c.aux_k is not None and c.hidden_activation != "relu":
         return ("AuxK (aux_k) tells dead units by their never firing, which needs "
                 "hidden_activation='relu'")
@@ -173,6 +189,8 @@ def param_shapes(c):
               "decoder.W": (c.n_hidden, c.n_inputs), "decoder.b": (c.n_inputs,)}
     if c.tied_weights:
         del shapes["decoder.W"]
+    if c.sparsity == "jumprelu":  # each unit's threshold, as its log
+        shapes["coding.log_theta"] = (c.n_hidden,)
     return shapes
 
 
@@ -212,6 +230,12 @@ FIELDS = {
     "aux_k": Field("--aux-k", "AuxK: dead units per sample that reconstruct the residual "
                    "(Gao et al.; topk only)", metavar="N", type=int),
     "aux_weight": Field("--aux-weight", "AuxK's weight alpha", metavar="ALPHA", type=float),
+    "init": Field("--init", "initial weights: uniform (UFLDL's) or gao (unit-norm decoder rows, "
+                  "the encoder their transpose: Gao et al.)", INITS),
+    "jump_bandwidth": Field("--jump-bandwidth", "JumpReLU: eps, the width of the straight-"
+                            "through rectangle", metavar="EPS", type=float),
+    "jump_threshold": Field("--jump-threshold", "JumpReLU: each unit's initial threshold theta",
+                            metavar="THETA", type=float),
     "subtract_decoder_bias": Field("--subtract-decoder-bias", "encode x - b2, the decoder's bias "
                                    "(Gao et al.; training starts b2 at the data's mean)",
                                    type=bool),

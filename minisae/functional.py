@@ -79,6 +79,13 @@ def mse_backward(y, x, reduction="mean"):
     return 2.0 * reduction_scale(reduction, x.shape) * (y - x)
 
 
+def variance_sum(x):
+    """sum_i sum_j (x[i, j] - mean_i x[i, j])^2: x's squared distance from its mean over the
+    batch, the denominator of a normalized MSE and of the FVU (a 0-d array)."""
+    xp = namespace(x)
+    return xp.sum((x - xp.mean(x, axis=0)) ** 2)
+
+
 def softplus(z):
     """log(1 + exp(z)), written as max(z, 0) + log(1 + exp(-|z|)) so that exp never overflows."""
     xp = namespace(z)
@@ -239,6 +246,60 @@ def topk_among(z, k, allowed):
     xp = namespace(z)
     lowest = xp.full_like(z, -xp.inf)
     return topk_mask(xp.where(allowed[None, :], z, lowest), k) & allowed[None, :]
+
+
+def batch_topk_mask(a, k):
+    """keep = True for the k * batch largest entries of a (batch, n) over the whole batch, not
+    per row (Bussmann et al. 2024): a sample may keep more units than k, another fewer.
+    Ties go to the lower flat index (a stable sort of the flattened batch)."""
+    xp = namespace(a)
+    flat = xp.reshape(a, (-1,))
+    order = xp.argsort(flat, descending=True, stable=True)
+    rank = xp.argsort(order, stable=True)
+    return xp.reshape(rank < k * a.shape[0], a.shape)
+
+
+# ----------------------------------------------------------------------------- JumpReLU
+# Rajamanoharan et al. 2024, "Jumping Ahead": h = z H(z - theta), theta > 0 learned per unit.
+# H's derivative is 0 almost everywhere, so theta learns through a straight-through estimator:
+# the step is replaced, in the backward pass only, by a rectangle of width eps around theta.
+
+def jumprelu(z, theta):
+    """h = z * H(z - theta): z where z > theta_j, else 0 (their eq. 4); theta (n,) > 0."""
+    xp = namespace(z)
+    return xp.where(z > theta, z, xp.zeros_like(z))
+
+
+def jumprelu_backward(dh, z, theta):
+    """dz = dh * H(z - theta): the derivative with respect to z away from the jump."""
+    xp = namespace(dh)
+    return xp.where(z > theta, dh, xp.zeros_like(dh))
+
+
+def rectangle(u):
+    """K(u) = 1 for |u| < 1/2, else 0: the kernel of the straight-through estimator."""
+    xp = namespace(u)
+    return xp.astype(xp.abs(u) < 0.5, u.dtype)
+
+
+def jumprelu_theta_backward(dh, z, theta, eps):
+    """d loss / d theta_j = sum_i dh[i, j] * (-(theta_j / eps) K((z[i, j] - theta_j) / eps)),
+    the pseudo-derivative of z H(z - theta) with respect to theta (their eq. 11), (n,)."""
+    return namespace(dh).sum(dh * (-(theta / eps) * rectangle((z - theta) / eps)), axis=0)
+
+
+def l0(z, theta):
+    """mean_i sum_j H(z[i, j] - theta_j): the mean number of active units per sample (a 0-d
+    array)."""
+    xp = namespace(z)
+    return xp.sum(xp.astype(z > theta, z.dtype)) / z.shape[0]
+
+
+def l0_theta_backward(z, theta, eps):
+    """d l0 / d theta_j = (1 / batch) sum_i -(1 / eps) K((z[i, j] - theta_j) / eps), the
+    pseudo-derivative of the step H(z - theta) with respect to theta (their eq. 12), (n,).
+    (Its derivative with respect to z is 0: the L0 penalty trains theta alone.)"""
+    return namespace(z).sum(-(1.0 / eps) * rectangle((z - theta) / eps), axis=0) / z.shape[0]
 
 
 # ----------------------------------------------------------------------------- weight decay

@@ -106,13 +106,57 @@ def check_gradients(params, grads, loss_and_grads, h=STEP, threshold=THRESHOLD):
 def check_model(model, *inputs, loss_and_grads=None, h=STEP, threshold=THRESHOLD):
     """Compare a float64 model's gradients with central differences of its loss, for every
     parameter: model.loss_and_grads(*inputs) by default, else loss_and_grads(model, *inputs)
-    (the fast engine's, say). Returns one GradCheckRow per parameter."""
+    (the fast engine's, say). Returns one GradCheckRow per parameter.
+
+    A JumpReLU's thresholds (coding.log_theta) learn through a straight-through estimator, a
+    pseudo-derivative the loss does not have (it is flat in theta almost everywhere, so
+    central differences give 0): their row compares the analytic gradient with the
+    estimator's definition instead (straight_through_gradient)."""
     h, threshold = _checked_model(model, inputs, loss_and_grads, h, threshold)
     if loss_and_grads is None:
         run = lambda: model.loss_and_grads(*inputs)  # noqa: E731
     else:
         run = lambda: loss_and_grads(model, *inputs)  # noqa: E731
-    return check_gradients(model.params, model.grads, run, h, threshold)
+    pseudo = {n: p for n, p in model.params.items() if n == "coding.log_theta"}
+    smooth = {n: p for n, p in model.params.items() if n not in pseudo}
+    rows = check_gradients(smooth, {n: model.grads[n] for n in smooth}, run, h, threshold)
+    for name, p in pseudo.items():
+        run()
+        analytic = to_numpy(model.grads[name]).copy()
+        numeric = straight_through_gradient(model, inputs[0], h)
+        rows.append(GradCheckRow(name, tuple(p.shape), float(np.linalg.norm(analytic)),
+                                 float(np.linalg.norm(numeric)),
+                                 relative_error(numeric, analytic), threshold))
+    return rows
+
+
+def straight_through_gradient(model, x, h=STEP):
+    """The loss's gradient with respect to a JumpReLU model's log_theta, as the straight-
+    through estimator defines it (Rajamanoharan et al. 2024, eqs. 11 and 12), for the batch x:
+
+        dL/d theta_j = sum_i dL/dh_ij * (-(theta_j / eps) K((z_ij - theta_j) / eps))
+                       + beta (1 / batch) sum_i (-(1 / eps)) K((z_ij - theta_j) / eps)
+        dL/d log_theta_j = theta_j dL/d theta_j
+
+    K the rectangle of width 1. dL/dh comes from central differences of the loss as a
+    function of the codes h (decoder, output and reconstruction), so no backward pass of the
+    model is used. A float64 NumPy array (n_hidden,)."""
+    c = model.config
+    xb = model.as_batch(x)
+    z = model.encoder.forward(model.input.forward(xb))
+    codes = model.coding.forward(z)
+    reconstruction = model.objective.term("reconstruction")
+
+    def loss_of_codes():
+        y_pre = model.decoder.forward(codes)
+        return reconstruction.forward(dict(x=xb, z=y_pre, y=model.output.forward(y_pre)), {})
+
+    dh = numerical_gradient(loss_of_codes, codes, h)
+    z, theta = to_numpy(z), np.exp(to_numpy(model.params["coding.log_theta"]))
+    kernel = (np.abs((z - theta) / c.jump_bandwidth) < 0.5).astype(np.float64)
+    d_theta = (dh * -(theta / c.jump_bandwidth) * kernel).sum(axis=0) \
+        + c.sparsity_weight * (-(1.0 / c.jump_bandwidth) * kernel).sum(axis=0) / z.shape[0]
+    return theta * d_theta
 
 
 def assert_gradients_ok(rows):
@@ -131,11 +175,11 @@ def format_table(rows, title=None):
     _check_rows(rows, "format_table")
     checks.check_optional(title, checks.check_type, "title", str, "a str")
     lines = [title] if title else []
-    lines.append(f"{'parameter':<12} {'shape':<10} {'|analytic|':>12} {'|numeric|':>12} "
+    lines.append(f"{'parameter':<16} {'shape':<10} {'|analytic|':>12} {'|numeric|':>12} "
                  f"{'rel. error':>11}  ok")
     for r in rows:
         shape = "x".join(map(str, r.shape))
-        lines.append(f"{r.name:<12} {shape:<10} {r.analytic_norm:>12.6g} {r.numeric_norm:>12.6g} "
+        lines.append(f"{r.name:<16} {shape:<10} {r.analytic_norm:>12.6g} {r.numeric_norm:>12.6g} "
                      f"{r.rel_error:>11.2e}  {'yes' if r.ok else 'NO'}")
     return "\n".join(lines)
 

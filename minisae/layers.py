@@ -148,11 +148,93 @@ class TopK:
         return self.activation.backward(F.keep(dh, self.keep))
 
 
+class BatchTopK:
+    """Keep the k * batch largest ReLU codes of the whole batch, zero the rest (Bussmann et al.
+    2024, BatchTopK): a sample may keep more than k units and another fewer, k on average.
+
+        a = relu(z);   keep = the k * batch largest a of the batch;   h = a where keep, else 0
+        backward: dz = dh where keep and z > 0, else 0
+
+    A sample alone cannot be ranked against its batch, so inference (`infer`: encode,
+    evaluate) keeps instead the codes above a threshold, h = relu(z) where z > threshold. The
+    threshold is estimated in training, as BatchNorm's statistics are: each training forward
+    pass moves it toward the smallest positive code the batch kept (their section 3.2, "the
+    average minimum positive activation"), a running mean of momentum MOMENTUM; the first
+    batch sets it. `threshold` is a 0-d array on the model's device, -1 until trained
+    (inference then keeps every positive code)."""
+
+    MOMENTUM = 0.99
+
+    def __init__(self, k, threshold):
+        self.k, self.threshold = k, threshold
+
+    def forward(self, z):
+        """z: (batch, n). Returns h: (batch, n), k * batch nonzero entries at most."""
+        a = F.relu(z)
+        self.keep = F.batch_topk_mask(a, self.k) & (a > 0)
+        h = F.keep(a, self.keep)
+        self.update_threshold(h)
+        return h
+
+    def backward(self, dh):
+        """dh: (batch, n). Returns dz: zero outside the kept (positive) codes."""
+        return F.keep(dh, self.keep)
+
+    def infer(self, z):
+        """h = relu(z) where z > threshold, else 0: each sample on its own."""
+        return F.jumprelu(F.relu(z), self.threshold)
+
+    def update_threshold(self, h):
+        """threshold <- MOMENTUM threshold + (1 - MOMENTUM) min(h > 0) (the first time: the
+        min itself); unchanged by a batch that kept no positive code."""
+        xp = namespace(h)
+        positive = h > 0
+        smallest = xp.min(xp.where(positive, h, xp.full_like(h, xp.inf)))
+        t = self.threshold
+        moved = xp.where(t < 0, smallest, self.MOMENTUM * t + (1.0 - self.MOMENTUM) * smallest)
+        self.threshold[...] = xp.where(xp.any(positive), moved, t)
+
+
+class JumpReLU:
+    """h = z * H(z - theta): z where z > theta_j, else 0, with a threshold theta_j > 0 learned
+    per unit, stored as its log (Rajamanoharan et al. 2024, eq. 4).
+
+        backward: dz = dh * H(z - theta)   (the ordinary derivative, away from the jump)
+                  d theta_j = sum_i dh[i, j] * (-(theta_j / eps) K((z[i, j] - theta_j) / eps))
+
+    The second is their straight-through pseudo-derivative (eq. 11), K the rectangle kernel
+    of bandwidth eps: the step's derivative, 0 almost everywhere, replaced in the backward
+    pass by a rectangle around theta. log_theta's gradient is theta times theta's. `log_theta`
+    and `d_log_theta` are the model's (views into its flat buffers); backward assigns
+    d_log_theta (the L0 penalty's share is added after)."""
+
+    def __init__(self, log_theta, d_log_theta, eps):
+        self.log_theta, self.d_log_theta, self.eps = log_theta, d_log_theta, eps
+
+    def forward(self, z):
+        """z: (batch, n). Returns h: (batch, n)."""
+        self.z, self.theta = z, namespace(z).exp(self.log_theta)
+        return F.jumprelu(z, self.theta)
+
+    def backward(self, dh):
+        """dh: (batch, n). Returns dz (batch, n); assigns d_log_theta (n,)."""
+        d_theta = F.jumprelu_theta_backward(dh, self.z, self.theta, self.eps)
+        self.d_log_theta[...] = self.theta * d_theta
+        return F.jumprelu_backward(dh, self.z, self.theta)
+
+
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "linear": Identity}
 """Activation layers by the name a model's config uses."""
 
 
-def coding_layer(config):
-    """The coding layer a config asks for: its hidden activation, inside TopK for topk."""
+def coding_layer(config, params, grads, threshold):
+    """The coding layer a config asks for: its hidden activation, inside TopK for topk;
+    BatchTopK (with its inference threshold, a 0-d array) or JumpReLU (with the model's
+    coding.log_theta) for those mechanisms."""
+    if config.sparsity == "batchtopk":
+        return BatchTopK(config.k, threshold)
+    if config.sparsity == "jumprelu":
+        return JumpReLU(params["coding.log_theta"], grads["coding.log_theta"],
+                        config.jump_bandwidth)
     activation = ACTIVATIONS[config.hidden_activation]()
     return TopK(config.k, activation) if config.sparsity == "topk" else activation

@@ -25,10 +25,12 @@ from .backend import namespace, to_numpy
 
 class Term:
     """A term of the loss. `name`: the part of the loss record it fills. training_only: left
-    out of the loss of a data set (`evaluate`)."""
+    out of the loss of a data set (`evaluate`). per_sample: a mean over the samples (a data
+    set's value is the mean of its batches'), not a function of rho_hat or the weights."""
 
     name = "sparsity"
     training_only = False
+    per_sample = False
 
     def __init__(self, config):
         self.config = config
@@ -41,6 +43,7 @@ class MSE(Term):
     1 / (2 batch) ("halfsum", UFLDL's); functional.reduction_scale."""
 
     name = "reconstruction"
+    per_sample = True
 
     def forward(self, v, params):
         self.x, self.y = v["x"], v["y"]
@@ -54,6 +57,7 @@ class BCE(Term):
     """-mean[x log y + (1 - x) log(1 - y)] for y = sigmoid(z), computed from the logits z."""
 
     name = "reconstruction"
+    per_sample = True
 
     def forward(self, v, params):
         self.x, self.y = v["x"], v["y"]
@@ -139,9 +143,11 @@ class L1(Term):
                 "decoder.W": F.row_norms_backward(d_norms, self.W2, self.norms)}
 
 
-SPARSITY = {"kl": KL, "squared": Squared, "absolute": Absolute, "l1": L1, "topk": None}
+SPARSITY = {"kl": KL, "squared": Squared, "absolute": Absolute, "l1": L1, "topk": None,
+            "batchtopk": None, "jumprelu": None}
 """Sparsity mechanisms by the name `SparseAutoencoder(sparsity=...)` takes, each with its term
-(None: the mechanism is its coding layer, layers.TopK, with no penalty). Which settings each
+(None: the mechanism is its coding layer, layers.TopK or layers.BatchTopK, with no penalty;
+jumprelu's L0 is filled in below). Which settings each
 mechanism reads and which activations it takes: config.MECHANISMS."""
 
 
@@ -167,14 +173,16 @@ class WeightDecay(Term):
 # ----------------------------------------------------------------------------- AuxK
 
 class AuxK(Term):
-    """Gao et al.'s AuxK: the k_aux largest pre-activations among the dead units (v["dead"])
-    reconstruct the residual e = x - y, a target here (not differentiated):
+    """Gao et al.'s AuxK (2024, section A.2): the k_aux largest pre-activations among the dead
+    units (v["dead"]) reconstruct the residual e = x - y, a target here (not differentiated),
+    and the term is their normalized MSE, the residual's own variance below:
 
         h_aux = relu(z1) on those units, else 0;   e_hat = h_aux @ W2
-        aux   = alpha * mse(e_hat, e)
+        aux   = alpha * ||e_hat - e||^2 / ||e - mean_i(e)||^2
 
-    With no dead unit the term is 0 (alpha counts only while some unit is used).
-    v["residual"], when not None, is e held fixed (a gradient check's)."""
+    (the same with any reduction: the scale cancels). With no dead unit, or a residual with no
+    variance (a batch of one), the term is 0. v["residual"], when not None, is e held fixed (a
+    gradient check's)."""
 
     name = "auxk"
     training_only = True
@@ -187,13 +195,42 @@ class AuxK(Term):
         self.h_aux = F.keep(F.relu(z1), self.keep)
         self.e = v["x"] - v["y"] if v.get("residual") is None else v["residual"]
         self.e_hat = self.h_aux @ self.W2
-        self.alpha = c.aux_weight * xp.astype(xp.any(self.keep), z1.dtype)
-        return self.alpha * F.mse(self.e_hat, self.e, c.reduction)
+        variance = F.variance_sum(self.e)
+        used = xp.astype(xp.any(self.keep) & (variance > 0), z1.dtype)
+        self.scale = c.aux_weight * used / xp.where(variance > 0, variance, xp.ones_like(variance))
+        return self.scale * xp.sum((self.e_hat - self.e) ** 2)
 
     def backward(self):
-        d_e_hat = self.alpha * F.mse_backward(self.e_hat, self.e, self.config.reduction)
+        d_e_hat = 2.0 * self.scale * (self.e_hat - self.e)
         dz1 = F.keep(F.relu_backward(d_e_hat @ self.W2.T, self.h_aux), self.keep)
         return {"z1": dz1, "decoder.W": self.h_aux.T @ d_e_hat}
+
+
+# ----------------------------------------------------------------------------- L0 (JumpReLU)
+
+class L0(Term):
+    """beta * mean_i sum_j H(z1[i, j] - theta_j): the mean number of active units of a
+    JumpReLU coding layer (Rajamanoharan et al. 2024, eq. 5), theta = exp(log_theta).
+
+    Its gradient reaches theta alone, through the straight-through pseudo-derivative
+    dH(z - theta)/d theta := -(1/eps) K((z - theta)/eps), K the rectangle (their eq. 12), and
+    log_theta by the chain rule: d/d log_theta = theta d/d theta."""
+
+    formula = "beta * mean_i sum_j H(z1_ij - theta_j)  (JumpReLU's L0)"
+    per_sample = True
+
+    def forward(self, v, params):
+        xp = namespace(v["z1"])
+        self.z1, self.theta = v["z1"], xp.exp(params["coding.log_theta"])
+        return self.config.sparsity_weight * F.l0(self.z1, self.theta)
+
+    def backward(self):
+        c = self.config
+        d_theta = c.sparsity_weight * F.l0_theta_backward(self.z1, self.theta, c.jump_bandwidth)
+        return {"coding.log_theta": self.theta * d_theta}
+
+
+SPARSITY["jumprelu"] = L0
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -205,8 +242,8 @@ class Objective:
         loss = objective.forward(v, params)   # a Loss; every term's forward
         d, d_params = objective.backward()    # dL/d(each value a term read), dL/d(parameters)
 
-    forward(..., reconstruction=value) takes the reconstruction term's value as computed
-    elsewhere (the fast engine's fused pass, or `evaluate`'s sum over batches) and runs the
+    forward(..., given={name: value}) takes those parts' values as computed elsewhere (the
+    fast engine's fused reconstruction, or `evaluate`'s means over batches) and runs the
     other terms; backward then gives theirs only. training=False leaves out training-only
     terms (the loss of a data set)."""
 
@@ -226,13 +263,19 @@ class Objective:
         """The term that fills the part `name`, or None."""
         return next((t for t in self.terms if t.name == name), None)
 
-    def forward(self, v, params, reconstruction=None, training=True):
-        self._ran = [t for t in self.terms if (training or not t.training_only)
-                     and (reconstruction is None or t.name != "reconstruction")]
-        parts = {t.name: t.forward(v, params) for t in self._ran}
-        if reconstruction is not None:
-            parts = {"reconstruction": reconstruction, **parts}
+    def forward(self, v, params, given=None, training=True):
+        given = given or {}
+        used = [t for t in self.terms if training or not t.training_only]
+        self._ran = [t for t in used if t.name not in given]
+        parts = {t.name: given[t.name] if t.name in given else t.forward(v, params)
+                 for t in used}
         return Loss.of(parts, v.get("rho_hat"))
+
+    def per_sample(self, v, params):
+        """{name: value} of the per-sample terms (training-only ones left out) for the batch
+        v: what `evaluate` averages over a data set's batches."""
+        return {t.name: t.forward(v, params) for t in self.terms
+                if t.per_sample and not t.training_only}
 
     def backward(self, skip=()):
         """(d, d_params): d = {value: dL/d(value)} summed over the terms that read it (a
@@ -379,4 +422,5 @@ def reconstruction(c, x, z, y):
 def make_loss(c, reconstruction, rho_hat, params):
     """The loss of a data set from its reconstruction term and rho_hat over all of it: the
     model's terms that read no more than those (training-only terms left out)."""
-    return Objective(c).forward({"rho_hat": rho_hat}, params, reconstruction, training=False)
+    return Objective(c).forward({"rho_hat": rho_hat}, params, {"reconstruction": reconstruction},
+                                training=False)

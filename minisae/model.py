@@ -47,7 +47,8 @@ class SparseAutoencoder:
                  sparsity_weight=0.2, weight_decay=0.0, hidden_activation="sigmoid",
                  output_activation="sigmoid", reconstruction_loss="mse", reduction="mean",
                  k=None, tied_weights=False, l1_decoder_norm=False, aux_k=None,
-                 aux_weight=1 / 32, subtract_decoder_bias=False, backend="numpy",
+                 aux_weight=1 / 32, subtract_decoder_bias=False, init="uniform",
+                 jump_bandwidth=0.001, jump_threshold=0.001, backend="numpy",
                  dtype="float32", seed=42):
         self.config = Config(
             n_inputs=n_inputs, n_hidden=n_hidden, sparsity=sparsity,
@@ -56,14 +57,14 @@ class SparseAutoencoder:
             output_activation=output_activation, reconstruction_loss=reconstruction_loss,
             reduction=reduction, dtype=dtype, seed=seed, k=k, tied_weights=tied_weights,
             l1_decoder_norm=l1_decoder_norm, aux_k=aux_k, aux_weight=aux_weight,
-            subtract_decoder_bias=subtract_decoder_bias).validated()
+            subtract_decoder_bias=subtract_decoder_bias, init=init,
+            jump_bandwidth=jump_bandwidth, jump_threshold=jump_threshold).validated()
         self.backend = get_backend(backend, dtype=self.config.dtype)
         self.dtype = self.backend.dtype
         shapes = param_shapes(self.config)
         self._check_size(sum(math.prod(s) for s in shapes.values()))
         try:
-            self.flat_params = self.backend.asarray(initial_weights(shapes, self.config.seed,
-                                                                    self.config.dtype))
+            self.flat_params = self.backend.asarray(initial_weights(shapes, self.config))
             self.flat_grads = self.backend.zeros(self.flat_params.shape)
         except MemoryError:
             raise ConfigError(f"not enough memory for a model of {n_inputs} inputs and "
@@ -93,7 +94,9 @@ class SparseAutoencoder:
         writes its gradients (views into flat_params and flat_grads)."""
         c, p, g = self.config, self.params, self.grads
         self.output = ACTIVATIONS[c.output_activation]()
-        self.coding = coding_layer(c)
+        xp = self.backend.xp
+        self.coding = coding_layer(c, p, g, xp.full((), -1.0, dtype=getattr(xp, c.dtype),
+                                                    device=self.backend.device))
         self.mean = MeanOverBatch()
         if c.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart; the encoder adds it
             self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
@@ -146,9 +149,15 @@ class SparseAutoencoder:
         """The whole forward pass of a checked batch, x -> (h, z, y): the codes, the output
         layer's pre-activation and the reconstruction. Each layer keeps what its backward
         needs."""
-        h = self.coding.forward(self.encoder.forward(self.input.forward(x)))
+        h = self._codes(x)
         z = self.decoder.forward(h)
         return h, z, self.output.forward(z)
+
+    def _codes(self, x):
+        """h for x, as a trained model encodes: each sample on its own (a BatchTopK layer uses
+        its threshold here, not its batch)."""
+        z1 = self.encoder.forward(self.input.forward(x))
+        return getattr(self.coding, "infer", self.coding.forward)(z1)
 
     def loss(self, x):
         """The loss of x, forward only: grads are left alone (for validation and inspection).
@@ -165,8 +174,7 @@ class SparseAutoencoder:
         x = self.as_batch(x)
         n = x.shape[0]
         step = n if batch_size is None else checks.check_int(batch_size, "batch_size", 1)
-        parts = [self.coding.forward(self.encoder.forward(self.input.forward(
-            x[i:min(i + step, n), :]))) for i in range(0, n, step)]
+        parts = [self._codes(x[i:min(i + step, n), :]) for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else namespace(x).concat(parts)
 
     def decode(self, h):
@@ -238,8 +246,10 @@ class SparseAutoencoder:
 
     def __repr__(self):
         c = self.config
-        if c.sparsity == "topk":
-            sparsity = f"topk, k={c.k}" + (f", aux_k={c.aux_k}" if c.aux_k else "")
+        if c.sparsity in ("topk", "batchtopk"):
+            sparsity = f"{c.sparsity}, k={c.k}" + (f", aux_k={c.aux_k}" if c.aux_k else "")
+        elif c.sparsity == "jumprelu":
+            sparsity = f"jumprelu, beta={c.sparsity_weight} x L0, eps={c.jump_bandwidth}"
         else:
             sparsity = f"{c.sparsity}, rho={c.sparsity_target}, beta={c.sparsity_weight}" \
                 if c.sparsity in ("kl", "squared", "absolute") else \
@@ -251,14 +261,26 @@ class SparseAutoencoder:
                 f"loss={c.reconstruction_loss}/{c.reduction}, "
                 + "".join(f"{o}, " for o in options) + f"{self.backend.name}/{c.dtype})")
 
-def initial_weights(shapes, seed, dtype):
-    """One flat NumPy array of all the parameters, in `dtype`: weights uniform in
-    +-sqrt(6 / (n_in + n_out + 1)) (UFLDL's), biases 0, drawn with NumPy's generator so that
-    one seed gives one model on every backend."""
-    rng = np.random.default_rng(seed)
-    flat = np.zeros(sum(math.prod(s) for s in shapes.values()), dtype=dtype)
-    for name, view in flat_views(flat, shapes).items():
+def initial_weights(shapes, config):
+    """One flat NumPy array of all the parameters, in the config's dtype, drawn with NumPy's
+    generator from its seed, so that one seed gives one model on every backend:
+
+    - weights uniform in +-sqrt(6 / (n_in + n_out + 1)) (UFLDL's), biases 0;
+    - init="gao" (Gao et al. 2024, section A.1): the decoder's rows W2[j, :] scaled to unit
+      norm and the encoder set to their transpose, W1 = W2.T (a tied model's W1 has its
+      columns, the decoder's rows, at unit norm);
+    - JumpReLU's thresholds at jump_threshold (Rajamanoharan et al. start them at 0.001)."""
+    rng = np.random.default_rng(config.seed)
+    flat = np.zeros(sum(math.prod(s) for s in shapes.values()), dtype=config.dtype)
+    views = flat_views(flat, shapes)
+    for name, view in views.items():
         if name.endswith(".W"):
             r = math.sqrt(6.0 / (view.shape[0] + view.shape[1] + 1))
             view[...] = rng.uniform(-r, r, size=view.shape)
+    if config.init == "gao":
+        W2 = views["decoder.W"] if "decoder.W" in views else views["encoder.W"].T
+        W2 /= np.linalg.norm(W2, axis=1, keepdims=True)
+        views["encoder.W"][...] = W2.T
+    if "coding.log_theta" in views:
+        views["coding.log_theta"][...] = math.log(config.jump_threshold)
     return flat

@@ -145,6 +145,19 @@ def topk_(z, b, k, relu):
     return z, rows, kept
 
 
+def batch_topk_(h, k):
+    """Keep the k * batch largest entries of h (batch, n) over the whole batch, zero the rest,
+    in place: layers.BatchTopK's selection (h already through its ReLU), by argpartition.
+    Ties at the cut, which continuous data all but never have, may keep another entry than
+    the reference's lower index."""
+    xp = array_module(h)
+    flat = h.reshape(-1)
+    n_keep = min(k * h.shape[0], flat.shape[0])
+    cut = xp.argpartition(flat, flat.shape[0] - n_keep)[:flat.shape[0] - n_keep]
+    flat[cut] = 0
+    return h
+
+
 def topk_backward_(dh, h, rows, kept, relu):
     """dh = the TopK layer's backward, in place: dh where kept (and h > 0 with relu), else 0.
 

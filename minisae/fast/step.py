@@ -63,15 +63,16 @@ class Buffers:
 
 def fused(model):
     """Why the fused step cannot run this model (a sentence), or None when it can. It covers
-    every sparsity term, coding activation and tied weights on NumPy and CuPy; AuxK runs on
-    the reference path."""
+    every sparsity mechanism, coding activation, AuxK and tied weights on NumPy and CuPy; the
+    one explicit fallback is AuxK with cross-entropy (the fused cross-entropy pass keeps no
+    residual)."""
     checks.check_type(model, "model", SparseAutoencoder, "a SparseAutoencoder")
     c = model.config
     if not model.backend.fast:
         return (f"the fast engine runs on NumPy and CuPy, not on {model.backend.name}; the "
                 f"reference path runs instead")
-    if c.aux_k is not None:
-        return "AuxK has no fused step; the reference path runs it"
+    if c.aux_k is not None and c.reconstruction_loss == "bce":
+        return "AuxK with cross-entropy has no fused step; the reference path runs it"
     return None
 
 
@@ -113,8 +114,10 @@ def _loss_and_grads(model, x):
     if cfg.subtract_decoder_bias:
         x = xp.subtract(x_out, b2, out=buf("x_in", (batch, n_inputs)))
     h = xp.matmul(x, W1, out=buf("h", (batch, n_hidden)))
-    coding = _CODING["topk" if cfg.sparsity == "topk" else cfg.hidden_activation]
-    h, kept = coding.forward(h, b1, cfg)
+    # AuxK reads the dead units' pre-activations, which the coding layer overwrites: kept apart
+    dead = _dead_pre_activations(model, h, b1, xp) if cfg.aux_k else None
+    coding = _CODING.get(cfg.sparsity, _CODING.get(cfg.hidden_activation))
+    h, kept = coding.forward(h, b1, model, buf)
     rho_hat = xp.matmul(ones, h)  # a fresh (small) array: the returned Loss keeps it
     rho_hat *= 1.0 / batch
 
@@ -128,6 +131,7 @@ def _loss_and_grads(model, x):
     else:
         z = xp.matmul(h, W2, out=buf("z", (batch, n_inputs)))
     dz = buf("dz", (batch, n_inputs))
+    err = _residual(model, z, b2, x_out) if cfg.aux_k else None  # before the head takes z
     if cfg.reconstruction_loss == "bce":
         work = buf("work_out", (batch, n_inputs)) if on_numpy else None
         reconstruction = K.sigmoid_bce_head_(z, b2, x_out, dz, work) * (1.0 / x.size)
@@ -135,8 +139,14 @@ def _loss_and_grads(model, x):
         scale = F.reduction_scale(cfg.reduction, x.shape)
         head = K.sigmoid_mse_head_ if cfg.output_activation == "sigmoid" else K.linear_mse_head_
         reconstruction = head(z, b2, x_out, scale, dz) * scale
+    # the other terms: AuxK fused here, the rest their own forward
+    given = {"reconstruction": reconstruction}
+    aux = _auxk(model, dead, err, W2, xp) if cfg.aux_k else None
+    if cfg.aux_k:
+        given["auxk"] = 0.0 if aux is None else aux[0]  # no dead unit: no term
     objective = model.objective
-    loss = objective.forward({"rho_hat": rho_hat}, P, reconstruction=reconstruction)
+    loss = objective.forward({"rho_hat": rho_hat, "z1": kept if cfg.sparsity == "jumprelu"
+                              else None}, P, given)
 
     # backward
     if cfg.tied_weights:  # W2 = W1.T: its gradient joins encoder.W's below
@@ -159,10 +169,14 @@ def _loss_and_grads(model, x):
     # with beta: at beta = 0 there is no gradient row to add
     d, d_params = objective.backward(skip=("weight_decay",) if cfg.sparsity_weight
                                      else ("weight_decay", "sparsity"))
+    if aux is not None:  # AuxK's share of dW2, added after weight decay, as the reference does
+        d_params.append(("decoder.W", aux[2]))
     row = d.get("rho_hat")
     row = None if row is None else row * (1.0 / batch)
-    dz1 = coding.backward(dh, h, row, kept, cfg, buf("work_hidden", (batch, n_hidden))
+    dz1 = coding.backward(dh, h, row, kept, model, buf("work_hidden", (batch, n_hidden))
                           if on_numpy else None)
+    if aux is not None:  # AuxK's own path into the dead units' z1
+        dz1[:, dead[0]] += aux[1]
     xp.matmul(x.T, dz1, out=G["encoder.W"])
     xp.matmul(ones, dz1, out=G["encoder.b"])
     if cfg.subtract_decoder_bias:  # b2 reached the encoder too: db2 -= sum_i (dz1 @ W1.T)
@@ -186,15 +200,58 @@ def _sparse_topk(cfg, on_numpy):
     return sparse_kernels()
 
 
+def _dead_pre_activations(model, z, b, xp):
+    """(the dead units' indices, their pre-activations z + b (batch, n_dead)), a copy."""
+    units = xp.flatnonzero(model.dead)
+    return units, z[:, units] + b[units]
+
+
+def _residual(model, z, b2, x):
+    """y - x from the decoder's z = h @ W2 (its bias not added yet): minus AuxK's target e,
+    or minus model.frozen_residual when a gradient check holds e fixed."""
+    if model.frozen_residual is not None:
+        return -model.frozen_residual
+    a = z + b2
+    return (F.sigmoid(a) if model.config.output_activation == "sigmoid" else a) - x
+
+
+def _auxk(model, dead, err, W2, xp):
+    """losses.AuxK, fused: the k_aux largest of the dead units' pre-activations by partial
+    selection (argpartition, not a sort), decoded through their rows of W2 alone.
+
+    err: y - x (the residual e = x - y is -err). Returns (aux, d aux / d z1 at the dead units
+    (batch, n_dead), d aux / d W2 (n_hidden, n_inputs)), or None with no dead unit."""
+    units, z = dead
+    n_dead = units.shape[0]
+    if n_dead == 0:
+        return None
+    k = min(model.config.aux_k, n_dead)
+    rows = xp.arange(z.shape[0])[:, None]
+    cols = xp.argpartition(z, n_dead - k, axis=1)[:, n_dead - k:]
+    h_aux = xp.zeros_like(z)
+    h_aux[rows, cols] = xp.maximum(z[rows, cols], 0)
+    W2_dead = W2[units]
+    e_hat = h_aux @ W2_dead
+    variance = float(((err - err.mean(axis=0)) ** 2).sum())  # e's own (the sign cancels)
+    scale = model.config.aux_weight / variance if variance > 0 else 0.0
+    d_e_hat = e_hat + err                                     # e_hat - e
+    aux = scale * float((d_e_hat * d_e_hat).sum())
+    d_e_hat *= 2.0 * scale
+    dz_dead = (d_e_hat @ W2_dead.T) * (h_aux > 0)
+    dW2 = xp.zeros_like(W2)
+    dW2[units] = h_aux.T @ d_e_hat
+    return aux, dz_dead, dW2
+
+
 class _Sigmoid:
     """layers.Sigmoid's forward and backward, fused with the bias and the penalty's row."""
 
     @staticmethod
-    def forward(z, b, cfg):
+    def forward(z, b, model, buf):
         return K.bias_sigmoid_(z, b), None
 
     @staticmethod
-    def backward(dh, h, row, kept, cfg, work):
+    def backward(dh, h, row, kept, model, work):
         return K.sigmoid_backward_(dh, h, row, work)
 
 
@@ -202,11 +259,11 @@ class _ReLU:
     """layers.ReLU's forward and backward, fused with the bias and the penalty's row."""
 
     @staticmethod
-    def forward(z, b, cfg):
+    def forward(z, b, model, buf):
         return K.bias_relu_(z, b), None
 
     @staticmethod
-    def backward(dh, h, row, kept, cfg, work):
+    def backward(dh, h, row, kept, model, work):
         return K.relu_backward_(dh, h, row)
 
 
@@ -214,13 +271,52 @@ class _TopK:
     """layers.TopK's forward and backward (topk has no penalty, so no row)."""
 
     @staticmethod
-    def forward(z, b, cfg):
-        h, rows, kept = K.topk_(z, b, cfg.k, cfg.hidden_activation == "relu")
+    def forward(z, b, model, buf):
+        h, rows, kept = K.topk_(z, b, model.config.k, model.config.hidden_activation == "relu")
         return h, (rows, kept)
 
     @staticmethod
-    def backward(dh, h, row, kept, cfg, work):
-        return K.topk_backward_(dh, h, *kept, cfg.hidden_activation == "relu")
+    def backward(dh, h, row, kept, model, work):
+        return K.topk_backward_(dh, h, *kept, model.config.hidden_activation == "relu")
 
 
-_CODING = {"sigmoid": _Sigmoid, "relu": _ReLU, "topk": _TopK}
+class _BatchTopK:
+    """layers.BatchTopK's forward (with its threshold's update) and backward: the k * batch
+    largest ReLU codes of the batch by partial selection (argpartition), not a sort."""
+
+    @staticmethod
+    def forward(z, b, model, buf):
+        K.bias_relu_(z, b)
+        h = K.batch_topk_(z, model.config.k)
+        model.coding.update_threshold(h)
+        return h, None
+
+    @staticmethod
+    def backward(dh, h, row, kept, model, work):
+        return K.relu_backward_(dh, h)  # kept codes are the positive ones
+
+
+class _JumpReLU:
+    """layers.JumpReLU's forward and backward; z1 (before the jump) is kept for the
+    straight-through estimate of theta's gradient, and returned for the L0 term."""
+
+    @staticmethod
+    def forward(z, b, model, buf):
+        z += b
+        z1 = buf("z1", z.shape)
+        z1[...] = z
+        theta = array_module(z).exp(model.params["coding.log_theta"])
+        z *= z1 > theta
+        return z, z1
+
+    @staticmethod
+    def backward(dh, h, row, z1, model, work):
+        layer = model.coding
+        theta = array_module(dh).exp(layer.log_theta)
+        layer.d_log_theta[...] = theta * F.jumprelu_theta_backward(dh, z1, theta, layer.eps)
+        dh *= z1 > theta
+        return dh
+
+
+_CODING = {"sigmoid": _Sigmoid, "relu": _ReLU, "topk": _TopK, "batchtopk": _BatchTopK,
+           "jumprelu": _JumpReLU}
