@@ -8,6 +8,7 @@ passed: what was wrong, what was expected, what came, and what to do.
 
     f = check_function(on_epoch_end, "on_epoch_end", 1, "a function of the history")
     x = as_numeric(x, "x_train")                # masked, text, objects, complex: refused
+    found = first_bad_value(rows)               # (row, column, value) of a NaN/inf, or None
     check_fits(n_bytes, physical_memory(), f"n={n:,} patches", "ask for fewer")
 
 The model, the optimizers, training, the data loaders and the files call these before they
@@ -265,6 +266,24 @@ def check_values(x, xp, unit_range, what="x"):
             f"cross-entropy) can only reconstruct values in [0, 1]; scale the data into "
             f"[0, 1] first (for example (x - x.min()) / (x.max() - x.min())), or use "
             f"output_activation='linear' with reconstruction_loss='mse'")
+
+
+def first_bad_value(x, unit_range=False):
+    """None when every value of the NumPy array x (rows, features) is finite (and in [0, 1]
+    with unit_range); else (row, column, value) of the first bad one. Two reductions (min and
+    max, no temporary array) when x is good; the search for the bad value only when it is not."""
+    if x.size == 0:
+        return None
+    low, high = float(np.min(x)), float(np.max(x))
+    if math.isfinite(low) and math.isfinite(high) and \
+            (not unit_range or (low >= 0.0 and high <= 1.0)):
+        return None
+    bad = ~np.isfinite(x)
+    if unit_range and not bad.any():
+        bad = (x < 0) | (x > 1)
+    r = int(np.argmax(bad.any(axis=1)))
+    c = int(np.argmax(bad[r]))
+    return r, c, float(x[r, c])
 
 
 def check_numbers(d, name, error=ConfigError):

@@ -1,3 +1,4 @@
+"""The backends (minisae.backend): NumPy, CuPy, PyTorch or auto; dtypes; to_numpy; errors."""
 import sys
 import types
 

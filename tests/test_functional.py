@@ -1,3 +1,4 @@
+"""The math (minisae.functional): formulas and derivatives against closed forms, differences."""
 import math
 import warnings
 

@@ -1,3 +1,4 @@
+"""The gradient check (minisae.gradcheck): central differences, its table, bad gradients named."""
 import numpy as np
 import pytest
 

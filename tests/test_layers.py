@@ -1,3 +1,4 @@
+"""The layers (minisae.layers): Dense and the activations, forward and backward against the math."""
 import numpy as np
 import pytest
 

@@ -1,3 +1,4 @@
+"""The model (SparseAutoencoder): gradients against differences and the math; bad input refused."""
 import math
 import warnings
 

@@ -1,3 +1,4 @@
+"""The optimizers: Adam against the paper, SGD with momentum, the fast Adam, their saved state."""
 import math
 
 import numpy as np

@@ -43,7 +43,8 @@ absurd size: compared with the file's size, never allocated) or smaller (trailin
 integer, bool, complex, object, string, date and structured dtypes (each with how to
 convert), 1-D, 0-D and >2-D arrays (with the reshape to use), a shard of another width or
 dtype, an empty folder, an .npz without the key (listing its keys), an .npz member that is
-compressed or encrypted, and a zip whose directory is larger than any .npz's.
+compressed or encrypted, and a zip whose directory is larger than any .npz's. The .npy headers
+(of a file, of an .npz member) are read by files/npyheader.py, the package's one reader of them.
 
 How rows are read: explicit reads (os.preadv, else seek + readinto) at computed offsets,
 straight into the caller's buffer when the dtype and byte order match, else through one
@@ -73,27 +74,23 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import io
 import math
 import os
 import re
 import struct
-import warnings
 import zipfile
 
 import numpy as np
 
 from .. import checks
 from ..errors import ConfigError, DatasetError, InputError, MinisaeError
-from ..training.stream import bad_value
+from ..files.npyheader import read_npy_header
 
 __all__ = ["ArrayFiles", "FLOAT_DTYPES"]
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 """The dtypes of the files read."""
 
-_NPY_MAGIC = b"\x93NUMPY"
-_MAX_HEADER = 10_000        # np.load's own limit (max_header_size) on a .npy header
 _SCRATCH = 1 << 22          # bytes of the reused buffer of a read that converts
 _OPEN_FILES = 8             # files kept open between reads
 _MAX_MEMBERS = 1 << 16      # an .npz with more members is refused before zipfile reads it
@@ -278,7 +275,7 @@ class ArrayFiles:
         NaN or inf, or with unit_range a value outside [0, 1]: an InputError naming the file,
         the row in it and the row of the whole."""
         x, start = _checked_rows(x, start, self.n_features, self.n_rows)
-        found = bad_value(x, checks.check_bool(unit_range, "unit_range"))
+        found = checks.first_bad_value(x, checks.check_bool(unit_range, "unit_range"))
         if found is None:
             return
         r, col, value = found
@@ -386,11 +383,11 @@ def _file_shards(path, key, folder_member=False):
             st = os.fstat(f.fileno())
             head = f.read(16)
             f.seek(0)
-            if head.startswith(_NPY_MAGIC):
+            if head.startswith(np.lib.format.MAGIC_PREFIX):
                 if key is not None:
                     raise ConfigError(f"{path} is a .npy file (one array); key names an array "
                                       f"in an .npz file, leave it out")
-                shape, fortran, dtype, at = _npy_header(f, path, st.st_size)
+                shape, fortran, dtype, at = read_npy_header(f, st.st_size, _refusal(path))
                 _check_array(path, shape, dtype)
                 _check_size(path, shape, dtype, st.st_size - at)
                 return "npy", [_Shard(path, path, shape[0], shape[1], dtype, fortran, at,
@@ -424,46 +421,9 @@ def _looks_like(head, folder_member):
     return f"it starts with the bytes {head.hex()}; save the array with np.save"
 
 
-def _npy_header(f, where, available):
-    """(shape, fortran_order, dtype, data offset) of the .npy at f's position, whose bytes
-    (header and data) number `available`. The header's length is checked before it is read."""
-    def bad(problem):
-        return DatasetError(f"{where}: {problem}")
-
-    if f.read(6) != _NPY_MAGIC:
-        raise bad("is not a .npy array (no \\x93NUMPY magic)")
-    version = tuple(f.read(2))
-    if version == (3, 0):
-        raise InputError(f"{where}: is a .npy of version 3.0, which NumPy writes only for "
-                         f"structured dtypes with non-ASCII field names; save the rows as one "
-                         f"2-D float array")
-    if version not in ((1, 0), (2, 0)):
-        raise bad(f"is a .npy of unknown version {version}; save it again with np.save")
-    fmt = "<H" if version == (1, 0) else "<I"
-    raw = f.read(struct.calcsize(fmt))
-    if len(raw) < struct.calcsize(fmt):
-        raise bad("ends inside its .npy header; the file is truncated")
-    length = struct.unpack(fmt, raw)[0]
-    if length > _MAX_HEADER:
-        raise bad(f"declares a .npy header of {length:,} bytes, more than the {_MAX_HEADER:,} "
-                  f"np.load reads; the file is damaged or hostile")
-    at = 8 + len(raw) + length
-    if at > available:
-        raise bad(f"declares a {length:,}-byte .npy header, but the file ends before it; "
-                  f"the file is truncated")
-    header = f.read(length)
-    if len(header) < length:
-        raise bad("ends inside its .npy header; the file is truncated")
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-        np.lib.format.read_array_header_2_0
-    try:
-        with warnings.catch_warnings():     # a header NumPy must repair is a damaged one
-            warnings.simplefilter("error")
-            shape, fortran, dtype = read(io.BytesIO(raw + header), max_header_size=_MAX_HEADER)
-    except Exception as e:  # NumPy's parser of the header's dict literal raises anything
-        said = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise bad(f"has an unreadable .npy header ({said}); the file is damaged") from None
-    return shape, fortran, dtype, at
+def _refusal(where):
+    """How read_npy_header refuses the .npy `where` names: a DatasetError naming it."""
+    return lambda problem: DatasetError(f"{where}: {problem}")
 
 
 _CONVERT = ("convert it once, e.g. np.save(out, np.load(path, mmap_mode='r').astype(np.float32)) "
@@ -496,9 +456,6 @@ def _check_array(where, shape, dtype):
             hint = "save the rows as a 2-D float array"
         raise InputError(f"{where}: holds {what} ({dtype}), but minisae trains on float16, "
                          f"float32 or float64 rows; {hint}")
-    if any(d < 0 for d in shape):
-        raise DatasetError(f"{where}: the header declares a negative size {shape}; the file "
-                           f"is damaged")
     if len(shape) != 2:
         hint = {0: "a single number, not rows of samples",
                 1: "one sample per value? reshape to (n, 1); one sample? to (1, n)"}.get(
@@ -574,7 +531,7 @@ def _npz_member(f, path, key, st):
         raise DatasetError(f"{name}: the member ({info.file_size:,} bytes) runs past the end of "
                            f"the file; the file is truncated")
     f.seek(start)
-    shape, fortran, dtype, at = _npy_header(f, name, info.file_size)
+    shape, fortran, dtype, at = read_npy_header(f, info.file_size, _refusal(name))
     _check_array(name, shape, dtype)
     _check_size(name, shape, dtype, info.file_size - at)
     return _Shard(path, name, shape[0], shape[1], dtype, fortran, start + at, st.st_size,

@@ -22,12 +22,10 @@ and only then builds the model and copies the arrays into it, one at a time.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import struct
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from ..model import SparseAutoencoder
 from ..training.history import History
 from . import state as S
 from .atomic import atomic_write
+from .npyheader import read_npy_header
 
 FORMAT_VERSION = 1
 PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
@@ -51,7 +50,6 @@ _JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
 _TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20,
                 "normalizer": 1 << 12}
 _MAX_DIRECTORY = 1 << 16   # bytes of zip directory: a checkpoint has a couple of dozen members
-_MAX_HEADER = 1 << 16      # bytes of a .npy header: NumPy writes under 200 for ours
 _MAX_DEPTH = 16            # nesting of extra's JSON
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64")
@@ -222,7 +220,8 @@ class _Members:
         info = self.infos[key]
         f = self.zf.open(info)
         try:
-            got_shape, fortran, dtype = self._npy_header(f, key)
+            got_shape, fortran, dtype, at = read_npy_header(
+                f, info.file_size, lambda problem: self.error(f"member {key!r} {problem}"))
             if fortran and len(got_shape) > 1:
                 raise self.error(f"member {key!r} is in Fortran order; minisae writes C order")
             if shape is not None and got_shape != shape:
@@ -232,43 +231,13 @@ class _Members:
                 want = " or ".join(sorted({d.name for d in dtypes}))
                 raise self.error(f"member {key!r} holds {dtype}, expected {want}; the file is "
                                  f"damaged or was edited")
-            if info.file_size != f.tell() + math.prod(got_shape) * dtype.itemsize:
+            if info.file_size != at + math.prod(got_shape) * dtype.itemsize:
                 raise self.error(f"member {key!r} is {info.file_size:,} bytes, but its header "
                                  f"declares {got_shape} {dtype}; the file is damaged")
         except BaseException:
             f.close()
             raise
         return f, got_shape, dtype
-
-    def _npy_header(self, f, key):
-        """(shape, fortran_order, dtype) of the .npy member open at f. The header's declared
-        length is read and checked here before NumPy reads the header (NumPy would read all of
-        a header that declares itself 4 GiB long before its own check)."""
-        try:
-            version = np.lib.format.read_magic(f)
-        except Exception as e:
-            raise self.error(f"member {key!r} is not a .npy array ({_one_line(e)}); the file is "
-                             f"damaged") from None
-        if version not in ((1, 0), (2, 0)):
-            raise self.error(f"member {key!r} is a .npy of version {version}; minisae writes 1.0 "
-                             f"(re-save it with numpy.savez)")
-        fmt = "<H" if version == (1, 0) else "<I"
-        raw = self._exact(f, struct.calcsize(fmt), key)
-        length = struct.unpack(fmt, raw)[0]
-        if length > _MAX_HEADER:
-            raise self.error(f"member {key!r} declares a .npy header of {length:,} bytes, more "
-                             f"than the {_MAX_HEADER:,} minisae reads; the file is damaged or "
-                             f"hostile")
-        header = io.BytesIO(raw + self._exact(f, length, key))
-        try:
-            with warnings.catch_warnings():     # a header NumPy must repair is a damaged one
-                warnings.simplefilter("error")
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                return read(header)
-        except Exception as e:  # NumPy's parser of the header's dict literal raises anything
-            raise self.error(f"member {key!r} has an unreadable .npy header ({_one_line(e)}); "
-                             f"the file is damaged") from None
 
     def _exact(self, f, n, key):
         data = f.read(n)
