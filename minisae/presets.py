@@ -85,14 +85,44 @@ PRESETS = {
         "largest, AuxK against dead units, the decoder bias subtracted first, linear output",
         model=dict(n_inputs=784, n_hidden=1000, sparsity="topk", k=25,
                    hidden_activation="relu", aux_k=392, aux_weight=1 / 32,
-                   subtract_decoder_bias=True, output_activation="linear",
+                   subtract_decoder_bias=True, init="gao", output_activation="linear",
                    reconstruction_loss="mse", reduction="mean"),
         training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
         source="Gao et al., 'Scaling and Evaluating Sparse Autoencoders' (2024, "
-               "arXiv:2406.04093): TopK with ReLU, AuxK with alpha = 1/32 and k_aux about half "
-               "the input width (they use 512 for GPT-2's 768), dead after a window of "
-               "samples, the decoder bias subtracted before encoding; their unit-norm decoder "
-               "rows and encoder-as-decoder-transpose initialisation are not done here"),
+               "arXiv:2406.04093): TopK with ReLU, AuxK (the residual's normalized MSE) with "
+               "alpha = 1/32 and k_aux about half the input width (they use 512 for GPT-2's "
+               "768), dead after a window of samples, the decoder bias subtracted before "
+               "encoding and started at the data's mean (they use the geometric median), "
+               "unit-norm decoder rows with the encoder their transpose at the start (kept at "
+               "unit norm during training there, not here)"),
+    "batchtopk": Preset(
+        "batchtopk",
+        "Bussmann et al.'s BatchTopK autoencoder: 1,000 ReLU units, the 25 x batch largest "
+        "codes of each batch kept, AuxK, the decoder bias subtracted first, linear output",
+        model=dict(n_inputs=784, n_hidden=1000, sparsity="batchtopk", k=25,
+                   hidden_activation="relu", aux_k=392, aux_weight=1 / 32,
+                   subtract_decoder_bias=True, init="gao", output_activation="linear",
+                   reconstruction_loss="mse", reduction="mean"),
+        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        source="Bussmann, Leask & Nanda, 'BatchTopK Sparse Autoencoders' (2024, "
+               "arXiv:2412.06410): the top k x batch ReLU codes of the batch, an inference "
+               "threshold estimated in training (here a running mean of momentum 0.99 of "
+               "each batch's smallest kept code), AuxK and the initialisation as for TopK"),
+    "jumprelu": Preset(
+        "jumprelu",
+        "Rajamanoharan et al.'s JumpReLU autoencoder: 1,000 units with learned thresholds, "
+        "an L0 penalty through a straight-through estimator, linear output",
+        model=dict(n_inputs=784, n_hidden=1000, sparsity="jumprelu", sparsity_weight=0.01,
+                   jump_bandwidth=0.05, jump_threshold=0.3, hidden_activation="relu",
+                   output_activation="linear", reconstruction_loss="mse", reduction="mean"),
+        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        source="Rajamanoharan et al., 'Jumping Ahead: Improving Reconstruction Fidelity with "
+               "JumpReLU Sparse Autoencoders' (2024, arXiv:2407.14435): JumpReLU with log-"
+               "thresholds, the rectangle kernel's pseudo-derivatives (their eqs. 11-12), the L0 "
+               "penalty; their bandwidth and initial threshold (0.001 both, for activations "
+               "scaled to unit mean squared norm) are scaled here to MNIST's pixels (0.05 and "
+               "0.3, chosen on the offline digits: at 0.1 or less the thresholds hardly leave "
+               "their start in 50 epochs of Adam at lr 1e-3)"),
 }
 
 

@@ -43,7 +43,7 @@ from .atomic import atomic_write
 from .npyheader import read_npy_header
 
 FORMAT_VERSION = 1
-PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b")
+PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b", "coding.log_theta")
 """Every parameter name a checkpoint may hold (a model holds those its config implies)."""
 _JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
 # Largest member data allowed for each JSON member, in bytes (NumPy stores 4 per character).
@@ -54,6 +54,7 @@ _MAX_DEPTH = 16            # nesting of extra's JSON
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64")
 _KNOWN = {"format_version", "config", "optimizer", "history", "extra", "units/silent",
+          "units/threshold",
           "normalizer", "normalizer/mean", "normalizer/scale",
           *(f"optim/{k}" for scalars in S.SCALARS.values() for k in scalars),
           *(f"param/{p}" for p in PARAMS),
@@ -113,6 +114,8 @@ def save(path, model, optimizer=None, history=None, extra=None):
                                   f"diverged); keep the last good checkpoint")
     arrays["units/silent"] = _silent(model.silent, model.config.n_hidden, CheckpointError,
                                      "cannot save: model.silent")
+    if model.config.sparsity == "batchtopk":  # its inference threshold, estimated in training
+        arrays["units/threshold"] = to_numpy(model.coding.threshold).reshape(1)
     if model.normalizer is not None:
         state = model.normalizer.state()
         if state["mean"].shape != (model.config.n_inputs,) or not (
@@ -472,6 +475,8 @@ def _load(m, backend):
     if "normalizer" in m:
         arrays.update({"normalizer/mean": (config.n_inputs,),
                        "normalizer/scale": (config.n_inputs,)})
+    if config.sparsity == "batchtopk" and "units/threshold" in m:
+        arrays["units/threshold"] = (1,)
     expected = set(arrays) | {"format_version", "config", "history", "extra", "optimizer",
                               "units/silent", "normalizer"}
     expected |= {f"optim/{k}" for k in S.SCALARS[kind]} if kind else set()
@@ -493,7 +498,7 @@ def _load(m, backend):
             raise m.error(f"has {_one_line(e)}; the file is damaged") from None
     # 3. every array's data, checked and dropped: a bad file is refused before memory is spent
     for key, shape in arrays.items():
-        if not key.startswith("normalizer/"):
+        if not key.startswith("normalizer/") and key != "units/threshold":
             m.floats(key, shape, dtype)
     # 4. only now the model and optimizer, filled one array at a time
     model = SparseAutoencoder(**config.as_dict(), backend=backend)
@@ -502,6 +507,9 @@ def _load(m, backend):
         p[...] = model.backend.asarray(host)
     if silent is not None:
         model.silent[...] = silent
+    if "units/threshold" in arrays:
+        threshold = m.floats("units/threshold", (1,), dtype, out=np.empty(1, dtype))
+        model.coding.threshold[...] = model.backend.asarray(threshold.reshape(()))
     model.normalizer = normalizer
     optimizer = None
     if kind is not None:
