@@ -15,7 +15,8 @@ The house, from the bottom (a module imports only from its own floor or below):
                         optim, gradcheck, softmax, presets: what a learner reads, and the
                         reference the gradient check verifies
     fast/               the fast engine: the same numbers with fused kernels and threads
-    training/           fit (which drives the engine), evaluate, History, L-BFGS
+    training/           fit (which drives the engine) and its settings (Engine, Checkpoints,
+                        DeadUnits, Stream), evaluate, History, L-BFGS
     data/, files/       data sets; checkpoints and atomic writes
     apps/               the `minisae` command, the benchmark, self-taught learning, figures
 
@@ -35,6 +36,8 @@ _PUBLIC = {  # name -> the module that defines it
     "Adam": "optim", "SGD": "optim", "LBFGS": "training",
     "SoftmaxRegression": "softmax",
     "fit": "training", "evaluate": "training", "History": "training",
+    "Engine": "training", "Checkpoints": "training", "DeadUnits": "training",
+    "Stream": "training",
     "save": "files", "load": "files", "Checkpoint": "files",
     "PRESETS": "presets",
 }

@@ -412,15 +412,3 @@ def part_names(c):
     """The names of the parts of a model's loss over a data set (training-only terms, AuxK,
     left out), in order."""
     return tuple(t.name for t in Objective(c).terms if not t.training_only)
-
-
-def reconstruction(c, x, z, y):
-    """The reconstruction term's value for a batch (its forward alone)."""
-    return RECONSTRUCTION[c.reconstruction_loss](c).forward(dict(x=x, z=z, y=y), {})
-
-
-def make_loss(c, reconstruction, rho_hat, params):
-    """The loss of a data set from its reconstruction term and rho_hat over all of it: the
-    model's terms that read no more than those (training-only terms left out)."""
-    return Objective(c).forward({"rho_hat": rho_hat}, params, {"reconstruction": reconstruction},
-                                training=False)

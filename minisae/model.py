@@ -147,25 +147,29 @@ class SparseAutoencoder:
 
     def forward(self, x):
         """The whole forward pass of a checked batch, x -> (h, z, y): the codes, the output
-        layer's pre-activation and the reconstruction. Each layer keeps what its backward
-        needs."""
-        h = self._codes(x)
+        layer's pre-activation and the reconstruction, each sample encoded on its own (as a
+        trained model encodes). Each layer keeps what its backward needs."""
+        v = self.values(x)
+        return v["h"], v["z"], v["y"]
+
+    def values(self, x):
+        """The forward pass's named values for a checked batch x: {"x", "z1", "h", "z", "y"},
+        what the loss's terms read (a BatchTopK layer uses its threshold here, not its batch)."""
+        z1 = self.encoder.forward(self.input.forward(x))
+        h = getattr(self.coding, "infer", self.coding.forward)(z1)
         z = self.decoder.forward(h)
-        return h, z, self.output.forward(z)
+        return dict(x=x, z1=z1, h=h, z=z, y=self.output.forward(z))
 
     def _codes(self, x):
-        """h for x, as a trained model encodes: each sample on its own (a BatchTopK layer uses
-        its threshold here, not its batch)."""
-        z1 = self.encoder.forward(self.input.forward(x))
-        return getattr(self.coding, "infer", self.coding.forward)(z1)
+        """h for x, each sample on its own."""
+        return self.values(x)["h"]
 
     def loss(self, x):
         """The loss of x, forward only: grads are left alone (for validation and inspection).
         rho_hat is the mean activation over all of x."""
-        x = self.as_batch(x)
-        h, z, y = self.forward(x)
-        v = dict(x=x, h=h, z=z, y=y, rho_hat=F.mean_activation(h))
-        return self.objective.forward(v, self.params, training=False)
+        v = self.values(self.as_batch(x))
+        return self.objective.forward({**v, "rho_hat": F.mean_activation(v["h"])}, self.params,
+                                      training=False)
 
     def encode(self, x, batch_size=None):
         """The codes h of x, shape (n, n_hidden), on the model's backend.

@@ -48,7 +48,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import minisae
-from minisae import Adam, SparseAutoencoder, evaluate, fit
+from minisae import Adam, Engine, SparseAutoencoder, evaluate, fit
 from minisae import functional as F
 from minisae.apps import plots
 from minisae.gradcheck import THRESHOLD, numerical_gradient, relative_error
@@ -621,13 +621,13 @@ print(f"{small.loss(x).total:.12f} (after one Adam step)")
 def train(model, epochs, lr=0.01, batch_size=1000):
     """Adam on x_train (validated on x_test); returns the history and the seconds taken.
 
-    threads="adaptive" lets BLAS use as many threads as are fastest on this machine right
-    now (one, when another program keeps a core busy); fit's default, "auto", fixes the count
-    from the problem's size, so that a seed gives the same bits every time."""
+    Engine(threads="adaptive") lets BLAS use as many threads as are fastest on this machine
+    right now (one, when another program keeps a core busy); fit's default, "auto", fixes the
+    count from the problem's size, so that a seed gives the same bits every time."""
     optimizer = Adam(model.params, model.grads, lr=lr)
     start = time.perf_counter()
     history = fit(model, optimizer, x_train, epochs=epochs, batch_size=batch_size, seed=0,
-                  x_val=x_test, progress=False, threads="adaptive")
+                  x_val=x_test, progress=False, engine=Engine(threads="adaptive"))
     return history, time.perf_counter() - start
 
 

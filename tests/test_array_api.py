@@ -166,7 +166,7 @@ def test_strict_fit_runs_the_reference_and_matches_numpy(strict):
         model = build(backend, "kl-sigmoid-mse-mean")
         opt = Adam(model.params, model.grads, lr=0.05)
         history = minisae.fit(model, opt, x, epochs=3, batch_size=10, x_val=x_val,
-                              progress=False, fast=fast)
+                              progress=False, engine=minisae.Engine(fast=fast))
         runs[name] = (model, history.as_dict())
     model = runs["strict"][0]
     reason = minisae.fast.fused(model)
@@ -184,11 +184,11 @@ def test_strict_fit_runs_the_reference_and_matches_numpy(strict):
 
 def test_strict_fit_with_auxk_and_resampling(strict):
     x = random_inputs(40, 5)
-    for kw in (dict(case="auxk"), dict(case="l1-relu", resample_every=4)):
-        case = kw.pop("case")
+    for case, every in (("auxk", None), ("l1-relu", 4)):
         model = SparseAutoencoder(5, 6, backend=strict, seed=0, **CASES[case])
         history = minisae.fit(model, Adam(model.params, model.grads, lr=0.05), x, epochs=2,
-                              batch_size=10, progress=False, dead_window=10, **kw)
+                              batch_size=10, progress=False,
+                              dead_units=minisae.DeadUnits(window=10, resample_every=every))
         assert len(history.train_dead_fraction) == 2
         assert on_device(model.dead, model.backend) and on_device(model.flat_params,
                                                                   model.backend)
@@ -449,7 +449,7 @@ def _planted(monkeypatch, bug):
 def _fit(backend):
     model = build(backend, "kl-sigmoid-mse-mean")
     return minisae.fit(model, Adam(model.params, model.grads), random_inputs(20, 5), epochs=1,
-                       batch_size=5, progress=False, fast=False)
+                       batch_size=5, progress=False, engine=minisae.Engine(fast=False))
 
 
 def test_the_pretend_device_refuses_a_host_copy_inside_fit(strict, monkeypatch):

@@ -489,8 +489,9 @@ def selftaught_config(monkeypatch):
     """What `minisae selftaught` hands the experiment, which then stops (SystemExit(0))."""
     seen = {}
 
-    def fake(name, log=None, **config):
-        seen.update(config)
+    def fake(name, log=None, autoencoder=None, softmax=None, split=None, **config):
+        seen.update(config, **vars(autoencoder), **vars(split),
+                    **{f"softmax_{k}": v for k, v in vars(softmax).items()})
         raise SystemExit(0)
 
     import minisae.apps.selftaught as S

@@ -1,4 +1,4 @@
-"""Every public door refuses bad input with a clear error (issue 19).
+"""Every public door refuses bad input with a clear error, never a raw exception.
 
 The rule: every public entry point checks its arguments first. A call either succeeds with a
 correct result, or raises a minisae.MinisaeError whose message names the argument (or its
@@ -50,8 +50,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 
 import minisae
-from minisae import (SGD, Adam, Checkpoint, Config, History, LBFGS, Loss, MinisaeError,
-                     SoftmaxRegression, SparseAutoencoder, evaluate, fit)
+from minisae import (SGD, Adam, Checkpoint, Checkpoints, Config, DeadUnits, Engine, History,
+                     LBFGS, Loss, MinisaeError, SoftmaxRegression, SparseAutoencoder, Stream,
+                     evaluate, fit)
 from minisae import fast as engine
 from minisae import gradcheck
 from minisae.apps import bench, plots, selftaught
@@ -259,7 +260,7 @@ class _Stopped(Exception):
     accepted the value and was working."""
 
 
-def _stop_after_two(history):
+def _stop_after_two(history, position=None):
     if len(history) >= 2:
         raise _Stopped
 
@@ -390,10 +391,9 @@ MODEL_DOORS = [
     Door(SAE.decode, _with_model(h=H), extra={"h": rows(N_HID)}, check=_same_as_clean("decode", "h")),
     Door(SAE.reconstruct, _with_model(x=X), extra={"x": rows(N_IN)},
          check=_same_as_clean("reconstruct")),
-    Door(SAE.as_batch, _with_model(x=X, validate=True, what="x", columns="n_inputs",
-                                   unit_range=None),
+    Door(SAE.as_batch, _with_model(x=X, validate=True),
          extra={"x": rows(N_IN)}, names={"x": ("x",)},
-         check=lambda r, kw, a: ok(tuple(r.shape)[1] in (N_IN, N_HID))),
+         check=lambda r, kw, a: ok(tuple(r.shape)[1] == N_IN)),
 ]
 
 
@@ -494,9 +494,30 @@ def _fit_good():
     m = tiny(dtype="float32")
     return dict(model=m, optimizer=Adam(m.params, m.grads, lr=0.01), x_train=X8, epochs=1,
                 batch_size=4, seed=0, x_val=None, progress=False, history=None,
-                on_epoch_end=_stop_after_two, log_every=None, threads=1, fast=True,
-                dead_window=100, resample_every=None, checkpoint_every=None, on_checkpoint=None,
-                position=None, chunk_rows=None, buffer_rows=None)
+                checkpoints=Checkpoints(_stop_after_two), dead_units=DeadUnits(window=100),
+                engine=Engine(threads=1))
+
+
+def _position(epoch=1, step=1, sums=None, seconds=0.5, resampled=0):
+    return {"epoch": epoch, "step": step, "sums": {"total": 0.5} if sums is None else sums,
+            "seconds": seconds, "resampled": resampled}
+
+
+def _positions():
+    """Near-good mid-epoch positions: each field good or bad."""
+    return st.builds(_position, st.one_of(st.integers(-1, 3), bad()), st.one_of(
+        st.integers(-1, 3), bad()), st.one_of(st.none(), bad()), st.one_of(st.just(0.5), bad()),
+        st.one_of(st.integers(-1, 2), bad()))
+
+
+# settings a fit refuses for this model or history, or takes: near-good values of fit's own
+_FIT_SETTINGS = {
+    "checkpoints": st.sampled_from([
+        lambda: Checkpoints(_stop_after_two, every=1), lambda: Checkpoints(position=_position()),
+        lambda: Checkpoints(position=_position(epoch=2))]).map(lambda make: make()),
+    "dead_units": st.sampled_from([DeadUnits(resample_every=1), DeadUnits(window=1)]),
+    "engine": st.sampled_from([Engine(fast=False, threads=1), Engine(threads=1, log_every=3)]),
+}
 
 
 def _check_fit(result, kw, arg):
@@ -517,9 +538,21 @@ def _check_history(r, kw, a):
 
 TRAINING_DOORS = [
     Door(fit, _fit_good, check=_check_fit, examples=150,
-         extra={"model": OTHERS, "optimizer": OTHERS, "x_train": st.one_of(rows(N_IN, 8), _sources()),
+         extra={"model": OTHERS, "optimizer": OTHERS,
+                "x_train": st.one_of(rows(N_IN, 8), _sources(), _sources().map(Stream)),
                 "x_val": st.one_of(rows(N_IN), _sources()),
-                "history": st.just(History({"epoch": [1, 2, 3]}))}),
+                "history": st.just(History({"epoch": [1, 2, 3]})), **_FIT_SETTINGS},
+         names={"checkpoints": ("checkpoints", "position"),
+                "dead_units": ("dead_units", "resample_every")}),
+    Door(Stream, lambda: dict(source=W.source, chunk_rows=None, buffer_rows=None),
+         extra={"source": st.one_of(rows(N_IN), _sources())},
+         check=lambda r, kw, a: ok(isinstance(r, Stream))),
+    Door(Checkpoints, lambda: dict(save=_stop_after_two, every=None, position=None),
+         extra={"position": _positions()}, check=lambda r, kw, a: ok(isinstance(r, Checkpoints))),
+    Door(DeadUnits, lambda: dict(window=100, resample_every=None),
+         check=lambda r, kw, a: ok(isinstance(r, DeadUnits))),
+    Door(Engine, lambda: dict(fast=True, threads=1, log_every=None),
+         check=lambda r, kw, a: ok(isinstance(r, Engine))),
     Door(evaluate, lambda: dict(model=tiny(), x=X, batch_size=1000, per_unit=False),
          extra={"model": OTHERS, "x": st.one_of(rows(N_IN), _sources())},
          check=lambda r, kw, a: ok(math.isfinite((r[0] if kw["per_unit"] else r)["total"]))),
@@ -823,21 +856,45 @@ def _labelled():
     return x, y
 
 
+_AUTOENCODER = dict(n_hidden=N_HID, optimizer="lbfgs", max_iter=2, epochs=1, lr=0.01,
+                    batch_size=8)
+_SPLIT = dict(unlabelled_classes=(2, 3), labelled_classes=(0, 1), splits=1, pool=True,
+              max_unlabelled=None, max_labelled=None)
+
+
 def _selftaught_good():
-    return dict(dataset="mnist", data=_labelled(), n_hidden=N_HID, optimizer="lbfgs",
-                max_iter=2, epochs=1, lr=0.01, batch_size=8, softmax_weight_decay=1e-4,
-                softmax_max_iter=2, seeds=(0,), splits=1, unlabelled_classes=(2, 3),
-                labelled_classes=(0, 1), pool=True, max_unlabelled=None, max_labelled=None,
-                backend="numpy", dtype="float64", data_dir=W.data_dir, download=False,
-                progress=False, log=None)
+    return dict(dataset="mnist", data=_labelled(),
+                autoencoder=selftaught.AutoencoderTraining(**_AUTOENCODER),
+                softmax=selftaught.SoftmaxTraining(weight_decay=1e-4, max_iter=2),
+                split=selftaught.DataSplit(**_SPLIT), seeds=(0,), backend="numpy",
+                dtype="float64", data_dir=W.data_dir, download=False, progress=False, log=None)
+
+
+_SELFTAUGHT_SETTINGS = {  # near-good settings: other choices, other classes, subsets
+    "autoencoder": st.sampled_from([dict(optimizer="adam", batch_size=4), dict(n_hidden=1),
+                                    dict(max_iter=0)]).map(
+        lambda kw: selftaught.AutoencoderTraining(**{**_AUTOENCODER, **kw})),
+    "softmax": st.sampled_from([dict(weight_decay=0.0), dict(max_iter=0)]).map(
+        lambda kw: selftaught.SoftmaxTraining(**kw)),
+    "split": st.sampled_from([dict(max_unlabelled=1), dict(max_labelled=1), dict(max_labelled=2),
+                              dict(pool=False, splits=2), dict(unlabelled_classes=(7, 8)),
+                              dict(labelled_classes=(0, 9))]).map(
+        lambda kw: selftaught.DataSplit(**{**_SPLIT, **kw})),
+}
 
 
 APP_DOORS = [
-    Door(selftaught.self_taught, _selftaught_good, examples=60,
-         small=("splits", "seeds", "n_hidden", "max_iter", "epochs", "softmax_max_iter",
-                "max_unlabelled", "max_labelled"),
+    Door(selftaught.self_taught, _selftaught_good, examples=60, small=("seeds",),
          call=lambda dataset, **kw: selftaught.self_taught(dataset, **kw),
+         extra=_SELFTAUGHT_SETTINGS,
+         names={"split": ("split", "unlabelled_classes", "labelled_classes", "max_labelled")},
          check=lambda r, kw, a: ok(all(0 <= run["codes"] <= 1 for run in r.runs))),
+    Door(selftaught.AutoencoderTraining, lambda: dict(_AUTOENCODER),
+         check=lambda r, kw, a: ok(isinstance(r, selftaught.AutoencoderTraining))),
+    Door(selftaught.SoftmaxTraining, lambda: dict(weight_decay=1e-4, max_iter=2),
+         check=lambda r, kw, a: ok(isinstance(r, selftaught.SoftmaxTraining))),
+    Door(selftaught.DataSplit, lambda: dict(_SPLIT),
+         check=lambda r, kw, a: ok(isinstance(r, selftaught.DataSplit))),
     Door(selftaught.split_by_class, lambda: dict(zip(("x", "y"), _labelled()),
                                                  unlabelled_classes=(2, 3), labelled_classes=(0, 1)),
          extra={"y": _labels()}, check=lambda r, kw, a: ok(len(r[1]) == len(r[2]))),
@@ -934,9 +991,39 @@ def _plot_doors():
     return doors
 
 
+# --- figures for vectors (issue 27): feature density, decoder norms, L0, run_figures
+
+def _run_figures_check(r, kw, a):
+    ok(r == list(plots.figure_names(kw["image_shape"])),
+       all(Path(kw["out"], name).is_file() for name in r))
+
+
+def _vector_plot_doors():
+    freq = dict(frequency=np.array([0.0, 0.25, 0.5]), n_rows=4)
+    norms = dict(W_dec=RNG.standard_normal((3, N_IN)))
+    l0 = dict(history=dict(HISTORY, val_l0=[2.0, 2.0], val_dead_fraction=[0.0, 1 / 3]),
+              val_label="validation")
+    doors = []
+    for name, args in (("feature_density", freq), ("decoder_norms", norms), ("l0_curves", l0)):
+        doors.append(Door(getattr(plots, f"{name}_figure"), lambda args=args: dict(args),
+                          check=_figure, examples=PLOT, small=("n_rows",)))
+        doors.append(Door(getattr(plots, name), lambda args=args: dict(args, path="f.png"),
+                          check=_png, examples=PLOT, paths=("path",), small=("n_rows",)))
+    doors += [
+        Door(plots.figure_names, lambda: dict(image_shape=(4, 4)),
+             check=lambda r, kw, a: ok(r in (plots.IMAGE_FIGURES, plots.VECTOR_FIGURES))),
+        Door(plots.run_figures, lambda: dict(model=tiny(), history=HISTORY, x=X, out="run",
+                                             image_shape=None, title=None, val_label="test",
+                                             batch_size=None),
+             check=_run_figures_check, examples=PLOT, paths=("out",), small=("batch_size",),
+             names={"x": ("x", "data")}),
+    ]
+    return doors
+
+
 DOORS = (MODEL_DOORS + OPTIMIZER_DOORS + SOFTMAX_DOORS + TRAINING_DOORS + FILE_DOORS
          + DATA_DOORS + PATCH_DOORS + GRADCHECK_DOORS + ENGINE_DOORS + NORMALIZE_DOORS
-         + APP_DOORS + _plot_doors())
+         + APP_DOORS + _plot_doors() + _vector_plot_doors())
 
 
 # ============================================================================= the property
@@ -1012,6 +1099,8 @@ EXEMPT = {
     "minisae.data.datasets.Dataset": "a record load() returns",
     "minisae.data.patches.FilterScore": "a record orientation_score() returns",
     "minisae.gradcheck.GradCheckRow": "a record check_model() returns (its readers are doors)",
+    "minisae.gradcheck.straight_through_gradient": "check_model's own reference for a "
+    "JumpReLU's thresholds, called with the model and x check_model checked",
     "minisae.apps.selftaught.SelfTaughtResult": "a record self_taught() returns",
     # plumbing
     "minisae.files.atomic.atomic_write": "the file-writing context manager of minisae's own "
@@ -1019,6 +1108,7 @@ EXEMPT = {
     "what they turn into their own MinisaeErrors (tests/test_fileio.py covers it)",
     "minisae.model.SparseAutoencoder.forward": "the layer-by-layer forward pass of a batch "
     "already checked by as_batch, for readers; every method that takes user data checks it",
+    "minisae.model.SparseAutoencoder.values": "likewise: the forward pass's named values",
     "minisae.apps.bench.MinisaeRunner": "a benchmark contender, built by run_benchmark from "
     "its checked settings",
     "minisae.apps.bench.FitRunner": "likewise",

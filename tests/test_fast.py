@@ -10,8 +10,8 @@ when it should.
   fused loop, NumPy's chunked passes), in one and two threads, float32 and float64; FastAdam
   shares opt's t, m and v, so a run can change path midway;
 - which code runs: the layers and Adam.step from model.loss_and_grads, opt.step(), the
-  gradient check's default and fit(fast=False); the engine from minisae.fast.loss_and_grads,
-  FastAdam, minisae.fast.check_model and fit(fast=True).
+  gradient check's default and fit(engine=Engine(fast=False)); the engine from
+  minisae.fast.loss_and_grads, FastAdam, minisae.fast.check_model and fit's default.
 """
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ from minisae.fast import step as fast_step
 from minisae.errors import ConfigError
 from minisae.gradcheck import check_model
 from minisae.layers import Dense
-from minisae.training import fit
+from minisae.training import Engine, fit
 
 PARAM_NAMES = ["encoder.W", "encoder.b", "decoder.W", "decoder.b"]
 
@@ -248,8 +248,8 @@ def test_fit_runs_the_path_it_is_told(monkeypatch, fast):
     fast_adam_steps = Counter(monkeypatch, FastAdam, "step")
     model = make_model("numpy", 5, 3)
     opt = Adam(model.params, model.grads, lr=0.01)
-    fit(model, opt, random_inputs(8, 5), epochs=2, batch_size=4, progress=False, threads=1,
-        fast=fast)
+    fit(model, opt, random_inputs(8, 5), epochs=2, batch_size=4, progress=False,
+        engine=Engine(fast=fast, threads=1))
     steps = 2 * 2
     calls = (dense.calls, engine.calls, adam.calls, fast_adam_steps.calls)
     assert calls == ((0, steps, 0, steps) if fast else (2 * steps, 0, steps, 0))
@@ -352,7 +352,7 @@ def test_sigmoid_backward_in_place_matches_reference(backend, with_row, dtype, r
 
 
 def test_weight_decay_gradient_matches_reference(backend):
-    # (The fast engine's weight-decay *value* now comes from losses.make_loss, as the
+    # (The fast engine's weight-decay *value* now comes from the model's losses.Objective, as the
     # reference's does: it is compared in test_fast_model_matches_reference.)
     be = get_backend(backend, "float64")
     W1, dW = arrays(be, (4, 3), (4, 3), seed=8)

@@ -1,5 +1,5 @@
-"""Your own data through `minisae train --data` (issue 18): .npy, .npz and shard folders,
-streamed, normalised, checkpointed mid-epoch and resumed exactly, bad rows found late."""
+"""Your own data through `minisae train --data`: .npy, .npz and shard folders, streamed,
+normalised, checkpointed mid-epoch and resumed exactly, bad rows found late."""
 import json
 import signal
 import subprocess
@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from minisae import Adam, SparseAutoencoder, fit
+from minisae import Adam, Checkpoints, Engine, SparseAutoencoder, Stream, fit
 from minisae.apps import cli
 from minisae.data import ArrayFiles
 from minisae.files import checkpoint
@@ -96,23 +96,24 @@ def test_resuming_mid_epoch_from_python_is_exact(acts, tmp_path):
         return m, Adam(m.params, m.grads, lr=0.01)
 
     m1, o1 = model_and_opt()
-    h1 = fit(m1, o1, source, 3, 64, progress=False, threads=1, chunk_rows=100, buffer_rows=300)
+    streamed = Stream(source, chunk_rows=100, buffer_rows=300)
+    h1 = fit(m1, o1, streamed, 3, 64, progress=False, engine=Engine(threads=1))
     m2, o2 = model_and_opt()
     saved = {}
 
     def keep(history, position):   # the state at step 7 of epoch 2, as a checkpoint holds it
-        if position["epoch"] == 2 and position["step"] == 7:
+        if position is not None and position["epoch"] == 2 and position["step"] == 7:
             path = tmp_path / "mid.npz"
             checkpoint.save(path, m2, o2, history, {"position": position})
             saved["path"] = path
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(m2, o2, source, 3, 64, progress=False, threads=1, chunk_rows=100, buffer_rows=300,
-            checkpoint_every=1, on_checkpoint=keep)
+        fit(m2, o2, streamed, 3, 64, progress=False, engine=Engine(threads=1),
+            checkpoints=Checkpoints(keep, every=1))
     ck = checkpoint.load(saved["path"])
-    h3 = fit(ck.model, ck.optimizer, source, 3, 64, progress=False, threads=1, chunk_rows=100,
-             buffer_rows=300, history=ck.history, position=ck.extra["position"])
+    h3 = fit(ck.model, ck.optimizer, streamed, 3, 64, progress=False, history=ck.history,
+             checkpoints=Checkpoints(position=ck.extra["position"]), engine=Engine(threads=1))
     drop = ("seconds", "samples_per_second")
     assert {k: v for k, v in h3.as_dict().items() if k not in drop} == \
         {k: v for k, v in h1.as_dict().items() if k not in drop}

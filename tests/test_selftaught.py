@@ -8,8 +8,9 @@ import pytest
 
 from minisae.apps import selftaught
 from minisae.errors import ConfigError, InputError
-from minisae.apps.selftaught import (INPUTS, build_autoencoder, self_taught, split_by_class,
-                                split_halves)
+from minisae.apps.selftaught import (INPUTS, AutoencoderTraining, DataSplit, SoftmaxTraining,
+                                     build_autoencoder, self_taught, split_by_class,
+                                     split_halves)
 
 N_FEATURES = 16
 PER_CLASS = 24
@@ -31,12 +32,13 @@ def class_of(rows):
     return np.rint(np.asarray(rows)[:, 0] * 10).astype(int)
 
 
-QUICK = dict(n_hidden=6, max_iter=8, softmax_max_iter=15, backend="numpy")
+QUICK = dict(autoencoder=AutoencoderTraining(n_hidden=6, max_iter=8),
+             softmax=SoftmaxTraining(max_iter=15), backend="numpy")
 
 
 @pytest.fixture(scope="module")
 def result():
-    return self_taught("toy", data=toy_data(), seeds=(0, 1), splits=2, **QUICK)
+    return self_taught("toy", data=toy_data(), seeds=(0, 1), split=DataSplit(splits=2), **QUICK)
 
 
 def test_table_structure(result, tmp_path):
@@ -89,7 +91,7 @@ def test_wiring(monkeypatch):
     monkeypatch.setattr(selftaught, "train_autoencoder", spy_train)
     monkeypatch.setattr(selftaught, "softmax_accuracy", spy_softmax)
     x, y = toy_data()
-    self_taught("toy", data=(x, y), seeds=(3,), splits=2, **QUICK)
+    self_taught("toy", data=(x, y), seeds=(3,), split=DataSplit(splits=2), **QUICK)
 
     # the autoencoder: every sample of the classes 5-9, and nothing else
     assert len(trained_on) == 1
@@ -118,8 +120,9 @@ def test_wiring(monkeypatch):
 
 
 def test_adam_option():
-    r = self_taught("toy", data=toy_data(), optimizer="adam", epochs=2, batch_size=40, seeds=(0,),
-                    splits=1, **{k: v for k, v in QUICK.items() if k != "max_iter"})
+    r = self_taught("toy", data=toy_data(), seeds=(0,), split=DataSplit(splits=1),
+                    **dict(QUICK, autoencoder=AutoencoderTraining(6, "adam", epochs=2,
+                                                                  batch_size=40)))
     assert r.autoencoders[0]["steps"] == 2 * 3 and "2 epochs" in r.autoencoders[0]["message"]
     assert "Adam" in r.format_table()
 
@@ -144,12 +147,32 @@ def test_split_halves():
     assert not np.array_equal(split_halves(11, 0, 1)[0], a_train)
 
 
-@pytest.mark.parametrize("kw,match", [({"optimizer": "sgd"}, "optimizer"),
-                                      ({"splits": 0}, "splits"), ({"seeds": ()}, "seed"),
-                                      ({"backend": "tpu"}, "backend")])
-def test_bad_settings(kw, match):
+@pytest.mark.parametrize("call,match", [
+    (lambda: AutoencoderTraining(optimizer="sgd"), "optimizer"),
+    (lambda: DataSplit(splits=0), "splits"),
+    (lambda: DataSplit(unlabelled_classes=(1, 2)), "both"),
+    (lambda: SoftmaxTraining(weight_decay=-1), "weight_decay"),
+    (lambda: self_taught("toy", data=toy_data(), seeds=()), "seed"),
+    (lambda: self_taught("toy", data=toy_data(), backend="tpu"), "backend"),
+    (lambda: self_taught("toy", data=toy_data(), split=(5, 6)), "split must be a DataSplit")])
+def test_bad_settings(call, match):
     with pytest.raises(ConfigError, match=match):
-        self_taught("toy", data=toy_data(), **kw)
+        call()
+
+
+@pytest.mark.parametrize("old", sorted(selftaught.MOVED))
+def test_the_keywords_of_03_are_refused_naming_their_new_home(old):
+    with pytest.raises(ConfigError, match=rf"no longer takes {old}="):
+        self_taught("toy", data=toy_data(), **{old: 1})
+
+
+def test_settings_read_as_they_are_made():
+    assert repr(AutoencoderTraining()) == ("AutoencoderTraining(n_hidden=196, optimizer='lbfgs', "
+                                           "max_iter=400, epochs=400, lr=0.01, batch_size=1000)")
+    assert repr(SoftmaxTraining()) == "SoftmaxTraining(weight_decay=0.0001, max_iter=100)"
+    assert repr(DataSplit(max_labelled=600)) == (
+        "DataSplit(unlabelled_classes=(5, 6, 7, 8, 9), labelled_classes=(0, 1, 2, 3, 4), "
+        "splits=5, pool=True, max_unlabelled=None, max_labelled=600)")
 
 
 def test_bad_data():

@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minisae.backend import get_backend
+from minisae.checks import first_bad_value
 from minisae.data import ArrayFiles
 from minisae.errors import ConfigError, InputError
 from minisae.training.batches import ArrayBatches
 from minisae.normalize import Normalizer, combine, moments
-from minisae.training.stream import ArraySource, StreamBatches, bad_value
+from minisae.training.stream import ArraySource, StreamBatches
 
 NUMPY = get_backend("numpy", "float32")
 
@@ -163,7 +164,7 @@ def test_unit_range_is_checked_as_rows_are_read():
     x[57, 2] = -0.5
     with pytest.raises(InputError, match="x row 57 holds -0.5, outside"):
         list(stream(x, 10, 10, 20, unit_range=True).epoch(1))
-    assert bad_value(x) is None and bad_value(x, True) == (57, 2, -0.5)
+    assert first_bad_value(x) is None and first_bad_value(x, True) == (57, 2, -0.5)
 
 
 def test_array_batches_keep_their_interface():

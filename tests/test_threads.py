@@ -11,7 +11,7 @@ from minisae import Adam
 from minisae.errors import ConfigError
 from minisae.fast import FastAdam
 from minisae.fast import threads as T
-from minisae.training import fit
+from minisae.training import Checkpoints, Engine, fit
 
 BIG = (784, 1000, 1000)     # n_inputs, n_hidden, batch: 1.6 GFLOP per product
 TINY = (784, 64, 24)        # 2.4 MFLOP per product
@@ -242,7 +242,7 @@ def test_fit_times_the_engine_steps_only(monkeypatch, fast):
     monkeypatch.setattr(T.ThreadPolicy, "step_finished", lambda self: ends.append(self))
     model = make_model("numpy", 8, 5, dtype="float32")
     fit(model, Adam(model.params, model.grads, lr=0.01), random_inputs(40, 8), epochs=2,
-        batch_size=10, progress=False, threads=1, fast=fast)
+        batch_size=10, progress=False, engine=Engine(fast=fast, threads=1))
     steps = 2 * 4
     assert (len(starts), len(ends)) == ((steps, steps) if fast else (0, 0))
 
@@ -269,8 +269,9 @@ def test_fit_runs_under_the_policy_and_restores_blas(threads):
     model = make_model("numpy", 8, 5, dtype="float32")
     opt = Adam(model.params, model.grads, lr=0.01)
     x = np.random.default_rng(0).random((40, 8))
-    fit(model, opt, x, epochs=2, batch_size=10, progress=False, threads=threads,
-        on_epoch_end=lambda h: seen.append((T.active().threads, blas_threads())))
+    fit(model, opt, x, epochs=2, batch_size=10, progress=False, engine=Engine(threads=threads),
+        checkpoints=Checkpoints(lambda h, at: seen.append((T.active().threads,
+                                                           blas_threads()))))
     assert [s[0] for s in seen] == [1, 1]         # tiny: one thread either way
     assert all(set(b) == {1} for _, b in seen)
     assert T.active() is None and blas_threads() == before
@@ -280,4 +281,4 @@ def test_fit_rejects_a_bad_thread_count():
     model = make_model("numpy", 8, 5, dtype="float32")
     with pytest.raises(ConfigError, match="threads"):
         fit(model, Adam(model.params, model.grads), np.zeros((10, 8)), epochs=1, batch_size=5,
-            progress=False, threads=-2)
+            progress=False, engine=Engine(threads=-2))

@@ -4,8 +4,9 @@ import pytest
 
 from minisae import SGD, Adam, SparseAutoencoder
 from minisae.errors import ConfigError, InputError, TrainingError
-from minisae.training import History, evaluate, fit
+from minisae.training import Checkpoints, DeadUnits, Engine, History, Stream, evaluate, fit
 from minisae.training.fit import reconstruction_mse
+from minisae.training.stream import ArraySource
 
 
 def small(seed=0, **kw):
@@ -81,7 +82,8 @@ def test_non_finite_loss_stops_with_epoch_and_step(data):
     opt = SGD(model.params, model.grads, lr=50.0, momentum=0.9)  # far too large: blows up
     saved = []
     with pytest.raises(TrainingError, match=r"epoch \d+, step \d+") as e:
-        fit(model, opt, x, 50, 30, progress=False, on_epoch_end=lambda h: saved.append(h.last()))
+        fit(model, opt, x, 50, 30, progress=False,
+            checkpoints=Checkpoints(lambda h, at: saved.append(h.last())))
     assert "--lr" in str(e.value)
     # the checkpointing callback never saw a non-finite epoch
     assert len(saved) < 50
@@ -234,7 +236,7 @@ def test_numpy_integers_accepted_and_log_every_checked(data):
     h = fit(model, opt, x, np.int64(1), np.int64(40), progress=False)
     assert len(h) == 1
     with pytest.raises(ConfigError, match="log_every"):
-        fit(model, opt, x, 2, 40, progress=False, log_every=0)
+        fit(model, opt, x, 2, 40, progress=False, engine=Engine(log_every=0))
 
 
 def test_fit_with_lbfgs_records_an_iteration_per_epoch(data):
@@ -244,8 +246,9 @@ def test_fit_with_lbfgs_records_an_iteration_per_epoch(data):
     opt = LBFGS(model.params, model.grads)
     saved = []
     h = fit(model, opt, x, 8, x_val=xv, progress=False,
-            on_epoch_end=lambda hist: saved.append(len(hist)))
-    assert h.epoch == list(range(1, 9)) and saved == list(range(1, 9)) and opt.t == 8
+            checkpoints=Checkpoints(lambda hist, at: saved.append((len(hist), at))))
+    assert h.epoch == list(range(1, 9)) and saved == [(n, None) for n in range(1, 9)]
+    assert opt.t == 8
     assert all(b < a for a, b in zip(h.train_total, h.train_total[1:]))  # L-BFGS descends
     assert h.train_total[-1] == pytest.approx(model.loss(x).total, rel=1e-9)
     assert all(v is not None for v in h.val_total)
@@ -271,8 +274,60 @@ def test_history_and_callback_are_checked(data):
     model, opt = small()
     with pytest.raises(ConfigError, match="History"):
         fit(model, opt, x, 1, 40, history=[1, 2], progress=False)
-    with pytest.raises(ConfigError, match="on_epoch_end"):
-        fit(model, opt, x, 1, 40, on_epoch_end=3, progress=False)
+    with pytest.raises(ConfigError, match="save"):
+        Checkpoints(save=3)
+    with pytest.raises(ConfigError, match="save must be a function of .history, position."):
+        Checkpoints(save=lambda history: None)     # the one-argument on_epoch_end of 0.3
+    with pytest.raises(ConfigError, match="checkpoints must be a Checkpoints"):
+        fit(model, opt, x, 1, 40, checkpoints=lambda history: None, progress=False)
+
+
+@pytest.mark.parametrize("old, home", [("threads", "engine=Engine"), ("fast", "engine=Engine"),
+                                       ("log_every", "engine=Engine"),
+                                       ("on_epoch_end", "checkpoints=Checkpoints"),
+                                       ("checkpoint_every", "checkpoints=Checkpoints"),
+                                       ("on_checkpoint", "checkpoints=Checkpoints"),
+                                       ("position", "checkpoints=Checkpoints"),
+                                       ("dead_window", "dead_units=DeadUnits"),
+                                       ("resample_every", "dead_units=DeadUnits"),
+                                       ("chunk_rows", "x_train=Stream"),
+                                       ("buffer_rows", "x_train=Stream")])
+def test_the_keywords_of_03_are_refused_naming_their_new_home(data, old, home):
+    x, _ = data
+    model, opt = small()
+    with pytest.raises(ConfigError, match=rf"no longer takes {old}=.*pass {home}\("):
+        fit(model, opt, x, 1, 40, progress=False, **{old: 1})
+    assert opt.t == 0
+
+
+def test_fits_settings_check_themselves_and_read_well(tmp_path):
+    """Engine, Checkpoints, DeadUnits and Stream refuse what fit refused, when made."""
+    for make, match in ((lambda: Engine(fast="yes"), "fast"),
+                        (lambda: Engine(threads=0), "threads"),
+                        (lambda: Engine(log_every=0), "log_every"),
+                        (lambda: Checkpoints(every=0, save=print), "every"),
+                        (lambda: Checkpoints(every=5), "every needs save"),
+                        (lambda: Checkpoints(position={"epoch": 1}), "position"),
+                        (lambda: DeadUnits(window=0), "window"),
+                        (lambda: DeadUnits(resample_every=0.5), "resample_every"),
+                        (lambda: Stream(np.zeros((4, 3))), "source"),
+                        (lambda: Stream(ArraySource(np.zeros((4, 3))), chunk_rows=0),
+                         "chunk_rows"),
+                        (lambda: Stream(ArraySource(np.zeros((4, 3))), 10, 5), "buffer_rows")):
+        with pytest.raises(ConfigError, match=match):
+            make()
+
+    def save(history, position):
+        pass
+
+    assert repr(Engine()) == "Engine(fast=True, threads='auto', log_every=None)"
+    assert repr(DeadUnits(resample_every=50)) == "DeadUnits(window=10_000, resample_every=50)"
+    at = {"epoch": 2, "step": 7, "sums": {}, "seconds": 1.0, "resampled": 0}
+    assert repr(Checkpoints(save, 7, at)) == \
+        "Checkpoints(save=test_fits_settings_check_themselves_and_read_well.<locals>.save, " \
+        "every=7, position=<epoch 2, step 7>)"
+    assert repr(Stream(ArraySource(np.zeros((4, 3)), "x"), 2)) == \
+        "Stream(<x: in memory, 4 rows x 3 float64>, chunk_rows=2, buffer_rows=None)"
 
 
 # ----------------------------------------------------------------------------- fast or reference
@@ -300,7 +355,8 @@ def test_fit_fast_and_reference_give_the_same_run(data, monkeypatch):
         if fast:
             assert minisae.fast.fused(model) is None  # the engine really runs this model
         calls.update(reference=0, adam_step=0)
-        h = fit(model, opt, x, 3, 32, seed=3, x_val=xv, progress=False, fast=fast)
+        h = fit(model, opt, x, 3, 32, seed=3, x_val=xv, progress=False,
+                engine=Engine(fast=fast))
         steps = 3 * (120 // 32)
         assert opt.t == steps
         if fast:  # the engine, end to end: neither the layers' step nor Adam.step ran
@@ -323,7 +379,7 @@ def test_fit_fast_is_checked(data):
     model, opt = small()
     for fast in ("yes", 1, None):
         with pytest.raises(ConfigError, match="fast"):
-            fit(model, opt, x, 1, 40, progress=False, fast=fast)
+            fit(model, opt, x, 1, 40, progress=False, engine=Engine(fast=fast))
 
 
 def test_a_resumed_auto_run_keeps_the_thread_count_it_recorded(data, monkeypatch):
@@ -335,5 +391,5 @@ def test_a_resumed_auto_run_keeps_the_thread_count_it_recorded(data, monkeypatch
     h.threads[-1] = 3                                  # as if the run had chosen 3 threads
     seen = []
     fit(model, opt, x, epochs=2, batch_size=40, progress=False, history=h,
-        on_epoch_end=lambda hist: seen.append(T.active().threads))
+        checkpoints=Checkpoints(lambda hist, at: seen.append(T.active().threads)))
     assert seen == [3] and h.threads == [3, 3]

@@ -176,12 +176,12 @@ class FitRunner:
         self.history = History()
 
     def run(self, first, steps):
-        from ..training import fit
+        from ..training import Engine, fit
         if steps < 1:  # no warm-up asked for: no epoch
             return
         fit(self.model, self.opt, self.data[:steps * self.batch], len(self.history) + 1,
             self.batch, seed=self.seed, progress=False, history=self.history,
-            threads=self.threads)
+            engine=Engine(threads=self.threads))
 
     def sync(self):
         self.backend.synchronize()

@@ -339,7 +339,7 @@ def cmd_train(args):
 
 def _train(args, ck, settings, history, saved_in, out):
     from ..files import checkpoint
-    from ..training import fit
+    from ..training import Checkpoints, DeadUnits, Engine, Stream, fit
     done, target, unit = len(history), _target(settings), _unit(settings)
     position = ck.extra.get("position") if ck is not None else None
 
@@ -378,29 +378,30 @@ def _train(args, ck, settings, history, saved_in, out):
     extra = {"settings": settings, **record}
     every = 10 if settings["optimizer"] == "lbfgs" else 1
 
-    def save(history):
+    def save(history, at):
+        """After each epoch (at None; every 10th L-BFGS iteration, and the last), and every
+        --checkpoint-every steps mid-epoch (at: the position in the epoch)."""
         n = len(history)
-        if n % every and n != target:
+        if at is None and n % every and n != target:
             return
-        checkpoint.save(ckpt_path, model, optimizer, history, extra)
-        Interruption.note = saved(out, n)
-
-    def save_position(history, at):
-        checkpoint.save(ckpt_path, model, optimizer, history, {**extra, "position": at})
-        Interruption.note = saved(out, len(history), at)
+        checkpoint.save(ckpt_path, model, optimizer, history,
+                        extra if at is None else {**extra, "position": at})
+        Interruption.note = saved(out, n, at)
 
     if done >= target:
         print(f"the checkpoint already has {done} {unit} (target {target}); nothing to train")
     t0 = time.perf_counter()
     try:
-        fit(model, optimizer, data.x_train, target,
+        x_train = data.x_train if settings["dataset"] != "files" else \
+            Stream(data.x_train, settings["chunk_rows"], settings["buffer_rows"])
+        fit(model, optimizer, x_train, target,
             None if settings["optimizer"] == "lbfgs" else settings["batch_size"],
             seed=settings["seed"], x_val=data.x_test, progress=not args.no_progress,
-            history=history, on_epoch_end=save, threads=args.threads, fast=not args.reference,
-            dead_window=settings["dead_window"], resample_every=settings["resample_every"],
-            checkpoint_every=settings["checkpoint_every"], on_checkpoint=save_position,
-            position=position if done < target else None, chunk_rows=settings["chunk_rows"],
-            buffer_rows=settings["buffer_rows"])
+            history=history,
+            checkpoints=Checkpoints(save, settings["checkpoint_every"],
+                                    position if done < target else None),
+            dead_units=DeadUnits(settings["dead_window"], settings["resample_every"]),
+            engine=Engine(fast=not args.reference, threads=args.threads))
     except ConfigError as e:
         raise ConfigError(flag_names(str(e))) from None
     except KeyboardInterrupt:
@@ -801,6 +802,11 @@ SPARSITY_VARIANTS = [
                                 subtract_decoder_bias=True)),
     ("topk + AuxK", dict(sparsity="topk", k=2, hidden_activation="relu", aux_k=2,
                          output_activation="linear")),
+    ("batchtopk + AuxK", dict(sparsity="batchtopk", k=2, hidden_activation="relu", aux_k=2,
+                              output_activation="linear")),
+    ("jumprelu (theta: STE)", dict(sparsity="jumprelu", hidden_activation="relu",
+                                   jump_threshold=0.3, jump_bandwidth=1.0,
+                                   output_activation="linear")),
 ]
 """The sparsity mechanisms and options `minisae gradcheck` checks, each on a tiny model."""
 
@@ -960,7 +966,7 @@ SELFTAUGHT_QUICK = dict(n_hidden=32, max_iter=20, epochs=2, softmax_max_iter=30,
 
 
 def cmd_selftaught(args):
-    from .selftaught import self_taught
+    from .selftaught import AutoencoderTraining, DataSplit, SoftmaxTraining, self_taught
     given = dict(n_hidden=args.hidden, max_iter=args.max_iter, epochs=args.epochs,
                  softmax_max_iter=args.softmax_max_iter, seeds=args.seeds, splits=args.splits,
                  max_unlabelled=args.max_unlabelled, max_labelled=args.max_labelled)
@@ -971,13 +977,18 @@ def cmd_selftaught(args):
         if getattr(args, name) is not None and args.optimizer != kind:  # never ignored
             raise ConfigError(f"--{name.replace('_', '-')} applies to --optimizer {kind}, and "
                               f"this run uses {args.optimizer}; drop the flag")
-    config.update(optimizer=args.optimizer, lr=0.01 if args.lr is None else args.lr,
-                  batch_size=1000 if args.batch_size is None else args.batch_size,
-                  softmax_weight_decay=args.softmax_weight_decay, backend=args.backend,
-                  data_dir=args.data_dir, download=not args.no_download, progress=args.progress)
+    autoencoder = AutoencoderTraining(
+        config["n_hidden"], args.optimizer, config["max_iter"], config["epochs"],
+        lr=0.01 if args.lr is None else args.lr,
+        batch_size=1000 if args.batch_size is None else args.batch_size)
+    softmax = SoftmaxTraining(args.softmax_weight_decay, config["softmax_max_iter"])
+    split = DataSplit(splits=config["splits"], max_unlabelled=config["max_unlabelled"],
+                      max_labelled=config["max_labelled"])
     for name in args.dataset:
         print(f"\n== {name}")
-        result = self_taught(name, log=print, **config)
+        result = self_taught(name, autoencoder=autoencoder, softmax=softmax, split=split,
+                             seeds=config["seeds"], backend=args.backend, data_dir=args.data_dir,
+                             download=not args.no_download, progress=args.progress, log=print)
         print("\n" + result.format_table())
         print(f"wrote {result.write_json(os.path.join(args.out, f'{name}.json'))}")
     return 0

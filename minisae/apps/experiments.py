@@ -26,7 +26,7 @@ from ..data.patches import orientation_score
 from ..model import SparseAutoencoder
 from ..optim import Adam
 from ..softmax import SoftmaxRegression
-from ..training import LBFGS, evaluate, fit
+from ..training import LBFGS, Checkpoints, DeadUnits, evaluate, fit
 from ..training.fit import reconstruction_mse
 
 
@@ -150,12 +150,13 @@ def _penalty_run(kind, beta, x_train, x_test, n_hidden, epochs, batch_size, lr, 
                               sparsity_weight=beta, seed=seed)
     deviation, grads = [], []
 
-    def watch(history):
+    def watch(history, position):  # after each epoch (position None: no mid-epoch saves)
         rho_hat = evaluate(model, x_test, per_unit=True)[1]
         deviation.append(float(np.abs(rho_hat - rho).mean()))
         grads.append(float(np.median(np.abs(_penalty_gradient(kind, rho_hat, rho)))))
 
-    _, seconds = train(model, x_train, epochs, batch_size, lr, seed, on_epoch_end=watch)
+    _, seconds = train(model, x_train, epochs, batch_size, lr, seed,
+                       checkpoints=Checkpoints(watch))
     within = next((i + 1 for i in range(len(deviation))
                    if all(d < TOLERANCE for d in deviation[i:])), None)
     row = {"penalty": kind, "beta": beta, "reached": "yes" if deviation[-1] < TOLERANCE else "no",
@@ -395,7 +396,7 @@ def dead_units(x_train, x_test, runs=None, resampled=RESAMPLED, n_hidden=1000, e
     for label, kwargs, every_n, window in plan:
         model = SparseAutoencoder(784, n_hidden, seed=seed, **kwargs)
         history, seconds = train(model, x_train, epochs, batch_size, lr, seed,
-                                 dead_window=window, resample_every=every_n)
+                                 dead_units=DeadUnits(window, resample_every=every_n))
         e = evaluate(model, x_test)
         table.rows.append({"model": label, "dead (test)": e["dead_fraction"],
                            "dead (training)": _last(history, "train_dead_fraction"),

@@ -1,8 +1,13 @@
 """Self-taught learning (UFLDL's exercise; Raina et al., 2007): features learned from
 unlabelled data help a classifier on other, labelled data.
 
-    result = self_taught("mnist", n_hidden=196, seeds=(0, 1, 2), splits=5)
+    result = self_taught("mnist", autoencoder=AutoencoderTraining(n_hidden=196),
+                         split=DataSplit(splits=5), seeds=(0, 1, 2))
     print(result.format_table());  result.write_json("selftaught.json")
+
+Its settings come in three objects, each checked when made: AutoencoderTraining (the
+autoencoder's size and optimizer), SoftmaxTraining (the classifier's), DataSplit (which
+classes lose their labels, how many random halvings, subsets for quick runs).
 
 1. Split the data by class: the digits 5-9 lose their labels and train a sparse autoencoder
    (UFLDL's settings: rho 0.1, beta 3, lambda 3e-3, halfsum, sigmoid output; by L-BFGS for
@@ -20,6 +25,7 @@ The autoencoder never sees a labelled digit, and the classifier never sees a 5-9
 """
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,6 +41,7 @@ from ..model import SparseAutoencoder
 from ..optim import Adam
 from ..softmax import SoftmaxRegression
 from ..training import LBFGS, fit
+from ..training.fit import moved
 
 UFLDL_AUTOENCODER = dict(sparsity_target=0.1, sparsity_weight=3.0, weight_decay=3e-3,
                          output_activation="sigmoid", reconstruction_loss="mse",
@@ -45,10 +52,10 @@ INPUTS = {"codes": "codes (trained)", "raw": "raw pixels", "untrained": "codes (
 """The classifier's three inputs: key -> label in the table."""
 
 COMPARISONS = (("codes", "raw"), ("codes", "untrained"))
+"""Paired differences reported (same split, same seed)."""
 
 MAX_SPLITS = 10_000
 """More random splits than any estimate of the spread needs (refused: a typo, not a plan)."""
-"""Paired differences reported (same split, same seed)."""
 
 
 # ----------------------------------------------------------------------------- the pieces
@@ -59,16 +66,7 @@ def split_by_class(x, y, unlabelled_classes, labelled_classes):
     mapped to 0..L-1 in the order given (for MNIST 0-4 stay 0-4)."""
     x = checks.as_samples(x, "x")
     y = _labels(y, len(x), "y", "x")
-    unlabelled = _class_list(unlabelled_classes, "unlabelled_classes")
-    labelled = _class_list(labelled_classes, "labelled_classes")
-    if set(unlabelled) & set(labelled):
-        raise ConfigError(f"a class cannot be both unlabelled and labelled: "
-                          f"{sorted(set(unlabelled) & set(labelled))} are in unlabelled_classes "
-                          f"and labelled_classes")
-    if len(labelled) < 2 or not unlabelled:
-        raise ConfigError("self-taught learning needs some unlabelled classes and at least two "
-                          f"labelled ones; got unlabelled_classes {unlabelled}, "
-                          f"labelled_classes {labelled}")
+    unlabelled, labelled = _classes_checked(unlabelled_classes, labelled_classes)
     is_unlabelled = np.isin(y, unlabelled)
     is_labelled = np.isin(y, labelled)
     for name, mask, classes in (("unlabelled_classes", is_unlabelled, unlabelled),
@@ -90,12 +88,90 @@ def _labels(y, n, name, rows):
     return y.astype(np.int64)
 
 
+def _classes_checked(unlabelled_classes, labelled_classes):
+    """(unlabelled, labelled): two lists of distinct classes, apart, the labelled at least
+    two; or a ConfigError naming them."""
+    unlabelled = _class_list(unlabelled_classes, "unlabelled_classes")
+    labelled = _class_list(labelled_classes, "labelled_classes")
+    if set(unlabelled) & set(labelled):
+        raise ConfigError(f"a class cannot be both unlabelled and labelled: "
+                          f"{sorted(set(unlabelled) & set(labelled))} are in unlabelled_classes "
+                          f"and labelled_classes")
+    if len(labelled) < 2 or not unlabelled:
+        raise ConfigError("self-taught learning needs some unlabelled classes and at least two "
+                          f"labelled ones; got unlabelled_classes {unlabelled}, "
+                          f"labelled_classes {labelled}")
+    return unlabelled, labelled
+
+
 def _class_list(classes, name):
     """A list of distinct class labels (integers >= 0), or a ConfigError naming it."""
     out = [checks.check_int(c, f"{name}'s labels", 0) for c in _sequence(classes, name)]
     if len(set(out)) != len(out):
         raise ConfigError(f"{name} lists a class twice: {out}")
     return out
+
+
+class AutoencoderTraining:
+    """The autoencoder's size and training: what self_taught takes as autoencoder.
+
+    n_hidden: its units (UFLDL: 196). optimizer: "lbfgs", full batch for max_iter iterations
+    (UFLDL's), or "adam", `epochs` epochs of minibatches of batch_size at learning rate lr
+    (minisae.fit). The other optimizer's settings are kept but not used."""
+
+    def __init__(self, n_hidden=196, optimizer="lbfgs", max_iter=400, epochs=400, lr=0.01,
+                 batch_size=1000):
+        self.n_hidden = checks.check_int(n_hidden, "n_hidden", 1)
+        self.optimizer = checks.check_choice(optimizer, "optimizer", ("lbfgs", "adam"))
+        self.max_iter = checks.check_int(max_iter, "max_iter", 0)
+        self.epochs = checks.check_int(epochs, "epochs", 0)
+        self.lr = checks.check_real(lr, "lr", 0.0, low_open=True)
+        self.batch_size = checks.check_int(batch_size, "batch_size", 1)
+
+    def __repr__(self):
+        return (f"AutoencoderTraining(n_hidden={self.n_hidden}, optimizer={self.optimizer!r}, "
+                f"max_iter={self.max_iter}, epochs={self.epochs}, lr={self.lr:g}, "
+                f"batch_size={self.batch_size})")
+
+
+class SoftmaxTraining:
+    """The classifier's training: what self_taught takes as softmax. A softmax regression
+    with weight decay lambda = weight_decay, trained by L-BFGS for max_iter iterations (full
+    batch, as UFLDL's softmaxTrain)."""
+
+    def __init__(self, weight_decay=1e-4, max_iter=100):
+        self.weight_decay = checks.check_real(weight_decay, "weight_decay", 0.0, MAX_WEIGHT)
+        self.max_iter = checks.check_int(max_iter, "max_iter", 0)
+
+    def __repr__(self):
+        return f"SoftmaxTraining(weight_decay={self.weight_decay:g}, max_iter={self.max_iter})"
+
+
+class DataSplit:
+    """Which samples go where: what self_taught takes as split.
+
+    unlabelled_classes: the classes whose labels are dropped, on which the autoencoder
+    trains; labelled_classes: those the classifier learns (at least two; their labels become
+    0..L-1 in the order given). splits: random halvings of the labelled samples into a
+    training and a test half, per autoencoder seed. pool: use the data set's train and test
+    files together (True) or the training file only. max_unlabelled, max_labelled: keep a
+    random subset of that many (for quick runs); None: all."""
+
+    def __init__(self, unlabelled_classes=(5, 6, 7, 8, 9), labelled_classes=(0, 1, 2, 3, 4),
+                 splits=5, pool=True, max_unlabelled=None, max_labelled=None):
+        unlabelled, labelled = _classes_checked(unlabelled_classes, labelled_classes)
+        self.unlabelled_classes, self.labelled_classes = tuple(unlabelled), tuple(labelled)
+        self.splits = checks.check_int(splits, "splits", 1, MAX_SPLITS)
+        self.pool = checks.check_bool(pool, "pool")
+        self.max_unlabelled = checks.check_optional(max_unlabelled, checks.check_int,
+                                                    "max_unlabelled", 1)
+        self.max_labelled = checks.check_optional(max_labelled, checks.check_int,
+                                                  "max_labelled", 1)
+
+    def __repr__(self):
+        return (f"DataSplit(unlabelled_classes={self.unlabelled_classes}, labelled_classes="
+                f"{self.labelled_classes}, splits={self.splits}, pool={self.pool}, "
+                f"max_unlabelled={self.max_unlabelled}, max_labelled={self.max_labelled})")
 
 
 def build_autoencoder(n_inputs, n_hidden, seed, backend="numpy", dtype="float64"):
@@ -110,11 +186,9 @@ def train_autoencoder(x, n_hidden=196, seed=0, optimizer="lbfgs", max_iter=400, 
     max_iter iterations; "adam": `epochs` epochs of minibatches (minisae.fit).
     Returns (model, info), info a dict: loss, steps, evaluations, seconds, message."""
     x = checks.as_samples(x, "x")
-    optimizer = checks.check_choice(optimizer, "optimizer", ("lbfgs", "adam"))
-    max_iter = checks.check_int(max_iter, "max_iter", 0)
-    epochs = checks.check_int(epochs, "epochs", 0)
-    lr = checks.check_real(lr, "lr", 0.0, low_open=True)
-    batch_size = checks.check_int(batch_size, "batch_size", 1)
+    t = AutoencoderTraining(n_hidden, optimizer, max_iter, epochs, lr, batch_size)
+    optimizer, max_iter, epochs, lr, batch_size = t.optimizer, t.max_iter, t.epochs, t.lr, \
+        t.batch_size
     progress = checks.check_bool(progress, "progress")
     model = build_autoencoder(x.shape[1], n_hidden, seed, backend, dtype)
     t0 = time.perf_counter()
@@ -277,101 +351,113 @@ def _classes(classes):
 
 # ----------------------------------------------------------------------------- the experiment
 
-def self_taught(dataset="mnist", *, data=None, n_hidden=196, optimizer="lbfgs", max_iter=400,
-                epochs=400, lr=0.01, batch_size=1000, softmax_weight_decay=1e-4,
-                softmax_max_iter=100, seeds=(0,), splits=5, unlabelled_classes=(5, 6, 7, 8, 9),
-                labelled_classes=(0, 1, 2, 3, 4), pool=True, max_unlabelled=None,
-                max_labelled=None, backend="numpy", dtype="float64", data_dir=None,
-                download=True, progress=False, log=None):
+MOVED = {
+    **{name: f"autoencoder=AutoencoderTraining({name}=...)" for name in (
+        "n_hidden", "optimizer", "max_iter", "epochs", "lr", "batch_size")},
+    **{f"softmax_{name}": f"softmax=SoftmaxTraining({name}=...)" for name in (
+        "weight_decay", "max_iter")},
+    **{name: f"split=DataSplit({name}=...)" for name in (
+        "unlabelled_classes", "labelled_classes", "splits", "pool", "max_unlabelled",
+        "max_labelled")}}
+"""self_taught's keywords before 0.4 -> where they went (a call with one is told so)."""
+
+
+@moved(**MOVED)
+def self_taught(dataset="mnist", *, data=None, autoencoder=None, softmax=None, split=None,
+                seeds=(0,), backend="numpy", dtype="float64", data_dir=None, download=True,
+                progress=False, log=None):
     """Run the experiment (see the module's docstring) and return a SelfTaughtResult.
 
-    dataset: "mnist" or "fashion-mnist", loaded by minisae.data.load (offline MNIST is the
-        5,000-digit subset); or pass `data`: a Dataset, or a tuple (x, y) of NumPy arrays.
-    pool: use train and test files together (True), or the training file only.
-    optimizer: "lbfgs" (max_iter iterations, full batch) or "adam" (epochs, lr, batch_size).
-    seeds: one autoencoder per seed (and its untrained twin, same seed); splits: random halves
-        of the labelled samples per seed. max_unlabelled / max_labelled: keep a random subset
-        (for quick runs). log: a function called with one line per stage (e.g. print)."""
+    dataset: "mnist" or "fashion-mnist", loaded by minisae.data.load from data_dir (offline
+        MNIST is the 5,000-digit subset; download=False: never from the internet); or pass
+        `data`: a Dataset, or a tuple (x, y) of NumPy arrays.
+    autoencoder: an AutoencoderTraining (its size, and L-BFGS or Adam); softmax: a
+        SoftmaxTraining (the classifier's lambda and iterations); split: a DataSplit (the
+        unlabelled and labelled classes, random halvings, subsets). None: UFLDL's settings.
+    seeds: one autoencoder per seed (and its untrained twin, same seed), each with the
+        split's halvings. log: a function called with one line per stage (e.g. print)."""
     t_start = time.perf_counter()
     say = checks.check_optional(log, checks.check_function, "log", 1, "a function of one line "
                                 "of text (e.g. print)") or (lambda line: None)
-    optimizer = checks.check_choice(optimizer, "optimizer", ("lbfgs", "adam"))
+    ae = _settings(autoencoder, "autoencoder", AutoencoderTraining)
+    sm = _settings(softmax, "softmax", SoftmaxTraining)
+    plan = _settings(split, "split", DataSplit)
     seeds = [checks.check_int(s, "seeds", 0, 2**63 - 1) for s in
              ((seeds,) if checks.is_int(seeds) else _sequence(seeds, "seeds"))]
-    splits = checks.check_int(splits, "splits", 1, MAX_SPLITS)
     if not seeds:
         raise ConfigError("seeds must hold at least one seed, e.g. (0,)")
-    for name, value, low in (("n_hidden", n_hidden, 1), ("max_iter", max_iter, 0),
-                             ("epochs", epochs, 0), ("batch_size", batch_size, 1),
-                             ("softmax_max_iter", softmax_max_iter, 0)):
-        checks.check_int(value, name, low)
-    checks.check_real(lr, "lr", 0.0, low_open=True)
-    checks.check_real(softmax_weight_decay, "softmax_weight_decay", 0.0, MAX_WEIGHT)
-    max_unlabelled = checks.check_optional(max_unlabelled, checks.check_int, "max_unlabelled", 1)
-    max_labelled = checks.check_optional(max_labelled, checks.check_int, "max_labelled", 1)
-    pool, download, progress = (checks.check_bool(v, name) for v, name in (
-        (pool, "pool"), (download, "download"), (progress, "progress")))
+    download, progress = (checks.check_bool(v, name) for v, name in (
+        (download, "download"), (progress, "progress")))
     checks.check_type(dataset, "dataset", str, "a data set's name, e.g. 'mnist'")
     checks.check_optional(data_dir, checks.check_path, "data_dir")
     backend = get_backend(backend, dtype=dtype).name  # a bad one fails here, before any work
 
-    x, y, name, source, subset = _load(dataset, data, pool, data_dir, download, progress)
-    x_unlab, x_lab, y_lab = split_by_class(x, y, unlabelled_classes, labelled_classes)
-    unlabelled_classes = _class_list(unlabelled_classes, "unlabelled_classes")
-    labelled_classes = _class_list(labelled_classes, "labelled_classes")
+    x, y, name, source, subset = _load(dataset, data, plan.pool, data_dir, download, progress)
+    x_unlab, x_lab, y_lab = split_by_class(x, y, plan.unlabelled_classes,
+                                           plan.labelled_classes)
     pick = np.random.default_rng(0)
-    if max_unlabelled is not None and len(x_unlab) > max_unlabelled:
-        x_unlab = x_unlab[np.sort(pick.choice(len(x_unlab), max_unlabelled, replace=False))]
-    if max_labelled is not None and len(x_lab) > max_labelled:
-        keep = np.sort(pick.choice(len(x_lab), max_labelled, replace=False))
+    if plan.max_unlabelled is not None and len(x_unlab) > plan.max_unlabelled:
+        x_unlab = x_unlab[np.sort(pick.choice(len(x_unlab), plan.max_unlabelled, replace=False))]
+    if plan.max_labelled is not None and len(x_lab) > plan.max_labelled:
+        keep = np.sort(pick.choice(len(x_lab), plan.max_labelled, replace=False))
         x_lab, y_lab = x_lab[keep], y_lab[keep]
     if len(x_lab) < 2:
         raise InputError(f"data holds {len(x_lab)} sample(s) of the labelled_classes (after "
-                         f"max_labelled={max_labelled}); the classifier's two halves need 2")
+                         f"max_labelled={plan.max_labelled}); the classifier's two halves "
+                         f"need 2")
     x_unlab = np.asarray(x_unlab, dtype=dtype)
     x_lab = np.asarray(x_lab, dtype=dtype)
     n_train = (len(x_lab) + 1) // 2  # as split_halves
     say(f"{name} ({source}): {len(x_unlab):,} unlabelled samples of classes "
-        f"{_classes(unlabelled_classes)} for the autoencoder, {len(x_lab):,} labelled of classes "
-        f"{_classes(labelled_classes)} for the classifier ({n_train:,} train / "
+        f"{_classes(plan.unlabelled_classes)} for the autoencoder, {len(x_lab):,} labelled of "
+        f"classes {_classes(plan.labelled_classes)} for the classifier ({n_train:,} train / "
         f"{len(x_lab) - n_train:,} test per split)")
 
-    settings = dict(dataset=name, n_hidden=n_hidden, optimizer=optimizer, max_iter=max_iter,
-                    epochs=epochs, lr=lr, batch_size=batch_size, **UFLDL_AUTOENCODER,
-                    softmax_weight_decay=softmax_weight_decay, softmax_max_iter=softmax_max_iter,
-                    seeds=seeds, splits=int(splits), unlabelled_classes=list(unlabelled_classes),
-                    labelled_classes=list(labelled_classes), pool=pool,
-                    max_unlabelled=max_unlabelled, max_labelled=max_labelled, backend=backend,
-                    dtype=dtype)
+    settings = dict(dataset=name, n_hidden=ae.n_hidden, optimizer=ae.optimizer,
+                    max_iter=ae.max_iter, epochs=ae.epochs, lr=ae.lr, batch_size=ae.batch_size,
+                    **UFLDL_AUTOENCODER, softmax_weight_decay=sm.weight_decay,
+                    softmax_max_iter=sm.max_iter, seeds=seeds, splits=plan.splits,
+                    unlabelled_classes=list(plan.unlabelled_classes),
+                    labelled_classes=list(plan.labelled_classes), pool=plan.pool,
+                    max_unlabelled=plan.max_unlabelled, max_labelled=plan.max_labelled,
+                    backend=backend, dtype=dtype)
     result = SelfTaughtResult(name, source, subset, settings, len(x_unlab), len(x_lab), n_train,
                               len(x_lab) - n_train,
-                              {"codes": n_hidden, "raw": x.shape[1], "untrained": n_hidden})
+                              {"codes": ae.n_hidden, "raw": x.shape[1], "untrained": ae.n_hidden})
     result.softmax_seconds = dict.fromkeys(INPUTS, 0.0)
-    n_classes = len(labelled_classes)
+    n_classes = len(plan.labelled_classes)
     for seed in seeds:
-        trained, info = train_autoencoder(x_unlab, n_hidden, seed, optimizer, max_iter, epochs, lr,
-                                          batch_size, backend, dtype, progress)
+        trained, info = train_autoencoder(x_unlab, ae.n_hidden, seed, ae.optimizer, ae.max_iter,
+                                          ae.epochs, ae.lr, ae.batch_size, backend, dtype,
+                                          progress)
         info["mean_activation"] = float(to_numpy(trained.encode(x_unlab)).mean())
         result.autoencoders.append(dict(seed=seed, **info))
         say(f"seed {seed}: autoencoder loss {info['loss']:.4g} after {info['steps']} "
-            f"{'iterations' if optimizer == 'lbfgs' else 'steps'} ({info['message']}), mean "
+            f"{'iterations' if ae.optimizer == 'lbfgs' else 'steps'} ({info['message']}), mean "
             f"activation {info['mean_activation']:.3f}, {info['seconds']:.1f} s")
-        untrained = build_autoencoder(x.shape[1], n_hidden, seed, backend, dtype)
+        untrained = build_autoencoder(x.shape[1], ae.n_hidden, seed, backend, dtype)
         inputs = features(x_lab, trained, untrained)
-        for split in range(int(splits)):
-            train, test = split_halves(len(x_lab), seed, split)
-            run = {"seed": seed, "split": split}
+        for half in range(plan.splits):
+            train, test = split_halves(len(x_lab), seed, half)
+            run = {"seed": seed, "split": half}
             for key, f in inputs.items():
                 t0 = time.perf_counter()
                 run[key] = softmax_accuracy(
                     f[_index(f, train)], y_lab[train], f[_index(f, test)], y_lab[test], n_classes,
-                    softmax_weight_decay, softmax_max_iter, seed=seed, backend=backend, dtype=dtype)
+                    sm.weight_decay, sm.max_iter, seed=seed, backend=backend, dtype=dtype)
                 result.softmax_seconds[key] += time.perf_counter() - t0
             result.runs.append(run)
-            say(f"seed {seed}, split {split}: " + ", ".join(
+            say(f"seed {seed}, split {half}: " + ", ".join(
                 f"{key} {100 * run[key]:.2f}%" for key in INPUTS))
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _settings(value, name, kind):
+    """A settings object self_taught takes (None: its defaults), or a ConfigError."""
+    if value is None:
+        return kind()
+    return checks.check_type(value, name, kind, f"a {kind.__name__}{inspect.signature(kind)}")
 
 
 def _index(a, idx):

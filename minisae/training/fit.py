@@ -4,16 +4,26 @@
                   epochs=10, batch_size=1000, seed=0, x_val=x_test)
     metrics = evaluate(model, x_test)        # floats: total, reconstruction, sparsity, ...
 
-`fit` drives the fast engine by default (minisae/fast/: `fast=False` runs the reference,
-model.loss_and_grads and Adam.step, end to end). The data are an in-memory NumPy array or a
-source of rows (minisae.data.ArrayFiles: .npy, .npz, a folder of shards), streamed with
-bounded memory. Each epoch's batches come from batches.ArrayBatches (an array: a full
-shuffle) or stream.StreamBatches (a source: chunks through a shuffle buffer), in an order
-seeded by (seed, epoch), so a run resumed from a checkpoint, after an epoch or in the middle
-of one (`position`), draws exactly the batches an uninterrupted run would.
+`fit` drives the fast engine by default (minisae/fast/: `engine=Engine(fast=False)` runs the
+reference, model.loss_and_grads and Adam.step, end to end). The data are an in-memory NumPy
+array or a source of rows (minisae.data.ArrayFiles: .npy, .npz, a folder of shards), streamed
+with bounded memory (in the sizes a stream.Stream gives). Each epoch's batches come from
+batches.ArrayBatches (an array: a full shuffle) or stream.StreamBatches (a source: chunks
+through a shuffle buffer), in an order seeded by (seed, epoch), so a run resumed from a
+checkpoint, after an epoch or in the middle of one (Checkpoints' position), draws exactly the
+batches an uninterrupted run would.
+
+fit's settings come in small objects, each checked when it is made:
+    Engine(fast, threads, log_every)          how the steps are computed
+    Checkpoints(save, every, position)        when the run is handed over to be saved, and
+                                              where a resumed one starts
+    DeadUnits(window, resample_every)         dead units: when a unit is dead, resampling
+    Stream(source, chunk_rows, buffer_rows)   a source of rows, with the sizes it streams in
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import sys
 import time
@@ -30,8 +40,9 @@ from ..fast import loss_and_grads as fast_loss_and_grads
 from ..fast.threads import parse_threads, thread_limits
 from .batches import ArrayBatches
 from .history import History
-from .stream import StreamBatches
+from .stream import Stream, StreamBatches, is_source
 from . import units
+from .units import DeadUnits
 from .progress import progress_bar
 
 _SAID = set()  # notes printed once per process
@@ -40,7 +51,7 @@ _SAID = set()  # notes printed once per process
 def evaluate(model, x, batch_size=1000, per_unit=False):
     """The loss of the whole of x, forward only, in batches: the reconstruction term averaged
     over samples, the sparsity term from each unit's mean activation over all of x (the same
-    assembly as training's, losses.make_loss), and the diagnostics of today's trainers.
+    assembly as training's, the model's losses.Objective), and the diagnostics of today's trainers.
 
     Returns a dict of floats: total, each loss part, and
       mean_activation   the mean over units of rho_hat
@@ -63,33 +74,30 @@ def _evaluate(model, x, batch_size, per_unit=False):
     x: a NumPy array or a row source, read batch_size rows at a time. The FVU is measured
     where the model works (after its normalizer, if it has one)."""
     n, c = _rows(x), model.config
-    reconstruction, rho_hat, counts = 0.0, 0.0, 0.0
+    per_sample, rho_hat, counts = {}, 0.0, 0.0
     squared_error, x_sum, x_squares = 0.0, 0.0, 0.0
     for start in range(0, n, batch_size):
         xb = model.as_batch(_read(x, start, min(start + batch_size, n)), validate=False)
         xp = namespace(xb)
-        h, z, y = model.forward(xb)
-        w = xb.shape[0] / n  # both terms are means over the batch's samples
-        reconstruction += w * float(losses.reconstruction(c, xb, z, y))
+        v = model.values(xb)
+        h, y = v["h"], v["y"]
+        w = xb.shape[0] / n  # the reconstruction (and an L0) are means over the samples
+        for name, value in model.objective.per_sample(v, model.params).items():
+            per_sample[name] = per_sample.get(name, 0.0) + w * float(value)
         rho_hat = rho_hat + w * to_numpy(F.mean_activation(h)).astype(np.float64)
         counts = counts + to_numpy(xp.sum(xp.astype(losses.active(c, h), xp.int64), axis=0))
         squared_error += float(xp.sum((y - xb) ** 2))
         x_sum = x_sum + to_numpy(xp.sum(xb, axis=0)).astype(np.float64)
         x_squares = x_squares + to_numpy(xp.sum(xb * xb, axis=0)).astype(np.float64)
+    # the terms of rho_hat (over all of x) and of the weights, once
     params = {name: to_numpy(p).astype(np.float64) for name, p in model.params.items()}
-    loss = losses.make_loss(c, reconstruction, rho_hat, params)
+    loss = model.objective.forward({"rho_hat": rho_hat}, params, per_sample, training=False)
     variance = float(np.sum(x_squares - x_sum * x_sum / n))
     metrics = {**loss.as_dict(), "l0": float(counts.sum() / n),
                "dead_fraction": float((counts == 0).mean()),
                "dense_fraction": float((counts > losses.DENSE_SHARE * n).mean()),
                "fvu": squared_error / variance if variance > 0 else float("nan")}
     return (metrics, rho_hat) if per_unit else metrics
-
-
-def is_source(x):
-    """A source of rows (minisae.data.ArrayFiles, stream.ArraySource): n_rows, n_features,
-    read(start, stop, out=None), check_rows(x, start, unit_range)."""
-    return all(hasattr(x, a) for a in ("n_rows", "n_features", "read", "check_rows"))
 
 
 def _rows(x):
@@ -105,34 +113,108 @@ def _read(x, start, stop):
     return rows
 
 
+class Engine:
+    """How fit computes its steps: what fit takes as engine.
+
+        fit(model, opt, x, epochs=10, batch_size=100, engine=Engine(fast=False, threads=1))
+
+    fast: True runs the fast engine (minisae.fast), False the reference (model.loss_and_grads
+    and optimizer.step) end to end; both give the same numbers up to rounding.
+    threads: BLAS threads for the run, a number, "auto" (chosen from the problem's size and
+    the machine's cores, the same at every run: one seed gives the same bits) or "adaptive"
+    (follows the load, at the price of that repeatability); see minisae/fast/threads.py. The
+    count used is recorded in the history ("threads"), and a resumed run under "auto" keeps
+    the count the run recorded.
+    log_every: read the losses back every this many steps (None: every step on NumPy, every
+    20 on a GPU, where reading one waits for the device)."""
+
+    def __init__(self, fast=True, threads="auto", log_every=None):
+        self.fast = checks.check_bool(fast, "fast")
+        self.threads = parse_threads(threads)
+        self.log_every = checks.check_optional(log_every, checks.check_int, "log_every", 1)
+
+    def __repr__(self):
+        return f"Engine(fast={self.fast}, threads={self.threads!r}, log_every={self.log_every})"
+
+
+class Checkpoints:
+    """When fit hands the run over to be saved, and where a resumed run starts: what fit
+    takes as checkpoints.
+
+        def save(history, position):
+            minisae.save("run.npz", model, opt, history, {"position": position})
+        fit(model, opt, x, epochs=10, batch_size=100, checkpoints=Checkpoints(save, every=500))
+
+    save(history, position): called after each epoch (or L-BFGS iteration) with position
+    None, and with every=N also every N steps inside an epoch, position then a dict
+    (JSON-able) of where the run is: {"epoch", "step" (steps done in it), "sums" (the epoch's
+    loss sums so far), "seconds", "resampled"}. position: such a dict, to resume from; passed
+    back (with the model, optimizer and history saved at that moment) it continues the epoch
+    exactly as an uninterrupted run would."""
+
+    def __init__(self, save=None, every=None, position=None):
+        self.save = checks.check_optional(save, checks.check_function, "save", 2,
+                                          "a function of (history, position)")
+        self.every = checks.check_optional(every, checks.check_int, "every", 1)
+        if self.every is not None and self.save is None:
+            raise ConfigError("every needs save, a function of (history, position) that saves "
+                              "them")
+        self.position = _check_position(position)
+
+    def __repr__(self):
+        save = None if self.save is None else \
+            getattr(self.save, "__qualname__", type(self.save).__name__)
+        at = None if self.position is None else \
+            f"<epoch {self.position['epoch']}, step {self.position['step']}>"
+        return f"Checkpoints(save={save}, every={self.every}, position={at})"
+
+
+def moved(**homes):
+    """A decorator: the keywords a function took before 0.4, refused with a ConfigError that
+    names their new home (homes: {old keyword: where it went})."""
+    def decorate(f):
+        @functools.wraps(f)
+        def call(*args, **kwargs):
+            for name in kwargs:
+                if name in homes:
+                    raise ConfigError(f"{f.__name__}() no longer takes {name}= (0.4 moved it): "
+                                      f"pass {homes[name]}")
+            return f(*args, **kwargs)
+        return call
+    return decorate
+
+
+@moved(fast="engine=Engine(fast=...)", threads="engine=Engine(threads=...)",
+       log_every="engine=Engine(log_every=...)",
+       on_epoch_end="checkpoints=Checkpoints(save=f), f(history, position): position is None "
+                    "at an epoch's end",
+       checkpoint_every="checkpoints=Checkpoints(save=..., every=...)",
+       on_checkpoint="checkpoints=Checkpoints(save=...)",
+       position="checkpoints=Checkpoints(position=...)",
+       dead_window="dead_units=DeadUnits(window=...)",
+       resample_every="dead_units=DeadUnits(resample_every=...)",
+       chunk_rows="x_train=Stream(source, chunk_rows=...)",
+       buffer_rows="x_train=Stream(source, buffer_rows=...)")
 def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, progress=True,
-        history=None, on_epoch_end=None, log_every=None, threads="auto", fast=True,
-        dead_window=units.DEAD_WINDOW, resample_every=None, checkpoint_every=None,
-        on_checkpoint=None, position=None, chunk_rows=None, buffer_rows=None):
+        history=None, *, checkpoints=None, dead_units=None, engine=None):
     """Train for epochs (counted from len(history), so a resumed run continues); return History.
 
     x_train, x_val: NumPy arrays (n, n_inputs), checked once here, or sources of rows
     (minisae.data.ArrayFiles), whose rows are checked as they are read (a NaN found late
-    stops the run naming the file and the row). A source is streamed: chunks of chunk_rows
-    rows through a shuffle buffer of buffer_rows (stream.StreamBatches; memory bounded by the
-    buffer, not the data). on_epoch_end(history) is called after each epoch (the CLI saves
-    its checkpoint there). A non-finite loss raises TrainingError naming the epoch and step;
-    nothing is saved after it, so the last good checkpoint stays.
+    stops the run naming the file and the row). A source is streamed: chunks through a
+    shuffle buffer (stream.StreamBatches; memory bounded by the buffer, not the data), of
+    the sizes a Stream(source, chunk_rows, buffer_rows) sets (a source alone: the defaults).
+    progress: a progress bar (a line per epoch off a terminal). A non-finite loss raises
+    TrainingError naming the epoch and step; nothing is saved after it, so the last good
+    checkpoint stays.
 
-    Mid-epoch: with checkpoint_every=N, on_checkpoint(history, position) is called every N
-    steps (not at an epoch's end, which on_epoch_end has), position a dict (JSON-able) of
-    where the run is: {"epoch", "step" (steps done in it), "sums" (the epoch's loss sums so
-    far), "seconds", "resampled"}. Passing it back as `position` (with the model, optimizer
-    and history saved at that moment) continues the epoch from there, exactly as an
-    uninterrupted run would. threads: BLAS threads for the run, a number, "auto" (chosen from the
-    problem's size and the machine's cores, the same at every run: one seed gives the same
-    bits) or "adaptive" (follows the load, at the price of that repeatability); see
-    minisae/fast/threads.py. The count used is recorded in the history ("threads"), and a
-    resumed run under "auto" keeps the count the run recorded.
-    fast: True runs the fast engine (minisae.fast), False the reference (model.loss_and_grads
-    and optimizer.step) end to end; both give the same numbers up to rounding.
+    history: the History of the epochs done (what fit or a checkpoint gave), to continue.
+    checkpoints: a Checkpoints(save, every, position): save is called after each epoch and
+    every N steps, and a position resumes a run in the middle of an epoch (the CLI saves its
+    checkpoints there). dead_units: a DeadUnits(window, resample_every) (below). engine: an
+    Engine(fast, threads, log_every): the fast engine by default, or the reference.
 
-    Dead units (ReLU codes; minisae.training.units): a unit silent for dead_window training
+    Dead units (ReLU codes; minisae.training.units): a unit silent for `window` training
     samples is dead. AuxK (a model with aux_k) reconstructs the residual from them at each
     step; resample_every=N gives them new directions every N steps (Anthropic's resampling).
     Either records train_dead_fraction in the history.
@@ -157,21 +239,18 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
         raise ConfigError("batch_size is needed: the samples per step of the optimizer")
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = None if lbfgs else checks.check_int(batch_size, "batch_size", 1)
-    log_every = None if log_every is None else checks.check_int(log_every, "log_every", 1)
     seed = checks.check_int(seed, "seed", 0, 2**63 - 1)
-    fast = checks.check_bool(fast, "fast")
-    dead_window = units.check_window(dead_window)
-    resample_every = units.check_resampling(model, resample_every)
     progress = checks.check_bool(progress, "progress")
     if history is not None:
         checks.check_type(history, "history", History, "a History (what fit returned, or a "
                                                        "checkpoint's)")
-    checks.check_optional(on_epoch_end, checks.check_function, "on_epoch_end", 1,
-                          "a function of the history")
-    checks.check_optional(on_checkpoint, checks.check_function, "on_checkpoint", 2,
-                          "a function of (history, position)")
-    chunk_rows = checks.check_optional(chunk_rows, checks.check_int, "chunk_rows", 1)
-    buffer_rows = checks.check_optional(buffer_rows, checks.check_int, "buffer_rows", 1)
+    checkpoints = _settings(checkpoints, "checkpoints", Checkpoints)
+    dead_units = _settings(dead_units, "dead_units", DeadUnits)
+    engine = _settings(engine, "engine", Engine)
+    resample_every = units.check_resampling(model, dead_units)
+    if is_source(x_train):
+        x_train = Stream(x_train)  # a source alone streams in the default sizes
+    stream = x_train if isinstance(x_train, Stream) else None
     x_train = _checked_data(model, x_train, "x_train")
     if x_val is not None:
         x_val = _checked_data(model, x_val, "x_val")
@@ -180,33 +259,40 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
         raise ConfigError("L-BFGS trains on the whole data set at once: give it an array that "
                           "fits in memory, or use Adam on a source of rows")
     batch_size = _rows(x_train) if lbfgs else min(batch_size, _rows(x_train))
-    checkpoint_every = None if checkpoint_every is None else \
-        checks.check_int(checkpoint_every, "checkpoint_every", 1)
-    if checkpoint_every is not None and not callable(on_checkpoint):
-        raise ConfigError("checkpoint_every needs on_checkpoint, a function of (history, "
-                          "position) that saves them")
-    position = _check_position(position, history)
-    if fast and fused(model) is not None:
+    position = _resumed_position(checkpoints.position, history)
+    if engine.fast and fused(model) is not None:
         _say_once(f"minisae: {fused(model)}")
-    threads = _resumed_threads(parse_threads(threads), history)
+    threads = _resumed_threads(engine.threads, history)
     c = model.config
     if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
         model.params["decoder.b"][...] = model.backend.asarray(_model_mean(model, x_train))
     with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size) as policy:
         if lbfgs:
             _fit_lbfgs(model, optimizer, x_train, epochs, x_val, progress, history,
-                       on_epoch_end, fast, policy)
+                       checkpoints.save, engine.fast, policy)
         else:
-            batches = StreamBatches(x_train, batch_size, seed, model.backend,
-                                    chunk_rows=chunk_rows, buffer_rows=buffer_rows,
-                                    unit_range=model.needs_unit_range and
-                                    model.normalizer is None) if is_source(x_train) \
-                else ArrayBatches(x_train, batch_size, seed, model.backend)
+            batches = _batches(model, x_train, stream, batch_size, seed)
             loop = _Loop(model, optimizer, x_train, batches, seed, x_val, progress, history,
-                         on_epoch_end, log_every, fast, dead_window, resample_every, policy,
-                         checkpoint_every, on_checkpoint)
+                         checkpoints, dead_units.window, resample_every, engine, policy)
             loop.run(epochs, position)
     return history
+
+
+def _settings(value, name, kind):
+    """A settings object fit takes (None: its defaults), or a ConfigError."""
+    if value is None:
+        return kind()
+    return checks.check_type(value, name, kind, f"a {kind.__name__}{inspect.signature(kind)}")
+
+
+def _batches(model, x_train, stream, batch_size, seed):
+    """The epochs' batches: a full shuffle of an array, or a source streamed in the sizes
+    of its Stream."""
+    if stream is None:
+        return ArrayBatches(x_train, batch_size, seed, model.backend)
+    return StreamBatches(x_train, batch_size, seed, model.backend, chunk_rows=stream.chunk_rows,
+                         buffer_rows=stream.buffer_rows,
+                         unit_range=model.needs_unit_range and model.normalizer is None)
 
 
 def _model_mean(model, x):
@@ -221,19 +307,16 @@ def _model_mean(model, x):
     return total / n
 
 
-def _check_position(position, history):
-    """A mid-epoch position (from on_checkpoint) checked against the history it goes with."""
+def _check_position(position):
+    """A mid-epoch position (what Checkpoints' save was given), checked as a dict."""
     if position is None:
         return None
     keys = {"epoch", "step", "sums", "seconds", "resampled"}
     if not isinstance(position, dict) or set(position) != keys:
-        raise ConfigError(f"position must be what on_checkpoint gave (a dict of "
-                          f"{', '.join(sorted(keys))}), got {checks.shown(position)}")
+        raise ConfigError(f"position must be what Checkpoints' save was given mid-epoch (a "
+                          f"dict of {', '.join(sorted(keys))}), got {checks.shown(position)}")
     epoch = checks.check_int(position["epoch"], "position's epoch", 1)
     step = checks.check_int(position["step"], "position's step", 0)
-    if epoch != len(history) + 1:
-        raise ConfigError(f"the position is in epoch {epoch}, but the history holds "
-                          f"{len(history)} epochs: it belongs with another history")
     sums = position["sums"]
     if not isinstance(sums, dict) or not all(isinstance(k, str) and checks.is_real(v)
                                              for k, v in sums.items()):
@@ -241,6 +324,14 @@ def _check_position(position, history):
     return {"epoch": epoch, "step": step, "sums": dict(sums),
             "seconds": checks.check_real(position["seconds"], "position's seconds", 0.0),
             "resampled": checks.check_int(position["resampled"], "position's resampled", 0)}
+
+
+def _resumed_position(position, history):
+    """A position checked against the history it goes with."""
+    if position is not None and position["epoch"] != len(history) + 1:
+        raise ConfigError(f"the position is in epoch {position['epoch']}, but the history "
+                          f"holds {len(history)} epochs: it belongs with another history")
+    return position
 
 
 def _resumed_threads(threads, history):
@@ -257,19 +348,19 @@ class _Loop:
     steps, dead units tracked and resampled, checkpoints mid-epoch and at each epoch's end."""
 
     def __init__(self, model, optimizer, x_train, batches, seed, x_val, progress, history,
-                 on_epoch_end, log_every, fast, dead_window, resample_every, policy,
-                 checkpoint_every, on_checkpoint):
+                 checkpoints, dead_window, resample_every, engine, policy):
         self.model, self.optimizer, self.x_train, self.batches = model, optimizer, x_train, \
             batches
         self.seed, self.x_val, self.progress, self.history = seed, x_val, progress, history
-        self.on_epoch_end, self.dead_window, self.policy = on_epoch_end, dead_window, policy
+        self.save, self.dead_window, self.policy = checkpoints.save, dead_window, policy
         self.resample_every = resample_every
-        self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
+        self.checkpoint_every = checkpoints.every
         self.steps = batches.steps_per_epoch
         # Reading a loss from a GPU waits for it, so there losses come back every few steps.
-        self.log_every = log_every or (1 if model.backend.name == "numpy" else 20)
-        if checkpoint_every:
-            self.log_every = math.gcd(self.log_every, checkpoint_every)
+        self.log_every = engine.log_every or (1 if model.backend.name == "numpy" else 20)
+        if self.checkpoint_every:
+            self.log_every = math.gcd(self.log_every, self.checkpoint_every)
+        fast = engine.fast
         self.compute = fast_loss_and_grads if fast else type(model).loss_and_grads
         self.stepper = fast_optimizer(optimizer) if fast else optimizer
         self.aux = model.config.aux_k is not None
@@ -305,7 +396,7 @@ class _Loop:
             done = (epoch - 1) * self.steps + step + 1
             if self.checkpoint_every and done % self.checkpoint_every == 0 and \
                     step + 1 < self.steps:
-                self.on_checkpoint(self.history, {
+                self.save(self.history, {
                     "epoch": epoch, "step": step + 1, "sums": dict(sums),
                     "seconds": earlier + time.perf_counter() - t0,
                     "resampled": self.resampled})
@@ -333,8 +424,8 @@ class _Loop:
                             samples_per_second=self.steps * self.batches.batch_size / seconds
                             if seconds > 0 else None, **record)
         _show(bar, self.history, epochs)
-        if self.on_epoch_end is not None:
-            self.on_epoch_end(self.history)
+        if self.save is not None:
+            self.save(self.history, None)
 
 
 def _read_losses(pending, sums, epoch, steps, saved):
@@ -374,8 +465,8 @@ def _validation_record(model, x_val, batch_size):
     return {f"val_{k}": v for k, v in val.items()}
 
 
-def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, on_epoch_end,
-               fast, policy):
+def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, save, fast,
+               policy):
     """L-BFGS iterations up to `iterations` in all, one history record per iteration."""
     x = model.backend.asarray(x_train)  # the full batch, moved to the device once
     compute = fast_loss_and_grads if fast else type(model).loss_and_grads
@@ -395,8 +486,8 @@ def _fit_lbfgs(model, optimizer, x_train, iterations, x_val, progress, history, 
         history.append(epoch=len(history) + 1, seconds=now - clock[0], threads=policy.threads,
                        **record)
         clock[0] = now
-        if on_epoch_end is not None:
-            on_epoch_end(history)
+        if save is not None:
+            save(history, None)
 
     optimizer.max_iter = max(optimizer.max_iter, iterations)
     optimizer.t = len(history)
@@ -417,7 +508,9 @@ def _checked_data(model, x, what):
     """x (a data set) checked once: a NumPy array of real numbers, (n, n_inputs), finite, in
     [0, 1] where the model needs it (before a normalizer), in the model's dtype (cast here,
     once, never per batch); or a source of rows of the model's width (its rows are checked as
-    they are read)."""
+    they are read; a Stream's source, whose sizes fit reads)."""
+    if isinstance(x, Stream):
+        x = x.source
     if model.normalizer is not None and model.needs_unit_range:
         raise ConfigError("a model with a normalizer sees centred data, not data in [0, 1]: "
                           "give it output_activation='linear' and reconstruction_loss='mse'")

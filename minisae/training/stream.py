@@ -7,6 +7,9 @@ with memory bounded by `buffer_rows` whatever the size of the data.
     for step, x in batches.epoch(3, start=k):        # epoch 3 from step k, as ArrayBatches
         ...                                          # x: (batch_size, n_inputs) on the device
 
+fit streams a source in these batches; Stream(source, chunk_rows, buffer_rows), passed to fit
+as x_train, sets the two sizes (a source passed alone streams in the defaults).
+
 The same interface as batches.ArrayBatches (steps_per_epoch, epoch(epoch, start=0) yielding
 (step, batch); the batch is a reused buffer, valid until the next one), for any source with
 the row-source interface of minisae.data.arrays (n_rows, n_features, read, check_rows).
@@ -57,7 +60,7 @@ import numpy as np
 from .. import checks
 from ..errors import ConfigError, InputError
 
-__all__ = ["ArraySource", "StreamBatches", "bad_value", "CHUNK_BYTES", "BUFFER_BYTES"]
+__all__ = ["ArraySource", "Stream", "StreamBatches", "is_source", "CHUNK_BYTES", "BUFFER_BYTES"]
 
 CHUNK_BYTES = 1 << 20
 """Default size of a chunk (a contiguous run of rows read at once), in bytes of the rows."""
@@ -65,22 +68,39 @@ BUFFER_BYTES = 1 << 28
 """Default size of the shuffle buffer (a window of chunks), in bytes of the rows: 256 MiB."""
 
 
-def bad_value(x, unit_range=False):
-    """None when every value of the NumPy array x (rows, features) is finite (and in [0, 1]
-    with unit_range); else (row, column, value) of the first bad one. Two reductions (min and
-    max, no temporary array) when x is good; the search for the bad value only when it is not."""
-    if x.size == 0:
-        return None
-    low, high = float(np.min(x)), float(np.max(x))
-    if math.isfinite(low) and math.isfinite(high) and \
-            (not unit_range or (low >= 0.0 and high <= 1.0)):
-        return None
-    bad = ~np.isfinite(x)
-    if unit_range and not bad.any():
-        bad = (x < 0) | (x > 1)
-    r = int(np.argmax(bad.any(axis=1)))
-    c = int(np.argmax(bad[r]))
-    return r, c, float(x[r, c])
+def is_source(x):
+    """A source of rows (minisae.data.ArrayFiles, a RowRange, ArraySource): n_rows,
+    n_features, read(start, stop, out=None), check_rows(x, start, unit_range)."""
+    return all(hasattr(x, a) for a in ("n_rows", "n_features", "read", "check_rows"))
+
+
+class Stream:
+    """A source of rows with the sizes fit streams it in: what fit takes as x_train to set
+    them (a source passed alone streams in the default sizes).
+
+        history = fit(model, opt, Stream(ArrayFiles("acts/"), chunk_rows=256,
+                                         buffer_rows=65_536), epochs=2, batch_size=1000)
+
+    source: minisae.data.ArrayFiles, a RowRange of one, or ArraySource(x) for an array in
+    memory. chunk_rows: rows read at a time, one contiguous run (None: CHUNK_BYTES of rows).
+    buffer_rows: rows in the shuffle buffer, rounded down to whole chunks (None: BUFFER_BYTES
+    of rows). Small chunks in a large buffer shuffle best (the module's doc measures it)."""
+
+    def __init__(self, source, chunk_rows=None, buffer_rows=None):
+        if isinstance(source, Stream) or not is_source(source):
+            raise ConfigError(f"source must be a source of rows (minisae.data.ArrayFiles, a "
+                              f"RowRange, or ArraySource(x) for an array in memory), got "
+                              f"{checks.shown(source)}")
+        self.source = source
+        self.chunk_rows = checks.check_optional(chunk_rows, checks.check_int, "chunk_rows", 1)
+        self.buffer_rows = checks.check_optional(buffer_rows, checks.check_int, "buffer_rows",
+                                                 self.chunk_rows or 1)
+
+    def __repr__(self):
+        source = repr(self.source)
+        if type(self.source).__repr__ is object.__repr__ and hasattr(self.source, "describe"):
+            source = f"<{self.source.describe()}>"     # a RowRange, an ArraySource
+        return f"Stream({source}, chunk_rows={self.chunk_rows}, buffer_rows={self.buffer_rows})"
 
 
 class ArraySource:
@@ -113,7 +133,7 @@ class ArraySource:
         return out
 
     def check_rows(self, x, start, unit_range=False):
-        found = bad_value(x, unit_range)
+        found = checks.first_bad_value(x, unit_range)
         if found is not None:
             r, c, v = found
             what = "NaN or inf" if not math.isfinite(v) else f"{v:.6g}, outside [0, 1]"

@@ -3,13 +3,14 @@ resampling of dead units (Anthropic, "Towards Monosemanticity", 2023).
 
 A unit fires on a batch when it is active on at least one of its samples; for ReLU and TopK
 codes (h >= 0) that is rho_hat_j > 0, read off the step's loss record at no cost. A unit is
-dead once it has been silent for `dead_window` training samples (Gao et al. use 10 million
+dead once it has been silent for a window of training samples (Gao et al. use 10 million
 tokens; minisae's default, 10,000 samples, is a sixth of an MNIST epoch: a unit of a TopK
-model with k = 25 of 1000 units that is alive fires there about 250 times).
+model with k = 25 of 1000 units that is alive fires there about 250 times). fit takes the
+window, and how often to resample, as one setting: DeadUnits(window, resample_every).
 
     activity = UnitActivity(model)
     ...after each step: activity.update(loss, batch_size)
-    model.dead[...] = activity.dead(dead_window)          # what AuxK reads
+    model.dead[...] = activity.dead(window)               # what AuxK reads
     resample(model, optimizer, x_train, dead, rng)         # new life for the dead units
 
 The silent counts live on the model (`model.silent`, saved in checkpoints), so a resumed run
@@ -168,16 +169,30 @@ def _reset_state(optimizer, units):
                 state["decoder.W"][j, :] = 0.0
 
 
-def check_window(window):
-    return checks.check_int(window, "dead_window", 1)
+class DeadUnits:
+    """How training treats dead units (ReLU codes): what fit takes as dead_units.
+
+        fit(model, opt, x, epochs=30, batch_size=256,
+            dead_units=DeadUnits(window=10_000, resample_every=1_000))
+
+    window: training samples a unit may stay silent before it counts as dead (what AuxK
+    reconstructs from, what is resampled, and the history's train_dead_fraction).
+    resample_every: give the dead units new directions every this many steps (resample);
+    None: never. Resampling needs ReLU codes, which fit checks against the model."""
+
+    def __init__(self, window=DEAD_WINDOW, resample_every=None):
+        self.window = checks.check_int(window, "window", 1)
+        self.resample_every = checks.check_optional(resample_every, checks.check_int,
+                                                    "resample_every", 1)
+
+    def __repr__(self):
+        return f"DeadUnits(window={self.window:_}, resample_every={self.resample_every})"
 
 
-def check_resampling(model, resample_every):
-    """resample_every (steps, or None) checked against the model."""
-    if resample_every is None:
-        return None
-    resample_every = checks.check_int(resample_every, "resample_every", 1)
-    problem = tracks(model)
+def check_resampling(model, dead_units):
+    """dead_units (a DeadUnits) checked against the model: its resample_every, or None."""
+    every = dead_units.resample_every
+    problem = tracks(model) if every is not None else None
     if problem:
-        raise ConfigError(f"resample_every={resample_every}: resampling dead units: {problem}")
-    return resample_every
+        raise ConfigError(f"resample_every={every}: resampling dead units: {problem}")
+    return every
