@@ -9,6 +9,7 @@ import pytest
 from minisae.apps import cli
 from minisae.files import checkpoint
 from minisae import functional as F
+from minisae.errors import ConfigError
 
 
 TINY = ["--hidden", "8", "--batch-size", "50", "--no-progress", "--backend", "numpy"]
@@ -589,3 +590,35 @@ def test_selftaught_passes_adams_flags_and_defaults(selftaught_config):
     with pytest.raises(SystemExit):
         cli.main(["selftaught", "--quick"])
     assert seen["optimizer"] == "lbfgs" and seen["lr"] == 0.01
+
+
+def train_settings(*flags):
+    """The settings `minisae train FLAGS` would run with (nothing is trained)."""
+    return cli.resolve_settings(cli.build_parser().parse_args(["train", *flags]))
+
+
+def test_aux_k_0_turns_a_presets_auxk_off():
+    assert train_settings("--preset", "topk")["aux_k"] == 392
+    settings = train_settings("--preset", "topk", "--aux-k", "0")
+    assert settings["aux_k"] is None
+    # ...and with it AuxK's own flags no longer apply
+    with pytest.raises(ConfigError, match="--aux-weight applies to AuxK"):
+        train_settings("--preset", "topk", "--aux-k", "0", "--aux-weight", "0.1")
+
+
+def test_dead_window_applies_where_dead_units_are_read():
+    with pytest.raises(ConfigError, match="--dead-window applies to dead units"):
+        train_settings("--preset", "topk", "--aux-k", "0", "--dead-window", "100")
+    assert train_settings("--preset", "topk", "--dead-window", "100")["dead_window"] == 100
+    assert train_settings("--preset", "l1", "--resample-every", "50", "--dead-window",
+                          "100")["dead_window"] == 100
+
+
+def test_which_model_flags_apply_is_the_configs_table():
+    """The command line asks config.applies, as the model does: one table."""
+    for mechanism in ("batchtopk", "jumprelu"):
+        with pytest.raises(ConfigError, match="--sparsity-target applies to --sparsity kl"):
+            train_settings("--sparsity", mechanism, "--hidden-activation", "relu",
+                           "--sparsity-target", "0.2")
+    with pytest.raises(ConfigError, match="--jump-bandwidth applies to --sparsity jumprelu"):
+        train_settings("--preset", "topk", "--jump-bandwidth", "0.1")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from .. import backend as B
-from ..config import FIELDS, Config
+from ..config import FIELDS, MECHANISMS, Config, applies
 from ..data import DATASETS
 from ..errors import ConfigError, MinisaeError
 from ..files.atomic import atomic_write
@@ -204,8 +204,9 @@ def _add_train(sub):
             p.add_argument(f.flag, dest=key, action=argparse.BooleanOptionalAction, default=None,
                            help=f"{f.help} (default: {default})")
             continue
-        p.add_argument(f.flag, dest=key, type=_positive_int if f.type is int else f.type,
-                       choices=f.choices, metavar=f.metavar, help=f"{f.help} (default: {default})")
+        kind = _count if name == "aux_k" else _positive_int if f.type is int else f.type
+        p.add_argument(f.flag, dest=key, type=kind, choices=f.choices, metavar=f.metavar,
+                       help=f"{f.help} (default: {default})")
     _add_data_source(p)
     for name, s in TRAINING.items():
         values = _preset_values(name)
@@ -244,6 +245,8 @@ def resolve_settings(args):
             settings[name] = value
     if args.optimizer == "lbfgs" and args.dtype is None and "dtype" not in preset.model:
         settings["dtype"] = "float64"  # L-BFGS's line search wants float64
+    if settings.get("aux_k") == 0:  # --aux-k 0: AuxK off (a preset's too)
+        settings["aux_k"] = None
     if args.data is not None:
         if args.dataset not in (None, "files"):
             raise ConfigError(f"--data trains on your files; drop --dataset {args.dataset}")
@@ -270,17 +273,16 @@ APPLIES = {  # setting -> (does it apply to these settings?, what it applies to)
     "memory": (lambda s: s["optimizer"] == "lbfgs", "--optimizer lbfgs"),
     "n_patches": (lambda s: s["dataset"] == "patches", "--dataset patches"),
     "patch_size": (lambda s: s["dataset"] == "patches", "--dataset patches"),
-    "sparsity_weight": (lambda s: s["sparsity"] != "topk",
-                        "runs with a sparsity penalty (--sparsity topk has none: it keeps the k "
-                        "largest codes)"),
-    "sparsity_target": (lambda s: s["sparsity"] in ("kl", "squared", "absolute"),
-                        "--sparsity kl, squared or absolute (the target of the mean activation)"),
-    "aux_weight": (lambda s: s["aux_k"] is not None, "AuxK, which --aux-k turns on"),
-    "dead_window": (lambda s: s["hidden_activation"] == "relu",
-                    "dead units, which are tracked for --hidden-activation relu"),
+    "dead_window": (lambda s: s.get("aux_k") is not None or s.get("resample_every") is not None,
+                    "dead units, which AuxK (--aux-k) and resampling (--resample-every) read"),
     "val_fraction": (lambda s: s["dataset"] == "files" and s.get("val_data") is None,
                      "--data without --val-data (the share of its rows held out)"),
 }
+APPLIES.update({  # the model's: which mechanism reads which setting is config's to say, once
+    name: (lambda s, name=name: applies(name, s),
+           "AuxK, which --aux-k turns on" if name == "aux_weight" else "--sparsity " + " or ".join(
+               m for m, mech in MECHANISMS.items() if name in mech.reads))
+    for name in {n for mech in MECHANISMS.values() for n in mech.reads}})
 """Flags that only some runs use: given to another run, they are refused, never ignored."""
 
 
