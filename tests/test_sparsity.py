@@ -751,3 +751,17 @@ def test_linear_topk_codes_count_every_kept_unit_as_active():
     h = to_numpy(model.encode(x))
     assert ((h != 0).sum(axis=1) == 2).all() and (h <= 0).all()
     assert evaluate(model, x)["l0"] == 2.0
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_evaluates_forward_on_the_engine_is_the_models(mechanism):
+    """minisae.fast.values (what evaluate runs: TopK by partial selection, not two sorts)
+    gives model.values' codes and reconstruction."""
+    model = build(6, 8, seed=2, **MECHANISMS[mechanism])
+    randomize(model, np.random.default_rng(3))
+    x = model.as_batch(np.random.default_rng(4).uniform(size=(9, 6)))
+    ours, reference = minisae.fast.values(model, x), model.values(x)
+    assert set(ours) == set(reference)
+    for name in ("h", "y"):
+        np.testing.assert_allclose(to_numpy(ours[name]), to_numpy(reference[name]), rtol=1e-12,
+                                   atol=1e-15)

@@ -6,6 +6,7 @@ Skip this package on a first read. Each piece names the reference it reproduces,
 tests/test_fast.py checks that both give the same numbers:
 
     step.py      loss_and_grads(model, x)  <- SparseAutoencoder.loss_and_grads
+                 values(model, x)          <- SparseAutoencoder.values (evaluate's forward)
     kernels.py   fused elementwise passes  <- functional.py's sigmoid, mse, bce, ...
     sparse.py    TopK's products on the kept codes only (numba loops) <- layers.TopK with
                  the dense products of Dense.forward and Dense.backward
@@ -26,9 +27,9 @@ a loop of your own it is two calls:
 """
 from .. import gradcheck
 from .adam import FastAdam, fast_optimizer
-from .step import fused, loss_and_grads
+from .step import fused, loss_and_grads, values
 
-__all__ = ["FastAdam", "check_model", "fast_optimizer", "fused", "loss_and_grads"]
+__all__ = ["FastAdam", "check_model", "fast_optimizer", "fused", "loss_and_grads", "values"]
 
 
 def check_model(model, *inputs, **kwargs):
