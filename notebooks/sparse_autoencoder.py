@@ -531,7 +531,9 @@ check("db1", db1, numerical_gradient(total_loss, b1));
 # ### Against `model.loss_and_grads`
 #
 # `SparseAutoencoder.loss_and_grads` (in `minisae/model.py`) runs the same chain through the
-# layers of `minisae/layers.py` and writes the gradients into `model.grads`. It is the
+# layers of `minisae/layers.py` and the loss's terms of `minisae/losses.py` (each term a class
+# with its forward and backward side by side, as the layers are: the KL term's backward is
+# our `kl_row` above) and writes the gradients into `model.grads`. It is the
 # reference that training, the fast engine and `minisae gradcheck` are checked against. Ours
 # agree with it to rounding.
 #
@@ -861,7 +863,7 @@ for kind in ("kl", "squared", "absolute"):
 # `minisae/fast/`: fused elementwise passes, reused buffers, sums over the batch as products
 # with a vector of ones, one pass of Adam over all parameters. It is one call from a loop of
 # your own, `minisae.fast.loss_and_grads(model, x)`, and it gives the same numbers because it
-# is the same formulas: the loss is put together by the same `losses.make_loss`, and only
+# is the same formulas: the loss is put together by the same `losses.Objective`, and only
 # the order of the floating-point operations differs, so the results differ by rounding. In
 # float64 that is about 1e-16; in float32, training's dtype, a few times 1e-7 at most:
 

@@ -183,8 +183,6 @@ def _loss_and_grads(model, x):
     # with beta: at beta = 0 there is no gradient row to add
     d, d_params = objective.backward(skip=("weight_decay",) if cfg.sparsity_weight
                                      else ("weight_decay", "sparsity"))
-    if aux is not None:  # AuxK's share of dW2, added after weight decay, as the reference does
-        d_params.append(("decoder.W", aux[2]))
     row = d.get("rho_hat")
     row = None if row is None else row * (1.0 / batch)
     dz1 = coding.backward(dh, h, row, kept, model, buf("work_hidden", (batch, n_hidden))
@@ -203,6 +201,11 @@ def _loss_and_grads(model, x):
             work = buf("work_" + name, P[name].shape) if on_numpy else None
             K.add_weight_decay_grad_(G[name], P[name], cfg.weight_decay, work)
     losses.add_grads(G, d_params)
+    if aux is not None:  # AuxK's share of dW2, at the dead units' rows, after weight decay
+        if cfg.tied_weights:
+            G["encoder.W"][:, dead[0]] += aux[2].T
+        else:
+            G["decoder.W"][dead[0]] += aux[2]
     return loss
 
 
@@ -234,7 +237,8 @@ def _auxk(model, dead, err, W2, xp):
     selection (argpartition, not a sort), decoded through their rows of W2 alone.
 
     err: y - x (the residual e = x - y is -err). Returns (aux, d aux / d z1 at the dead units
-    (batch, n_dead), d aux / d W2 (n_hidden, n_inputs)), or None with no dead unit."""
+    (batch, n_dead), d aux / d W2 at the dead units' rows (n_dead, n_inputs)), or None with no
+    dead unit."""
     units, z = dead
     n_dead = units.shape[0]
     if n_dead == 0:
@@ -252,9 +256,7 @@ def _auxk(model, dead, err, W2, xp):
     aux = scale * float((d_e_hat * d_e_hat).sum())
     d_e_hat *= 2.0 * scale
     dz_dead = (d_e_hat @ W2_dead.T) * (h_aux > 0)
-    dW2 = xp.zeros_like(W2)
-    dW2[units] = h_aux.T @ d_e_hat
-    return aux, dz_dead, dW2
+    return aux, dz_dead, h_aux.T @ d_e_hat
 
 
 class _Sigmoid:
