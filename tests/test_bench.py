@@ -41,7 +41,8 @@ def test_parse_configs():
 
 def test_run_benchmark_without_torch():
     result = bench.run_benchmark(torch=False, **TINY)
-    assert set(result) == {"backend", "machine", "settings", "results"}
+    assert set(result) == {"backend", "machine", "settings", "results", "load"}
+    assert result["load"] is None and result["settings"]["load"] == "none"
     assert result["backend"] == "numpy"
     assert {"cpu", "cores", "blas", "numpy", "torch", "python"} <= set(result["machine"])
     s = result["settings"]
@@ -131,6 +132,13 @@ def test_cli_json_target_is_checked_before_the_benchmark(tmp_path, capsys, monke
     (["--stream", "--sparsity", "topk"], "--sparsity topk applies to the step benchmark"),
     (["--stream", "--no-torch"], "--no-torch applies to the step benchmark"),
     (["--k", "3"], "--k applies to --sparsity topk"),
+    (["--aux-k", "8"], "--aux-k applies to --sparsity topk"),
+    (["--sparsity", "topk", "--dead-share", "0.5"], "--dead-share applies to --aux-k"),
+    (["--sparsity", "topk", "--aux-k", "0", "--dead-share", "0.5"],
+     "--dead-share applies to --aux-k"),
+    (["--stream", "--aux-k", "8"], "--aux-k applies to the step benchmark"),
+    (["--stream", "--inputs", "20"], "--inputs applies to the step benchmark"),
+    (["--stream", "--load", "busy"], "--load busy applies to the step benchmark"),
 ])
 def test_cli_flags_the_benchmark_would_not_use_are_refused(capsys, monkeypatch, argv, word):
     """Found by a sweep of the CLI: these were accepted and ignored."""
@@ -150,6 +158,39 @@ def test_cli_k_reaches_the_topk_benchmark(monkeypatch):
     from minisae.apps import cli
     assert cli.main(["bench", "--sparsity", "topk", "--k", "3", "-q"]) == 0 and seen["k"] == 3
     assert cli.main(["bench", "-q"]) == 0 and seen["k"] == bench.K
+
+
+def test_cli_auxk_inputs_and_load_reach_the_benchmark(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench, "run_benchmark", lambda **kw: seen.update(kw) or {})
+    monkeypatch.setattr(bench, "format_table", lambda result: "")
+    from minisae.apps import cli
+    assert cli.main(["bench", "--sparsity", "topk", "--aux-k", "8", "--dead-share", "0.5",
+                     "--inputs", "20", "--load", "busy", "-q"]) == 0
+    assert (seen["aux_k"], seen["dead_share"], seen["n_inputs"], seen["load"]) == \
+        (8, 0.5, 20, "busy")
+    assert cli.main(["bench", "--load", "train", "-q"]) == 0 and seen["load"] == "train"
+    assert cli.main(["bench", "-q"]) == 0
+    assert (seen["aux_k"], seen["dead_share"], seen["n_inputs"], seen["load"]) == \
+        (None, bench.DEAD_SHARE, bench.N_INPUTS, "none")
+    assert cli.main(["bench", "--sparsity", "topk", "--aux-k", "0", "-q"]) == 0  # AuxK off
+    assert seen["aux_k"] == 0
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "--load", "spin"])
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(aux_k=4), "aux_k applies to sparsity='topk'"),
+    (dict(sparsity="topk", k=3, aux_k=13), "--aux-k 13 is larger than the hidden layer"),
+    (dict(sparsity="topk", k=3, aux_k=4, dead_share=1.0), "dead_share"),
+    (dict(sparsity="topk", k=3, aux_k=4, dead_share=-0.1), "dead_share"),
+    (dict(sparsity="topk", k=3, aux_k=4, dead_share=0.9), "leaves fewer than k = 3"),
+    (dict(load="spin"), "load must be one of"),
+])
+def test_auxk_and_load_settings_are_checked(monkeypatch, kwargs, word):
+    monkeypatch.setattr(bench, "LoadProcess", lambda kind: pytest.fail("started a load"))
+    with pytest.raises(ConfigError, match=word):
+        bench.run_benchmark(torch=False, **dict(TINY, configs="12x16"), **kwargs)
 
 
 def test_cli_quick_writes_table_and_json(tmp_path, capsys):
@@ -270,3 +311,208 @@ def test_the_topk_model_is_benchmarked_against_torch_topk():
     losses = r["first_loss"]        # the same model, weights and batch: the same loss
     assert losses["minisae"] == pytest.approx(losses["torch"], rel=1e-4)
     assert "TopK, k = 3" in bench.format_table(result)
+
+
+# ----------------------------------------------------------------------------- TopK + AuxK
+
+AUXK = dict(sparsity="topk", k=3, aux_k=4)
+
+
+def test_a_tiny_topk_auxk_benchmark_has_every_row():
+    pytest.importorskip("torch")
+    result = bench.run_benchmark(configs="12x16,16x32", steps=2, warmup=1, rounds=2,
+                                 n_samples=96, n_inputs=20, compile=False, threads=1,
+                                 path="both", **AUXK)
+    s = result["settings"]
+    assert (s["sparsity"], s["k"], s["aux_k"], s["dead_share"]) == ("topk", 3, 4, 0.25)
+    assert s["subtract_decoder_bias"] is True and s["aux_weight"] == pytest.approx(1 / 32)
+    for r in result["results"]:
+        assert set(r["round_seconds"]) == {"minisae", "reference", "fit", "torch", "matmul"}
+        for key in ("minisae_samples_per_s", "reference_samples_per_s", "fit_samples_per_s",
+                    "torch_samples_per_s"):
+            assert r[key] > 0
+        assert r["dead_units"] == round(0.25 * r["hidden"])
+        assert r["fit_dead_share"] == r["dead_units"] / r["hidden"]  # fit kept the same set
+        losses = r["first_loss"]  # the same model, weights and batch, AuxK included
+        assert losses["minisae"] == pytest.approx(losses["torch"], rel=1e-5)
+        assert losses["reference"] == pytest.approx(losses["torch"], rel=1e-5)
+    table = bench.format_table(result)
+    assert "AuxK k_aux = 4" in table and "25% of the units dead" in table
+    assert "12x16 3 (25.0%)" in table  # round(0.25 * 12) dead units, held by fit
+    json.dumps(result)
+
+
+def test_the_dead_units_are_the_same_and_stay_dead_in_every_contender():
+    """bench_model lowers the chosen units' biases: they never enter the top k, so the raw
+    step (model.dead, fixed) and fit (its own tracking) see the same dead units throughout."""
+    be = bench.get_backend("numpy", "float32")
+    data = np.random.default_rng(0).random((256, 20), dtype=np.float32)
+    model = bench.bench_model(be, data, 40, 3, dead_share=0.5, **AUXK)
+    dead = np.asarray(model.dead).copy()
+    assert dead.sum() == 20 and np.array_equal(np.flatnonzero(dead), bench.dead_units(40, 0.5, 3))
+    assert model.config.aux_k == 4 and model.config.subtract_decoder_bias
+    assert np.allclose(model.params["decoder.b"], data[:bench.DEAD_ROWS].mean(axis=0))
+    step = bench.MinisaeRunner(be, 40, data, 32, seed=3, dead_share=0.5, **AUXK)
+    fitted = bench.FitRunner(be, 40, data, 32, 3, "auto", dead_share=0.5, **AUXK)
+    assert np.array_equal(np.asarray(step.model.dead), dead)
+    assert np.array_equal(step.model.params["encoder.b"], model.params["encoder.b"])
+    step.run(0, 16)
+    fitted.run(0, 8)
+    fitted.run(8, 8)
+    assert np.array_equal(np.asarray(step.model.dead), dead)
+    assert fitted.dead_share() == 0.5 and np.array_equal(np.asarray(fitted.model.dead), dead)
+    loss = engine.loss_and_grads(step.model, data[:64])
+    assert np.all(loss.mean_activation[dead] == 0)  # never kept
+    assert loss.auxk > 0  # the AuxK term ran
+    plain = bench.FitRunner(be, 40, data, 32, 3, "auto", sparsity="topk", k=3)
+    assert plain.dead_share() is None and not np.asarray(plain.model.dead).any()
+
+
+@pytest.mark.parametrize("aux_k, batch", [(6, 16), (12, 16), (6, 1)])
+def test_the_torch_auxk_contender_computes_minisae_loss(aux_k, batch):
+    """Same weights, same batch, float64: the PyTorch contender's loss is minisae's (reference
+    and engine) to 1e-10, AuxK with live gradients included, and so are its gradients.
+    (12 > the 10 dead units: both cap k_aux; a batch of one: the residual has no variance,
+    and AuxK is 0 in both.)"""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    model = SparseAutoencoder(n_inputs=12, n_hidden=30, dtype="float64", seed=5,
+                              **bench.model_settings("topk", 4, aux_k))
+    x = rng.random((batch, 12))
+    model.params["decoder.b"][...] = rng.random(12) * 0.5
+    model.params["encoder.b"][...] = rng.normal(size=30) * 0.2
+    dead = np.zeros(30, dtype=bool)
+    dead[rng.choice(30, size=10, replace=False)] = True
+    model.dead[...] = dead
+    z = (x - model.params["decoder.b"]) @ model.params["encoder.W"] + model.params["encoder.b"]
+    assert (np.sort(z[:, dead], axis=1)[:, -min(aux_k, 10):] > 0).any()  # AuxK passes some
+
+    reference = model.loss_and_grads(x)
+    grads = {name: g.copy() for name, g in model.grads.items()}
+    fast = engine.loss_and_grads(model, x)
+    assert (reference.auxk > 0) == (batch > 1)
+    runner = bench.TorchRunner(torch, "cpu", model.params, x, batch, "topk", 4, aux_k=aux_k,
+                               dead=dead)
+    theirs = runner._loss(runner.batches[0])
+    assert theirs.dtype == torch.float64
+    assert float(theirs.detach()) == pytest.approx(reference.total, rel=1e-10)
+    assert fast.total == pytest.approx(reference.total, rel=1e-10)
+    theirs.backward()
+    for name, layer in (("encoder", runner.encoder), ("decoder", runner.decoder)):
+        np.testing.assert_allclose(layer.weight.grad.numpy().T, grads[name + ".W"],
+                                   rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(layer.bias.grad.numpy(), grads[name + ".b"],
+                                   rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_the_auxk_step_compiles_and_trains_as_the_eager_one():
+    """torch.compile takes the AuxK step (topk over a -inf mask, the scatter, the detached
+    residual), and its training steps are the eager ones' (about 30 s: it compiles)."""
+    torch = pytest.importorskip("torch")
+    be = bench.get_backend("numpy", "float32")
+    data = np.random.default_rng(0).random((64, 20), dtype=np.float32)
+    model = bench.bench_model(be, data, 12, 0, **AUXK)
+    kw = dict(aux_k=4, dead=model.dead)
+    eager = bench.TorchRunner(torch, "cpu", model.params, data, 16, "topk", 3, **kw)
+    compiled, why = bench._compiled_runner(torch, "cpu", model.params, data, 16,
+                                           lambda line: None, sparsity="topk", k=3, **kw)
+    assert why is None and compiled.name == "compiled"  # it has run steps 0 and 1
+    eager.run(0, 2)
+    for a, b in ((eager.encoder, compiled.encoder), (eager.decoder, compiled.decoder)):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a.bias, b.bias, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- under load
+
+def running(pid):
+    """Whether process pid exists and is not a zombie."""
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def gone_soon(pid, seconds=10.0):
+    import time
+    deadline = time.monotonic() + seconds
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not running(pid)
+
+
+def watch_the_load(monkeypatch, raises=None):
+    """Record the run's LoadProcess, and check it is at work while each configuration runs
+    (then raise `raises` there, when given)."""
+    loads, real_block, real_config = [], bench._load_block, bench._bench_config
+
+    def block(kind):
+        loads.append(real_block(kind))
+        return loads[-1]
+
+    def config(run, *args):
+        load = loads[-1]
+        assert load.proc is not None and load.proc.poll() is None and running(load.info["pid"])
+        if raises is not None:
+            raise raises
+        return real_config(run, *args)
+
+    monkeypatch.setattr(bench, "_load_block", block)
+    monkeypatch.setattr(bench, "_bench_config", config)
+    return loads
+
+
+@pytest.mark.parametrize("kind", ["busy", "train"])
+def test_the_load_process_runs_through_the_run_and_is_gone_after_it(monkeypatch, kind):
+    monkeypatch.setattr(bench, "TRAIN_LOAD", dict(n_inputs=20, n_hidden=8, batch=16, rows=64))
+    loads = watch_the_load(monkeypatch)
+    result = bench.run_benchmark(torch=False, **dict(TINY, configs="8x16"), load=kind)
+    info = result["load"]
+    assert result["settings"]["load"] == kind and info["kind"] == kind
+    assert info["pid"] == loads[0].info["pid"] and info["running_at_end"] is True
+    assert info["wall_seconds"] > 0 and info["exit_status"] is not None
+    assert not running(info["pid"]) and loads[0].folder is None
+    table = bench.format_table(result)
+    assert f"under load: {kind}" in table and f"load {kind}: " in table
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a contender failed"), KeyboardInterrupt()])
+def test_the_load_process_is_stopped_on_an_error_and_on_ctrl_c(monkeypatch, error):
+    loads = watch_the_load(monkeypatch, raises=error)
+    with pytest.raises(type(error)):
+        bench.run_benchmark(torch=False, **dict(TINY, configs="8x16"), load="busy")
+    assert loads and not running(loads[0].info["pid"])
+
+
+def test_a_load_process_that_cannot_start_is_reported(monkeypatch):
+    monkeypatch.setattr(bench, "_BUSY_CODE", "import sys; sys.exit('no core for me')")
+    with pytest.raises(ConfigError, match="--load busy process ended.*no core for me"):
+        with bench.LoadProcess("busy"):
+            pytest.fail("the block ran")
+
+
+def test_the_load_process_ends_when_the_benchmark_is_killed():
+    """Killed outright (no finally runs), the benchmark leaves no spinning process behind:
+    the load watches its parent."""
+    import subprocess
+    import sys
+    code = ("from minisae.apps import bench; import time\n"
+            "load = bench.LoadProcess('busy').__enter__()\n"
+            "print(load.info['pid'], flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert running(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    assert gone_soon(pid)

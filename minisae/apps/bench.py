@@ -6,7 +6,17 @@ random data of MNIST's shape (60,000 x 784), Adam, float32. Two models (--sparsi
 - kl (the default), the book's exercise: 784 inputs, sigmoid coding layer, sigmoid output,
   mean-MSE + beta * sum KL(rho || rho_hat);
 - topk, Gao et al.'s: ReLU codes of which each sample keeps its k largest (--k, 25), linear
-  output, mean-MSE; PyTorch's the usual way, with torch.topk and a scatter.
+  output, mean-MSE; PyTorch's the usual way, with torch.topk and a scatter;
+- topk with --aux-k N: Gao et al.'s whole model, the topk preset's: AuxK (the N largest
+  pre-activations among the dead units reconstruct the residual e = x - y, held fixed;
+  alpha * ||e_hat - e||^2 / ||e - mean(e)||^2, alpha 1/32), the decoder bias subtracted before
+  encoding (and started at the data's mean), their initialisation. A fixed share of the units
+  (--dead-share, 25%) is dead, the same units for every contender (see bench_model).
+
+--inputs N sets the data's width (784, MNIST's, by default). The two sizes of issue 25:
+
+    minisae bench --sparsity topk --k 25 --aux-k 256 --configs 1000x256
+    minisae bench --sparsity topk --k 32 --aux-k 256 --inputs 384 --configs 3072x1024
 
 The contenders are timed in alternating rounds, and each one's median round is reported:
 
@@ -29,11 +39,18 @@ count for each configuration from its size and the cores, --threads adaptive let
 and follow the machine's load; both leave PyTorch at its own default. --threads N gives N to
 both.
 
+Under load (--load, for every contender alike, from before the first configuration is built
+to the end): busy, one process spinning on one core; train, a second process training the
+book's KL model with minisae.fit in a loop. The process is stopped at the end, on an error or
+Ctrl-C too, and ends by itself if the benchmark's process dies; the kind, and the CPU time
+the load process took, are in the JSON ("load") and the table's header.
+
     minisae bench                                   # the four configurations, a table
     minisae bench --configs 1000x1000 --json b.json
     minisae bench --path both                       # also the reference path's speed
     minisae bench --backend cupy                    # GPU, against PyTorch CUDA
     minisae bench --sparsity topk --configs 1000x256 # TopK, k = 25
+    minisae bench --sparsity topk --aux-k 256 --configs 1000x256 --load busy
 
     from minisae.apps.bench import run_benchmark, format_table
     print(format_table(run_benchmark(configs="196x256", steps=20)))
@@ -44,8 +61,11 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -74,6 +94,26 @@ MODELS = {
 }
 """The benchmark's models: SparseAutoencoder arguments (topk adds k)."""
 K = 25
+AUX_WEIGHT = 1 / 32
+"""AuxK's alpha with --aux-k (Gao et al.'s; the topk preset's)."""
+DEAD_SHARE = 0.25
+"""With --aux-k, the share of units made dead (--dead-share). Dead shares measured in issue 25:
+about 0 with Gao et al.'s whole recipe once trained, 7.4% after a first epoch on a sentence
+encoder's activations, 0.43-0.69 on digits without the decoder bias subtracted: a quarter is
+between them, more AuxK work than a healthy run has. At 1000 units that is 250, fewer than
+k_aux = 256: AuxK then decodes every dead unit (both sides cap k_aux at the dead count);
+--dead-share 0.5 has it select 256 of 500."""
+DEAD_ROWS = 2048
+"""Rows whose pre-activations place the dead units' biases (bench_model)."""
+FIXED_WINDOW = 2**40
+"""fit's dead window for the AuxK model, and the dead units' silent count at the start: the
+chosen units count as dead from the first step, and no other unit ever does."""
+LOADS = ("none", "busy", "train")
+TRAIN_LOAD = {"n_inputs": 784, "n_hidden": 1000, "batch": 256, "rows": 256 * 20}
+"""--load train: the book's KL model the second process trains (its default threads), an epoch
+of `rows` random rows per fit call."""
+LOAD_READY_SECONDS = 300
+"""How long a load process may take to start its work (import, first epoch)."""
 MAX_STEPS, MAX_ROUNDS = 10**6, 10**4
 """More steps or rounds than a benchmark ever times (a typo, not a plan: refused)."""
 
@@ -122,17 +162,73 @@ class _Batches:
         return self.data[start:start + self.batch]
 
 
+def model_settings(sparsity="kl", k=K, aux_k=None):
+    """SparseAutoencoder's arguments for the benchmark's model: MODELS[sparsity], TopK's k, and
+    with aux_k (TopK only) the rest of Gao et al.'s model, as the topk preset has it: AuxK
+    (alpha AUX_WEIGHT), the decoder bias subtracted before encoding, their initialisation."""
+    settings = dict(MODELS[sparsity])
+    if sparsity == "topk":
+        settings["k"] = k
+        if aux_k:
+            settings.update(aux_k=aux_k, aux_weight=AUX_WEIGHT, subtract_decoder_bias=True,
+                            init="gao")
+    return settings
+
+
+def dead_units(hidden, share, seed):
+    """The units made dead: round(share * hidden) of them, drawn from the seed, in order."""
+    n = int(round(share * hidden))
+    return np.sort(np.random.default_rng([seed, hidden]).choice(hidden, size=n, replace=False))
+
+
+def bench_model(backend, data, hidden, seed, sparsity="kl", k=K, aux_k=None,
+                dead_share=DEAD_SHARE):
+    """The benchmark's model on `backend` for data of data.shape[1] inputs, float32, from the
+    seed; with aux_k, started as Gao et al.'s and with dead units (_start_with_dead_units)."""
+    model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden, backend=backend,
+                              dtype="float32", seed=seed, **model_settings(sparsity, k, aux_k))
+    if aux_k:
+        _start_with_dead_units(model, to_numpy(data[:DEAD_ROWS]),
+                               dead_units(hidden, dead_share, seed))
+    return model
+
+
+def _start_with_dead_units(model, x, units):
+    """Gao et al.'s start, the decoder bias at the data's mean (as fit sets it), with `units`
+    dead: their encoder biases lowered until, on the rows x, their pre-activations lie below
+    every other unit's by the whole range of the pre-activations. They never enter the top k
+    (k is at most the living units' count: run_benchmark checks it), so they get no
+    gradient and stay dead, in fit's own tracking too; AuxK selects among them, and its ReLU
+    passes zeros (as it does for most of a real dead unit's selected pre-activations). AuxK's
+    work does not depend on those values: the same selection, the same products.
+    model.dead marks them (the raw step reads it); model.silent counts FIXED_WINDOW samples
+    for them (fit, with that window, publishes the same set at each step)."""
+    be, P = model.backend, model.params
+    b2 = x.mean(axis=0, dtype=np.float64)
+    W1 = to_numpy(P["encoder.W"]).astype(np.float64)
+    b1 = to_numpy(P["encoder.b"]).astype(np.float64)
+    z = (x - b2) @ W1 + b1
+    dead = np.zeros(W1.shape[1], dtype=bool)
+    dead[units] = True
+    if dead.any():
+        floor = z[:, ~dead].min() - (z.max() - z.min())
+        b1[dead] += floor - z[:, dead].max(axis=0)
+    P["decoder.b"][...] = be.asarray(b2)
+    P["encoder.b"][...] = be.asarray(b1)
+    model.dead[...] = be.asarray(dead, dtype=be.xp.bool)
+    model.silent[dead] = FIXED_WINDOW
+
+
 class MinisaeRunner:
     """minisae's training step: loss_and_grads, then Adam; on the fast engine
     (minisae.fast.loss_and_grads and FastAdam), or the reference (model.loss_and_grads and
-    Adam.step) with fast=False."""
+    Adam.step) with fast=False. With aux_k, the AuxK model with its fixed dead units."""
 
-    def __init__(self, backend, hidden, data, batch, seed, fast=True, sparsity="kl", k=K):
+    def __init__(self, backend, hidden, data, batch, seed, fast=True, sparsity="kl", k=K,
+                 aux_k=None, dead_share=DEAD_SHARE):
         self.name = "minisae" if fast else "reference"
         self.backend = backend
-        extra = {"k": k} if sparsity == "topk" else {}
-        self.model = SparseAutoencoder(n_inputs=data.shape[1], n_hidden=hidden, backend=backend,
-                                       dtype="float32", seed=seed, **MODELS[sparsity], **extra)
+        self.model = bench_model(backend, data, hidden, seed, sparsity, k, aux_k, dead_share)
         self.opt = Adam(self.model.params, self.model.grads, lr=LR)
         self.step_opt = engine.fast_optimizer(self.opt) if fast else self.opt
         self.compute = engine.loss_and_grads if fast else \
@@ -160,19 +256,20 @@ class MinisaeRunner:
 class FitRunner:
     """minisae.fit on the same model: the step as users run it, each epoch's shuffled batches
     gathered from a NumPy array (and moved to the device) included. Each round is one more
-    epoch of `steps` batches, on the fast engine."""
+    epoch of `steps` batches, on the fast engine. With aux_k, fit tracks the dead units itself
+    (its window FIXED_WINDOW), and finds the fixed ones (dead_share() says what it holds)."""
 
     name = "fit"
 
-    def __init__(self, backend, hidden, data_host, batch, seed, threads, sparsity="kl", k=K):
-        from ..training import History
-        extra = {"k": k} if sparsity == "topk" else {}
-        self.model = SparseAutoencoder(n_inputs=data_host.shape[1], n_hidden=hidden,
-                                       backend=backend, dtype="float32", seed=seed,
-                                       **MODELS[sparsity], **extra)
+    def __init__(self, backend, hidden, data_host, batch, seed, threads, sparsity="kl", k=K,
+                 aux_k=None, dead_share=DEAD_SHARE):
+        from ..training import DeadUnits, History
+        self.model = bench_model(backend, data_host, hidden, seed, sparsity, k, aux_k,
+                                 dead_share)
         self.opt = Adam(self.model.params, self.model.grads, lr=LR)
         self.backend, self.data, self.batch, self.seed = backend, data_host, batch, seed
         self.threads = threads
+        self.dead_units = DeadUnits(window=FIXED_WINDOW) if aux_k else None
         self.history = History()
 
     def run(self, first, steps):
@@ -181,27 +278,46 @@ class FitRunner:
             return
         fit(self.model, self.opt, self.data[:steps * self.batch], len(self.history) + 1,
             self.batch, seed=self.seed, progress=False, history=self.history,
-            engine=Engine(threads=self.threads))
+            engine=Engine(threads=self.threads), dead_units=self.dead_units)
+
+    def dead_share(self):
+        """The share of units fit's tracking holds dead now (the AuxK model), else None."""
+        if self.dead_units is None:
+            return None
+        return float((self.model.silent >= FIXED_WINDOW).mean())
 
     def sync(self):
         self.backend.synchronize()
 
 
 class TorchRunner:
-    """The same model the usual PyTorch way, starting from minisae's weights."""
+    """The same model the usual PyTorch way, starting from minisae's weights (their dtype).
+
+    AuxK (aux_k, with `dead` the (n_hidden,) mask of dead units, fixed) as OpenAI's
+    sparse_autoencoder and SAELens write it: the pre-activations of the living units masked
+    to -inf, torch.topk, a ReLU, a scatter into a (batch, n_hidden) code decoded by the whole
+    decoder weight, the residual detached; and the decoder bias subtracted before encoding."""
 
     name = "torch"
 
-    def __init__(self, torch, device, params, data, batch, sparsity="kl", k=K):
+    def __init__(self, torch, device, params, data, batch, sparsity="kl", k=K, aux_k=None,
+                 dead=None):
         self.torch, self.device = torch, device
         self.sparsity, self.k = sparsity, k
         n_inputs, hidden = params["encoder.W"].shape
-        self.encoder = torch.nn.Linear(n_inputs, hidden).to(device)
-        self.decoder = torch.nn.Linear(hidden, n_inputs).to(device)
+        dtype = torch.from_numpy(np.empty(0, dtype=to_numpy(params["encoder.W"]).dtype)).dtype
+        self.encoder = torch.nn.Linear(n_inputs, hidden, device=device, dtype=dtype)
+        self.decoder = torch.nn.Linear(hidden, n_inputs, device=device, dtype=dtype)
         with torch.no_grad():  # nn.Linear keeps W as (n_out, n_in): minisae's transposed
             for layer, name in ((self.encoder, "encoder"), (self.decoder, "decoder")):
                 layer.weight.copy_(torch.from_numpy(to_numpy(params[name + ".W"]).T.copy()))
                 layer.bias.copy_(torch.from_numpy(to_numpy(params[name + ".b"]).copy()))
+        self.subtract = bool(aux_k)  # Gao et al.'s model: x - b2 encoded
+        self.aux_k = 0
+        if aux_k:
+            dead = np.asarray(to_numpy(dead), dtype=bool)
+            self.dead = torch.from_numpy(dead).to(device)
+            self.aux_k = min(aux_k, int(dead.sum()))  # as minisae: at most the dead units
         self.opt = torch.optim.Adam(list(self.encoder.parameters()) +
                                     list(self.decoder.parameters()), lr=LR)
         tdata = torch.from_numpy(data)
@@ -211,16 +327,33 @@ class TorchRunner:
     def _loss(self, x):
         torch = self.torch
         if self.sparsity == "topk":  # keep each row's k largest, through a ReLU; linear output
-            z = self.encoder(x)
+            z = self.encoder(x - self.decoder.bias if self.subtract else x)
             values, kept = torch.topk(z, self.k, dim=1)
             h = torch.zeros_like(z).scatter(1, kept, torch.relu(values))
-            return torch.nn.functional.mse_loss(self.decoder(h), x)
+            y = self.decoder(h)
+            loss = torch.nn.functional.mse_loss(y, x)
+            if self.aux_k:
+                loss = loss + self._auxk(z, (x - y).detach())
+            return loss
         h = torch.sigmoid(self.encoder(x))
         y = torch.sigmoid(self.decoder(h))
         rho, beta = SPARSITY_TARGET, SPARSITY_WEIGHT
         rho_hat = h.mean(dim=0).clamp(RHO_EPS, 1.0 - RHO_EPS)  # minisae's clip
         kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
         return torch.nn.functional.mse_loss(y, x) + beta * kl.sum()
+
+    def _auxk(self, z, e):
+        """alpha * ||e_hat - e||^2 / ||e - mean_batch(e)||^2, e_hat decoded (without the bias)
+        from the aux_k largest pre-activations z of the dead units through a ReLU; 0 when the
+        residual has no variance (a batch of one), as minisae's."""
+        torch = self.torch
+        values, kept = torch.topk(torch.where(self.dead, z, -torch.inf), self.aux_k, dim=1,
+                                  sorted=False)
+        h_aux = torch.zeros_like(z).scatter(1, kept, torch.relu(values))
+        e_hat = h_aux @ self.decoder.weight.T
+        variance = ((e - e.mean(dim=0)) ** 2).sum()  # e is detached: a constant
+        scale = torch.where(variance > 0, AUX_WEIGHT / variance, torch.zeros_like(variance))
+        return scale * ((e_hat - e) ** 2).sum()
 
     def _step(self, x):
         self.opt.zero_grad()
@@ -247,8 +380,9 @@ class CompiledTorchRunner(TorchRunner):
 
     name = "compiled"
 
-    def __init__(self, torch, device, params, data, batch, sparsity="kl", k=K):
-        super().__init__(torch, device, params, data, batch, sparsity, k)
+    def __init__(self, torch, device, params, data, batch, sparsity="kl", k=K, aux_k=None,
+                 dead=None):
+        super().__init__(torch, device, params, data, batch, sparsity, k, aux_k, dead)
         torch._dynamo.reset()  # a fresh cache per configuration: shapes stay static
         self.train_step = torch.compile(self._step, dynamic=False)
 
@@ -320,12 +454,12 @@ def _torch_threads(stack, torch, threads):
     return threads
 
 
-def _compiled_runner(torch, device, params, data, batch, say, sparsity="kl", k=K):
+def _compiled_runner(torch, device, params, data, batch, say, **model):
     """A CompiledTorchRunner that has compiled and run one step, or (None, why not)."""
     say(f"compiling the PyTorch step for batch {batch} (torch.compile; a minute or more "
         f"the first time)")
     try:
-        runner = CompiledTorchRunner(torch, device, params, data, batch, sparsity, k)
+        runner = CompiledTorchRunner(torch, device, params, data, batch, **model)
         runner.run(0, 2)  # compiles here
         return runner, None
     except Exception as e:  # no C++ compiler, an inductor limitation, ...
@@ -401,14 +535,151 @@ def _adam_kernel(backend_name):
     return "numba" if numba_adam() is not None else "numpy"
 
 
+# ----------------------------------------------------------------------------- under load
+
+_BUSY_CODE = """\
+import os, sys
+parent = int(sys.argv[1])
+open(sys.argv[2], "w").close()
+while os.getppid() == parent:  # spin on one core until stopped, or the benchmark is gone
+    for _ in range(100000):
+        pass
+"""
+
+_TRAIN_CODE = """\
+import json, os, sys
+import numpy as np
+import minisae
+parent, ready, size = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+x = np.random.default_rng(1).random((size["rows"], size["n_inputs"]), dtype=np.float32)
+model = minisae.SparseAutoencoder(n_inputs=size["n_inputs"], n_hidden=size["n_hidden"], seed=1)
+opt = minisae.Adam(model.params, model.grads, lr=1e-3)
+started = False
+while os.getppid() == parent:  # epochs until stopped, or the benchmark is gone
+    minisae.fit(model, opt, x, epochs=1, batch_size=size["batch"], progress=False)
+    if not started:
+        open(ready, "w").close()
+        started = True
+"""
+
+
+def _load_description(kind):
+    if kind == "busy":
+        return "one process spinning in a Python loop (a core's worth of work)"
+    t = TRAIN_LOAD
+    return (f"a second process training the book's KL model ({t['n_inputs']} -> "
+            f"{t['n_hidden']}, batch {t['batch']}, Adam) with minisae.fit in a loop, its "
+            f"default threads")
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of process pid so far (Linux's /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class LoadProcess:
+    """A second process on the machine while the benchmark runs: --load busy or train.
+
+        with LoadProcess("busy") as load:   # started, and at work, here
+            ...                             # the timed part
+        load.info                           # kind, pid, CPU seconds it took, its share of a core
+
+    It is stopped (terminated, killed if it must be, and reaped) when the block ends, by an
+    error or Ctrl-C too; it runs in its own session, so a Ctrl-C at the terminal reaches the
+    benchmark alone, and it ends by itself when its parent is gone (killed outright)."""
+
+    def __init__(self, kind):
+        self.kind = checks.check_choice(kind, "load", LOADS[1:])
+        self.info = {"kind": kind, "description": _load_description(kind), "pid": None}
+        self.proc, self.folder, self.started = None, None, None
+
+    def __enter__(self):
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._stop()
+        return False
+
+    def _start(self):
+        self.folder = tempfile.mkdtemp(prefix="minisae-load-")
+        ready, errors = (os.path.join(self.folder, name) for name in ("ready", "stderr"))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        code = _BUSY_CODE if self.kind == "busy" else _TRAIN_CODE
+        with open(errors, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(os.getpid()), ready, json.dumps(TRAIN_LOAD)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                start_new_session=True)
+        self.info["pid"] = self.proc.pid
+        deadline = time.monotonic() + LOAD_READY_SECONDS
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(errors, errors="replace") as f:
+                    last = (f.read().strip().splitlines() or ["(nothing on stderr)"])[-1]
+                what = f"ended (exit status {self.proc.returncode})" if \
+                    self.proc.returncode is not None else \
+                    f"did not start its work in {LOAD_READY_SECONDS} s"
+                raise ConfigError(f"the --load {self.kind} process {what}: {last[:300]}")
+            time.sleep(0.02)
+        self.started = (time.perf_counter(), _cpu_seconds(self.proc.pid))
+
+    def _stop(self):
+        proc = self.proc
+        if proc is not None:
+            running = proc.poll() is None
+            if running and self.started is not None:
+                (t0, cpu0), cpu = self.started, _cpu_seconds(proc.pid)
+                wall = time.perf_counter() - t0
+                used = None if cpu is None or cpu0 is None else cpu - cpu0
+                self.info.update(wall_seconds=wall, cpu_seconds=used,
+                                 cores_used=used / wall if used is not None and wall > 0
+                                 else None)
+            self.info["running_at_end"] = running
+            if running:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            self.info["exit_status"] = proc.returncode
+            self.proc = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def _load_block(kind):
+    """A LoadProcess of that kind, or a block that does nothing for "none" (info None)."""
+    if kind == "none":
+        return contextlib.nullcontext(None)
+    return LoadProcess(kind)
+
+
 # ----------------------------------------------------------------------------- the run
 
 class _Run:
     """What every configuration of one run shares: backend, data, contenders' settings."""
 
     def __init__(self, backend, threads, torch, compile, path, n_samples, n_inputs, seed,
-                 progress, sparsity="kl", k=K, fit=True):
+                 progress, sparsity="kl", k=K, fit=True, aux_k=None, dead_share=DEAD_SHARE):
         self.sparsity, self.k, self.fit = sparsity, k, fit
+        self.aux_k, self.dead_share = aux_k, dead_share
         self.be = get_backend(backend, dtype="float32")
         self.threads = parse_threads(threads)
         if self.be.name == "cupy" and self.threads != "auto":
@@ -425,19 +696,21 @@ class _Run:
 
     def runners(self, hidden, batch):
         """The contenders of one configuration, built, in round order."""
-        model = dict(sparsity=self.sparsity, k=self.k)
-        runners = [MinisaeRunner(self.be, hidden, self.data, batch, self.seed, fast=fast, **model)
+        model = dict(sparsity=self.sparsity, k=self.k, aux_k=self.aux_k)
+        ours = dict(model, dead_share=self.dead_share)
+        runners = [MinisaeRunner(self.be, hidden, self.data, batch, self.seed, fast=fast, **ours)
                    for fast in {"fast": (True,), "reference": (False,), "both": (True, False)}[self.path]]
-        params = runners[0].model.params
+        params = runners[0].model.params  # every contender starts from these weights
+        theirs = dict(model, dead=runners[0].model.dead if self.aux_k else None)
         if self.fit:
             runners.append(FitRunner(self.be, hidden, self.data_host, batch, self.seed,
-                                     self.threads, **model))
+                                     self.threads, **ours))
         if self.torch is not None:
             runners.append(TorchRunner(self.torch, self.device, params, self.data_host, batch,
-                                       **model))
+                                       **theirs))
         if self.compile:
             compiled, why = _compiled_runner(self.torch, self.device, params, self.data_host,
-                                             batch, self.say, **model)
+                                             batch, self.say, **theirs)
             runners += [compiled] if compiled is not None else []
             self.compile_note = why or self.compile_note
         runners.append(MatmulRunner(self.be, hidden, self.n_inputs, batch, self.seed + 1))
@@ -470,7 +743,8 @@ def _config_pairs(configs):
 
 def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, rounds=7,
                   threads="auto", torch=True, compile=True, path="fast", n_samples=N_SAMPLES,
-                  n_inputs=N_INPUTS, seed=0, progress=None, sparsity="kl", k=K, fit=True):
+                  n_inputs=N_INPUTS, seed=0, progress=None, sparsity="kl", k=K, fit=True,
+                  aux_k=None, dead_share=DEAD_SHARE, load="none"):
     """Time minisae (and PyTorch, eager and compiled, and the five products) on each
     (n_hidden, batch) config.
 
@@ -482,6 +756,10 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
     "reference" or "both" (minisae's paths). progress: a function given one line per round.
     sparsity: the model, "kl" (the book's) or "topk" (k units kept per sample). fit: also
     time minisae.fit (batches gathered from NumPy and moved to the device, as users run it).
+    aux_k (topk; None or 0: none): Gao et al.'s model, AuxK with aux_k dead units per sample,
+    the decoder bias subtracted, with the share dead_share of the units dead (bench_model).
+    n_inputs: the data's width. load: "none", "busy" (a process spinning on one core) or
+    "train" (a second process training with minisae.fit) during the whole run (LoadProcess).
     Returns a dict (JSON-ready): "machine", "settings", and "results", one entry per config."""
     configs = parse_configs(configs) if isinstance(configs, str) else _config_pairs(configs)
     steps, warmup, rounds, n_samples, n_inputs, seed = _check_counts(
@@ -504,11 +782,16 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
     if max(b for _, b in configs) > n_samples:
         raise ConfigError(f"batch {max(b for _, b in configs)} is larger than the data "
                           f"({n_samples} samples)")
+    aux_k, dead_share = _check_auxk(aux_k, dead_share, sparsity, k, configs)
+    checks.check_choice(load, "load", LOADS)
     run = _Run(backend, threads, torch, compile, path, n_samples, n_inputs, seed, progress,
-               sparsity, k, fit)
+               sparsity, k, fit, aux_k, dead_share)
     load_before = _load()
     with contextlib.ExitStack() as stack:
         torch_threads = _torch_threads(stack, run.torch, run.threads) if run.be.name == "numpy" else None
+        under = stack.enter_context(_load_block(load))
+        if under is not None:
+            run.say(f"under load: {under.info['description']} (pid {under.info['pid']})")
         results = [_bench_config(run, hidden, batch, steps, warmup, rounds)
                    for hidden, batch in configs]
     machine = dict(machine_info(run.be.name, run.torch), load_average_before=load_before)
@@ -516,11 +799,36 @@ def run_benchmark(backend="numpy", configs=DEFAULT_CONFIGS, steps=40, warmup=5, 
                 "rounds": rounds, "threads": run.threads if run.be.name == "numpy" else None,
                 "torch_threads": torch_threads, "path": path, "adam_kernel": _adam_kernel(run.be.name),
                 "n_samples": n_samples, "n_inputs": n_inputs, "lr": LR, "sparsity": sparsity,
-                "k": k if sparsity == "topk" else None,
+                "k": k if sparsity == "topk" else None, "aux_k": aux_k,
+                "aux_weight": AUX_WEIGHT if aux_k else None,
+                "dead_share": dead_share if aux_k else None,
+                "subtract_decoder_bias": bool(aux_k), "load": load,
                 "sparsity_target": SPARSITY_TARGET, "sparsity_weight": SPARSITY_WEIGHT,
                 "torch": run.torch is not None, "torch_note": run.torch_note,
                 "compiled": run.compile and run.compile_note is None, "compile_note": run.compile_note}
-    return {"backend": run.be.name, "machine": machine, "settings": settings, "results": results}
+    return {"backend": run.be.name, "machine": machine, "settings": settings, "results": results,
+            "load": None if under is None else under.info}
+
+
+def _check_auxk(aux_k, dead_share, sparsity, k, configs):
+    """(aux_k, dead_share) checked: aux_k None (also for 0: no AuxK) or at most the smallest
+    hidden layer, TopK only; dead_share in [0, 1), leaving at least k units alive."""
+    aux_k = checks.check_optional(aux_k, checks.check_int, "aux_k", 0) or None
+    dead_share = checks.check_real(dead_share, "dead_share", 0.0, 1.0, high_open=True)
+    if aux_k is None:
+        return None, dead_share
+    if sparsity != "topk":
+        raise ConfigError(f"aux_k applies to sparsity='topk' (AuxK against dead units), not "
+                          f"{sparsity!r}; drop it")
+    smallest = min(h for h, _ in configs)
+    if aux_k > smallest:
+        raise ConfigError(f"--aux-k {aux_k} is larger than the hidden layer of a config "
+                          f"({smallest} units)")
+    for hidden, _ in configs:
+        if hidden - int(round(dead_share * hidden)) < k:
+            raise ConfigError(f"--dead-share {dead_share} leaves fewer than k = {k} of "
+                              f"{hidden} units alive; give a smaller share")
+    return aux_k, dead_share
 
 
 def _bench_config(run, hidden, batch, steps, warmup, rounds):
@@ -536,6 +844,9 @@ def _bench_config(run, hidden, batch, steps, warmup, rounds):
         times, adam = _rounds(run, runners, hidden, batch, steps, warmup, rounds)
         if policy is not None:
             row.update(threads=policy.threads, thread_trials=policy.trials)
+    if run.aux_k:  # the dead units every contender had, and those fit's tracking held at the end
+        row["dead_units"] = int(to_numpy(runners[0].model.dead).sum())
+        row["fit_dead_share"] = next((r.dead_share() for r in runners if r.name == "fit"), None)
     row.update(_summarise(times, batch, steps, _flops_per_sample(run.n_inputs, hidden)))
     if run.be.name == "numpy" and "minisae" in times and run.sparsity != "topk":
         row["time_split"] = _time_split(times, adam)  # (TopK's products are not the dense ones)
@@ -611,16 +922,35 @@ def _header(result):
     m, s = result["machine"], result["settings"]
     where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores, {m['blas']}"
     load = m.get("load_average_before")
-    model = "TopK, k = {}".format(s.get("k")) if s.get("sparsity") == "topk" else \
-        "KL (the book's)"
-    lines = [f"minisae bench, backend {result['backend']}, model {model}: {where}",
+    lines = [f"minisae bench, backend {result['backend']}, model {_model_words(s)}: {where}",
              f"{s['steps']} steps x {s['rounds']} rounds per contender (median round), warmup "
              f"{s['warmup']}, threads {s['threads']} (torch {s.get('torch_threads') or '-'}), "
              f"Adam kernel {s.get('adam_kernel')}, torch {m['torch'] or '-'}"
-             + (f", load average {load[0]:.2f}" if load else "")]
+             + (f", load average {load[0]:.2f}" if load else "")
+             + f", under load: {s.get('load', 'none')}"]
+    under = result.get("load")
+    if under:
+        used = under.get("cores_used")
+        lines.append(f"load {under['kind']}: {under['description']}, pid {under['pid']}"
+                     + (f"; it used {used:.2f} of a core over {under['wall_seconds']:.0f} s"
+                        if used is not None else "")
+                     + ("" if under.get("running_at_end", True) else
+                        "; IT ENDED BEFORE THE BENCHMARK DID"))
     lines += [f"PyTorch: {s['torch_note']}"] if s.get("torch_note") else []
     lines += [f"torch.compile: {s['compile_note']}"] if s.get("compile_note") else []
     return lines
+
+
+def _model_words(s):
+    """The model, in the header's words."""
+    if s.get("sparsity") != "topk":
+        words = "KL (the book's)"
+    else:
+        words = f"TopK, k = {s.get('k')}"
+        if s.get("aux_k"):
+            words += (f", AuxK k_aux = {s['aux_k']} (alpha 1/32, {s['dead_share']:.0%} of the "
+                      f"units dead), x - b2 encoded")
+    return f"{words}, {s.get('n_inputs', N_INPUTS)} inputs"
 
 
 def _grid(rows):
@@ -648,6 +978,15 @@ def format_table(result):
     if result["settings"].get("sparsity") == "topk":
         lines.append("TopK's step does three of its five products on the kept codes only "
                      "(fast/sparse.py), so it can pass the dense roofline")
+    if result["settings"].get("aux_k"):
+        lines.append("AuxK: the same dead units in every contender (dead units; fit's tracking "
+                     "held): " + ", ".join(
+                         f"{r['hidden']}x{r['batch']} {r.get('dead_units')}"
+                         + (f" ({r['fit_dead_share']:.1%})" if r.get("fit_dead_share")
+                            is not None else "") for r in results)
+                     + "; minisae decodes AuxK from the dead units' rows of W2, PyTorch (the "
+                       "usual way) from a (batch, n_hidden) code; the roofline counts the five "
+                       "products alone")
     splits = [r for r in results if r.get("time_split")]
     if splits:
         lines.append("where minisae's step goes (the products timed alone, so roughly):")
@@ -675,6 +1014,21 @@ def add_parser(subparsers):
                         "linear output)")
     p.add_argument("--k", type=int, default=None, help=f"units kept per sample with topk "
                                                        f"(default {K})")
+    p.add_argument("--aux-k", type=int, default=None, metavar="N",
+                   help="with topk: Gao et al.'s whole model, AuxK with N dead units per sample "
+                        "(alpha 1/32), the decoder bias subtracted before encoding, their "
+                        "initialisation; a fixed share of the units dead (--dead-share), the "
+                        "same in every contender. 0: no AuxK. Issue 25's sizes: --aux-k 256 "
+                        "--configs 1000x256, and --k 32 --aux-k 256 --inputs 384 --configs "
+                        "3072x1024")
+    p.add_argument("--dead-share", type=float, default=None, metavar="F",
+                   help=f"with --aux-k: the share of units made dead (default {DEAD_SHARE})")
+    p.add_argument("--inputs", type=int, default=None, metavar="N",
+                   help=f"features of the random data (default {N_INPUTS}, MNIST's)")
+    p.add_argument("--load", choices=LOADS, default="none",
+                   help="run every contender under load: busy (one process spinning on a core "
+                        "for the whole run), train (a second process training the book's KL "
+                        "model with minisae.fit in a loop), or none (default)")
     p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
                    help="array backend (default: $MINISAE_BACKEND, else auto: CuPy when a GPU "
                         "answers, else NumPy); cupy compares against PyTorch CUDA")
@@ -730,6 +1084,11 @@ def _settings_from_args(args):
                 torch=not args.no_torch, path=getattr(args, "path", "fast"),
                 sparsity=getattr(args, "sparsity", "kl"),
                 k=K if getattr(args, "k", None) is None else args.k,
+                aux_k=getattr(args, "aux_k", None),
+                dead_share=DEAD_SHARE if getattr(args, "dead_share", None) is None
+                else args.dead_share,
+                n_inputs=N_INPUTS if getattr(args, "inputs", None) is None else args.inputs,
+                load=getattr(args, "load", "none"),
                 fit=not getattr(args, "no_fit", False),
                 compile=not (quick or getattr(args, "no_compile", False)))
 
@@ -744,7 +1103,8 @@ def _write_json(path, result):
 
 
 _STEP_FLAGS = {"configs": "--configs", "steps": "--steps", "warmup": "--warmup",
-               "rounds": "--rounds", "samples": "--samples", "k": "--k"}
+               "rounds": "--rounds", "samples": "--samples", "k": "--k", "aux_k": "--aux-k",
+               "dead_share": "--dead-share", "inputs": "--inputs"}
 _STEP_SWITCHES = {"no_torch": "--no-torch", "no_fit": "--no-fit", "no_compile": "--no-compile",
                   "quick": "--quick"}
 
@@ -755,7 +1115,7 @@ def _refuse_flags_that_do_not_apply(args):
         given = [flag for name, flag in _STEP_FLAGS.items() if getattr(args, name, None) is not None]
         given += [flag for name, flag in _STEP_SWITCHES.items() if getattr(args, name, False)]
         given += [f"--{name} {getattr(args, name)}" for name, default in (
-            ("sparsity", "kl"), ("path", "fast"), ("threads", "auto"))
+            ("sparsity", "kl"), ("path", "fast"), ("threads", "auto"), ("load", "none"))
             if getattr(args, name, default) != default]
         if given:
             raise ConfigError(f"--stream times one fixed model (784 -> 1000, the book's, batch "
@@ -768,6 +1128,12 @@ def _refuse_flags_that_do_not_apply(args):
                               f"or drop the flag")
     if getattr(args, "k", None) is not None and getattr(args, "sparsity", "kl") != "topk":
         raise ConfigError("--k applies to --sparsity topk (the units each sample keeps); drop "
+                          "the flag")
+    if getattr(args, "aux_k", None) is not None and getattr(args, "sparsity", "kl") != "topk":
+        raise ConfigError("--aux-k applies to --sparsity topk (AuxK against its dead units); "
+                          "drop the flag")
+    if getattr(args, "dead_share", None) is not None and not getattr(args, "aux_k", None):
+        raise ConfigError("--dead-share applies to --aux-k N (the dead units AuxK reads); drop "
                           "the flag")
 
 

@@ -191,9 +191,10 @@ def _loss_and_grads(model, x):
         dz1[:, dead[0]] += aux[1]
     xp.matmul(x.T, dz1, out=G["encoder.W"])
     xp.matmul(ones, dz1, out=G["encoder.b"])
-    if cfg.subtract_decoder_bias:  # b2 reached the encoder too: db2 -= sum_i (dz1 @ W1.T)
-        dx = xp.matmul(dz1, W1.T, out=buf("x_in", (batch, n_inputs)))
-        G["decoder.b"] -= xp.matmul(ones, dx)
+    if cfg.subtract_decoder_bias:
+        # b2 reached the encoder too: db2 -= sum_i (dz1 @ W1.T)[i] = W1 @ (sum_i dz1[i]),
+        # and sum_i dz1[i] is db1: a matrix-vector product instead of the matrix product dx
+        G["decoder.b"] -= xp.matmul(W1, G["encoder.b"])
     if cfg.tied_weights:
         G["encoder.W"] += dW2.T
     if cfg.weight_decay:
@@ -220,7 +221,9 @@ def _sparse_topk(cfg, on_numpy):
 def _dead_pre_activations(model, z, b, xp):
     """(the dead units' indices, their pre-activations z + b (batch, n_dead)), a copy."""
     units = xp.flatnonzero(model.dead)
-    return units, z[:, units] + b[units]
+    dead = xp.take(z, units, axis=1)
+    dead += b[units]
+    return units, dead
 
 
 def _residual(model, z, b2, x):
