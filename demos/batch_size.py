@@ -1,4 +1,4 @@
-"""The book's "the batch size must not be too small", measured: the spread of a batch's rho_hat, and training at small batches.
+"""The book's "the batch size must not be too small", measured: the spread of a batch's rho_hat, and how far training at each batch size leaves rho_hat from rho (a fixed lr against a sqrt-scaled one, equal samples against equal steps).
 
     python demos/batch_size.py --out runs/batch_sizes
 

@@ -1,4 +1,4 @@
-"""The sparsity-reconstruction frontier: fraction of variance unexplained against L0, for KL, L1 and TopK.
+"""The sparsity-reconstruction frontier: fraction of variance unexplained against L0, for KL, L1, TopK, BatchTopK and JumpReLU.
 
     python demos/frontier.py --out runs/frontier
 

@@ -73,7 +73,8 @@ EXPERIMENTS = {  # demo: (experiment, figures it writes, first cells of rows it 
                                                                       "absolute"}),
     "batch_size.py": ("batch_sizes", [], {"10", "100", "50", "200"}),
     "sparsity_weight_sweep.py": ("weight_sweep", ["weight_sweep.png"], {"0", "3"}),
-    "frontier.py": ("frontier", ["frontier.png"], {"kl", "l1", "topk"}),
+    "frontier.py": ("frontier", ["frontier.png"], {"kl", "l1", "topk", "batchtopk",
+                                                   "jumprelu"}),
     "codes_for_classification.py": ("classification", [], {"raw", "TopK"}),
     "dead_units.py": ("dead_units", [], {"TopK", "L1", "L1,"}),
 }
@@ -103,6 +104,39 @@ def test_the_weight_sweep_shows_the_trade(tmp_path):
     assert by_beta[0.0]["mean rho_hat"] > by_beta[3.0]["mean rho_hat"]
     assert by_beta[0.0]["MSE/pixel"] < by_beta[3.0]["MSE/pixel"], r.stdout
 
+
+def test_the_batch_size_experiment_keeps_its_confounds_apart(tmp_path):
+    r = run_demo("batch_size.py", tmp_path, "--quick", "--no-download", "--out",
+                 str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    _, samples, steps = json.loads((tmp_path / "out" / "batch_sizes.json").read_text())["tables"]
+    for table, budget in ((samples, "epochs"), (steps, "steps")):
+        rows = table["rows"]
+        # each batch size under both lr rules, and one budget held equal across the table
+        assert {(row["batch"], row["lr rule"]) for row in rows} == {
+            (b, rule) for b in (50, 200) for rule in ("fixed", "sqrt")}
+        assert len({row[budget] for row in rows}) == 1
+        assert {row["lr"] for row in rows if row["lr rule"] == "fixed"} == {0.01}
+        assert all(row["lr"] < 0.01 for row in rows if row["lr rule"] == "sqrt")
+        for row in rows:  # rms^2 = mean^2 + sd^2, the distance split into bias and spread
+            assert row["rms rho_hat - rho"] ** 2 == pytest.approx(
+                row["mean rho_hat - rho"] ** 2 + row["sd over units"] ** 2, rel=1e-6)
+
+
+def test_the_dead_units_defaults_are_the_issues_comparison():
+    from inspect import signature
+
+    from minisae.apps import experiments
+    defaults = {k: p.default for k, p in signature(experiments.dead_units).parameters.items()}
+    assert {k: defaults[k] for k in ("n_hidden", "epochs", "batch_size", "lr", "init",
+                                     "dead_window")} == dict(
+        n_hidden=512, epochs=100, batch_size=256, lr=1e-3, init="gao", dead_window=4096)
+    runs = experiments.DEAD_UNITS
+    for label in ("TopK", "TopK, AuxK", "TopK, x - b2", "TopK, x - b2, AuxK"):
+        assert runs[label]["k"] == 25 and runs[label].get("aux_k") in (None, 256)
+    assert runs["TopK, AuxK"]["aux_k"] == runs["TopK, x - b2, AuxK"]["aux_k"] == 256
+    assert runs["TopK, x - b2, AuxK"]["subtract_decoder_bias"]
+    assert "TopK, x - b2" in experiments.RESAMPLED
 
 def test_gradcheck_tour(tmp_path):
     table = tmp_path / "gradcheck.txt"

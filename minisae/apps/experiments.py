@@ -1,5 +1,6 @@
 """The experiments behind the README's sparsity section: the book's three claims measured,
-and the sparse autoencoders of today (L1, TopK, AuxK, resampling) compared on MNIST.
+and the sparse autoencoders of today (L1, TopK, BatchTopK, JumpReLU, AuxK, resampling)
+compared on MNIST.
 
 Each experiment is a function of the data (NumPy arrays, as minisae.data.load gives) and its
 settings; it trains the models it needs with minisae.fit and returns a Table: rows of
@@ -9,9 +10,11 @@ them with their defaults and print the tables; the tests run them with tiny sett
     penalties     the book's Figure 15-10 claim: KL against squared and absolute error
     batch_sizes   "the batch size must not be too small, or else the mean will not be accurate"
     weight_sweep  a sparsity weight too high or too low, with the features' stroke scores
-    frontier      fraction of variance unexplained against L0, for KL, L1 and TopK
+    frontier      fraction of variance unexplained against L0, for KL, L1, TopK, BatchTopK
+                  and JumpReLU
     classification  a softmax on TopK codes, KL codes and raw pixels
-    dead_units    dead units with and without AuxK, resampling, a subtracted decoder bias
+    dead_units    dead units with and without AuxK, resampling, a subtracted decoder bias,
+                  Gao et al.'s start and tied weights
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from ..backend import to_numpy
 from ..data.patches import orientation_score
 from ..model import SparseAutoencoder
 from ..optim import Adam
+from ..presets import PRESETS
 from ..softmax import SoftmaxRegression
-from ..training import LBFGS, Checkpoints, DeadUnits, evaluate, fit
+from ..training import LBFGS, Checkpoints, DeadUnits, Engine, evaluate, fit
 from ..training.fit import reconstruction_mse
 
 
@@ -66,9 +70,14 @@ def _cell(v):
     return str(v)
 
 
-def train(model, x_train, epochs, batch_size, lr, seed=0, x_val=None, **fit_kwargs):
-    """Adam on the fast engine: (history, seconds)."""
+def train(model, x_train, epochs, batch_size, lr, seed=0, x_val=None, threads=None,
+          **fit_kwargs):
+    """Adam on the fast engine: (history, seconds). threads: BLAS threads (None: fit's
+    default, "auto"); the experiments redone for issue 25 use 1, which gives the same bits on
+    any machine and keeps its speed when other work shares the cores."""
     opt = Adam(model.params, model.grads, lr=lr)
+    if threads is not None:
+        fit_kwargs["engine"] = Engine(threads=threads)
     t0 = time.perf_counter()
     history = fit(model, opt, x_train, epochs, batch_size, seed=seed, x_val=x_val,
                   progress=False, **fit_kwargs)
@@ -177,7 +186,8 @@ def gradient_curves(rho=0.1, points=200):
 # ----------------------------------------------------------------------------- (b) batch sizes
 
 def batch_sizes(x_train, x_test, sizes=(10, 30, 100, 300), train_sizes=(10, 100, 1000),
-                n_hidden=196, epochs=30, samples=200, lr=0.01, seed=0):
+                n_hidden=196, epochs=30, steps=None, samples=200, lr=0.01, reference=1000,
+                seed=0, threads=1):
     """"The batch size must not be too small, or else the mean will not be accurate."
 
     1. The estimate: a model trained with the ufldl preset's settings; for each batch size B,
@@ -185,12 +195,56 @@ def batch_sizes(x_train, x_test, sizes=(10, 30, 100, 300), train_sizes=(10, 100,
        batches, median over units) of rho_hat_j, beside two predictions: the sampling error
        of a mean, sd(h_j) / sqrt(B) (times the finite-population factor), and the binomial
        sqrt(q (1 - q) / B) at q = the unit's mean, which treats the codes as coins.
-    2. What training at small batches gives: the same model trained with batches of each of
-       train_sizes for the same number of samples seen (epochs), its test rho_hat spread
-       across units, reconstruction and stroke score."""
+    2. What training at each of train_sizes gives, with the two confounds of a plain
+       comparison kept apart:
+       - the learning rate: Adam's `lr` at every batch size ("fixed"), or scaled by
+         sqrt(B / reference) below the reference batch ("sqrt");
+       - the budget: the same samples seen (`epochs` epochs each), or the same number of
+         steps (`steps`, by default what the smallest batch takes in `epochs` epochs; each
+         batch size gets the whole epochs nearest to it).
+       For each run, on the test set: how far the units' rho_hat_j end from the target rho,
+       as the root mean square over units of rho_hat_j - rho, split into its mean (a bias
+       common to the units) and its spread over units; the reconstruction (MSE per pixel)
+       and the stroke score of the features. A run that two arms share (the reference batch
+       under either lr rule; the smallest batch under either budget) is trained once.
+    threads: BLAS threads for training (1: the same bits on any machine)."""
+    spread = _estimate_spread(x_train, x_test, sizes, n_hidden, epochs, samples, lr, seed,
+                              threads)
+    n, rho = len(x_train), PRESETS["ufldl"].model["sparsity_target"]
+    steps = epochs * (n // min(train_sizes)) if steps is None else steps
+    columns = ["batch", "lr rule", "lr", "epochs", "steps", "rms rho_hat - rho",
+               "mean rho_hat - rho", "sd over units", "MSE/pixel", "orientation x",
+               "coherence x", "seconds"]
+    samples_table = Table(f"trained at each batch size, the same samples seen ({epochs} "
+                          f"epochs; test set, rho = {rho:g})", columns)
+    steps_table = Table(f"trained at each batch size, the same number of steps (about "
+                        f"{steps:,}; test set, rho = {rho:g})", columns)
+    runs = {}
+    for table, budget in ((samples_table, "samples"), (steps_table, "steps")):
+        for rule in ("fixed", "sqrt"):
+            for B in train_sizes:
+                lr_b = lr if rule == "fixed" else lr * min(1.0, B / reference) ** 0.5
+                epochs_b = epochs if budget == "samples" else \
+                    max(1, round(steps / max(1, n // B)))
+                key = (B, lr_b, epochs_b)
+                if key not in runs:
+                    runs[key] = _batch_run(x_train, x_test, B, lr_b, epochs_b, n_hidden, rho,
+                                           seed, threads)
+                table.rows.append({"batch": B, "lr rule": rule, **runs[key]})
+    for table in (samples_table, steps_table):
+        table.notes.append(f"lr rule: fixed = {lr:g} at every batch; sqrt = {lr:g} * "
+                           f"sqrt(B / {reference}) below batch {reference}")
+    samples_table.notes.append("rms rho_hat - rho: the root mean square over units of "
+                               "rho_hat_j - rho; its square is the square of the mean column "
+                               "plus the square of the sd column")
+    return spread, samples_table, steps_table
+
+
+def _estimate_spread(x_train, x_test, sizes, n_hidden, epochs, samples, lr, seed, threads):
+    """Part 1 of batch_sizes: the spread of a batch's rho_hat_j against its predictions."""
     rng = np.random.default_rng(seed)
     model = SparseAutoencoder.from_preset("ufldl", n_hidden=n_hidden, seed=seed)
-    train(model, x_train, epochs, 1000, lr, seed)
+    train(model, x_train, epochs, 1000, lr, seed, threads=threads)
     h = to_numpy(model.encode(x_test)).astype(np.float64)
     n = len(h)
     spread = Table("the spread of a batch's rho_hat_j (test set; median over units)",
@@ -208,23 +262,20 @@ def batch_sizes(x_train, x_test, sizes=(10, 30, 100, 300), train_sizes=(10, 100,
                             "predicted sd(h)/sqrt(B)": predicted,
                             "binomial sqrt(q(1-q)/B)": binomial,
                             "measured / binomial": measured / binomial})
-    trained = Table("the model trained at each batch size (same samples seen)",
-                    ["batch", "steps", "mean rho_hat", "sd of rho_hat over units",
-                     "MSE/pixel", "orientation x", "coherence x", "localization x", "seconds"])
-    for B in train_sizes:
-        m = SparseAutoencoder.from_preset("ufldl", n_hidden=n_hidden, seed=seed)
-        _, seconds = train(m, x_train, epochs, B, lr * min(1.0, B / 1000) ** 0.5, seed)
-        rho_hat = evaluate(m, x_test, per_unit=True)[1]
-        s = stroke_score(m)
-        trained.rows.append({"batch": B, "steps": epochs * (len(x_train) // B),
-                             "mean rho_hat": float(rho_hat.mean()),
-                             "sd of rho_hat over units": float(rho_hat.std()),
-                             "MSE/pixel": reconstruction_mse(m, x_test),
-                             "orientation x": s.orientation_ratio,
-                             "coherence x": s.coherence_ratio,
-                             "localization x": s.localization_ratio, "seconds": seconds})
-    trained.notes.append("Adam's learning rate scaled by sqrt(B / 1000) below batch 1000")
-    return spread, trained
+    return spread
+
+
+def _batch_run(x_train, x_test, B, lr, epochs, n_hidden, rho, seed, threads):
+    """One run of batch_sizes' part 2: the ufldl model trained at batch B; its row's numbers."""
+    m = SparseAutoencoder.from_preset("ufldl", n_hidden=n_hidden, seed=seed)
+    _, seconds = train(m, x_train, epochs, B, lr, seed, threads=threads)
+    deviation = evaluate(m, x_test, per_unit=True)[1] - rho
+    s = stroke_score(m)
+    return {"lr": lr, "epochs": epochs, "steps": epochs * (len(x_train) // B),
+            "rms rho_hat - rho": float(np.sqrt(np.mean(deviation ** 2))),
+            "mean rho_hat - rho": float(deviation.mean()), "sd over units": float(deviation.std()),
+            "MSE/pixel": reconstruction_mse(m, x_test), "orientation x": s.orientation_ratio,
+            "coherence x": s.coherence_ratio, "seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- (c) weights
@@ -258,25 +309,59 @@ def weight_sweep(x_train, x_test, weights=(0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
 
 # ----------------------------------------------------------------------------- (d) frontier
 
+RELU_CODES = dict(hidden_activation="relu", output_activation="linear",
+                  subtract_decoder_bias=True)
+"""What the frontier's ReLU mechanisms share: ReLU codes, a linear output, x - b2 encoded."""
+JUMP = dict(sparsity="jumprelu", jump_bandwidth=0.05, sparsity_weight=0.01)
+"""JumpReLU as its preset has it: bandwidth 0.05, L0 weight 0.01."""
+
 FRONTIER = {
     "kl": [dict(sparsity="kl", hidden_activation="sigmoid", output_activation="linear",
                 reduction="halfsum", sparsity_target=rho, sparsity_weight=3.0)
            for rho in (0.01, 0.03, 0.1, 0.3)],
-    "l1": [dict(sparsity="l1", hidden_activation="relu", output_activation="linear",
-                l1_decoder_norm=True, subtract_decoder_bias=True, sparsity_weight=beta)
+    "l1": [dict(RELU_CODES, sparsity="l1", l1_decoder_norm=True, sparsity_weight=beta)
            for beta in (3e-4, 1e-3, 3e-3, 1e-2)],
-    "topk": [dict(sparsity="topk", hidden_activation="relu", output_activation="linear",
-                  subtract_decoder_bias=True, k=k) for k in (5, 10, 25, 50, 100)],
+    "topk": [dict(RELU_CODES, sparsity="topk", k=k) for k in (5, 10, 25, 50, 100)],
+    "batchtopk": [dict(RELU_CODES, sparsity="batchtopk", k=k) for k in (5, 10, 25, 50, 100)],
+    "jumprelu": [dict(RELU_CODES, **JUMP, jump_threshold=theta) for theta in (0.1, 0.2, 0.3, 0.5)]
+                + [dict(RELU_CODES, **dict(JUMP, sparsity_weight=w), jump_threshold=0.3)
+                   for w in (1e-4, 1.0)],
 }
-"""The sweeps of the frontier: KL over its target, L1 over its weight, TopK over k."""
+"""The sweeps of the frontier: KL over its target, L1 over its weight, TopK and BatchTopK over
+k, JumpReLU over its thresholds' starting value (and, at 0.3, two other L0 weights: with Adam
+the weight hardly sets L0 in a short run, the start does; see the README)."""
+
+
+def _knob(kwargs):
+    """The setting a frontier run was swept over, as its row and its figure label name it."""
+    kind = kwargs["sparsity"]
+    if kind == "kl":
+        return f"rho {kwargs['sparsity_target']:g}"
+    if kind == "l1":
+        return f"beta {kwargs['sparsity_weight']:g}"
+    if kind == "jumprelu":
+        return f"theta0 {kwargs['jump_threshold']:g}, lambda {kwargs['sparsity_weight']:g}"
+    return f"k {kwargs['k']}"
+
+
+def _label(kwargs):
+    """A frontier point's label on the figure: its knob, JumpReLU's shortened (its start,
+    or its L0 weight where that is not the preset's)."""
+    if kwargs["sparsity"] != "jumprelu":
+        return _knob(kwargs)
+    if kwargs["sparsity_weight"] != JUMP["sparsity_weight"]:
+        return f"lambda {kwargs['sparsity_weight']:g}"
+    return f"theta0 {kwargs['jump_threshold']:g}"
 
 
 def frontier(x_train, x_test, sweeps=None, n_hidden=1000, epochs=30, batch_size=256, lr=1e-3,
-             seed=0):
+             seed=0, threads=1):
     """Gao et al.'s plot: the fraction of variance unexplained (test set) against L0, the
     active units per sample, for each sparsity mechanism swept over its knob. (For KL's
     sigmoid codes, active means h > 0.5; their codes below that still reach the decoder,
-    unlike a ReLU's zeros, so KL's L0 understates what it uses.)"""
+    unlike a ReLU's zeros, so KL's L0 understates what it uses. BatchTopK's L0 is that of
+    its inference threshold, which the test set is encoded with: not exactly k.)
+    threads: BLAS threads for training (1: the same bits on any machine)."""
     sweeps = FRONTIER if sweeps is None else sweeps
     table = Table("fraction of variance unexplained against L0 (test set)",
                   ["mechanism", "knob", "L0", "FVU", "dead", "dense", "seconds"])
@@ -284,15 +369,13 @@ def frontier(x_train, x_test, sweeps=None, n_hidden=1000, epochs=30, batch_size=
     for kind, settings in sweeps.items():
         for kwargs in settings:
             model = SparseAutoencoder(784, n_hidden, seed=seed, **kwargs)
-            _, seconds = train(model, x_train, epochs, batch_size, lr, seed)
+            _, seconds = train(model, x_train, epochs, batch_size, lr, seed, threads=threads)
             e = evaluate(model, x_test)
-            knob = {"kl": f"rho {kwargs.get('sparsity_target')}",
-                    "l1": f"beta {kwargs.get('sparsity_weight')}",
-                    "topk": f"k {kwargs.get('k')}"}[kind]
+            knob = _knob(kwargs)
             table.rows.append({"mechanism": kind, "knob": knob, "L0": e["l0"], "FVU": e["fvu"],
                                "dead": e["dead_fraction"], "dense": e["dense_fraction"],
                                "seconds": seconds})
-            points.setdefault(kind, []).append((e["l0"], e["fvu"], knob))
+            points.setdefault(kind, []).append((e["l0"], e["fvu"], _label(kwargs)))
     table.figures["frontier"] = points
     return table
 
@@ -353,57 +436,60 @@ def _softmax_error(x_train, y_train, x_test, y_test, max_iter, weight_decay, see
 
 # ----------------------------------------------------------------------------- (f) dead units
 
+TOPK = dict(sparsity="topk", k=25, hidden_activation="relu", output_activation="linear")
+L1 = dict(sparsity="l1", sparsity_weight=1e-3, hidden_activation="relu",
+          output_activation="linear", l1_decoder_norm=True)
 DEAD_UNITS = {
-    "TopK": dict(sparsity="topk", k=25, hidden_activation="relu", output_activation="linear"),
-    "TopK, x - b2 encoded": dict(sparsity="topk", k=25, hidden_activation="relu",
-                                 output_activation="linear", subtract_decoder_bias=True),
-    "TopK, x - b2, AuxK": dict(sparsity="topk", k=25, hidden_activation="relu",
-                               output_activation="linear", subtract_decoder_bias=True,
-                               aux_k=392),
-    "TopK, x - b2, tied": dict(sparsity="topk", k=25, hidden_activation="relu",
-                               output_activation="linear", subtract_decoder_bias=True,
-                               tied_weights=True),
-    "L1": dict(sparsity="l1", sparsity_weight=1e-3, hidden_activation="relu",
-               output_activation="linear", l1_decoder_norm=True),
-    "L1, x - b2 encoded": dict(sparsity="l1", sparsity_weight=1e-3, hidden_activation="relu",
-                               output_activation="linear", l1_decoder_norm=True,
-                               subtract_decoder_bias=True),
+    "TopK": TOPK,
+    "TopK, AuxK": dict(TOPK, aux_k=256),
+    "TopK, x - b2": dict(TOPK, subtract_decoder_bias=True),
+    "TopK, x - b2, AuxK": dict(TOPK, subtract_decoder_bias=True, aux_k=256),
+    "TopK, x - b2, uniform init": dict(TOPK, subtract_decoder_bias=True, init="uniform"),
+    "TopK, x - b2, tied": dict(TOPK, subtract_decoder_bias=True, tied_weights=True),
+    "L1": L1,
+    "L1, x - b2": dict(L1, subtract_decoder_bias=True),
 }
-RESAMPLED = ("L1", "L1, x - b2 encoded")
+"""The runs of dead_units, each one change from another: AuxK (k_aux 256) with and without
+the decoder bias subtracted (issue 25's comparison), the start UFLDL's uniform weights instead
+of Gao et al.'s, the weights tied through training, and an L1 model."""
+RESAMPLED = ("TopK, x - b2", "L1", "L1, x - b2")
 """The runs repeated with resampling."""
 
 
-def dead_units(x_train, x_test, runs=None, resampled=RESAMPLED, n_hidden=1000, epochs=30,
-               batch_size=256, lr=1e-3, dead_window=10_000, resample_every=None,
-               short_windows=(1_000,), seed=0):
+def dead_units(x_train, x_test, runs=None, resampled=RESAMPLED, n_hidden=512, epochs=100,
+               batch_size=256, lr=1e-3, init="gao", dead_window=4096, resample_every=400,
+               short_windows=(), seed=0, threads=1):
     """Dead units, the problem of ReLU sparse autoencoders: their share (never active on the
-    test set; and silent for dead_window training samples at the end), with and without
-    AuxK, resampling (every resample_every steps, default seven epochs' worth: four times in
-    30 epochs, the last two epochs before the end), a subtracted
-    decoder bias and tied weights, beside the FVU each ends at. The AuxK runs are repeated
-    with each of short_windows: AuxK acts only on units already judged dead."""
+    test set; and silent for dead_window training samples at the end, where AuxK or
+    resampling tracks them), with and without AuxK (Gao et al.'s normalized MSE), with and
+    without the decoder bias subtracted from the input, against resampling (every
+    resample_every steps: 400 is three times in 100 epochs of 15 steps), beside the FVU and
+    L0 each ends at. The defaults are issue 25's: 784 -> 512, k = 25, k_aux 256, 100 epochs,
+    batch 256, Adam lr 1e-3, dead after 4,096 silent samples, Gao et al.'s initialisation
+    (`init`, for every run that does not name its own). The AuxK runs are repeated with each
+    of short_windows (none by default): AuxK acts only on units already judged dead.
+    threads: BLAS threads for training (1: the same bits on any machine)."""
     runs = DEAD_UNITS if runs is None else runs
-    steps = len(x_train) // batch_size
-    every = resample_every or 7 * steps
     table = Table("dead units (test set: never active; training: silent for the window)",
                   ["model", "dead (test)", "dead (training)", "resampled", "L0", "FVU",
                    "seconds"])
     plan = [(label, kwargs, None, dead_window) for label, kwargs in runs.items()]
     plan += [(f"{label}, window {w:,}", kwargs, None, w) for label, kwargs in runs.items()
              if kwargs.get("aux_k") for w in short_windows]
-    plan += [(label + ", resampled", runs[label], every, dead_window) for label in resampled
-             if label in runs]
+    plan += [(label + ", resampled", runs[label], resample_every, dead_window)
+             for label in resampled if label in runs]
     for label, kwargs, every_n, window in plan:
-        model = SparseAutoencoder(784, n_hidden, seed=seed, **kwargs)
-        history, seconds = train(model, x_train, epochs, batch_size, lr, seed,
+        model = SparseAutoencoder(784, n_hidden, seed=seed, **{"init": init, **kwargs})
+        history, seconds = train(model, x_train, epochs, batch_size, lr, seed, threads=threads,
                                  dead_units=DeadUnits(window, resample_every=every_n))
         e = evaluate(model, x_test)
         table.rows.append({"model": label, "dead (test)": e["dead_fraction"],
                            "dead (training)": _last(history, "train_dead_fraction"),
                            "resampled": sum(history.resampled) if every_n else None,
                            "L0": e["l0"], "FVU": e["fvu"], "seconds": seconds})
-    table.notes.append(f"dead window {dead_window:,} training samples unless named; "
-                       f"resampling every {every} steps")
+    table.notes.append(f"{n_hidden} units, {epochs} epochs, batch {batch_size}, lr {lr:g}, "
+                       f"init {init} unless named; dead window {dead_window:,} training "
+                       f"samples unless named; resampling every {resample_every} steps")
     return table
 
 
@@ -443,14 +529,18 @@ QUICK = {
                         samples=20),
     "weight_sweep": dict(weights=(0.0, 3.0), n_hidden=24, epochs=2),
     "frontier": dict(sweeps={"kl": FRONTIER["kl"][:1], "l1": FRONTIER["l1"][:1],
-                             "topk": [dict(FRONTIER["topk"][0], k=3)]}, n_hidden=40, epochs=2),
+                             "topk": [dict(FRONTIER["topk"][0], k=3)],
+                             "batchtopk": [dict(FRONTIER["batchtopk"][0], k=3)],
+                             "jumprelu": FRONTIER["jumprelu"][:1]}, n_hidden=40, epochs=2),
     "classification": dict(codes={"TopK (k-sparse preset, 40 units, k 5)":
                                   ("k-sparse", dict(n_hidden=40, k=5), 1e-3, 100)},
                            epochs=2, softmax_iter=20),
     "dead_units": dict(runs={"TopK": dict(DEAD_UNITS["TopK"], k=5),
+                             "TopK, x - b2, AuxK": dict(DEAD_UNITS["TopK, x - b2, AuxK"], k=5,
+                                                        aux_k=10),
                              "L1": DEAD_UNITS["L1"]},
                        resampled=("L1",), n_hidden=40, epochs=2, batch_size=100,
-                       dead_window=200, short_windows=()),
+                       dead_window=200, resample_every=6),
 }
 """Settings of each experiment for a seconds-long smoke run (--quick; the tests)."""
 

@@ -831,7 +831,8 @@ def sparsity_loss_curves(path, target=0.1):
 # ------------------------------------------------------------------------------ experiments
 
 MECHANISM_COLORS = {"kl": "tab:blue", "squared": "tab:orange", "absolute": "tab:green",
-                    "l1": "tab:purple", "topk": "tab:red"}
+                    "l1": "tab:purple", "topk": "tab:red", "batchtopk": "tab:brown",
+                    "jumprelu": "tab:olive"}
 
 
 def frontier_figure(points):
