@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from forbid import forbid
 from minisae.data import ArrayFiles
 from minisae.errors import DatasetError, InputError, MinisaeError
 
@@ -108,12 +109,64 @@ def test_read_across_every_shard_boundary(tmp_path):
 def test_shards_sort_by_name_with_numbers_as_numbers(tmp_path):
     x = data(30, 2)
     folder = shards(tmp_path / "s", [x[:10], x[10:20], x[20:]], ["2.npy", "10.npy", "1.npy"])
-    (folder / "meta.json").write_text("{}")            # other files are skipped
-    (folder / ".hidden.npy").write_bytes(b"junk")      # and dot files
+    (folder / ".hidden.npy").write_bytes(b"junk")      # dot files are skipped
     src = ArrayFiles(folder)
     assert [os.path.basename(p) for p, _ in src.shards] == ["1.npy", "2.npy", "10.npy"]
     assert np.array_equal(src.read(0, 30), np.concatenate([x[20:], x[:10], x[10:20]]))
     assert "3 .npy shards" in src.describe() and "30 rows x 2 float32" in src.describe()
+
+
+def test_a_folder_with_files_that_are_not_shards_is_refused_naming_them(tmp_path):
+    """Issue 27: a folder of mixed files took its .npy files as shards and ignored the rest
+    without a word. Now what is not a .npy shard is named (dot files aside)."""
+    x = data(30, 2)
+    folder = shards(tmp_path / "s", [x[:10], x[10:]], ["a-0.npy", "a-1.npy"])
+    (folder / ".cache").write_text("skipped")
+    (folder / "labels.txt").write_text("1\n2\n")
+    (folder / "cfg.json").write_text("{}")
+    (folder / "val").mkdir()
+    e = refused(folder, error=InputError)
+    assert f"holds cfg.json, labels.txt, val{os.sep} beside its 2 .npy shards" in str(e)
+    assert "names starting with '.' are skipped" in str(e)
+    for name in ("labels.txt", "cfg.json"):
+        (folder / name).unlink()
+    (folder / "val").rmdir()
+    assert ArrayFiles(folder).n_rows == 30
+    for i in range(20):
+        (folder / f"note-{i:02d}.txt").write_text("")
+    assert "note-07.txt, ... (20 in all)" in str(refused(folder, error=InputError))
+
+
+def test_unreadable_paths_are_one_error_naming_them(tmp_path, monkeypatch):
+    """Issue 27's last doors: a PermissionError anywhere becomes a DatasetError naming the
+    file or folder (a folder above a file that cannot be searched read as "no such file")."""
+    x = data()
+    np.save(tmp_path / "x.npy", x)
+    folder = shards(tmp_path / "s", [x[:10], x[10:]], ["0.npy", "1.npy"])
+    (tmp_path / "locked").mkdir()
+    np.save(tmp_path / "locked" / "y.npy", x)
+    block = forbid(monkeypatch)
+    block(tmp_path / "locked")
+    with pytest.raises(DatasetError, match=r"locked.y\.npy: cannot be looked at \(Permission "
+                                           r"denied\); check its permissions and those of the "
+                                           r"folders above it"):
+        ArrayFiles(tmp_path / "locked" / "y.npy")
+    block(tmp_path / "x.npy")
+    with pytest.raises(DatasetError, match=r"x\.npy: cannot be read \(Permission denied\); check "
+                                           r"its permissions"):
+        ArrayFiles(tmp_path / "x.npy")
+    block(folder / "1.npy")
+    with pytest.raises(DatasetError, match=r"1\.npy: cannot be read \(Permission denied\)"):
+        ArrayFiles(folder)
+    block(folder)
+    with pytest.raises(DatasetError, match=r"s: cannot list the folder \(Permission denied\)"):
+        ArrayFiles(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_as_what_it_is(tmp_path):
+    os.mkfifo(tmp_path / "pipe.npy")
+    refused(tmp_path / "pipe.npy", "not a regular file or a folder", DatasetError)
 
 
 def test_npz_key_with_or_without_npy_and_its_only_array(tmp_path):

@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from forbid import forbid
 from minisae import SGD, Adam, SparseAutoencoder
 from minisae.config import param_shapes
 from minisae.files import checkpoint as ck
@@ -158,6 +159,32 @@ def refused(path, match):
     return str(e.value)
 
 
+def test_checkpoints_the_os_will_not_let_us_read_or_write_are_named(tmp_path, monkeypatch):
+    """Issue 27's last doors: a PermissionError on the checkpoint (reading it, looking into
+    its folder, writing it) is one CheckpointError naming the file, never a raw one, nor "no
+    checkpoint" for one that is there."""
+    model, *_ = trained(tmp_path)
+    (tmp_path / "run").mkdir()
+    os.rename(tmp_path / "c.npz", tmp_path / "run" / "checkpoint.npz")
+    (tmp_path / "other").mkdir()
+    ck.save(tmp_path / "other" / "c.npz", model)
+    block = forbid(monkeypatch)
+    block(tmp_path / "run" / "checkpoint.npz")
+    message = refused(tmp_path / "run", r"checkpoint\.npz: cannot be read \(Permission denied\); "
+                                        r"check its permissions")
+    assert str(tmp_path / "run" / "checkpoint.npz") in message
+    block(tmp_path / "run")
+    refused(tmp_path / "run" / "checkpoint.npz", r"run.checkpoint\.npz: cannot be looked at "
+                                                 r"\(Permission denied\); check its permissions "
+                                                 r"and those of the folders above it")
+    block(tmp_path / "other")
+    with pytest.raises(CheckpointError, match=r"cannot write the checkpoint .*other.c\.npz: "
+                                              r"Permission denied; check that its folder is "
+                                              r"writable") as e:
+        ck.save(tmp_path / "other" / "c.npz", model)
+    assert "\n" not in str(e.value)
+
+
 def test_a_run_folder_loads_its_checkpoint(tmp_path):
     model, *_ = trained(tmp_path)
     os.rename(tmp_path / "c.npz", tmp_path / "checkpoint.npz")
@@ -195,7 +222,9 @@ def test_compressed_and_big_endian_checkpoints_load(tmp_path):
 def test_param_shapes_match_the_model():
     model = SparseAutoencoder(7, 3)
     assert param_shapes(model.config) == {k: v.shape for k, v in model.params.items()}
-    assert tuple(model.params) == ck.PARAMS
+    assert tuple(model.params) == ck.PARAMS[:4]
+    jump = SparseAutoencoder(7, 3, sparsity="jumprelu", hidden_activation="relu")
+    assert tuple(jump.params) == ck.PARAMS   # every name a checkpoint may hold, in order
 
 
 @pytest.mark.parametrize("content,kind", [
@@ -295,9 +324,13 @@ def test_members_that_do_not_belong_to_the_optimizer(tmp_path):
     ("config", '{"n_inputs": 10, "n_hidden": 4.5}', "n_hidden"),
     ("config", '{"n_inputs": 10, "n_hidden": 4, "dtype": "float16"}', "dtype"),
     ("config", '{"n_inputs": 10, "n_hidden": 4, "sparsity_target": "0.1"}', "sparsity_target"),
-    pytest.param("config", "[" * 10_000, "not readable JSON", id="config-deep-nesting"),
+    pytest.param("config", "[" * 10_000, "'config' would cost more than the 32 KiB",
+                 id="config-deep-nesting"),
+    pytest.param("extra", "[" * 10_000, "not readable JSON", id="extra-deep-nesting"),
     pytest.param("config", "1" * 5000, "not readable JSON", id="config-5000-digits"),
     pytest.param("config", "x" * 20_000, "more than the 65,536", id="config-too-long"),
+    pytest.param("config", "[1" + ", 1" * 1000 + "]", "'config' would cost more than the "
+                 "32 KiB", id="config-of-many-values"),
 ])
 def test_json_members_of_the_wrong_type(tmp_path, key, value, match):
     *_, path = trained(tmp_path)

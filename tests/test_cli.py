@@ -23,7 +23,8 @@ def test_train_writes_checkpoint_metrics_and_figures(tiny_mnist, tmp_path, capsy
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["n_train"] == 300 and metrics["n_test"] == 60
     assert metrics["settings"]["hidden"] == 8 and metrics["settings"]["preset"] == "book"
-    assert 0 < metrics["mean_activation"] < 1 and 0 < metrics["test_mse_per_pixel"] < 1
+    assert 0 < metrics["mean_activation"] < 1 and 0 < metrics["test_mse_per_feature"] < 1
+    assert metrics["test_mse_per_pixel"] == metrics["test_mse_per_feature"]   # images: 0.3's name
     text = capsys.readouterr().out
     assert "test MSE per pixel" in text and "mean activation" in text
 
@@ -623,3 +624,202 @@ def test_which_model_flags_apply_is_the_configs_table():
                            "--sparsity-target", "0.2")
     with pytest.raises(ConfigError, match="--jump-bandwidth applies to --sparsity jumprelu"):
         train_settings("--preset", "topk", "--jump-bandwidth", "0.1")
+
+
+# ----------------------------------------------------------------------------- issue 27
+
+def rows(path, n=400, width=16, seed=0):
+    """Activations-like rows (not in [0, 1]) saved as a .npy: sparse mixtures of a few
+    directions, around 3 with a scale of 5."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(24, width))
+    codes = rng.exponential(size=(n, 24)) * (rng.random((n, 24)) < 0.15)
+    np.save(path, (3 + 5 * codes @ directions).astype(np.float32))
+    return path
+
+
+QUIET = ["--no-progress", "--backend", "numpy", "--threads", "1"]
+
+
+def test_a_mechanism_without_a_preset_gets_its_own_presets_values():
+    """Issue 27: `--sparsity l1` ran with the book's weight 0.2 and lr 0.01 and died. A
+    mechanism named without a preset now brings its own preset's values."""
+    l1 = train_settings("--sparsity", "l1")
+    assert (l1["preset"], l1["sparsity_weight"], l1["lr"], l1["batch_size"]) == \
+        ("l1", 1e-3, 1e-3, 256)
+    assert (l1["hidden_activation"], l1["output"]) == ("relu", "linear")
+    for mechanism in ("topk", "batchtopk", "jumprelu"):
+        assert train_settings("--sparsity", mechanism)["preset"] == mechanism
+    for mechanism in ("kl", "squared", "absolute"):
+        assert train_settings("--sparsity", mechanism)["preset"] == "book"
+    assert train_settings()["preset"] == "book"                  # MNIST keeps the book's model
+    own = train_settings("--data", "acts.npy")                   # nothing is read yet
+    assert (own["preset"], own["sparsity"], own["output"], own["normalize"], own["init"]) == \
+        ("activations", "topk", "linear", "norm", "gao")
+    assert own["subtract_decoder_bias"] and own["aux_k"] is not None
+    assert train_settings("--data", "acts.npy", "--sparsity", "l1")["preset"] == "l1"
+    assert train_settings("--data", "acts.npy", "--sparsity", "l1")["normalize"] == "norm"
+    assert train_settings("--data", "acts.npy", "--sparsity", "kl")["normalize"] == "none"
+    assert train_settings("--data", "a.npy", "--normalize", "none")["normalize"] == "none"
+    assert train_settings("--preset", "topk", "--data", "a.npy")["hidden"] == 1000
+    with pytest.raises(ConfigError, match="--preset activations trains on your own data: give "
+                                          "--data PATH"):
+        train_settings("--preset", "activations")
+
+
+def test_k_says_what_it_does_and_topk_runs_without_it(tiny_mnist, tmp_path, capsys):
+    """Issue 27: `--sparsity topk --hidden 64` without --k failed with "got --k=None" while
+    --help said "(default: preset, 25)". The mechanism's preset now gives k, and the help
+    says where a k comes from and when --k is needed."""
+    parser = cli.build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    (k,) = [a for a in train._actions if "--k" in a.option_strings]
+    assert "topk: 25" in k.help and "activations: 32, at most a quarter of the width" in k.help
+    assert "needs --k with --sparsity topk or batchtopk" in k.help
+    out = tmp_path / "r"
+    assert cli.main(["train", "--sparsity", "topk", "--hidden", "64", "--epochs", "1",
+                     "--batch-size", "50", *QUIET, "--out", str(out)]) == 0
+    assert checkpoint.load(out).model.config.k == 25
+    capsys.readouterr()
+    assert cli.main(["train", "--preset", "book", "--sparsity", "topk", "--hidden-activation",
+                     "relu", "--hidden", "64", "--epochs", "1", *QUIET, "--out",
+                     str(tmp_path / "r2")]) == 2
+    assert "give k between 1 and 64" in capsys.readouterr().err
+
+
+def test_a_missing_data_file_is_named_before_the_output_folder(tmp_path, capsys):
+    """Issue 27: after a first run, `minisae train --data nope.npy` said "runs/book already
+    holds a run": the folder was checked before the data."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes(b"a run")
+    assert cli.main(["train", "--data", str(tmp_path / "nope.npy"), *QUIET, "--out",
+                     str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"minisae: error: {tmp_path / 'nope.npy'}: no such file or folder"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys,
+                                                                       monkeypatch):
+    """Issue 27: failed runs left empty output folders behind. Now the folders a run made
+    go with it while they hold nothing (a run that saved a checkpoint keeps its folder)."""
+    data = rows(tmp_path / "acts.npy")
+    new = tmp_path / "new"
+    for flags in (["--hidden", "8", "--k", "20"],                      # refused by the model
+                  ["--data-key", "x"]):                                # refused with the data
+        assert cli.main(["train", "--data", str(data), *flags, *QUIET, "--epochs", "1",
+                         "--out", str(new / "deeper" / "run")]) == 2
+        assert not new.exists(), flags
+    with pytest.MonkeyPatch.context() as mp:                           # Ctrl-C in epoch 1
+        _interrupt_after(mp, calls=1)
+        assert cli.main(["train", "--data", str(data), *QUIET, "--epochs", "2", "--out",
+                         str(new / "run")]) == 130
+    assert not new.exists()
+    assert "nothing was saved yet" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:                           # Ctrl-C in epoch 2
+        _interrupt_after(mp, calls=5)                                  # 3 steps an epoch
+        assert cli.main(["train", "--data", str(data), *QUIET, "--epochs", "2",
+                         "--batch-size", "100", "--out", str(new / "run")]) == 130
+    assert sorted(p.name for p in (new / "run").iterdir()) == ["checkpoint.npz"]
+    (tmp_path / "kept").mkdir()                                        # not made by the run
+    assert cli.main(["train", "--data", str(data), "--hidden", "8", "--k", "20", *QUIET,
+                     "--out", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_an_unwritable_run_folder_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    from forbid import forbid
+    data = rows(tmp_path / "acts.npy")
+    (tmp_path / "locked").mkdir()
+    forbid(monkeypatch)(tmp_path / "locked")
+    assert cli.main(["train", "--data", str(data), *QUIET, "--epochs", "1", "--out",
+                     str(tmp_path / "locked")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"minisae: error: {tmp_path / 'locked'}") and "\n" not in err
+    assert "cannot be written (Permission denied); check its permissions, or choose another " \
+           "--out" in err
+
+
+def test_a_run_that_failed_says_so_at_each_epoch_and_at_the_end(tmp_path, capsys):
+    """Issue 27: runs that ended at FVU 1.0 or with 99.9% of their units dead said nothing.
+    Each epoch's line is followed by one that says so, and the run ends with one naming what
+    failed and the flag to change."""
+    data = rows(tmp_path / "acts.npy")
+    assert cli.main(["train", "--data", str(data), "--sparsity", "l1", "--sparsity-weight",
+                     "50", "--epochs", "2", "--backend", "numpy", "--threads", "1", "--out",
+                     str(tmp_path / "dead")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    epochs = [line for line in err if line.startswith("epoch ")]
+    assert [line.split(": failing so far: ")[0] for line in epochs] == ["epoch 1", "epoch 2"]
+    assert all("lower --sparsity-weight (now 50)" in line for line in epochs)
+    (last,) = [line for line in err if line.startswith("minisae: this run failed:")]
+    assert "it reconstructs (almost) nothing but the mean" in last
+    assert last.endswith("; lower --sparsity-weight (now 50)")
+    assert cli.main(["train", "--data", str(data), "--epochs", "2", "--backend", "numpy",
+                     "--threads", "1", "--out", str(tmp_path / "alive")]) == 0
+    assert "fail" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("figures, settings, says", [
+    ({"dead_fraction": 0.95, "l0": 2.0, "fvu": 0.5},
+     {"sparsity": "kl", "sparsity_weight": 0.2, "sparsity_target": 0.1},
+     "95.0% of its units are dead; lower --sparsity-weight (now 0.2), or raise "
+     "--sparsity-target (now 0.1)"),
+    ({"val_dead_fraction": 0.2, "train_dead_fraction": 0.93, "val_l0": 25, "val_fvu": 0.4},
+     {"sparsity": "topk", "aux_k": 8, "lr": 0.01, "hidden_activation": "relu"},
+     "93.0% of its units are dead; lower --lr (now 0.01), or train longer (--epochs)"),
+    ({"dead_fraction": 0.97, "l0": 25, "fvu": 0.5},
+     {"sparsity": "topk", "aux_k": None, "lr": 0.001, "hidden_activation": "relu"},
+     "turn AuxK on (--aux-k N"),
+    ({"dead_fraction": 0.0, "l0": 25, "fvu": 1.0},
+     {"sparsity": "topk", "aux_k": 8, "dataset": "files", "normalize": "none",
+      "output": "linear"}, "its FVU is 1.000: it reconstructs (almost) nothing but the mean; "
+                          "normalize the data (--normalize norm)"),
+    ({"dead_fraction": 0.5, "l0": 1.0, "fvu": 0.98}, {"sparsity": "l1"}, None),
+])
+def test_failure_names_what_failed_and_the_flag(figures, settings, says):
+    verdict = cli.failure(figures, settings)
+    assert verdict == says if says is None else says in verdict
+
+
+def test_error_figures_name_their_units(tmp_path, capsys):
+    """Issue 27: "test MSE per feature 0.6113" beside "test loss 0.0622", one in the data's
+    units and one after --normalize, and a metrics key test_mse_per_pixel for data with no
+    pixels. Now each says which it is; metrics.json says test_mse_per_feature (and, for
+    images, still test_mse_per_pixel, which older readers read)."""
+    data = rows(tmp_path / "acts.npy")
+    out = tmp_path / "r"
+    assert cli.main(["train", "--data", str(data), "--epochs", "1", *QUIET, "--out",
+                     str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test MSE per feature, the data's units" in text
+    assert "test loss, after --normalize norm" in text and "pixel" not in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_mse_per_feature"] > 0 and "test_mse_per_pixel" not in metrics
+    assert metrics["normalize"] == "norm" and metrics["image_shape"] is None
+    old = {**metrics, "test_mse_per_pixel": 0.25, "dataset": "mnist"}   # 0.3's metrics.json
+    for key in ("test_mse_per_feature", "normalize", "image_shape"):
+        del old[key]
+    (row,) = [line for line in cli.summary_table(old, "there").splitlines() if "MSE" in line]
+    assert row.split() == ["test", "MSE", "per", "pixel", "0.2500"]
+
+
+def test_an_fvu_still_falling_is_learning_not_failing(capsys):
+    """The book's model starts above FVU 1 and takes a dozen epochs to come under it: an epoch
+    whose FVU fell by more than 1% gets no line for its FVU; one that stalled does, and dead
+    units are named whatever the FVU does."""
+    from minisae.training import History
+    settings = {"sparsity": "kl", "sparsity_weight": 0.2, "sparsity_target": 0.1, "lr": 0.01,
+                "aux_k": None, "hidden_activation": "sigmoid"}
+
+    def said(*fvus, dead=0.0):
+        history = History()
+        for i, fvu in enumerate(fvus, 1):
+            history.append(epoch=i, val_fvu=fvu, val_l0=5.0, val_dead_fraction=dead)
+        cli._say_failing(history, settings)
+        return capsys.readouterr().err
+
+    assert said(1.30, 1.10) == ""                     # falling: learning
+    assert "its FVU is 1.090" in said(1.10, 1.09)     # stalled
+    assert "its FVU is 1.500" in said(1.50)           # one epoch: nothing to compare
+    assert "are dead" in said(1.30, 1.10, dead=0.95)  # dead units are named all the same

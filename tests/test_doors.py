@@ -1115,6 +1115,14 @@ EXEMPT = {
     "minisae.apps.bench.TorchRunner": "likewise",
     "minisae.apps.bench.CompiledTorchRunner": "likewise",
     "minisae.apps.bench.MatmulRunner": "likewise",
+    "minisae.apps.bench.LoadProcess": "the benchmark's second process (--load), started by "
+    "main from its checked flags (tests/test_bench.py)",
+    "minisae.apps.bench.bench_model": "the benchmark's model, built by run_benchmark from its "
+    "checked settings",
+    "minisae.apps.bench.dead_units": "likewise: the units the benchmark makes dead",
+    "minisae.apps.bench.model_settings": "likewise: the benchmark model's arguments",
+    "minisae.fast.step.values": "the engine's forward for evaluate, which checks the data "
+    "first (minisae.fast.values is the same function: its door is evaluate's)",
     "minisae.apps.bench.add_parser": "the `minisae bench` command's argparse setup: argparse "
     "checks the flags (tests/test_bench.py, tests/test_cli.py)",
     "minisae.apps.bench.main": "the `minisae bench` command on parsed flags; likewise",

@@ -98,26 +98,82 @@ def test_writing_onto_a_folder_is_a_clear_error(tmp_path):
 
 @posix_only
 def test_stale_parts_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    import fcntl
     target = tmp_path / "c.npz"
     dead, live = dead_pid(), os.getppid()
     stale = tmp_path / f".c.npz.{dead}.0123abcd.part"
     running = tmp_path / f".c.npz.{live}.0123abcd.part"
+    unheld = tmp_path / f".c.npz.{live}.4567abcd.part"
     mine = tmp_path / f".c.npz.{os.getpid()}.0123abcd.part"
     other_target = tmp_path / f".d.npz.{dead}.0123abcd.part"
     legacy_old, legacy_new = tmp_path / ".c.npz.k2j_9x0a.part", tmp_path / ".c.npz.zz81_qpa.part"
-    for p in (stale, running, mine, other_target, legacy_old, legacy_new):
+    starting, init_dead = tmp_path / f".c.npz.{live}.89abcdef.init", \
+        tmp_path / f".c.npz.{dead}.89abcdef.init"
+    for p in (stale, running, unheld, mine, other_target, legacy_old, legacy_new, starting,
+              init_dead):
         p.write_bytes(b"half")
+    held = os.open(running, os.O_RDONLY)        # a live writer holds its .part's lock
+    fcntl.flock(held, fcntl.LOCK_EX)
     two_hours_ago = time.time() - 7200
     os.utime(legacy_old, (two_hours_ago, two_hours_ago))
-    with atomic_write(target) as f:
-        f.write(b"whole")
+    try:
+        with atomic_write(target) as f:
+            f.write(b"whole")
+    finally:
+        os.close(held)
     assert target.read_bytes() == b"whole"
-    assert not stale.exists() and not legacy_old.exists()
+    assert not stale.exists() and not legacy_old.exists() and not init_dead.exists()
     assert running.exists() and other_target.exists() and legacy_new.exists()
+    # a young .init of a live PID may be a writer about to lock it: kept
+    assert starting.exists()
+    # a .part of ours nobody holds is stale at once, whatever its age and PID says: a writer
+    # locks its file before naming it .part
+    assert not unheld.exists()
     # our PID but not being written: an earlier run's (in a container every run is PID 1)
     assert not mine.exists()
     remove_stale_parts(tmp_path / "d.npz")
     assert not other_target.exists()
+
+
+@posix_only
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/stat"),
+                    reason="needs fork and /proc")
+@pytest.mark.parametrize("where", ["created", "half written", "written", "synced"])
+def test_a_writer_killed_and_not_yet_reaped_leaves_no_part_after_the_next_save(tmp_path, where):
+    """Issue 27's reliability case: a writer killed mid-save, and a later save of the same
+    path at once (within seconds, its PID not yet reaped: a zombie, which os.kill(pid, 0) still
+    finds, or a PID alive in another container) left the .part behind. The lock decides."""
+    target = tmp_path / "c.npz"
+    model = SparseAutoencoder(3, 2)
+    ck.save(target, model)
+    pid = os.fork()
+    if pid == 0:    # the child: start a save, die inside it
+        try:
+            with atomic_write(target, fsync=True) as f:
+                if where != "created":
+                    f.write(b"half a checkpoint")
+                    f.flush()
+                if where in ("written", "synced"):
+                    f.write(b" and the rest")
+                    f.flush()
+                if where == "synced":
+                    os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:   # dead (a zombie: not reaped), its .part left behind
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(")")[-1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        assert len(parts(tmp_path)) == 1
+        ck.save(target, model)
+        assert parts(tmp_path) == [], where
+    finally:
+        os.waitpid(pid, 0)
+    assert ck.load(target).model.config == model.config
 
 
 def test_a_part_this_process_is_writing_is_kept(tmp_path):

@@ -9,6 +9,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import os
 import json
 import tracemalloc
 import zipfile
@@ -159,6 +160,48 @@ def test_history_declaring_2_gib(tmp_path):
     declare_size(path, "history.npy", 2**31)
     assert peak_while_refused(CheckpointError, "'history' is 2,147,483,648 bytes", ck.load,
                               path) < MB
+
+
+def test_a_32_mib_history_ending_in_nan_is_refused_before_it_is_parsed(tmp_path):
+    """Issue 27's reliability case: a 32 MiB history member (8 M characters of JSON: a list of
+    floats, then NaN where the list should end) cost 62 MB traced (69 MB of RSS) to refuse,
+    the text read whole, then parsed. Its cost is now counted as it is read (twice the text,
+    64 bytes a value) and the member refused once that passes the history's 16 MiB."""
+    path = small_checkpoint(tmp_path / "c.npz")
+    contents = members(path)
+    for value in ("1.5, ", "1,"):
+        n = ((32 << 20) // 4 - 40) // len(value)
+        contents["history.npy"] = npy(np.array('{"train_total": [' + value * n + "NaN"))
+        write_zip(path, contents)
+        assert os.path.getsize(path) > 32 * MB
+        peak = peak_while_refused(CheckpointError, r"'history' would cost more than the 16 MiB "
+                                  r"of memory minisae allows it once parsed", ck.load, path)
+        assert peak < 4 * MB, (value, peak)
+
+
+def test_json_members_cost_no_more_than_their_bound_to_load(tmp_path, monkeypatch):
+    """What load counts is what save counts (a checkpoint saved loads), and what a member
+    counts bounds what parsing it costs: a history near its bound, in chunks of 4 KiB."""
+    monkeypatch.setattr(ck, "_CHUNK", 4096)
+    monkeypatch.setitem(ck._JSON_BOUNDS, "history", 1 << 20)
+    monkeypatch.setitem(ck._TEXT_LIMITS, "history", 2 << 20)
+    model = SparseAutoencoder(6, 3, seed=1)
+    history, rng = History(), np.random.default_rng(0)
+    while ck._json_cost(json.dumps(history.as_dict())) < (1 << 20) - 3000:
+        history.append(epoch=len(history) + 1, train_total=float(rng.random()), seconds=1.5,
+                       val_fvu=None, threads=2)
+    ck.save(tmp_path / "c.npz", model, None, history)
+    tracemalloc.start()
+    loaded = ck.load(tmp_path / "c.npz").history
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert loaded.as_dict() == history.as_dict() and peak < (1 << 20) + MB // 2
+    for _ in range(200):
+        history.append(epoch=len(history) + 1, train_total=0.5, seconds=1.5, threads=2)
+    with pytest.raises(CheckpointError, match="cannot save history: .* would cost .* more than "
+                                              "the 1 MiB"):
+        ck.save(tmp_path / "c.npz", model, None, history)
+    assert ck.load(tmp_path / "c.npz").history.as_dict() == loaded.as_dict()   # kept
 
 
 def test_a_zip_directory_of_thousands_of_members(tmp_path):

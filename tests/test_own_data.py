@@ -167,8 +167,71 @@ def test_resume_on_changed_files_is_refused(acts, tmp_path, capsys):
 def test_data_flags_need_data_and_a_linear_output(acts, tmp_path, capsys):
     assert cli.main(["train", "--normalize", "norm", "--out", str(tmp_path / "r")]) == 2
     assert "--normalize applies to --data" in capsys.readouterr().err
-    assert cli.main(["train", "--data", str(tmp_path / "acts.npy"), "--hidden", "8",
-                     "--epochs", "1", "--no-progress", "--backend", "numpy", "--out",
-                     str(tmp_path / "r2")]) == 2
+    assert cli.main(["train", "--data", str(tmp_path / "acts.npy"), "--sparsity", "kl",
+                     "--hidden", "8", "--epochs", "1", "--no-progress", "--backend", "numpy",
+                     "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert "acts.npy" in err and "--output" in err   # values outside [0, 1], a sigmoid output
+
+
+def structured(tmp_path, n=1500, width=20, seed=0):
+    """Rows made of a few of 40 directions each (sparse codes), offset and scaled as a
+    network's activations are, as a .npy."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(40, width))
+    codes = rng.exponential(size=(n, 40)) * (rng.random((n, 40)) < 0.1)
+    path = tmp_path / "structured.npy"
+    np.save(path, (7 + 4 * codes @ directions).astype(np.float32))
+    return path
+
+
+def test_own_data_with_no_flags_trains_todays_autoencoder_sized_to_it(tmp_path, capsys):
+    """Issue 27: `minisae train --data FILE` trained the book's 64 -> 1000 sigmoid/KL model
+    (activations were refused, out of [0, 1]; other data ended with 99.9% of the units dead).
+    Now it is the activations preset: TopK with AuxK, ReLU codes, x - b2 encoded, Gao et al.'s
+    start, a linear output, the data normalized, sized to the data's width and rows."""
+    path = structured(tmp_path)
+    out = tmp_path / "r"
+    assert cli.main(["train", "--data", str(path), "--no-progress", "--backend", "numpy",
+                     "--threads", "1", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "preset: activations, sized to 20 features and 1,425 rows: --hidden 80, --k 5, " \
+           "--aux-k 10, --epochs 92; --normalize norm" in captured.out
+    assert "fail" not in captured.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    s = metrics["settings"]
+    assert (s["preset"], s["hidden"], s["k"], s["aux_k"], s["epochs"], s["normalize"]) == \
+        ("activations", 80, 5, 10, 92, "norm")
+    c = checkpoint.load(out).model.config
+    assert (c.sparsity, c.hidden_activation, c.output_activation, c.init) == \
+        ("topk", "relu", "linear", "gao")
+    assert c.subtract_decoder_bias and c.aux_weight == 1 / 32
+    assert metrics["fvu"] < 0.5 and metrics["train_dead_fraction"] < 0.2, metrics
+    assert cli.failure(metrics, s) is None
+
+
+def test_samples_per_second_counts_training_alone(acts, tmp_path):
+    """Issue 27: samples/s swung 17,255 -> 160,184 -> 24,497 between epochs. It is measured
+    over the epoch's steps alone: not the checkpoints saved inside it (here 20 ms each, far
+    longer than a step), nor the first step's warm-up."""
+    import time
+    source = ArrayFiles(tmp_path / "acts.npy")
+    m = SparseAutoencoder(20, 12, sparsity="topk", k=3, hidden_activation="relu",
+                          output_activation="linear", seed=1)
+    history = fit(m, Adam(m.params, m.grads, lr=0.01), source, 3, 100, progress=False,
+                  engine=Engine(threads=1),
+                  checkpoints=Checkpoints(lambda h, at: time.sleep(0.02), every=1))
+    for seconds, rate in zip(history.seconds, history.samples_per_second):
+        # 11 steps an epoch, 10 saves inside it: 0.2 s of the epoch's seconds are saving
+        assert seconds > 0.2 and rate > 3 * 1100 / seconds, (seconds, rate)
+
+
+def test_a_shard_folder_with_other_files_is_refused_naming_them(acts, tmp_path, capsys):
+    """Issue 27: a folder of mixed files took two unrelated .npy files as shards and ignored
+    the rest without a word."""
+    (tmp_path / "shards" / "labels.txt").write_text("a\nb\n")
+    assert cli.main(["train", "--data", str(tmp_path / "shards"), *BASE, "--epochs", "1",
+                     "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds labels.txt beside its 3 .npy shards" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()

@@ -716,6 +716,8 @@ def test_fvu_is_the_unexplained_share_of_the_variance():
     assert m["l0"] == pytest.approx((h > 0).sum(axis=1).mean())
     assert m["dead_fraction"] == pytest.approx(((h > 0).sum(axis=0) == 0).mean())
     assert m["dense_fraction"] == pytest.approx(((h > 0).mean(axis=0) > 0.5).mean())
+    density = (h > 0).mean(axis=0)
+    assert m["log10_density"] == pytest.approx(np.median(np.log10(density[density > 0])))
     assert "sparsity" not in m and "auxk" not in m  # topk has no penalty; AuxK is training's
     assert math.isnan(evaluate(model, np.tile(x[:1], (4, 1)))["fvu"])  # no variance at all
 

@@ -167,7 +167,8 @@ def test_evaluate_matches_model_loss_on_one_batch(data):
     # every value of the metrics is a float (the per-unit array comes apart)
     assert evaluate(model, xv, batch_size=7) == parts
     assert set(parts) == {"total", "reconstruction", "sparsity", "weight_decay",
-                          "mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu"}
+                          "mean_activation", "l0", "dead_fraction", "dense_fraction",
+                          "log10_density", "fvu"}
     assert all(type(v) is float for v in parts.values())
     assert {k: float(v) for k, v in parts.items()} == parts
 

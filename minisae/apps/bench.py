@@ -1020,7 +1020,7 @@ def add_parser(subparsers):
                         "initialisation; a fixed share of the units dead (--dead-share), the "
                         "same in every contender. 0: no AuxK. Issue 25's sizes: --aux-k 256 "
                         "--configs 1000x256, and --k 32 --aux-k 256 --inputs 384 --configs "
-                        "3072x1024")
+                        "3072x1024 (default: none, no AuxK)")
     p.add_argument("--dead-share", type=float, default=None, metavar="F",
                    help=f"with --aux-k: the share of units made dead (default {DEAD_SHARE})")
     p.add_argument("--inputs", type=int, default=None, metavar="N",

@@ -10,8 +10,10 @@ presets' choices from their own modules: a new choice there is a new choice here
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
+import math
 import os
 import re
 import shlex
@@ -26,7 +28,7 @@ from ..data import DATASETS, IDX_DATASETS
 from ..errors import ConfigError, MinisaeError
 from ..files.atomic import atomic_write
 from ..files.lock import RunLock
-from ..presets import PRESETS, get_preset
+from ..presets import MECHANISM_PRESETS, PRESETS, SIZING, default_preset, get_preset
 from ..training import OPTIMIZERS
 
 FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
@@ -72,7 +74,7 @@ TRAINING = {
                              "--val-fraction; unset: none", None),
     "normalize": Setting(str, "normalise --data: norm (centred, scaled so a row's mean squared "
                               "norm is its width: SAE trainers' choice for activations), "
-                              "standard (per feature) or none; with --output linear", "none",
+                              "standard (per feature) or none", "none",
                          ("none", "norm", "standard")),
     "checkpoint_every": Setting(int, "also save a checkpoint every N steps, mid-epoch (resumed "
                                      "exactly); unset: at each epoch's end only", None, low=1),
@@ -162,10 +164,19 @@ def _add_data_source(p):
 
 # ----------------------------------------------------------------------------- train
 
+SIZED = {"hidden": "n_hidden", "k": "k", "aux_k": "aux_k", "epochs": "epochs"}
+"""The settings a sizing (presets.Sizing) sets from the data: the CLI's name -> the rule's."""
+
+
 def _preset_values(key):
     """"book: 1000, ufldl: 196, ufldl-patches: 25" for a setting, from the presets (one value
-    where they all agree; "" where none sets it)."""
-    values = {name: preset_settings(preset).get(key) for name, preset in PRESETS.items()}
+    where they all agree; "" where none sets it); a sized preset's rule in words."""
+    values = {}
+    for name, preset in PRESETS.items():
+        value = preset_settings(preset).get(key)
+        if preset.sizing is not None and key in SIZED and value is not None:
+            value = preset.sizing.describe(SIZED[key])
+        values[name] = value
     values = {name: v for name, v in values.items() if v is not None}
     if len(set(map(repr, values.values()))) == 1:
         return f"{next(iter(values.values()))}"
@@ -189,18 +200,30 @@ def _add_train(sub):
         "train", help="train a sparse autoencoder (MNIST, Fashion-MNIST or image patches)",
         description="Train a sparse autoencoder; write checkpoint.npz, metrics.json and figures "
                     "into --out. A preset sets every value; each flag overrides one. Defaults "
-                    "shown as 'preset' come from the chosen preset.")
+                    "shown as 'preset' come from the chosen preset. Without --preset: the "
+                    "mechanism's own preset where --sparsity names one, else activations for "
+                    "--data and book for MNIST; a --data run without --preset has its hidden "
+                    "units, k, AuxK's k and epochs sized to the data (" + "; ".join(
+                        f"{cli}: {SIZING.describe(rule)}" for cli, rule in SIZED.items())
+                    + ") and its data normalized (norm) when its output is linear.")
     _add_backend(p)
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="a setting's values: " + "; ".join(
                        f"{name}: {preset.description}" for name, preset in PRESETS.items())
-                   + " (default: book)")
+                   + " (default: the preset of --sparsity's mechanism (" + ", ".join(
+                       f"{m}: {n}" for m, n in MECHANISM_PRESETS.items()) + "); else "
+                   "activations with --data, book otherwise)")
     for name, f in FIELDS.items():
         key = f.flag[2:].replace("-", "_")
         values = _preset_values(key)
         default = f"preset, {values}" if values else f"preset, else {getattr(_DEFAULTS, name)}"
         if name == "dtype":
             default = "preset, else float64 with lbfgs, float32 otherwise"
+        if name == "k":
+            default = (f"preset, {values}; a preset that sets none (book, ufldl, l1, ...) "
+                       f"needs --k with --sparsity topk or batchtopk")
+            f = dataclasses.replace(f, help="units kept per sample by sparsity topk (per sample "
+                                            "on average by batchtopk)")
         if f.type is bool:
             p.add_argument(f.flag, dest=key, action=argparse.BooleanOptionalAction, default=None,
                            help=f"{f.help} (default: {default})")
@@ -212,6 +235,8 @@ def _add_train(sub):
     for name, s in TRAINING.items():
         values = _preset_values(name)
         default = f"preset, {values}" if values else f"{s.default}"
+        if name == "normalize":
+            default = "norm where the output is linear, none where it is a sigmoid"
         kind = _positive_int if s.type is int and s.low == 1 else \
             _count if s.type is int else s.type
         p.add_argument("--" + name.replace("_", "-"), type=kind, choices=s.choices,
@@ -237,8 +262,12 @@ def _add_train(sub):
 
 
 def resolve_settings(args):
-    """The preset's values with explicit flags on top (the CLI's setting names)."""
-    preset = get_preset(args.preset or "book")
+    """The preset's values with explicit flags on top (the CLI's setting names). The preset is
+    --preset's, else the mechanism's own where --sparsity names one, else activations for
+    --data and book for MNIST (presets.default_preset). A --data run is sized to its data
+    once they are read (size_to_data)."""
+    own = getattr(args, "data", None) is not None
+    preset = get_preset(args.preset or default_preset(args.sparsity, own))
     settings = preset_settings(preset)
     for name in settings:
         value = getattr(args, name, None)
@@ -248,13 +277,21 @@ def resolve_settings(args):
         settings["dtype"] = "float64"  # L-BFGS's line search wants float64
     if settings.get("aux_k") == 0:  # --aux-k 0: AuxK off (a preset's too)
         settings["aux_k"] = None
+    if args.aux_k is None and settings.get("aux_k") is not None:  # a preset's AuxK: in fewer
+        if args.hidden is not None:                                # units, capped; with codes
+            settings["aux_k"] = min(settings["aux_k"], args.hidden)  # that are not ReLU, off
+        if settings["hidden_activation"] != "relu":
+            settings["aux_k"] = None
     if args.data is not None:
         if args.dataset not in (None, "files"):
             raise ConfigError(f"--data trains on your files; drop --dataset {args.dataset}")
         settings["dataset"] = "files"
+        if args.normalize is None:  # activations want it; a sigmoid's [0, 1] data do not
+            settings["normalize"] = "norm" if settings["output"] == "linear" else "none"
     elif settings["dataset"] == "files":
-        raise ConfigError("--dataset files needs --data PATH (a .npy, an .npz or a folder of "
-                          ".npy shards)")
+        what = "--dataset files" if args.dataset == "files" else f"--preset {preset.name}"
+        raise ConfigError(f"{what} trains on your own data: give --data PATH (a .npy, an .npz "
+                          f"or a folder of .npy shards)")
     for flag in ("data_key", "val_data", "normalize", "chunk_rows", "buffer_rows"):
         if getattr(args, flag, None) not in (None, "none") and args.data is None:
             raise ConfigError(f"{FLAGS[flag]} applies to --data; give --data PATH or drop it")
@@ -298,6 +335,34 @@ def refuse_flags_that_do_not_apply(args, settings):
                           "on --data; drop --data-dir")
 
 
+def sizing_of(args, settings):
+    """The presets.Sizing a new run is sized to its data by: its preset's own (activations),
+    or for a --data run that names no preset, presets.SIZING; None for the others."""
+    preset = get_preset(settings["preset"])
+    if preset.sizing is not None:
+        return preset.sizing
+    return SIZING if settings["dataset"] == "files" and args.preset is None else None
+
+
+def size_to_data(args, settings, n_inputs, n_train):
+    """The settings of a new run with what its sizing sets from the data (n_inputs wide,
+    n_train rows to train on) filled in where no flag set it: hidden units, k and AuxK's k
+    (where the preset keeps k units), and epochs (adam and sgd). Returns the sized names."""
+    sizing = sizing_of(args, settings)
+    if sizing is None:
+        return []
+    model = get_preset(settings["preset"]).model_for(n_inputs, sizing, args.hidden)
+    sized = []
+    for cli in ("hidden", "k", "aux_k"):
+        if getattr(args, cli) is None and SIZED[cli] in model and settings[cli] is not None:
+            settings[cli] = model[SIZED[cli]]
+            sized.append(cli)
+    if args.epochs is None and settings["optimizer"] in _MINIBATCH:
+        settings["epochs"] = sizing.epochs(n_train)
+        sized.append("epochs")
+    return sized
+
+
 class Interruption:
     """What Ctrl-C should say: updated by `minisae train` as it saves."""
 
@@ -322,6 +387,8 @@ def resume_command(args, run_folder, settings, out=None):
 
 
 def cmd_train(args):
+    """The settings, then the data (read and checked before the output folder is looked at:
+    a missing --data file is reported as missing), then the folder, under its lock."""
     from ..files import checkpoint
     from ..training import History
 
@@ -334,29 +401,30 @@ def cmd_train(args):
         settings = resolve_settings(args)
         out = args.out or os.path.join("runs", settings["preset"])
         ck, history, saved_in = None, History(), None
+    position = ck.extra.get("position") if ck is not None else None
+    Interruption.note = _saved_note(args, settings, out, saved_in, len(history), position) \
+        if saved_in else (f"nothing was saved yet (the first checkpoint is written after "
+                          f"{_unit(settings, 1)} 1)")
+    data, record = _run_data(args, ck, settings)
     with RunLock(out):  # one writer at a time; checked, then written, under the lock
         if saved_in is None or os.path.abspath(out) != saved_in:
             _refuse_to_overwrite(out, args.force)
-        return _train(args, ck, settings, history, saved_in, out)
+        return _train(args, ck, settings, history, saved_in, out, data, record)
 
 
-def _train(args, ck, settings, history, saved_in, out):
-    from ..files import checkpoint
-    from ..training import Checkpoints, DeadUnits, Engine, Stream, fit
-    done, target, unit = len(history), _target(settings), _unit(settings)
-    position = ck.extra.get("position") if ck is not None else None
+def _saved_note(args, settings, out, folder, n, at=None):
+    """What Ctrl-C says once `folder` holds a checkpoint of n epochs (or iterations), or one
+    in the middle of an epoch (at: a position)."""
+    target, unit = _target(settings), _unit(settings)
+    held = f"{n} of {target} {unit}" if at is None else \
+        f"{at['epoch'] - 1} of {target} {unit} and {at['step']} steps of the next"
+    return (f"the checkpoint in {folder} holds {held}; continue with: "
+            f"{resume_command(args, folder, settings, out)}")
 
-    def saved(folder, n, at=None):
-        """What Ctrl-C says once `folder` holds a checkpoint of n epochs (or iterations), or
-        one in the middle of an epoch (at: a position)."""
-        held = f"{n} of {target} {unit}" if at is None else \
-            f"{at['epoch'] - 1} of {target} {unit} and {at['step']} steps of the next"
-        return (f"the checkpoint in {folder} holds {held}; continue with: "
-                f"{resume_command(args, folder, settings, out)}")
 
-    Interruption.note = saved(saved_in, done, position) if saved_in else (
-        f"nothing was saved yet (the first checkpoint is written after {_unit(settings, 1)} 1)")
-
+def _run_data(args, ck, settings):
+    """(data, what the checkpoint records of them): the run's data, read and checked; a new
+    run sized to them (size_to_data), a resumed one compared with those it started on."""
     data = load_data(settings, args)
     n_train, width = n_rows(data.x_train), int(data.x_train.shape[1] if hasattr(
         data.x_train, "shape") else data.x_train.n_features)
@@ -367,7 +435,28 @@ def _train(args, ck, settings, history, saved_in, out):
         record["data_fingerprint"] = data.fingerprint
     if ck is not None:
         _check_same_data(ck.extra, record, args)
+    else:
+        sized = size_to_data(args, settings, width, n_train)
+        if sized:
+            print(f"preset: {settings['preset']}, sized to {width} features and {n_train:,} "
+                  f"rows: " + ", ".join(f"--{name.replace('_', '-')} {settings[name]}"
+                                        for name in sized)
+                  + (f"; --normalize {settings['normalize']}" if settings["dataset"] == "files"
+                     else ""))
     image_shape_of(settings, width)  # a wrong --image-shape is refused now, not after training
+    return data, record
+
+
+def _train(args, ck, settings, history, saved_in, out, data, record):
+    from ..files import checkpoint
+    from ..training import Checkpoints, DeadUnits, Engine, Stream, fit
+    done, target, unit = len(history), _target(settings), _unit(settings)
+    position = ck.extra.get("position") if ck is not None else None
+
+    def saved(folder, n, at=None):
+        return _saved_note(args, settings, out, folder, n, at)
+
+    width = record["data_shape"][1]
     model = ck.model if ck is not None else _build_model(settings, width, args)
     if ck is None and settings["normalize"] != "none":
         from ..normalize import Normalizer
@@ -383,8 +472,11 @@ def _train(args, ck, settings, history, saved_in, out):
 
     def save(history, at):
         """After each epoch (at None; every 10th L-BFGS iteration, and the last), and every
-        --checkpoint-every steps mid-epoch (at: the position in the epoch)."""
+        --checkpoint-every steps mid-epoch (at: the position in the epoch). An epoch whose
+        numbers say the run is failing gets a line after its own."""
         n = len(history)
+        if at is None and not args.no_progress:
+            _say_failing(history, settings)
         if at is None and n % every and n != target:
             return
         checkpoint.save(ckpt_path, model, optimizer, history,
@@ -420,7 +512,77 @@ def _train(args, ck, settings, history, saved_in, out):
     metrics["wall_seconds_this_run"] = wall
     print(summary_table(metrics, out, written=("checkpoint.npz", "metrics.json",
                                                *metrics["figures"])))
+    verdict = failure(metrics, settings)
+    if verdict:
+        print(f"minisae: this run failed: {verdict}", file=sys.stderr)
     return 0
+
+
+FAILED = {"dead": 0.9, "l0": 1.0, "fvu": 0.99}
+"""A run has failed when more than 90% of its units are dead, when its codes have fewer than
+one active unit per sample (L0), or when it explains (almost) none of the variance (FVU)."""
+
+
+def failure(figures, settings):
+    """What failed and the flag to change, in one line (None when nothing did). figures:
+    a run's metrics ({"dead_fraction", "l0", "fvu", "train_dead_fraction"}) or an epoch's
+    record ("val_" names). Dead units are those training tracked (ReLU codes with AuxK or
+    resampling: silent for --dead-window samples) where it did, else those active on no
+    held-out sample."""
+    def get(name):
+        value = figures.get(name, figures.get(f"val_{name}"))
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+    dead = get("train_dead_fraction")
+    dead = get("dead_fraction") if dead is None else dead
+    l0, fvu = get("l0"), get("fvu")
+    problems = []
+    if dead is not None and dead > FAILED["dead"]:
+        problems.append(("dead", f"{100 * dead:.1f}% of its units are dead"))
+    if l0 is not None and l0 < FAILED["l0"]:
+        problems.append(("l0", f"its L0 is {l0:.2f}, less than one active unit per sample"))
+    if fvu is not None and fvu >= FAILED["fvu"]:
+        problems.append(("fvu", f"its FVU is {fvu:.3f}: it reconstructs (almost) nothing but "
+                                f"the mean"))
+    if not problems:
+        return None
+    return "; ".join(p for _, p in problems) + "; " + _remedy(problems[0][0], settings)
+
+
+def _remedy(problem, s):
+    """The flag to change for a run that failed by `problem` ("dead", "l0" or "fvu")."""
+    mechanism = s.get("sparsity", "kl")
+    if s.get("dataset") == "files" and s.get("normalize") == "none" and \
+            s.get("output") == "linear":
+        return "normalize the data (--normalize norm)"
+    if applies("sparsity_weight", {"sparsity": mechanism, "aux_k": s.get("aux_k")}):
+        lower = f"lower --sparsity-weight (now {s.get('sparsity_weight'):g})"
+        if problem == "dead" and mechanism in ("kl", "squared", "absolute"):
+            return f"{lower}, or raise --sparsity-target (now {s.get('sparsity_target'):g})"
+        return lower
+    if problem == "dead" and s.get("aux_k") is None and s.get("hidden_activation") == "relu":
+        return "turn AuxK on (--aux-k N, e.g. half the width), which revives dead units"
+    return f"lower --lr (now {s.get('lr'):g}), or train longer (--epochs)"
+
+
+def _say_failing(history, settings):
+    """After an epoch's progress line: one line if the epoch's numbers say the run fails. An
+    FVU still falling by more than 1% an epoch is a run that is learning, not failing (the
+    book's model starts above FVU 1 and takes a dozen epochs to come under it): its units and
+    L0 are still judged, its FVU only once it stalls (and always at the end)."""
+    record = history.last()
+    verdict = failure(record, settings)
+    if not verdict:
+        return
+    fvu = history.as_dict().get("val_fvu", [])
+    learning = len(fvu) >= 2 and None not in fvu[-2:] and fvu[-1] < 0.99 * fvu[-2]
+    if learning and failure({**record, "val_fvu": None}, settings) is None:
+        return
+    line = f"epoch {record.get('epoch')}: failing so far: {verdict}"
+    if sys.stderr.isatty():   # above tqdm's bar, which redraws below it
+        from tqdm.auto import tqdm
+        tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _check_same_data(saved, now, args):
@@ -659,15 +821,22 @@ def write_results(model, history, data, out, settings):
     val = evaluate(model, x_test)
     image_shape = image_shape_of(settings, model.config.n_inputs)
     parts = ("total",) + losses.part_names(model.config)
+    mse = reconstruction_mse(model, x_test)
     metrics = {
         "dataset": data.name, "data_source": data.source, "subset": data.subset,
         "n_train": n_rows(data.x_train), "n_test": n_rows(x_test), "settings": settings,
         "epochs": len(history), "train_seconds": float(sum(s or 0.0 for s in history.seconds)),
-        "test_mse_per_pixel": reconstruction_mse(model, x_test),
+        # in the data's own units (the test loss is where the model works: after --normalize)
+        "test_mse_per_feature": mse,
+        **({"test_mse_per_pixel": mse} if image_shape else {}),  # 0.3's name, for images
+        "image_shape": list(image_shape) if image_shape else None,
+        "normalize": "none" if model.normalizer is None else model.normalizer.mode,
         "test_loss": {k: val[k] for k in parts},
         "mean_activation": val["mean_activation"], "sparsity_target": model.config.sparsity_target,
         "sparsity": model.config.sparsity, "l0": val["l0"], "dead_fraction": val["dead_fraction"],
         "dense_fraction": val["dense_fraction"], "fvu": val["fvu"],
+        "train_dead_fraction": (history.last().get("train_dead_fraction")
+                                if len(history) else None),
         "active": "h > 0.5" if model.config.hidden_activation == "sigmoid" else "h > 0",
         "backend": model.backend.name,
         # the held-out set is the test set: its records are named so
@@ -685,6 +854,16 @@ def write_results(model, history, data, out, settings):
     return metrics
 
 
+def _mse_row(m):
+    """The test MSE in the data's own units: per pixel for images, per feature otherwise
+    (metrics of 0.3 and earlier: test_mse_per_pixel, and no image_shape)."""
+    value = m.get("test_mse_per_feature", m.get("test_mse_per_pixel"))
+    images = m.get("image_shape") is not None if "image_shape" in m else m["dataset"] != "files"
+    scaled = m.get("normalize", "none") != "none"
+    return (f"test MSE per {'pixel' if images else 'feature'}" + (
+        ", the data's units" if scaled else ""), f"{value:.4f}")
+
+
 BOOK_NOTE = ("the book preset's features stay noise-like: its MSE is averaged over the pixels, "
              "so the sparsity term outweighs the reconstruction; for pen-stroke features try "
              "`minisae train --preset ufldl` (README: \"Why the book's and UFLDL's settings "
@@ -697,19 +876,24 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
         ("data", f"{m['dataset']} ({m['data_source']})"),
         (unit, f"{m['epochs']}"),
         ("training time", f"{m['train_seconds']:.1f} s"),
-        ("test MSE per " + ("feature" if m["dataset"] == "files" else "pixel"),
-         f"{m['test_mse_per_pixel']:.4f}"),
-        ("test loss", f"{m['test_loss']['total']:.4f} (" + ", ".join(
-            f"{k.replace('_', ' ')} {v:.4f}" for k, v in m["test_loss"].items() if k != "total")
+        _mse_row(m),
+        ("test loss" + (f", after --normalize {m['normalize']}" if m.get("normalize", "none")
+                        != "none" else ""),
+         f"{m['test_loss']['total']:.4f} (" + ", ".join(
+             f"{k.replace('_', ' ')} {v:.4f}" for k, v in m["test_loss"].items() if k != "total")
          + ")"),
         ("mean activation", f"{m['mean_activation']:.4f}" + (
             f" (target {m['sparsity_target']})" if m.get("sparsity") in
             ("kl", "squared", "absolute", None) else "")),
     ]
     if "l0" in m:
+        trained = m.get("train_dead_fraction")
         rows += [("active units", f"L0 {m['l0']:.1f} per sample ({m.get('active', 'h > 0')}); "
-                                  f"dead {100 * m['dead_fraction']:.1f}%, dense "
-                                  f"{100 * m['dense_fraction']:.1f}% of the units"),
+                                  f"dead {100 * m['dead_fraction']:.1f}% on the test set" + (
+                                      f" ({100 * trained:.1f}% silent in training's last "
+                                      f"{m['settings'].get('dead_window', 0):,} samples)"
+                                      if trained is not None else "")
+                                  + f", dense {100 * m['dense_fraction']:.1f}% of the units"),
                  ("unexplained variance", f"FVU {m['fvu']:.4f}")]
     else:  # metrics of an older run
         rows.append(("dead units", f"{100 * m['dead_fraction']:.1f}%"))

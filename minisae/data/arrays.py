@@ -27,15 +27,20 @@ and training.stream.ArraySource gives an in-memory array the same one:
   fingerprint() -> dict   JSON-able; changes(saved) -> [what differs] ([] for the same data)
   close(); a context manager; the files stay open between reads (at most 8 at a time)
 
-Layouts. A folder holds the .npy files directly in it (names starting with "." are skipped,
-as are other files), sorted by name with runs of digits compared as numbers ("2.npy" before
-"10.npy"; zero-padded names sort the same either way): the layout activation caches use. A
+Layouts. A folder holds the .npy files directly in it, and nothing else but names starting
+with "." (skipped): a file that is not a .npy, or a folder inside it, is refused with its name
+(a labels file, a config, another split: keep them beside the folder, not in it), so nothing
+is taken, or left out, without a word. The shards are sorted by name with runs of digits
+compared as numbers ("2.npy" before "10.npy"; zero-padded names sort the same either way):
+the layout activation caches use. A
 .npy is used whole; an .npz gives the array `key` ("acts" or "acts.npy") or, without a key,
 its only one. Rows are samples: every array is 2-D (n, width), float16, float32 or float64,
 all shards of one width and one dtype (shards may hold 0 rows). Fortran-order arrays and
 either byte order are read (a Fortran array column by column: slower, but the same rows).
 
-What is refused before any row is read (every error names the file): what is not a .npy or
+What is refused before any row is read (every error names the file): a path that is not
+there, or that the OS will not let minisae look at or read (its permissions, or a folder's
+above it: a DatasetError naming it, never a raw PermissionError), what is not a .npy or
 .npz (saying what it looks like: text, pickle, gzip, safetensors, a PyTorch zip), a header
 longer than np.load reads (10,000 bytes; its length is checked before it is read), a header
 NumPy cannot parse, a declared shape whose data is larger than the file (truncated, or an
@@ -77,6 +82,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 import struct
 import zipfile
 
@@ -126,15 +132,13 @@ class ArrayFiles:
                               f"{type(key).__name__}")
         self.key = None if key is None else key[:-4] if key.endswith(".npy") else key
         self._open, self._scratch = {}, None
-        if os.path.isdir(self.path):
+        if _kind(self.path) == "folder":
             if key is not None:
                 raise ConfigError(f"{self.path} is a folder of .npy shards; key names an array "
                                   f"in an .npz file, leave it out")
             self.kind, shards = "folder", _folder_shards(self.path)
-        elif os.path.isfile(self.path):
-            self.kind, shards = _file_shards(self.path, self.key)
         else:
-            raise DatasetError(f"{self.path}: no such file or folder")
+            self.kind, shards = _file_shards(self.path, self.key)
         first = shards[0]
         for s in shards[1:]:
             if s.width != first.width:
@@ -232,7 +236,8 @@ class ArrayFiles:
             try:
                 f = open(s.path, "rb", buffering=0)
             except OSError as e:
-                raise DatasetError(f"{s.path}: cannot be opened ({e.strerror or e})") from None
+                raise DatasetError(f"{s.path}: cannot be opened ({e.strerror or e}); check its "
+                                   f"permissions") from None
             st = os.fstat(f.fileno())
             if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
                 f.close()
@@ -351,19 +356,53 @@ class ArrayFiles:
 
 # ----------------------------------------------------------------------------- opening
 
-def _folder_shards(folder):
+def _kind(path):
+    """"folder" or "file" for path; a DatasetError naming it when nothing is there, when the
+    OS will not say (a folder above it that cannot be searched), or for a FIFO, a device or
+    a socket (opening one could block for ever)."""
     try:
-        names = [e.name for e in os.scandir(folder)
-                 if not e.name.startswith(".") and e.is_file()]
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise DatasetError(f"{path}: no such file or folder") from None
     except OSError as e:
-        raise DatasetError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
-    npy = sorted((n for n in names if n.endswith(".npy")), key=_natural)
+        raise DatasetError(f"{path}: cannot be looked at ({e.strerror or e}); check its "
+                           f"permissions and those of the folders above it") from None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if not stat.S_ISREG(mode):
+        raise DatasetError(f"{path}: is not a regular file or a folder (a FIFO, a device or a "
+                           f"socket); give a .npy, an .npz or a folder of .npy shards")
+    return "file"
+
+
+_SHOWN_NAMES = 8            # names listed in a message about files that are not shards
+
+
+def _folder_shards(folder):
+    """The shards of a folder: its .npy files (names starting with "." skipped); anything
+    else in it is refused, named."""
+    try:
+        entries = [(e.name, e.is_file()) for e in os.scandir(folder)
+                   if not e.name.startswith(".")]
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot list the folder ({e.strerror or e}); check its "
+                           f"permissions") from None
+    npy = sorted((n for n, is_file in entries if is_file and n.endswith(".npy")), key=_natural)
+    others = sorted((n + ("" if is_file else os.sep) for n, is_file in entries
+                     if not (is_file and n.endswith(".npy"))), key=_natural)
     if not npy:
-        others = sorted({os.path.splitext(n)[1] or n for n in names})
-        found = f"it holds {', '.join(others[:8])} files" if others else "it is empty"
+        kinds = sorted({os.path.splitext(n)[1] or n for n in others})
+        found = f"it holds {', '.join(kinds[:_SHOWN_NAMES])} files" if kinds else "it is empty"
         hint = " (save each shard with np.save; an .npz can be given as a file)" \
-            if others else ""
+            if kinds else ""
         raise InputError(f"{folder}: no .npy shards in this folder; {found}{hint}")
+    if others:
+        shown = ", ".join(others[:_SHOWN_NAMES]) + (f", ... ({len(others):,} in all)"
+                                                     if len(others) > _SHOWN_NAMES else "")
+        raise InputError(f"{folder}: holds {shown} beside its {len(npy):,} .npy shard"
+                         f"{'s' if len(npy) != 1 else ''}; a folder of shards holds .npy files "
+                         f"only (names starting with '.' are skipped): move the others out, or "
+                         f"give a .npy file itself")
     out = []
     for name in npy:
         path = os.path.join(folder, name)
@@ -399,7 +438,8 @@ def _file_shards(path, key, folder_member=False):
     except MinisaeError:
         raise
     except OSError as e:
-        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e}); check its "
+                           f"permissions") from None
 
 
 def _looks_like(head, folder_member):

@@ -1,20 +1,58 @@
 """Thread policy: how many threads BLAS (and the fast Adam) use during a training run.
 
     with thread_limits("auto", n_inputs, n_hidden, batch) as policy:
+        policy.decide(probe)              # "auto": measure once (fit does this)
         ...training steps...              # policy.threads: BLAS's thread count now
 
 A count is set through threadpoolctl and restored when the block ends. Three policies:
 
-- a number (threads=4): that count;
-- "auto" (the default): a count chosen once from the problem's size and the cores this
-  process may use (one thread for small products, else every core), the same whatever the
-  load, so that one seed gives the same bits on the same machine every time. OpenBLAS's
-  products come out different in their last bits on one thread and on two (its blocking
-  follows the thread count), and Adam turns such differences in near-zero gradients into
-  whole steps: a count that followed the load would make runs unrepeatable;
-- "adaptive": what "auto" was before minisae 0.3, for speed on a shared machine at the
-  price of bit-for-bit repeatability; it decides from the problem's size and from what the
-  machine gives right now:
+- a number (threads=4): that count, for every step;
+- "auto" (the default): one count for the whole run, chosen once at its start, then kept.
+  Products of fewer than AUTO_MIN_FLOPS, or a machine with one core, take one thread without
+  measuring. Otherwise the step is timed a few times on one thread and on every core this
+  process may use (`decide`, below), and every core is kept only if it was faster by MARGIN;
+- "adaptive": the same trial, repeated during the run (below), so that the count follows
+  the load as it changes, at the price of bit-for-bit repeatability.
+
+Why one count, kept: OpenBLAS's products come out different in their last bits on one
+thread and on two (its blocking follows the thread count), and Adam turns such differences
+in near-zero gradients into whole steps. Why measured: with another program busy on a core,
+BLAS's threads wait for each other in spin loops, and two threads run 1.6x (1000 x 256) to
+14x (batch 100 on 2 cores) slower than one; a count fixed from the size and the cores alone
+kept those two threads on a busy machine.
+
+How "auto" measures (`ThreadPolicy.decide(probe)`, which fit calls before the first step):
+probe() computes one step's forward and backward pass on the run's first rows (at most
+PROBE_ROWS) without training: fit puts back what a step changes besides the gradients
+(BatchTopK's running threshold), and the first real step overwrites the gradients. On one
+thread: one pass to warm up (buffers allocated, compiled loops loaded), a wait until
+SETTLE_SECONDS after the start (see below), then SAMPLES timed passes; on every core, up to
+SAMPLES more, stopping as soon as even their fastest is EARLY times the one-thread median.
+Each count stops early too once MEASURE_SECONDS / 2 of its passes have run. It costs 5 to 8
+passes and at most SETTLE_SECONDS of waiting (with no CPU used): 0.1-0.3 s at the bench's
+sizes, a few dozen steps' time at most. None of those passes is a training step, so the
+run's bits depend only on the count chosen, recorded in the history ("threads", each epoch)
+and in mid-epoch checkpoints' positions ("threads"):
+
+- the same machine under the same load gives the same count, and so the same bits;
+- another load (or another machine) may give another count, and so other bits;
+- a resumed run keeps the recorded count (fit passes it as a number), so it is bit-exact
+  with a run never stopped;
+- `threads=N` (`--threads N`) pins a count: a run with the count an "auto" run recorded
+  gives that run's bits exactly.
+
+A loop that uses thread_limits("auto", ...) without calling decide() (the benchmark's raw
+step) is measured on its first real steps instead: one trial as "adaptive" runs it (below),
+then that count is kept. Those first steps ran on both counts, so such a loop repeats its
+bits only where the trial ran the same steps; fit never does this.
+
+The compiled loops (numba: the fast Adam, TopK's sparse products) have no thread count of
+their own to set: they are compiled without parallel=True (fast/kernels.py), so numba's
+threading layer is never started and each loop runs on the thread that calls it. The fast
+Adam can split its update over a pool of its own; the policy gives it one thread
+(adam_threads). BLAS's count is the only one the policy sets.
+
+"adaptive" decides from the problem's size and from what the machine gives right now:
 
 - products of fewer than AUTO_MIN_FLOPS run on one thread: a second BLAS thread gains little
   there (within 5% at 24x64 on an idle 2-core EPYC), and with another program busy on a
@@ -28,7 +66,8 @@ A count is set through threadpoolctl and restored when the block ends. Three pol
 
 A trial compares steady states. After a product, OpenBLAS's worker threads spin for about
 0.1 s before they sleep, so for SETTLE_SECONDS after a step on more threads a one-thread step
-shares its core with a spinning worker and runs up to 2x slower: those steps are not counted.
+shares its core with a spinning worker and runs up to 2x slower: a trial does not count
+those steps, and decide() waits that long (from its start) before its one-thread passes.
 
 The training step reports to the policy in force: fast/step.py calls step_started() and
 step_finished() around each fused loss_and_grads, and FastAdam reads adam_threads(). Outside
@@ -47,7 +86,7 @@ MAX_THREADS = 1024
 """The most threads a run may ask for (BLAS libraries cap their own pools lower)."""
 AUTO_MIN_FLOPS = 2e7
 """Below this many flops per matrix product of the step (2 * batch * n_inputs * n_hidden),
-both "auto" and "adaptive" run BLAS on one thread ("adaptive" times no trial there)."""
+both "auto" and "adaptive" run BLAS on one thread, and time nothing."""
 
 SAMPLES = 3               # steps counted for each candidate in a trial
 WARMUP_STEPS = 2          # steps before the first trial (first-touch allocations)
@@ -58,6 +97,8 @@ HOLD_SECONDS, MAX_HOLD_SECONDS = 30.0, 240.0
 HOLD_STEPS = 30           # and at least this many steps between trials
 TRIPWIRE = 1.6            # on more than one thread, re-try when the median of the RECENT
 RECENT = 7                # steps is this much slower than the trial measured
+MEASURE_SECONDS = 0.25    # "auto"'s timed passes: each count stops after half of this
+PROBE_ROWS = 4096         # at most this many rows in "auto"'s passes (L-BFGS: the whole set)
 
 _active = []              # the policies in force, innermost last
 
@@ -105,8 +146,8 @@ def parse_threads(threads):
 
 def choose_threads(threads, n_inputs, n_hidden, batch):
     """The BLAS thread count a run starts with: `threads` itself when it is a number; under
-    "auto" (and "adaptive", which then tries), one thread for small products, else every
-    available core."""
+    "auto" and "adaptive", one thread for small products (kept: nothing is timed), else every
+    available core until the policy has measured ("auto" once, "adaptive" in its trials)."""
     threads = parse_threads(threads)
     if threads not in POLICIES:
         return threads
@@ -115,18 +156,26 @@ def choose_threads(threads, n_inputs, n_hidden, batch):
 
 
 class ThreadPolicy:
-    """The thread counts of one run. `threads` is BLAS's count in force now; under
-    "adaptive" with more than one core to choose from, `adaptive` is True and the steps reported through
-    step_started / step_finished drive the trials. set_blas(n) applies a count."""
+    """The thread counts of one run. `threads` is BLAS's count in force now. With more than one
+    core to choose from and products above AUTO_MIN_FLOPS: under "auto", `undecided` is True
+    until decide(probe) has measured (or, where nobody calls it, until the first trial on real
+    steps has ended); under "adaptive", `adaptive` stays True and the steps reported through
+    step_started / step_finished drive the trials. `measured`: {threads: seconds per step} of
+    the last measurement or trial. set_blas(n) applies a count; clock and sleep are the
+    time's (tests give fakes)."""
 
-    def __init__(self, threads, n_inputs, n_hidden, batch, set_blas=None, clock=time.perf_counter):
+    def __init__(self, threads, n_inputs, n_hidden, batch, set_blas=None, clock=time.perf_counter,
+                 sleep=time.sleep):
         self.requested = parse_threads(threads)
         self.threads = choose_threads(threads, n_inputs, n_hidden, batch)
-        self.adaptive = self.requested == "adaptive" and self.threads > 1
+        self.undecided = self.requested == "auto" and self.threads > 1
+        # "auto" that nobody measures with decide(): one trial on the first real steps
+        self.adaptive = self.requested in POLICIES and self.threads > 1
         self.cores_tried = self.threads      # the "every core" candidate
-        self.trials = 0                      # trials finished
+        self.trials = 0                      # trials (and "auto"'s measurement) finished
+        self.measured = {}
         self._set_blas = set_blas or (lambda n: None)
-        self._clock = clock
+        self._clock, self._sleep = clock, sleep
         self._t0 = None
         self._step = 0
         self._last_multi = -1e9              # when the last step on more threads ended
@@ -139,6 +188,41 @@ class ThreadPolicy:
         self._kept = None                    # the count the last trial kept
         self._hold = HOLD_SECONDS
         self._hold_until = (0.0, 0)
+
+    def decide(self, probe):
+        """Under "auto", the run's count, measured once (see the module's docstring) and kept:
+        probe() must compute one step's forward and backward pass and change nothing that
+        training keeps. Returns the count; does nothing (calls no probe) where the count is
+        already decided: a number, small products, one core, or a second call."""
+        if not self.undecided:
+            return self.threads
+        self.undecided = self.adaptive = False   # the probe's passes are no trial's steps
+        start = self._clock()
+        self._apply(1)
+        probe()                                  # warm-up: buffers, compiled loops
+        wait = SETTLE_SECONDS - (self._clock() - start)
+        if wait > 0:                             # OpenBLAS's workers stop spinning
+            self._sleep(wait)
+        one = self._time_passes(probe, 1, float("inf"))
+        every = self._time_passes(probe, self.cores_tried, EARLY * one)
+        self.measured = {1: one, self.cores_tried: every}
+        self._apply(self.cores_tried if every < MARGIN * one else 1)
+        self.trials = 1
+        return self.threads
+
+    def _time_passes(self, probe, threads, lost_above):
+        """The median seconds of up to SAMPLES probes on `threads`: fewer once they have
+        taken MEASURE_SECONDS / 2, or once even the fastest is above lost_above."""
+        self._apply(threads)
+        times, start = [], self._clock()
+        while not times or (len(times) < SAMPLES and min(times) <= lost_above
+                            and self._clock() - start < MEASURE_SECONDS / 2):
+            t0 = self._clock()
+            probe()
+            times.append(self._clock() - t0)
+        times.sort()
+        middle = len(times) // 2
+        return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
 
     def adam_threads(self):
         """Threads for the fast Adam under this policy: one. On the machines measured, a
@@ -190,6 +274,9 @@ class ThreadPolicy:
         self._kept, self._best = keep, means[keep]
         self._apply(keep)
         self.trials += 1
+        self.measured = means
+        if self.requested == "auto":             # "auto": this one trial, and the count kept
+            self.undecided = self.adaptive = False
         self._hold = min(2 * self._hold, MAX_HOLD_SECONDS) if same else HOLD_SECONDS
         self._hold_until = (self._clock() + self._hold, self._step + HOLD_STEPS)
         self._plan, self._samples, self._recent = [], {}, []
@@ -221,7 +308,8 @@ def active():
 def thread_limits(threads, n_inputs, n_hidden, batch):
     """Set the BLAS threads (of every BLAS library loaded now: NumPy's, and SciPy's once it is
     imported) for a run (see the module's docstring); restores them after.
-    Yields the ThreadPolicy: policy.threads is the count in force."""
+    Yields the ThreadPolicy: policy.threads is the count in force; under "auto", call
+    policy.decide(probe) before the first step (fit does)."""
     from threadpoolctl import ThreadpoolController
     blas = ThreadpoolController().select(user_api="blas")
 

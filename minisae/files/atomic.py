@@ -7,9 +7,14 @@ which is renamed onto the target only once it is complete. A writer killed mid-w
 chance to clean up) leaves its .part file behind; the next write of the same target removes
 those whose writer is gone, and never one of a writer still running. A writer holds an
 advisory lock (flock) on its .part file for as long as it writes, which the system drops when
-the writer dies however it dies: a .part file that can be locked has no writer, whatever its
-PID says (PIDs are reused, and a container gives every run the same one). Where flock does
-not exist (Windows), the PID decides.
+the writer dies however it dies, and takes it before the file has its .part name (it is
+created as .<target name>.<PID>.<random>.init, locked, then renamed): so a .part file that can
+be locked has no writer, whatever its age or its PID says (PIDs are reused, a killed writer
+not yet reaped still has one, another container's PID means nothing here, and a container
+gives every run the same one). A writer killed between creating its .init file and renaming
+it (a few microseconds) leaves that behind: it is removed once its PID is gone or it is a
+few seconds old. Where flock does not exist (Windows), the file is made as .part directly and
+the PID decides.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ import time
 from pathlib import Path
 
 _LEGACY_AGE = 3600.0    # seconds before a PID-less .part file (older minisae) counts as stale
-_GRACE = 5.0            # an unlocked .part file this young may be one whose writer has not
-                        # yet taken its lock: its PID decides
+_GRACE = 5.0            # an unlocked .init file this young (or a .part of an older minisae,
+                        # which named it before locking) may be one whose writer has not yet
+                        # taken its lock: its PID decides
 _WRITING = set()        # the .part files this process is writing now
 
 
@@ -39,7 +45,6 @@ def atomic_write(path, mode="wb", fsync=False):
     path = check_target(path)
     remove_stale_parts(path)
     fd, tmp = _create_temp(path)
-    _lock(fd)
     _WRITING.add(str(tmp))
     try:
         with os.fdopen(fd, mode) as f:
@@ -80,22 +85,38 @@ def check_target(path):
 
 
 def _create_temp(path):
-    """(fd, name) of a new, empty temporary file beside path. O_EXCL: never an existing file
-    (nor a symlink planted there); mode 0o666 lets the umask decide, as open() does."""
+    """(fd, name) of a new, empty temporary .part file beside path, locked before it is named
+    .part (where flock exists). O_EXCL: never an existing file (nor a symlink planted there);
+    mode 0o666 lets the umask decide, as open() does."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    locking = _has_flock()
     while True:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        stem = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = path.with_name(stem + ".part")
+        made = path.with_name(stem + ".init") if locking else tmp
         try:
-            return os.open(tmp, flags, 0o666), tmp
+            fd = os.open(made, flags, 0o666)
         except FileExistsError:
             continue
+        if made == tmp:
+            return fd, tmp
+        try:
+            _lock(fd)
+            os.rename(made, tmp)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(made)
+            raise
+        return fd, tmp
 
 
 def remove_stale_parts(path):
-    """Remove the .part files of earlier writes of `path` whose writer process is gone."""
+    """Remove the .part (and .init) files of earlier writes of `path` whose writer process is
+    gone: a .part of ours that no process holds a lock on at once, whatever its age and PID."""
     path = Path(path)
     pid_or_legacy = r"(?:(\d+)\.[0-9a-f]{8}|([a-z0-9_]{8}))"    # ours, or tempfile.mkstemp's
-    pattern = re.compile(re.escape(f".{path.name}.") + pid_or_legacy + r"\.part")
+    pattern = re.compile(re.escape(f".{path.name}.") + pid_or_legacy + r"\.(part|init)")
     try:
         names = os.listdir(path.parent)
     except OSError:
@@ -111,6 +132,9 @@ def remove_stale_parts(path):
             unlocked = _unlocked(part)
             if unlocked is False:       # a live writer holds it
                 continue
+            if unlocked and match[1] is not None and match[3] == "part":
+                part.unlink()           # locked before it was named .part: its writer is gone
+                continue
             if unlocked and time.time() - part.stat().st_mtime > _GRACE:
                 part.unlink()           # no writer holds it (whatever its PID says)
                 continue
@@ -124,6 +148,14 @@ def remove_stale_parts(path):
                 stale = time.time() - part.stat().st_mtime > _LEGACY_AGE
             if stale:
                 part.unlink()
+
+
+def _has_flock():
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    return hasattr(fcntl, "flock")
 
 
 def _lock(fd):

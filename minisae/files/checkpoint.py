@@ -17,6 +17,13 @@ Loading trusts nothing in the file, and spends no memory on what it has not chec
   3. every array's .npy header: the shape and dtype the config implies, and a member size
      that matches that header (a header's declared length is checked before it is read);
   4. history and extra (their JSON types);
+Every JSON member is refused before what it would cost in memory once parsed passes its
+bound (_JSON_BOUNDS: 16 MiB for the history, about 9,000 epochs of a run's records; less for
+the others), counted as it is read, a chunk at a time: twice its text (the chunks, then the
+whole) and 64 bytes for each value it can hold (each comes after a "[", "{", "," or ":"; a
+Python float in a list costs 32, a dict's entry or a short string up to 64). The file's member
+may be at most twice that in bytes (NumPy stores text as UTF-32, 4 bytes a character, and a
+character counts 2 bytes). save() refuses what load() would.
   5. every array's data, streamed in chunks and dropped: finite (Adam's v also >= 0), CRC;
 and only then builds the model and copies the arrays into it, one at a time.
 """
@@ -25,7 +32,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -46,9 +55,13 @@ FORMAT_VERSION = 1
 PARAMS = ("encoder.W", "encoder.b", "decoder.W", "decoder.b", "coding.log_theta")
 """Every parameter name a checkpoint may hold (a model holds those its config implies)."""
 _JSON_MEMBERS = ("format_version", "config", "optimizer", "history", "extra")
-# Largest member data allowed for each JSON member, in bytes (NumPy stores 4 per character).
-_TEXT_LIMITS = {"config": 1 << 16, "optimizer": 1 << 16, "extra": 8 << 20, "history": 32 << 20,
-                "normalizer": 1 << 12}
+_JSON_BOUNDS = {"config": 32 << 10, "optimizer": 32 << 10, "extra": 8 << 20,
+                "history": 16 << 20, "normalizer": 8 << 10}
+"""The most memory each JSON member may cost once read and parsed, in bytes (_json_cost)."""
+_PER_VALUE = 64            # bytes counted for each JSON value (see the module's doc)
+# Largest member data allowed for each JSON member, in bytes: NumPy stores 4 per character,
+# and a character costs at least 2 bytes of the bound.
+_TEXT_LIMITS = {key: 2 * bound for key, bound in _JSON_BOUNDS.items()}
 _MAX_DIRECTORY = 1 << 16   # bytes of zip directory: a checkpoint has a couple of dozen members
 _MAX_DEPTH = 16            # nesting of extra's JSON
 _CHUNK = 1 << 20
@@ -72,6 +85,24 @@ class Checkpoint:
 
 # ----------------------------------------------------------------------------- save
 
+def _chunk_cost(part):
+    """What one chunk of a JSON text read from a checkpoint costs once parsed, at most
+    (bytes): twice its text (the chunk, then the whole it is joined into) and _PER_VALUE for
+    each value it can hold."""
+    return 2 * sys.getsizeof(part) + _PER_VALUE * sum(part.count(c) for c in "[{,:")
+
+
+def _json_cost(text):
+    """What load() counts for the JSON text: its chunks' costs, as it reads them."""
+    step = _CHUNK // 4
+    return _PER_VALUE + sum(_chunk_cost(text[i:i + step]) for i in range(0, len(text), step))
+
+
+def _mib(n):
+    """n bytes in MiB, or KiB below one MiB."""
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / (1 << 10):g} KiB"
+
+
 def _text(key, value):
     """value as JSON in a 0-d string array, refused here if load() would refuse it."""
     try:
@@ -79,9 +110,13 @@ def _text(key, value):
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"cannot save {key}: {e}; keep it to JSON types (dict, list, "
                               f"str, numbers, None)") from None
-    if key in _TEXT_LIMITS and 4 * len(text) > _TEXT_LIMITS[key]:
-        raise CheckpointError(f"cannot save {key}: {len(text):,} characters of JSON, more than the "
-                              f"{_TEXT_LIMITS[key] // 4:,} a checkpoint may hold; keep it smaller")
+    bound = _JSON_BOUNDS.get(key, 32 << 10)
+    if _json_cost(text) > bound:
+        raise CheckpointError(f"cannot save {key}: {len(text):,} characters of JSON would cost "
+                              f"{_mib(_json_cost(text))} of memory to load, more than the "
+                              f"{_mib(bound)} a checkpoint's {key} may; keep it smaller"
+                              + (" (fewer epochs per run: continue in a new run from this "
+                                 "model)" if key == "history" else ""))
     return np.array(text)
 
 
@@ -249,8 +284,9 @@ class _Members:
         return data
 
     def text(self, key):
-        """A 0-d string member (a JSON text), at most _TEXT_LIMITS[key] bytes."""
-        limit = _TEXT_LIMITS.get(key, 1 << 16)
+        """A 0-d string member (a JSON text), at most _TEXT_LIMITS[key] bytes, refused as soon
+        as what it would cost once parsed passes _JSON_BOUNDS[key] (counted chunk by chunk)."""
+        limit, bound = _TEXT_LIMITS.get(key, 64 << 10), _JSON_BOUNDS.get(key, 32 << 10)
         if self.infos.get(key) and self.infos[key].file_size > limit + 1024:
             raise self.error(f"member {key!r} is {self.infos[key].file_size:,} bytes, more than "
                              f"the {limit:,} minisae allows; the file is damaged or hostile")
@@ -260,10 +296,16 @@ class _Members:
                 raise self.error(f"member {key!r} should be a string of at most {limit:,} bytes, "
                                  f"found {dtype}; the file is damaged or was edited")
             codec = "utf-32-be" if dtype.byteorder == ">" else "utf-32-le"
-            parts, left = [], dtype.itemsize
+            parts, left, cost = [], dtype.itemsize, _PER_VALUE
             while left:
                 n = min(_CHUNK, left)
-                parts.append(self._exact(f, n, key).decode(codec))
+                part = self._exact(f, n, key).decode(codec)
+                cost += _chunk_cost(part)
+                if cost > bound:
+                    raise self.error(f"member {key!r} would cost more than the {_mib(bound)} of "
+                                     f"memory minisae allows it once parsed ({dtype.itemsize // 4:,}"
+                                     f" characters of JSON); the file is damaged or hostile")
+                parts.append(part)
                 left -= n
         return "".join(parts).rstrip("\0")
 
@@ -394,17 +436,32 @@ def _extra(m):
 
 
 def _checkpoint_path(path):
+    """The checkpoint file: path, or the checkpoint.npz in the run folder path. Nothing there
+    and a place the OS will not let minisae look at (its permissions, or a folder's above
+    it) are each a CheckpointError naming it."""
     path = checks.check_path(path, "path (a checkpoint file or a run's folder)", CheckpointError)
-    if os.path.isdir(path):
+    if _stat(path) is not None and stat.S_ISDIR(_stat(path).st_mode):
         inside = os.path.join(path, "checkpoint.npz")
-        if not os.path.isfile(inside):
+        if _stat(inside) is None:
             raise CheckpointError(f"no checkpoint.npz in the folder {path}; give a run's folder "
                                   f"(`minisae train --out`) or a checkpoint file")
         return inside
-    if not os.path.exists(path):
+    if _stat(path) is None:
         raise CheckpointError(f"no checkpoint at {path}; check the path (a run writes "
                               f"<out>/checkpoint.npz)")
     return path
+
+
+def _stat(path):
+    """os.stat(path), None where nothing is there; a CheckpointError naming path where the OS
+    refuses to say."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be looked at ({e.strerror or e}); check its "
+                              f"permissions and those of the folders above it") from None
 
 
 def _check_container(f, where):

@@ -9,6 +9,11 @@ second writer finds the flock held and refuses with a sentence naming the folder
 PID. A writer that died (killed, crashed) lost its flock with its process: its successor
 takes the lock file over. Where flock does not exist, a PID on this host that is no longer
 running counts as dead.
+
+A run that fails (an error, Ctrl-C) leaves no folder it made behind: the folders the lock
+created (the run's, and those above it that did not exist) are removed on the way out when
+they hold nothing, so a run that failed before its first checkpoint leaves nothing, and one
+that failed later keeps its folder and what it saved there.
 """
 from __future__ import annotations
 
@@ -30,9 +35,22 @@ class RunLock:
         self.folder = os.fspath(folder)
         self.path = os.path.join(self.folder, NAME)
         self._fd = None
+        self._created = []
 
     def __enter__(self):
-        os.makedirs(self.folder, exist_ok=True)
+        self._created = _missing(self.folder)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            return self._take()
+        except PermissionError as e:  # the folder, or one above it, is not ours to write
+            self._remove_created()
+            raise ConfigError(f"{e.filename or self.folder}: cannot be written ({e.strerror}); "
+                              f"check its permissions, or choose another --out") from None
+        except BaseException:
+            self._remove_created()
+            raise
+
+    def _take(self):
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
@@ -48,12 +66,23 @@ class RunLock:
             return self
         raise ConfigError(self._refusal())
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             os.close(self._fd)
             self._fd = None
+        if kind is not None:
+            self._remove_created()
+
+    def _remove_created(self):
+        """Remove the folders this lock created, the deepest first, while they are empty."""
+        for folder in self._created:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        self._created = []
 
     @property
     def held(self):
@@ -89,6 +118,18 @@ class RunLock:
             "another process"
         return (f"{self.folder} is being written by another minisae run ({who}); wait for it to "
                 f"finish, or choose another --out")
+
+
+def _missing(folder):
+    """The folders os.makedirs(folder) would create, the deepest first."""
+    missing, folder = [], os.path.abspath(folder)
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
 
 
 def _flock(fd):

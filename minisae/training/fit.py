@@ -60,6 +60,8 @@ def evaluate(model, x, batch_size=1000, per_unit=False):
                         ReLU and TopK codes, h > 0.5 for sigmoid ones)
       dead_fraction     the share of units active on no sample of x
       dense_fraction    the share of units active on more than half of the samples
+      log10_density     the median, over the units active on some sample, of log10 of the
+                        share of samples each is active on (feature density: -2 is 1%)
       fvu               the fraction of variance unexplained: sum (y - x)^2 over the sum of
                         (x - its mean over the samples)^2
     per_unit=True returns (that dict, rho_hat), rho_hat the per-unit mean activations as a
@@ -97,8 +99,17 @@ def _evaluate(model, x, batch_size, per_unit=False):
     metrics = {**loss.as_dict(), "l0": float(counts.sum() / n),
                "dead_fraction": float((counts == 0).mean()),
                "dense_fraction": float((counts > losses.DENSE_SHARE * n).mean()),
+               "log10_density": _median_log10_density(counts / n),
                "fvu": squared_error / variance if variance > 0 else float("nan")}
     return (metrics, rho_hat) if per_unit else metrics
+
+
+def _median_log10_density(frequency):
+    """The median over the units that fire of log10(their firing frequency): where the
+    feature-density histogram of SAELens and Anthropic peaks (-2: a unit fires on 1% of the
+    samples); NaN when none fires."""
+    alive = frequency[frequency > 0]
+    return float(np.median(np.log10(alive))) if alive.size else float("nan")
 
 
 def _rows(x):
@@ -366,6 +377,7 @@ class _Loop:
         self.stepper = fast_optimizer(optimizer) if fast else optimizer
         self.aux = model.config.aux_k is not None
         self.activity = units.UnitActivity(model) if self.aux or resample_every else None
+        self.rate = None
 
     def run(self, epochs, position):
         first = len(self.history) + 1
@@ -381,6 +393,7 @@ class _Loop:
         earlier = position["seconds"] if position else 0.0
         self.resampled = position["resampled"] if position else 0
         pending = []
+        self.rate = _Rate(first=self.rate is None)   # the first epoch of this fit call
         for step, x in self.batches.epoch(epoch, start=position["step"] if position else 0):
             if self.aux:
                 self.activity.publish(self.dead_window)
@@ -394,6 +407,7 @@ class _Loop:
                 _read_losses(pending, sums, epoch, self.steps, len(self.history))
                 bar.update(len(pending))
                 pending.clear()
+            self.rate.step(x.shape[0])
             done = (epoch - 1) * self.steps + step + 1
             if self.checkpoint_every and done % self.checkpoint_every == 0 and \
                     step + 1 < self.steps:
@@ -401,6 +415,7 @@ class _Loop:
                     "epoch": epoch, "step": step + 1, "sums": dict(sums),
                     "seconds": earlier + time.perf_counter() - t0,
                     "resampled": self.resampled})
+                self.rate.pause()
         self._end(epoch, sums, earlier + time.perf_counter() - t0, bar, epochs)
 
     def _units(self, epoch, step, loss):
@@ -422,11 +437,40 @@ class _Loop:
             record["resampled"] = self.resampled
         record.update(_validation_record(self.model, self.x_val, self.batches.batch_size))
         self.history.append(epoch=epoch, seconds=seconds, threads=self.policy.threads,
-                            samples_per_second=self.steps * self.batches.batch_size / seconds
-                            if seconds > 0 else None, **record)
+                            samples_per_second=self.rate.per_second(), **record)
         _show(bar, self.history, epochs)
         if self.save is not None:
             self.save(self.history, None)
+
+
+class _Rate:
+    """Samples per second over an epoch's training alone: the steps (reading the batch,
+    forward, backward, update, dead units, losses read), not the checkpoints saved in the
+    middle of it, nor the first step of a fit call where the epoch has others (the warm-up:
+    compiled kernels loaded, buffers allocated). A resumed epoch counts the rows this
+    process trained, in the time it trained them."""
+
+    def __init__(self, first):
+        self.rows, self.seconds, self.warm_up = 0, 0.0, first
+        self.warm = (0, 0.0)
+        self.since = time.perf_counter()
+
+    def step(self, rows):
+        now = time.perf_counter()
+        self.rows, self.seconds = self.rows + rows, self.seconds + now - self.since
+        self.since = now
+        if self.warm_up:
+            self.warm, self.warm_up = (self.rows, self.seconds), False
+
+    def pause(self):
+        """Time from here on (a checkpoint just saved) is not training's."""
+        self.since = time.perf_counter()
+
+    def per_second(self):
+        rows, seconds = self.rows, self.seconds
+        if rows > self.warm[0] and seconds > self.warm[1]:
+            rows, seconds = rows - self.warm[0], seconds - self.warm[1]
+        return rows / seconds if seconds > 0 and rows else None
 
 
 def _read_losses(pending, sums, epoch, steps, saved):
