@@ -70,14 +70,103 @@ def test_auto_starts_small_products_on_one_thread_and_large_on_every_core(monkey
     assert T.choose_threads(3, *TINY) == 3  # a number is taken as it is
 
 
-def test_auto_never_changes_the_count_whatever_the_steps_take(monkeypatch):
-    # "auto" is repeatable: the same count whatever the load (slow steps do not move it);
-    # only "adaptive" trades that for speed under load
+class Probe:
+    """A step's forward and backward pass, faked: each call takes seconds_for(the count in
+    force) of the clock, and is counted."""
+
+    def __init__(self, policy, clock, seconds_for):
+        self.policy, self.clock, self.seconds_for, self.counts = policy, clock, seconds_for, []
+
+    def __call__(self):
+        self.counts.append(self.policy.threads)
+        self.clock.now += self.seconds_for(self.policy.threads)
+
+
+def measured_policy(monkeypatch, threads="auto", cores=4, size=BIG):
+    """A policy on a fake clock and a fake sleep (which moves the clock), and what it did."""
+    monkeypatch.setattr(T, "available_cores", lambda: cores)
+    clock, applied, slept = FakeClock(), [], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock.now += seconds
+
+    policy = T.ThreadPolicy(threads, *size, set_blas=applied.append, clock=clock, sleep=sleep)
+    return policy, clock, applied, slept
+
+
+@pytest.mark.parametrize("every, one, chosen", [(0.01, 0.02, 4),     # every core faster
+                                                (0.05, 0.01, 1),     # one thread faster
+                                                (0.0099, 0.01, 1)])  # within the margin
+def test_auto_measures_once_and_keeps_the_faster_count(monkeypatch, every, one, chosen):
+    policy, clock, applied, slept = measured_policy(monkeypatch)
+    assert policy.undecided and policy.threads == 4
+    probe = Probe(policy, clock, lambda n: every if n == 4 else one)
+    assert policy.decide(probe) == chosen == policy.threads
+    assert not policy.undecided and policy.trials == 1
+    assert policy.measured == pytest.approx({1: one, 4: every})
+    # a warm-up pass on one thread, then one thread, then every core; the BLAS count was set
+    # to each in turn, and left at the one chosen
+    assert probe.counts[:1 + T.SAMPLES] == [1] * (1 + T.SAMPLES)
+    assert set(probe.counts[1 + T.SAMPLES:]) == {4}
+    assert len(probe.counts) <= 1 + 2 * T.SAMPLES
+    assert applied == [1, 4] + ([1] if chosen == 1 else [])
+    # OpenBLAS's spinning workers: SETTLE_SECONDS from the start before the timed passes
+    assert slept == [pytest.approx(T.SETTLE_SECONDS - one)]
+    # decided once: another call measures nothing, and no step moves the count again
+    assert policy.decide(probe) == chosen and len(probe.counts) <= 1 + 2 * T.SAMPLES
+    before = list(applied)
+    used = run_steps(policy, clock, lambda n: 10.0 if n == chosen else 0.001, 500)
+    assert set(used) == {chosen} and applied == before and policy.trials == 1
+
+
+def test_auto_stops_timing_a_clear_loser_and_long_passes_early(monkeypatch):
+    # every core crawls (a busy core): one pass of them is enough
+    policy, clock, _, _ = measured_policy(monkeypatch)
+    probe = Probe(policy, clock, lambda n: 0.5 if n == 4 else 0.01)
+    assert policy.decide(probe) == 1 and probe.counts == [1] * (1 + T.SAMPLES) + [4]
+    # passes of a second each: one timed pass of each count, the warm-up needs no wait
+    policy, clock, _, slept = measured_policy(monkeypatch)
+    probe = Probe(policy, clock, lambda n: 1.0 if n == 4 else 1.5)
+    assert policy.decide(probe) == 4 and probe.counts == [1, 1, 4] and slept == []
+
+
+def test_the_measurement_is_cheap(monkeypatch):
+    # what decide() costs at a bench-like step (8 ms on every core, 14 ms on one), idle and
+    # with a busy core: the passes and the wait, well under half a second
+    for every, one in ((0.008, 0.014), (0.026, 0.016), (0.092, 0.0066)):
+        policy, clock, _, _ = measured_policy(monkeypatch, cores=2)
+        policy.decide(Probe(policy, clock, lambda n: every if n == 2 else one))
+        assert clock.now < 0.35, (every, one, clock.now)
+
+
+@pytest.mark.parametrize("threads, cores, size, expected", [
+    ("auto", 4, TINY, 1), ("auto", 1, BIG, 1),                 # small or one core: 1, untimed
+    (3, 4, BIG, 3), (1, 4, BIG, 1), ("adaptive", 4, BIG, 4)])   # a number; adaptive's trials
+def test_decide_measures_only_an_undecided_auto(monkeypatch, threads, cores, size, expected):
+    policy, clock, applied, slept = measured_policy(monkeypatch, threads, cores, size)
+    probe = Probe(policy, clock, lambda n: 1.0)
+    assert not policy.undecided
+    assert policy.decide(probe) == expected == policy.threads
+    assert probe.counts == [] and applied == [] and slept == [] and policy.trials == 0
+
+
+def test_a_number_never_changes_under_load(monkeypatch):
+    policy, clock, applied, _ = measured_policy(monkeypatch, threads=2)
+    used = run_steps(policy, clock, lambda n: 10.0 if n > 1 else 0.001, 200)
+    assert not policy.adaptive and set(used) == {2} and applied == []
+
+
+def test_auto_without_decide_runs_one_trial_on_real_steps_then_keeps_it(monkeypatch):
+    # a loop that never calls decide (the benchmark's raw step): one trial, as "adaptive"'s
+    # first, then the count stays, whatever the steps take after (no hold, no tripwire)
     monkeypatch.setattr(T, "available_cores", lambda: 4)
     clock, applied = FakeClock(), []
     policy = T.ThreadPolicy("auto", *BIG, set_blas=applied.append, clock=clock)
-    used = run_steps(policy, clock, lambda n: 10.0 if n > 1 else 0.001, 200)
-    assert not policy.adaptive and set(used) == {4} and applied == []
+    until_decided(policy, clock, lambda n: 0.5 if n == 4 else 0.02)
+    assert policy.threads == 1 and not policy.undecided and not policy.adaptive
+    used = run_steps(policy, clock, lambda n: 0.001 if n == 4 else 1.0, 5000)
+    assert set(used) == {1} and policy.trials == 1
 
 
 def test_available_cores_is_at_least_one_and_at_most_the_affinity():
@@ -282,3 +371,126 @@ def test_fit_rejects_a_bad_thread_count():
     with pytest.raises(ConfigError, match="threads"):
         fit(model, Adam(model.params, model.grads), np.zeros((10, 8)), epochs=1, batch_size=5,
             progress=False, engine=Engine(threads=-2))
+
+
+# ----------------------------------------------------------------------------- "auto" through fit
+
+def fake_measurement(monkeypatch, seconds):
+    """fit's "auto" measured on 2 cores whatever the model's size, each timed count taking
+    seconds[count] (the test may change them between runs); the counts timed, in a list."""
+    monkeypatch.setattr(T, "AUTO_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    monkeypatch.setattr(T, "SETTLE_SECONDS", 0.0)
+    timed = []
+
+    def time_passes(self, probe, threads, lost_above):
+        self._apply(threads)
+        probe()
+        timed.append(threads)
+        return seconds[threads]
+
+    monkeypatch.setattr(T.ThreadPolicy, "_time_passes", time_passes)
+    return timed
+
+
+def kl_run(seed=0):
+    model = make_model("numpy", 8, 6, dtype="float32", seed=seed)
+    return model, Adam(model.params, model.grads, lr=0.01), random_inputs(40, 8, seed=1)
+
+
+def test_fit_decides_once_records_the_count_and_runs_on_it(monkeypatch):
+    seconds = {1: 0.02, 2: 0.01}                       # every core faster
+    timed = fake_measurement(monkeypatch, seconds)
+    model, opt, x = kl_run()
+    seen = []
+    h = fit(model, opt, x, epochs=3, batch_size=10, progress=False,
+            checkpoints=Checkpoints(lambda hist, at: seen.append(
+                (T.active().threads, set(blas_threads())))))
+    assert timed == [1, 2]                             # once, at the start
+    assert h.threads == [2, 2, 2] and seen == [(2, {2})] * 3
+    assert opt.t == 3 * 4                              # the passes were not training steps
+    seconds.update({1: 0.01, 2: 0.05})                 # the load changed: one thread faster
+    model, opt, x = kl_run()
+    assert fit(model, opt, x, epochs=1, batch_size=10, progress=False).threads == [1]
+
+
+def test_a_resumed_run_keeps_the_count_measured_at_its_start(monkeypatch):
+    seconds = {1: 0.02, 2: 0.01}
+    timed = fake_measurement(monkeypatch, seconds)
+    model, opt, x = kl_run()
+    positions = []
+    h = fit(model, opt, x, epochs=1, batch_size=10, progress=False,
+            checkpoints=Checkpoints(lambda hist, at: positions.append(at), every=2))
+    assert h.threads == [2] and timed == [1, 2]
+    assert [at["threads"] for at in positions if at is not None] == [2]  # mid-epoch, step 2
+    seconds.update({1: 0.01, 2: 0.05})                 # now one thread would win
+    # from the epoch's end (the history's record) ...
+    fit(model, opt, x, epochs=2, batch_size=10, progress=False, history=h)
+    assert h.threads == [2, 2] and timed == [1, 2]     # kept, not measured again
+    # ... and from the middle of the first epoch (the position's record, no history yet)
+    model, opt, x = kl_run()
+    at = positions[0]
+    fit(model, opt, x, epochs=1, batch_size=10, progress=False,
+        checkpoints=Checkpoints(lambda hist, at: None, position=at))
+    assert timed == [1, 2]
+    # a number given for the resumed run is taken as it is; so is "adaptive"
+    assert fit(model, opt, x, epochs=3, batch_size=10, progress=False, history=h,
+               engine=Engine(threads=1)).threads == [2, 2, 1]
+
+
+def test_a_position_without_threads_still_resumes():
+    # positions saved before they recorded the count: the history's, else measured
+    at = {"epoch": 1, "step": 2, "sums": {}, "seconds": 0.1, "resampled": 0}
+    assert Checkpoints(position=at).position["threads"] is None
+    with pytest.raises(ConfigError, match="threads"):
+        Checkpoints(position={**at, "threads": 0})
+
+
+SPARSITIES = {"kl": dict(), "topk": dict(sparsity="topk", k=3, hidden_activation="relu",
+                                          combo=("linear", "mse", "mean")),
+              "batchtopk": dict(sparsity="batchtopk", k=3, hidden_activation="relu",
+                                combo=("linear", "mse", "mean"))}
+
+
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+@pytest.mark.parametrize("chosen", [1, 2])
+def test_an_auto_run_is_the_run_pinned_to_its_count_bit_for_bit(monkeypatch, sparsity, chosen):
+    # the measurement's passes leave the model as it was (BatchTopK's running threshold put
+    # back): "auto" that chose N gives the bits of threads=N, and so does its resumed run
+    fake_measurement(monkeypatch, {1: 0.01, 2: 0.02} if chosen == 1 else {1: 0.02, 2: 0.01})
+    x = random_inputs(60, 30, seed=3).astype(np.float32)
+    runs = {}
+    for threads in ("auto", chosen):
+        model = make_model("numpy", 30, 40, dtype="float32", **SPARSITIES[sparsity])
+        opt = Adam(model.params, model.grads, lr=0.01)
+        h = fit(model, opt, x, epochs=2, batch_size=20, progress=False,
+                engine=Engine(threads=threads))
+        runs[threads] = (h, model, opt)
+    (ha, a, oa), (hn, n, on) = runs["auto"], runs[chosen]
+    assert ha.threads == hn.threads == [chosen, chosen] and oa.t == on.t == 6
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], n.params[k], err_msg=k)
+        np.testing.assert_array_equal(oa.m[k], on.m[k], err_msg=k)
+    if sparsity == "batchtopk":
+        np.testing.assert_array_equal(a.coding.threshold, n.coding.threshold)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_auto_run_measured_for_real_repeats_with_its_recorded_count(monkeypatch, fast):
+    # the real measurement (real clock, real BLAS counts) on the fast or reference path:
+    # whatever it chose, a run pinned to that count gives the same bits
+    monkeypatch.setattr(T, "AUTO_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    x = random_inputs(60, 30, seed=3).astype(np.float32)
+    runs = []
+    for threads in ("auto", None):
+        model = make_model("numpy", 30, 40, dtype="float32")
+        opt = Adam(model.params, model.grads, lr=0.01)
+        chosen = threads or runs[0][0].threads[0]
+        h = fit(model, opt, x, epochs=2, batch_size=20, progress=False,
+                engine=Engine(fast=fast, threads=chosen))
+        runs.append((h, model))
+    (ha, a), (hn, n) = runs
+    assert ha.threads == hn.threads and ha.threads[0] in (1, 2)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], n.params[k], err_msg=k)

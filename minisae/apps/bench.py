@@ -35,8 +35,9 @@ The contenders are timed in alternating rounds, and each one's median round is r
   roofline: the samples/s of a step that did nothing but its matrix products.
 
 Threads: --threads auto (the default) lets minisae's thread policy (threads.py) choose BLAS's
-count for each configuration from its size and the cores, --threads adaptive lets it time steps
-and follow the machine's load; both leave PyTorch at its own default. --threads N gives N to
+count for each configuration once, by timing its step on one thread and on every core (small
+products take one thread untimed), --threads adaptive lets it keep timing steps and follow the
+machine's load; both leave PyTorch at its own default. --threads N gives N to
 both.
 
 Under load (--load, for every contender alike, from before the first configuration is built
@@ -554,9 +555,11 @@ parent, ready, size = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 x = np.random.default_rng(1).random((size["rows"], size["n_inputs"]), dtype=np.float32)
 model = minisae.SparseAutoencoder(n_inputs=size["n_inputs"], n_hidden=size["n_hidden"], seed=1)
 opt = minisae.Adam(model.params, model.grads, lr=1e-3)
+history = minisae.History()  # one run, continued: its thread count is decided once
 started = False
 while os.getppid() == parent:  # epochs until stopped, or the benchmark is gone
-    minisae.fit(model, opt, x, epochs=1, batch_size=size["batch"], progress=False)
+    minisae.fit(model, opt, x, epochs=len(history) + 1, batch_size=size["batch"],
+                progress=False, history=history)
     if not started:
         open(ready, "w").close()
         started = True
@@ -1040,8 +1043,8 @@ def add_parser(subparsers):
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating timed rounds; the median is reported (default 7)")
     p.add_argument("--threads", default="auto", metavar="N|auto|adaptive",
-                   help="BLAS threads: auto (default: minisae chooses from the size and the "
-                        "cores), adaptive (minisae times steps and follows the load), PyTorch "
+                   help="BLAS threads: auto (default: minisae times its step on one thread "
+                        "and on every core once, and keeps the faster), adaptive (minisae times steps and follows the load), PyTorch "
                         "keeping its default under both; or a number (for minisae and PyTorch)")
     p.add_argument("--path", choices=PATHS, default="fast",
                    help="minisae's path: the fast engine (default), the readable reference "

@@ -242,9 +242,10 @@ def _add_train(sub):
         p.add_argument("--" + name.replace("_", "-"), type=kind, choices=s.choices,
                        help=f"{s.help} (default: {default})")
     p.add_argument("--threads", type=_threads, default="auto",
-                   help="CPU threads: a number; auto, chosen once from the model's size and "
-                        "the machine's cores, the same at every run (one seed, the same bits); "
-                        "or adaptive, which follows the load at the price of that "
+                   help="CPU threads: a number; auto, chosen once when the run starts by "
+                        "timing its step on one thread and on every core, recorded and kept on "
+                        "resume (a run repeats bit for bit with --threads set to the count it "
+                        "recorded); or adaptive, which keeps following the load "
                         "(default: auto)")
     p.add_argument("--reference", action="store_true",
                    help="run the readable reference path end to end (model.loss_and_grads and "

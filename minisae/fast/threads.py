@@ -17,7 +17,7 @@ A count is set through threadpoolctl and restored when the block ends. Three pol
 Why one count, kept: OpenBLAS's products come out different in their last bits on one
 thread and on two (its blocking follows the thread count), and Adam turns such differences
 in near-zero gradients into whole steps. Why measured: with another program busy on a core,
-BLAS's threads wait for each other in spin loops, and two threads run 1.6x (1000 x 256) to
+BLAS's threads wait for each other in spin loops, and two threads run 1.7x (1000 x 256) to
 14x (batch 100 on 2 cores) slower than one; a count fixed from the size and the cores alone
 kept those two threads on a busy machine.
 
@@ -28,13 +28,15 @@ PROBE_ROWS) without training: fit puts back what a step changes besides the grad
 thread: one pass to warm up (buffers allocated, compiled loops loaded), a wait until
 SETTLE_SECONDS after the start (see below), then SAMPLES timed passes; on every core, up to
 SAMPLES more, stopping as soon as even their fastest is EARLY times the one-thread median.
-Each count stops early too once MEASURE_SECONDS / 2 of its passes have run. It costs 5 to 8
-passes and at most SETTLE_SECONDS of waiting (with no CPU used): 0.1-0.3 s at the bench's
-sizes, a few dozen steps' time at most. None of those passes is a training step, so the
-run's bits depend only on the count chosen, recorded in the history ("threads", each epoch)
-and in mid-epoch checkpoints' positions ("threads"):
+Each count stops early too once MEASURE_SECONDS / 2 of its passes have run. It costs 3 to 7
+passes (the first would be paid by the first step anyway) and at most SETTLE_SECONDS of
+waiting, with no CPU used: 0.2-0.3 s at the bench's sizes on a busy 2-core machine, about
+the time of 10 to 20 steps. None of those passes is a training step, so the run's bits
+depend only on the count chosen, recorded in the history ("threads", each epoch) and in
+mid-epoch checkpoints' positions ("threads"):
 
-- the same machine under the same load gives the same count, and so the same bits;
+- the same machine under the same load gives the same count, and so the same bits (where
+  the two counts time within noise of the MARGIN, either may be kept: both are as fast);
 - another load (or another machine) may give another count, and so other bits;
 - a resumed run keeps the recorded count (fit passes it as a number), so it is bit-exact
   with a run never stopped;

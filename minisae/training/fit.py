@@ -38,7 +38,7 @@ from ..errors import ConfigError, InputError, TrainingError
 from ..fast import fast_optimizer, fused
 from ..fast import loss_and_grads as fast_loss_and_grads
 from ..fast import values as fast_values
-from ..fast.threads import parse_threads, thread_limits
+from ..fast.threads import MAX_THREADS, PROBE_ROWS, parse_threads, thread_limits
 from .batches import ArrayBatches
 from .history import History
 from .stream import Stream, StreamBatches, is_source
@@ -132,11 +132,13 @@ class Engine:
 
     fast: True runs the fast engine (minisae.fast), False the reference (model.loss_and_grads
     and optimizer.step) end to end; both give the same numbers up to rounding.
-    threads: BLAS threads for the run, a number, "auto" (chosen from the problem's size and
-    the machine's cores, the same at every run: one seed gives the same bits) or "adaptive"
-    (follows the load, at the price of that repeatability); see minisae/fast/threads.py. The
-    count used is recorded in the history ("threads"), and a resumed run under "auto" keeps
-    the count the run recorded.
+    threads: BLAS threads for the run, a number, "auto" (one count for the run: one thread
+    for small products, else measured once at the start, a few forward and backward passes
+    on one thread and on every core, which are not training steps) or "adaptive" (follows
+    the load during the run, at the price of bit-for-bit repeatability); see
+    minisae/fast/threads.py. The count used is recorded in the history ("threads") and in
+    mid-epoch positions, and a resumed run under "auto" keeps it: resumed runs are bit-exact,
+    and threads=N with the recorded N repeats an "auto" run's bits.
     log_every: read the losses back every this many steps (None: every step on NumPy, every
     20 on a GPU, where reading one waits for the device)."""
 
@@ -160,9 +162,10 @@ class Checkpoints:
     save(history, position): called after each epoch (or L-BFGS iteration) with position
     None, and with every=N also every N steps inside an epoch, position then a dict
     (JSON-able) of where the run is: {"epoch", "step" (steps done in it), "sums" (the epoch's
-    loss sums so far), "seconds", "resampled"}. position: such a dict, to resume from; passed
-    back (with the model, optimizer and history saved at that moment) it continues the epoch
-    exactly as an uninterrupted run would."""
+    loss sums so far), "seconds", "resampled", "threads" (BLAS's count; missing in positions
+    saved by earlier versions)}. position: such a dict, to resume from; passed back (with
+    the model, optimizer and history saved at that moment) it continues the epoch exactly as
+    an uninterrupted run would."""
 
     def __init__(self, save=None, every=None, position=None):
         self.save = checks.check_optional(save, checks.check_function, "save", 2,
@@ -274,11 +277,13 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     position = _resumed_position(checkpoints.position, history)
     if engine.fast and fused(model) is not None:
         _say_once(f"minisae: {fused(model)}")
-    threads = _resumed_threads(engine.threads, history)
+    threads = _resumed_threads(engine.threads, history, position)
     c = model.config
     if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
         model.params["decoder.b"][...] = model.backend.asarray(_model_mean(model, x_train))
     with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size) as policy:
+        if epochs > len(history) and model.backend.name == "numpy":
+            _measure_threads(policy, model, x_train, batch_size, engine.fast)
         if lbfgs:
             _fit_lbfgs(model, optimizer, x_train, epochs, x_val, progress, history,
                        checkpoints.save, engine.fast, policy)
@@ -324,7 +329,7 @@ def _check_position(position):
     if position is None:
         return None
     keys = {"epoch", "step", "sums", "seconds", "resampled"}
-    if not isinstance(position, dict) or set(position) != keys:
+    if not isinstance(position, dict) or set(position) - {"threads"} != keys:
         raise ConfigError(f"position must be what Checkpoints' save was given mid-epoch (a "
                           f"dict of {', '.join(sorted(keys))}), got {checks.shown(position)}")
     epoch = checks.check_int(position["epoch"], "position's epoch", 1)
@@ -335,7 +340,9 @@ def _check_position(position):
         raise ConfigError("the position's sums must be a dict of numbers")
     return {"epoch": epoch, "step": step, "sums": dict(sums),
             "seconds": checks.check_real(position["seconds"], "position's seconds", 0.0),
-            "resampled": checks.check_int(position["resampled"], "position's resampled", 0)}
+            "resampled": checks.check_int(position["resampled"], "position's resampled", 0),
+            "threads": checks.check_optional(position.get("threads"), checks.check_int,
+                                             "position's threads", 1, MAX_THREADS)}
 
 
 def _resumed_position(position, history):
@@ -346,13 +353,34 @@ def _resumed_position(position, history):
     return position
 
 
-def _resumed_threads(threads, history):
-    """Under "auto", a resumed run keeps the thread count its history recorded (the machine's
-    cores may differ now; the run's bits must not)."""
+def _resumed_threads(threads, history, position):
+    """Under "auto", a resumed run keeps the thread count it recorded, at its mid-epoch
+    position or else in its history (the machine's cores or load may differ now; the run's
+    bits must not)."""
     recorded = [t for t in history.as_dict().get("threads", []) if t is not None]
+    if position is not None and position["threads"] is not None:
+        recorded.append(position["threads"])
     if threads == "auto" and recorded:
         return int(recorded[-1])
     return threads
+
+
+def _measure_threads(policy, model, x_train, batch_size, fast):
+    """Under "auto", the run's thread count measured once, before its first step
+    (policy.decide, minisae/fast/threads.py): forward and backward passes of the run's own
+    step on its first rows (at most PROBE_ROWS), not training steps. The gradients they
+    write are the first step's to overwrite; BatchTopK's running threshold, which a pass
+    moves, is put back. The model and optimizer come out as they went in."""
+    if not policy.undecided:
+        return
+    compute = fast_loss_and_grads if fast else type(model).loss_and_grads
+    x = _read(x_train, 0, min(batch_size, PROBE_ROWS, _rows(x_train)))
+    threshold = getattr(model.coding, "threshold", None)
+    kept = None if threshold is None else threshold.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        policy.decide(lambda: compute(model, x, validate=False))
+    if kept is not None:
+        threshold[...] = kept
 
 
 class _Loop:
@@ -414,7 +442,7 @@ class _Loop:
                 self.save(self.history, {
                     "epoch": epoch, "step": step + 1, "sums": dict(sums),
                     "seconds": earlier + time.perf_counter() - t0,
-                    "resampled": self.resampled})
+                    "resampled": self.resampled, "threads": self.policy.threads})
                 self.rate.pause()
         self._end(epoch, sums, earlier + time.perf_counter() - t0, bar, epochs)
 
