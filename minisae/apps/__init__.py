@@ -10,6 +10,7 @@ self-taught learning experiment and the figures.
     selftaught.py  UFLDL's self-taught learning: autoencoder codes as a classifier's features
     plots.py       the figures: images of features and reconstructions where the data are
                    images; activations, curves, feature density, decoder norms and L0 always
+    argtypes.py    the flags' argument types, shared by the subcommands
     inspect.py     `minisae inspect`: the rows that make each feature fire, its density and its
                    nearest features
 """

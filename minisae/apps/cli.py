@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from .. import __version__
 from .. import backend as B
 from ..config import FIELDS, MECHANISMS, Config, applies
+from .argtypes import count as _count
+from .argtypes import positive_int as _positive_int
 from ..data import DATASETS, IDX_DATASETS
 from ..errors import ConfigError, MinisaeError
 from ..files.atomic import atomic_write
@@ -114,26 +116,6 @@ def flag_names(message):
 
 
 # ----------------------------------------------------------------------------- argument types
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
 
 def _threads(text):
     if text in ("auto", "adaptive"):

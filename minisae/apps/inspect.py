@@ -42,6 +42,8 @@ import numpy as np
 from .. import checks, losses
 from ..backend import namespace, to_numpy
 from ..errors import CheckpointError, ConfigError, DatasetError, InputError, MinisaeError
+from .argtypes import count as _count
+from .argtypes import positive_int as _positive
 
 __all__ = ["Activity", "Feature", "Inspection", "Neighbour", "TopRow", "format_report",
            "inspect_features", "unit_activity", "add_parser", "run"]
@@ -404,26 +406,6 @@ def _features(text):
         raise argparse.ArgumentTypeError(f"expected unit numbers (0 or more) separated by "
                                          f"commas, e.g. 3,17,250; got {text!r}")
     return values
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def add_parser(subparsers):
