@@ -493,7 +493,16 @@ def test_cli_trains_each_preset(tiny_mnist, tmp_path, preset, flags):
     (["--sparsity", "topk", "--k", "5", "--hidden-activation", "linear", "--output", "linear",
       "--reduction", "halfsum"],
      dict(sparsity="topk", k=5, hidden_activation="linear", reduction="halfsum")),
-], ids=["topk-auxk-tied", "l1-resample", "squared", "absolute-reference", "topk-linear"])
+    (["--sparsity", "batchtopk", "--k", "3", "--hidden-activation", "relu", "--aux-k", "4",
+      "--output", "linear", "--dead-window", "100"],
+     dict(sparsity="batchtopk", k=3, hidden_activation="relu", aux_k=4,
+          output_activation="linear")),
+    (["--sparsity", "jumprelu", "--hidden-activation", "relu", "--jump-threshold", "0.2",
+      "--jump-bandwidth", "0.1", "--sparsity-weight", "0.01", "--output", "linear",
+      "--reference"],
+     dict(sparsity="jumprelu", jump_threshold=0.2, jump_bandwidth=0.1, sparsity_weight=0.01)),
+], ids=["topk-auxk-tied", "l1-resample", "squared", "absolute-reference", "topk-linear",
+        "batchtopk-auxk", "jumprelu-reference"])
 def test_cli_trains_with_explicit_flags(tiny_mnist, tmp_path, flags, config):
     metrics, ck = train(tmp_path, "run", "--epochs", "1", *flags)
     assert_diagnostics(metrics)
@@ -508,8 +517,12 @@ def test_cli_trains_with_explicit_flags(tiny_mnist, tmp_path, flags, config):
         assert f"test_{key}" in metrics["history"]
 
 
-def test_cli_resumed_topk_run_matches_an_uninterrupted_one(tiny_mnist, tmp_path):
-    flags = ["--preset", "topk", "--k", "4", "--aux-k", "8", "--dead-window", "100"]
+@pytest.mark.parametrize("flags", [
+    ["--preset", "topk", "--k", "4", "--aux-k", "8", "--dead-window", "100"],
+    ["--preset", "batchtopk", "--k", "4", "--aux-k", "8", "--dead-window", "100"],
+    ["--preset", "jumprelu", "--jump-threshold", "0.1"]], ids=["topk", "batchtopk", "jumprelu"])
+def test_cli_resumed_topk_run_matches_an_uninterrupted_one(tiny_mnist, tmp_path, flags):
+    """And BatchTopK's threshold estimate, JumpReLU's thresholds: bit for bit."""
     train(tmp_path, "full", *flags, "--epochs", "3")
     train(tmp_path, "part", *flags, "--epochs", "1")
     assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "3",
@@ -520,6 +533,8 @@ def test_cli_resumed_topk_run_matches_an_uninterrupted_one(tiny_mnist, tmp_path)
     np.testing.assert_array_equal(resumed.model.flat_params, full.model.flat_params)
     np.testing.assert_array_equal(resumed.model.silent, full.model.silent)
     assert resumed.model.config == full.model.config
+    if resumed.model.config.sparsity == "batchtopk":
+        assert float(resumed.model.coding.threshold) == float(full.model.coding.threshold) > 0
 
 
 CLI_REFUSALS = [

@@ -33,7 +33,8 @@ from ..files.lock import RunLock
 from ..presets import MECHANISM_PRESETS, PRESETS, SIZING, default_preset, get_preset
 from ..training import OPTIMIZERS
 
-FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
+FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png",
+           "density.png")
 _DEFAULTS = Config(1, 1)
 
 MODEL_KEYS = {f.flag[2:].replace("-", "_"): name for name, f in FIELDS.items()}
@@ -818,6 +819,7 @@ def write_results(model, history, data, out, settings):
         "mean_activation": val["mean_activation"], "sparsity_target": model.config.sparsity_target,
         "sparsity": model.config.sparsity, "l0": val["l0"], "dead_fraction": val["dead_fraction"],
         "dense_fraction": val["dense_fraction"], "fvu": val["fvu"],
+        "log10_density": val["log10_density"],
         "train_dead_fraction": (history.last().get("train_dead_fraction")
                                 if len(history) else None),
         "active": "h > 0.5" if model.config.hidden_activation == "sigmoid" else "h > 0",
@@ -876,7 +878,11 @@ def summary_table(m, out, written=("checkpoint.npz", "metrics.json") + FIGURES):
                                       f" ({100 * trained:.1f}% silent in training's last "
                                       f"{m['settings'].get('dead_window', 0):,} samples)"
                                       if trained is not None else "")
-                                  + f", dense {100 * m['dense_fraction']:.1f}% of the units"),
+                                  + f", dense {100 * m['dense_fraction']:.1f}% of the units"
+                                  + (f"; a living unit fires on {100 * 10 ** density:.2g}% of "
+                                     f"the samples (median, density.png)"
+                                     if math.isfinite(density := m.get("log10_density",
+                                                                       math.nan)) else "")),
                  ("unexplained variance", f"FVU {m['fvu']:.4f}")]
     else:  # metrics of an older run
         rows.append(("dead units", f"{100 * m['dead_fraction']:.1f}%"))

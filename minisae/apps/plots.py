@@ -740,7 +740,8 @@ def l0_curves(history, path, val_label="validation"):
     return _save(l0_curves_figure(history, val_label), path)
 
 
-IMAGE_FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png")
+IMAGE_FIGURES = ("features.png", "reconstructions.png", "activations.png", "curves.png",
+                 "density.png")
 """What run_figures writes for data that are images."""
 VECTOR_FIGURES = ("activations.png", "curves.png", "density.png", "decoder_norms.png", "l0.png")
 """What run_figures writes for data that are vectors (image_shape=None)."""
@@ -768,9 +769,9 @@ def run_figures(model, history, x, out, image_shape=None, title=None, val_label=
     batches); image_shape: (height, width) when the rows are images, None for vectors.
 
     Images: the encoder's filters as pictures (features.png, title above them), the first
-    rows over their reconstructions. Vectors: feature density, decoder norms, L0 per epoch.
-    Both: the units' mean activations (against the target where the penalty has one) and
-    the training curves."""
+    rows over their reconstructions. Vectors: decoder norms, L0 per epoch. Both: the units'
+    mean activations (against the target where the penalty has one), the training curves and
+    the feature density (each unit's firing frequency, a log10 histogram)."""
     from ..model import SparseAutoencoder
     from .inspect import unit_activity
     if not isinstance(model, SparseAutoencoder):
@@ -794,8 +795,8 @@ def run_figures(model, history, x, out, image_shape=None, title=None, val_label=
                         image_shape=image_shape)
     activation_histogram(activity.mean_activation, target, out / "activations.png")
     training_curves(history, out / "curves.png", val_label=val_label, sparsity_target=target)
+    feature_density(activity.frequency, out / "density.png", n_rows=activity.n_rows)
     if image_shape is None:
-        feature_density(activity.frequency, out / "density.png", n_rows=activity.n_rows)
         decoder_norms(model.decoder.W, out / "decoder_norms.png")
         l0_curves(history, out / "l0.png", val_label=val_label)
     return list(names)
