@@ -228,7 +228,8 @@ FIELDS = {
     "l1_decoder_norm": Field("--l1-decoder-norm", "weigh the l1 penalty of unit j by the norm "
                              "of its decoder row (Anthropic 2024)", type=bool),
     "aux_k": Field("--aux-k", "AuxK: dead units per sample that reconstruct the residual "
-                   "(Gao et al.; topk only)", metavar="N", type=int),
+                   "(Gao et al.; topk and batchtopk; 0 turns a preset's off)", metavar="N",
+                   type=int),
     "aux_weight": Field("--aux-weight", "AuxK's weight alpha", metavar="ALPHA", type=float),
     "init": Field("--init", "initial weights: uniform (UFLDL's) or gao (unit-norm decoder rows, "
                   "the encoder their transpose: Gao et al.)", INITS),
