@@ -93,6 +93,13 @@ class Preset:
         return model
 
 
+_GAO = dict(n_inputs=784, n_hidden=1000, k=25, hidden_activation="relu", aux_k=392,
+            aux_weight=1 / 32, subtract_decoder_bias=True, init="gao", output_activation="linear",
+            reconstruction_loss="mse", reduction="mean")
+"""Gao et al.'s model on MNIST, which the topk and batchtopk presets share (with their own
+mechanism)."""
+_MODERN_TRAINING = dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256)
+
 PRESETS = {
     "book": Preset(
         "book",
@@ -151,11 +158,8 @@ PRESETS = {
         "topk",
         "Gao et al.'s TopK autoencoder: 1,000 ReLU units of which each digit keeps its 25 "
         "largest, AuxK against dead units, the decoder bias subtracted first, linear output",
-        model=dict(n_inputs=784, n_hidden=1000, sparsity="topk", k=25,
-                   hidden_activation="relu", aux_k=392, aux_weight=1 / 32,
-                   subtract_decoder_bias=True, init="gao", output_activation="linear",
-                   reconstruction_loss="mse", reduction="mean"),
-        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        model=dict(_GAO, sparsity="topk"),
+        training=dict(_MODERN_TRAINING),
         source="Gao et al., 'Scaling and Evaluating Sparse Autoencoders' (2024, "
                "arXiv:2406.04093): TopK with ReLU, AuxK (the residual's normalized MSE) with "
                "alpha = 1/32 and k_aux about half the input width (they use 512 for GPT-2's "
@@ -167,11 +171,8 @@ PRESETS = {
         "batchtopk",
         "Bussmann et al.'s BatchTopK autoencoder: 1,000 ReLU units, the 25 x batch largest "
         "codes of each batch kept, AuxK, the decoder bias subtracted first, linear output",
-        model=dict(n_inputs=784, n_hidden=1000, sparsity="batchtopk", k=25,
-                   hidden_activation="relu", aux_k=392, aux_weight=1 / 32,
-                   subtract_decoder_bias=True, init="gao", output_activation="linear",
-                   reconstruction_loss="mse", reduction="mean"),
-        training=dict(dataset="mnist", optimizer="adam", lr=1e-3, epochs=50, batch_size=256),
+        model=dict(_GAO, sparsity="batchtopk"),
+        training=dict(_MODERN_TRAINING),
         source="Bussmann, Leask & Nanda, 'BatchTopK Sparse Autoencoders' (2024, "
                "arXiv:2412.06410): the top k x batch ReLU codes of the batch, an inference "
                "threshold estimated in training (here a running mean of momentum 0.99 of "

@@ -607,34 +607,9 @@ def test_data_dir_that_does_not_exist(tmp_path):
 @pytest.fixture
 def forbid(monkeypatch):
     """forbid(path) makes path behave as after `chmod 000 path` for a user who is not root
-    (root reads any file whatever its mode, so chmod alone proves nothing there): path itself
-    can be stat'ed but not opened; what is under it can be neither (PermissionError)."""
-    forbidden = []
-    real_stat, real_open, real_builtin_open = os.stat, os.open, open
-
-    def blocked(path, itself=True):
-        try:
-            path = os.path.abspath(os.fspath(path))
-        except TypeError:  # a file descriptor
-            return False
-        return any((itself and path == f) or path.startswith(f + os.sep) for f in forbidden)
-
-    def refuse(path):
-        raise PermissionError(13, "Permission denied", os.fspath(path))
-
-    def stat(path, *args, **kwargs):
-        return refuse(path) if blocked(path, False) else real_stat(path, *args, **kwargs)
-
-    def open_(path, *args, **kwargs):
-        return refuse(path) if blocked(path) else real_open(path, *args, **kwargs)
-
-    def builtin_open(path, *args, **kwargs):
-        return refuse(path) if blocked(path) else real_builtin_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", stat)
-    monkeypatch.setattr(os, "open", open_)
-    monkeypatch.setattr("builtins.open", builtin_open)
-    return lambda path: forbidden.append(os.path.abspath(path))
+    (tests/forbid.py: root reads any file whatever its mode)."""
+    from forbid import forbid as block
+    return block(monkeypatch)
 
 
 def test_an_unreadable_data_dir_names_it(fake, tmp_path, forbid):
