@@ -5,23 +5,23 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text):
-    """A whole number of at least 1."""
+def whole_number(text, low):
+    """text as a whole number of at least low, or an ArgumentTypeError saying what came."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}" if low == 1
+                                         else f"must be {low} or more, got {value}")
     return value
+
+
+def positive_int(text):
+    """A whole number of at least 1."""
+    return whole_number(text, 1)
 
 
 def count(text):
     """A whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return whole_number(text, 0)

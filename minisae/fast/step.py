@@ -253,10 +253,11 @@ def _auxk(model, dead, err, W2, xp):
     h_aux[rows, cols] = xp.maximum(z[rows, cols], 0)
     W2_dead = W2[units]
     e_hat = h_aux @ W2_dead
-    variance = float(((err - err.mean(axis=0)) ** 2).sum())  # e's own (the sign cancels)
-    scale = model.config.aux_weight / variance if variance > 0 else 0.0
+    # e's own variance (the sign cancels); 0-d arrays, so a GPU is not waited for here
+    variance = ((err - err.mean(axis=0)) ** 2).sum()
+    scale = model.config.aux_weight * (variance > 0) / xp.where(variance > 0, variance, 1.0)
     d_e_hat = e_hat + err                                     # e_hat - e
-    aux = scale * float((d_e_hat * d_e_hat).sum())
+    aux = scale * (d_e_hat * d_e_hat).sum()
     d_e_hat *= 2.0 * scale
     dz_dead = (d_e_hat @ W2_dead.T) * (h_aux > 0)
     return aux, dz_dead, h_aux.T @ d_e_hat
