@@ -11,9 +11,10 @@ PyTorch tensors.
 
 The house, from the bottom (a module imports only from its own floor or below):
 
-    the teaching core   errors, checks, backend, functional, layers, losses, config, model,
-                        optim, gradcheck, softmax, presets: what a learner reads, and the
-                        reference the gradient check verifies
+    the teaching core   errors, checks, backend, comm, functional, layers, losses, config,
+                        model, optim, gradcheck, softmax, presets: what a learner reads, and
+                        the reference the gradient check verifies
+    distributed         data parallel on torch.distributed (the communicator, the launcher)
     fast/               the fast engine: the same numbers with fused kernels and threads
     training/           fit (which drives the engine) and its settings (Engine, Checkpoints,
                         DeadUnits, Stream), evaluate, History, L-BFGS
@@ -25,7 +26,7 @@ that `import minisae` and the `minisae` command start at once.
 """
 import importlib
 
-from .errors import (BackendError, CheckpointError, ConfigError, DatasetError,
+from .errors import (BackendError, CheckpointError, CommError, ConfigError, DatasetError,
                      GradientCheckError, InputError, MinisaeError, TrainingError)
 
 __version__ = "0.4.0"
@@ -42,11 +43,11 @@ _PUBLIC = {  # name -> the module that defines it
     "PRESETS": "presets",
 }
 _SUBMODULES = ("errors", "checks", "backend", "functional", "layers", "losses", "config",
-               "model", "optim", "gradcheck", "softmax", "presets", "normalize", "fast",
-               "training", "data", "files", "apps")
+               "model", "optim", "gradcheck", "softmax", "presets", "normalize", "comm",
+               "distributed", "fast", "training", "data", "files", "apps")
 
 __all__ = ["__version__", *_PUBLIC, "MinisaeError", "ConfigError", "InputError", "BackendError",
-           "DatasetError", "CheckpointError", "TrainingError", "GradientCheckError"]
+           "DatasetError", "CheckpointError", "TrainingError", "CommError", "GradientCheckError"]
 
 
 def __getattr__(name):

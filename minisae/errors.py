@@ -32,5 +32,10 @@ class TrainingError(MinisaeError, RuntimeError):
     """Training diverged (a non-finite loss) or cannot go on."""
 
 
+class CommError(TrainingError):
+    """A rank of a data-parallel run could not reach the others (one stopped, or none answered
+    in time): every rank stops, and the last checkpoint is kept."""
+
+
 class GradientCheckError(MinisaeError, AssertionError):
     """An analytic gradient disagrees with central differences."""

@@ -18,7 +18,7 @@ Shapes: x, y, z are (batch, n_in); h is (batch, n_hidden); rho_hat is (n_hidden,
 """
 from __future__ import annotations
 
-from .backend import namespace
+from .backend import device_of, namespace
 
 RHO_EPS = 1e-6
 """rho_hat is clipped into [RHO_EPS, 1 - RHO_EPS] before the logs of the KL penalty: a unit
@@ -79,11 +79,12 @@ def mse_backward(y, x, reduction="mean"):
     return 2.0 * reduction_scale(reduction, x.shape) * (y - x)
 
 
-def variance_sum(x):
+def variance_sum(x, mean=None):
     """sum_i sum_j (x[i, j] - mean_i x[i, j])^2: x's squared distance from its mean over the
-    batch, the denominator of a normalized MSE and of the FVU (a 0-d array)."""
+    batch, the denominator of a normalized MSE and of the FVU (a 0-d array). mean: the mean
+    to measure from (n,), when it is not x's own (a data-parallel batch's, over every rank)."""
     xp = namespace(x)
-    return xp.sum((x - xp.mean(x, axis=0)) ** 2)
+    return xp.sum((x - (xp.mean(x, axis=0) if mean is None else mean)) ** 2)
 
 
 def softplus(z):
@@ -248,15 +249,21 @@ def topk_among(z, k, allowed):
     return topk_mask(xp.where(allowed[None, :], z, lowest), k) & allowed[None, :]
 
 
-def batch_topk_mask(a, k):
-    """keep = True for the k * batch largest entries of a (batch, n) over the whole batch, not
-    per row (Bussmann et al. 2024): a sample may keep more units than k, another fewer.
-    Ties go to the lower flat index (a stable sort of the flattened batch)."""
+def largest(a, n):
+    """The n largest entries of a (any shape), from the largest down, as a 1-d array of n:
+    padded with -inf where a has fewer than n entries."""
     xp = namespace(a)
-    flat = xp.reshape(a, (-1,))
-    order = xp.argsort(flat, descending=True, stable=True)
-    rank = xp.argsort(order, stable=True)
-    return xp.reshape(rank < k * a.shape[0], a.shape)
+    flat = xp.sort(xp.reshape(a, (-1,)), descending=True)[:n]
+    if flat.shape[0] == n:
+        return flat
+    return xp.concat([flat, xp.full(n - flat.shape[0], -xp.inf, dtype=a.dtype,
+                                    device=device_of(a))])
+
+
+def kth_largest(values, n):
+    """The n-th largest of a 1-d array of at least n values (BatchTopK's cut)."""
+    xp = namespace(values)
+    return xp.sort(values, descending=True)[n - 1]
 
 
 # ----------------------------------------------------------------------------- JumpReLU

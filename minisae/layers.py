@@ -80,11 +80,19 @@ class MeanOverBatch:
 
     backward: every h[i, j] reaches rho_hat_j with weight 1 / batch, so
     dh[i, j] = d_rho_hat[j] / batch: the same row for every sample (returned as that row,
-    (n_hidden,), which broadcasts over the batch where it is added)."""
+    (n_hidden,), which broadcasts over the batch where it is added).
+
+    Data parallel (comm, minisae/comm.py): the batch is split over the ranks, and rho_hat is
+    the whole batch's, the mean of the ranks' means weighted by their shares, before any
+    penalty reads it. backward gives this rank's rows d_rho_hat / (its rows); the ranks'
+    gradients, weighted by their shares when combined, make it d_rho_hat / (the batch's)."""
+
+    def __init__(self, comm):
+        self.comm = comm
 
     def forward(self, h):
         self.batch = h.shape[0]
-        return F.mean_activation(h)
+        return self.comm.batch_mean(F.mean_activation(h))
 
     def backward(self, d_rho_hat):
         return d_rho_hat / self.batch
@@ -152,8 +160,14 @@ class BatchTopK:
     """Keep the k * batch largest ReLU codes of the whole batch, zero the rest (Bussmann et al.
     2024, BatchTopK): a sample may keep more than k units and another fewer, k on average.
 
-        a = relu(z);   keep = the k * batch largest a of the batch;   h = a where keep, else 0
-        backward: dz = dh where keep and z > 0, else 0
+        a = relu(z);   cut = the (k * batch)-th largest a of the batch
+        h = a where a >= cut and a > 0, else 0
+        backward: dz = dh where kept, else 0
+
+    Codes tied at the cut are all kept (continuous codes all but never tie). Data parallel
+    (comm, minisae/comm.py), the batch is every rank's rows: each rank sends its own k * batch
+    largest codes (the batch's k * batch largest are among them) and every rank finds the
+    same cut in what all sent.
 
     A sample alone cannot be ranked against its batch, so inference (`infer`: encode,
     evaluate) keeps instead the codes above a threshold, h = relu(z) where z > threshold. The
@@ -165,16 +179,19 @@ class BatchTopK:
 
     MOMENTUM = 0.99
 
-    def __init__(self, k, threshold):
-        self.k, self.threshold = k, threshold
+    def __init__(self, k, threshold, comm):
+        self.k, self.threshold, self.comm = k, threshold, comm
 
     def forward(self, z):
-        """z: (batch, n). Returns h: (batch, n), k * batch nonzero entries at most."""
+        """z: (batch, n). Returns h: (batch, n), k * batch nonzero entries at most (ties at
+        the cut aside)."""
         a = F.relu(z)
-        self.keep = F.batch_topk_mask(a, self.k) & (a > 0)
-        h = F.keep(a, self.keep)
-        self.update_threshold(h)
-        return h
+        n = self.k * self.comm.rows                        # k codes a sample, on average
+        candidates = self.comm.gather(F.largest(a, n))     # every rank's n largest
+        cut = F.kth_largest(candidates, n)
+        self.keep = (a >= cut) & (a > 0)
+        self.update_threshold(F.keep(candidates, candidates >= cut))
+        return F.keep(a, self.keep)
 
     def backward(self, dh):
         """dh: (batch, n). Returns dz: zero outside the kept (positive) codes."""
@@ -186,7 +203,8 @@ class BatchTopK:
 
     def update_threshold(self, h):
         """threshold <- MOMENTUM threshold + (1 - MOMENTUM) min(h > 0) (the first time: the
-        min itself); unchanged by a batch that kept no positive code."""
+        min itself); unchanged by a batch that kept no positive code. h: the kept codes (any
+        shape; 0 where not kept)."""
         xp = namespace(h)
         positive = h > 0
         smallest = xp.min(xp.where(positive, h, xp.full_like(h, xp.inf)))
@@ -227,12 +245,12 @@ ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "linear": Identity}
 """Activation layers by the name a model's config uses."""
 
 
-def coding_layer(config, params, grads, threshold):
+def coding_layer(config, params, grads, threshold, comm):
     """The coding layer a config asks for: its hidden activation, inside TopK for topk;
-    BatchTopK (with its inference threshold, a 0-d array) or JumpReLU (with the model's
-    coding.log_theta) for those mechanisms."""
+    BatchTopK (with its inference threshold, a 0-d array, and the run's communicator) or
+    JumpReLU (with the model's coding.log_theta) for those mechanisms."""
     if config.sparsity == "batchtopk":
-        return BatchTopK(config.k, threshold)
+        return BatchTopK(config.k, threshold, comm)
     if config.sparsity == "jumprelu":
         return JumpReLU(params["coding.log_theta"], grads["coding.log_theta"],
                         config.jump_bandwidth)

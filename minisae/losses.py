@@ -182,7 +182,9 @@ class AuxK(Term):
 
     (the same with any reduction: the scale cancels). With no dead unit, or a residual with no
     variance (a batch of one), the term is 0. v["residual"], when not None, is e held fixed (a
-    gradient check's)."""
+    gradient check's). v["comm"]: the run's communicator (data parallel: the numerator over
+    this rank's rows is divided by its share, so that the ranks' share-weighted sum is the
+    batch's)."""
 
     name = "auxk"
     training_only = True
@@ -195,9 +197,13 @@ class AuxK(Term):
         self.h_aux = F.keep(F.relu(z1), self.keep)
         self.e = v["x"] - v["y"] if v.get("residual") is None else v["residual"]
         self.e_hat = self.h_aux @ self.W2
-        variance = F.variance_sum(self.e)
+        # the residual's variance over the whole batch: over every rank's rows, data parallel
+        # (comm, minisae/comm.py); this rank's sum of squares is its share of the numerator
+        comm = v["comm"]
+        variance = comm.sum(F.variance_sum(self.e, comm.batch_mean(xp.mean(self.e, axis=0))))
         used = xp.astype(xp.any(self.keep) & (variance > 0), z1.dtype)
-        self.scale = c.aux_weight * used / xp.where(variance > 0, variance, xp.ones_like(variance))
+        self.scale = c.aux_weight * used / (comm.share * xp.where(variance > 0, variance,
+                                                                  xp.ones_like(variance)))
         return self.scale * xp.sum((self.e_hat - self.e) ** 2)
 
     def backward(self):
@@ -326,6 +332,11 @@ class Loss:
         loss = cls.__new__(cls)
         loss._parts, loss._rho_hat, loss._metrics = parts, rho_hat, metrics or {}
         return loss
+
+    def with_parts(self, parts):
+        """This record with its parts' values replaced (a data-parallel run's, combined over
+        the ranks), its rho_hat and metrics kept."""
+        return Loss.of(parts, self._rho_hat, self._metrics)
 
     @property
     def names(self):

@@ -27,6 +27,7 @@ from . import losses
 from .backend import flat_views, get_backend, namespace
 from .config import Config, needs_unit_range, param_shapes
 from .errors import ConfigError
+from .comm import Alone
 from .layers import (ACTIVATIONS, Dense, Identity, MeanOverBatch, SubtractBias,
                      TiedDense, coding_layer)
 
@@ -35,7 +36,8 @@ class SparseAutoencoder:
     """A one-hidden-layer autoencoder with a sparsity penalty (Géron; UFLDL).
 
     Arguments are those of config.Config (each checked there), plus backend ("numpy",
-    "cupy", "torch", "auto") and dtype ("float32", or "float64" for gradient checks).
+    "cupy", "torch", "auto"), dtype ("float32", or "float64" for gradient checks) and comm,
+    the communicator of a data-parallel run (None: one process; minisae/comm.py).
 
     `params` and `grads` are dicts of named arrays, "encoder.W" (n_inputs, n_hidden),
     "encoder.b" (n_hidden,), "decoder.W" (n_hidden, n_inputs), "decoder.b" (n_inputs,).
@@ -49,7 +51,7 @@ class SparseAutoencoder:
                  k=None, tied_weights=False, l1_decoder_norm=False, aux_k=None,
                  aux_weight=1 / 32, subtract_decoder_bias=False, init="uniform",
                  jump_bandwidth=0.001, jump_threshold=0.001, backend="numpy",
-                 dtype="float32", seed=42):
+                 dtype="float32", seed=42, comm=None):
         self.config = Config(
             n_inputs=n_inputs, n_hidden=n_hidden, sparsity=sparsity,
             sparsity_target=sparsity_target, sparsity_weight=sparsity_weight,
@@ -72,6 +74,7 @@ class SparseAutoencoder:
         self.params = flat_views(self.flat_params, shapes)
         self.grads = flat_views(self.flat_grads, shapes)
 
+        self._comm = _checked_comm(comm)
         self._build_layers()
         self.dead = self.backend.xp.zeros(n_hidden, dtype=self.backend.xp.bool,
                                           device=self.backend.device)
@@ -96,8 +99,8 @@ class SparseAutoencoder:
         self.output = ACTIVATIONS[c.output_activation]()
         xp = self.backend.xp
         self.coding = coding_layer(c, p, g, xp.full((), -1.0, dtype=getattr(xp, c.dtype),
-                                                    device=self.backend.device))
-        self.mean = MeanOverBatch()
+                                                    device=self.backend.device), self.comm)
+        self.mean = MeanOverBatch(self.comm)
         if c.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart; the encoder adds it
             self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
                                  self.backend.zeros((c.n_hidden, c.n_inputs)), g["decoder.b"])
@@ -112,6 +115,20 @@ class SparseAutoencoder:
         self.input = SubtractBias(p["decoder.b"], g["decoder.b"]) if c.subtract_decoder_bias \
             else Identity()
 
+    @property
+    def comm(self):
+        """The communicator of a data-parallel run (minisae/comm.py): Alone, a world of one
+        process, unless the model was built with another (minisae.distributed.join())."""
+        return self._comm
+
+    @comm.setter
+    def comm(self, comm):
+        """A model trained on several ranks evaluates alone afterwards: model.comm = Alone()."""
+        comm = self._comm = _checked_comm(comm)
+        self.mean.comm = comm
+        if hasattr(self.coding, "comm"):
+            self.coding.comm = comm
+
     # ------------------------------------------------------------------ training
 
     def loss_and_grads(self, x, validate=True):
@@ -121,6 +138,7 @@ class SparseAutoencoder:
         x: a NumPy array or one of the model's backend. validate=False skips the checks of
         shape, type, finiteness and range (the training loop checks the whole set once)."""
         x = self.as_batch(x, validate)
+        self.comm.begin(x.shape[0])  # data parallel: the batch is every rank's rows
 
         # forward: through the layers, then each term of the loss (self.objective)
         z1 = self.encoder.forward(self.input.forward(x))   # (batch, n_hidden)
@@ -129,8 +147,8 @@ class SparseAutoencoder:
         y = self.output.forward(z)                          # the reconstruction
         rho_hat = self.mean.forward(h)                      # (n_hidden,)
         loss = self.objective.forward(dict(x=x, z1=z1, h=h, z=z, y=y, rho_hat=rho_hat,
-                                           dead=self.dead, residual=self.frozen_residual),
-                                      self.params)
+                                           dead=self.dead, residual=self.frozen_residual,
+                                           comm=self.comm), self.params)
 
         # backward: each term's gradient with respect to what it read (d["y"], d["rho_hat"],
         # ...; 0 where no term read it), carried down the layers in reverse. h reaches the
@@ -141,7 +159,8 @@ class SparseAutoencoder:
         dz1 = self.coding.backward(dh) + d["z1"]
         self.input.backward(self.encoder.backward(dz1))
         losses.add_grads(self.grads, d_params)  # terms that read a weight (weight decay, ...)
-        return loss
+        # data parallel: the batch's gradient and loss, the ranks' weighted by their shares
+        return self.comm.combine(loss, self.flat_grads)
 
     # ------------------------------------------------------------------ the forward pass
 
@@ -264,6 +283,17 @@ class SparseAutoencoder:
                 f"{c.n_inputs} {c.output_activation}, {sparsity}, lambda={c.weight_decay}, "
                 f"loss={c.reconstruction_loss}/{c.reduction}, "
                 + "".join(f"{o}, " for o in options) + f"{self.backend.name}/{c.dtype})")
+
+def _checked_comm(comm):
+    """A communicator (comm.Alone's methods), Alone() for None, or a ConfigError."""
+    if comm is None:
+        return Alone()
+    needed = ("rank", "size", "begin", "batch_mean", "sum", "gather", "combine", "broadcast")
+    if not all(hasattr(comm, name) for name in needed):
+        raise ConfigError(f"comm must be a communicator (minisae.distributed.join() gives one; "
+                          f"None: one process), got {checks.shown(comm)}")
+    return comm
+
 
 def initial_weights(shapes, config):
     """One flat NumPy array of all the parameters, in the config's dtype, drawn with NumPy's

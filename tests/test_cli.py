@@ -262,7 +262,10 @@ def test_ctrl_c_at_any_moment_never_prints_a_traceback(tiny_mnist, tmp_path, del
     env = dict(os.environ, MINISAE_DATA=str(tiny_mnist), MINISAE_BACKEND="numpy")
     p = subprocess.Popen([sys.executable, "-m", "minisae", "train", *TINY, "--epochs", "50",
                           "--out", str(tmp_path / "r")], env=env, stderr=subprocess.PIPE,
-                         stdout=subprocess.DEVNULL, text=True)
+                         stdout=subprocess.DEVNULL, text=True,
+                         # Ctrl-C reaches it even where this test runs with SIGINT ignored
+                         # (started in the background by a shell)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)

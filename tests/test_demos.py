@@ -183,3 +183,11 @@ def test_self_taught_learning(tmp_path):
     assert rows["codes"][1] == "32" and rows["raw"][1] == "784"
     m = json.loads((out / "mnist.json").read_text())
     assert m["subset"] and len(m["runs"]) == 2
+
+
+def test_naive_data_parallel(tmp_path):
+    r = run_demo("naive_data_parallel.py", tmp_path, "--quick", "--no-download")
+    assert r.returncode == 0, r.stderr
+    off = [float(line.split()[-1]) for line in r.stdout.splitlines() if "naive gradient" in line]
+    assert len(off) == 10 and all(v > 1e-5 for v in off)
+    assert off[4] > off[0] and off[9] > off[5]  # more ranks, smaller shares: further off

@@ -1094,7 +1094,8 @@ EXEMPT = {
     # errors: they take a message, any text
     **dict.fromkeys([f"minisae.errors.{e}" for e in (
         "MinisaeError", "ConfigError", "InputError", "BackendError", "DatasetError",
-        "CheckpointError", "TrainingError", "GradientCheckError")], "an error class"),
+        "CheckpointError", "TrainingError", "CommError", "GradientCheckError")],
+        "an error class"),
     # records minisae builds and returns; users read them, they do not pass values in
     "minisae.data.datasets.Dataset": "a record load() returns",
     "minisae.data.patches.FilterScore": "a record orientation_score() returns",

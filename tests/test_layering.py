@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minisae"
 FLOORS = [
     # the teaching core
     {"errors", "checks", "presets"},
-    {"backend"},
+    {"backend", "comm"},
     {"functional"},
     {"layers", "losses", "normalize"},
     {"config"},
     {"model", "optim"},
     {"gradcheck", "softmax"},
     # above it
+    {"distributed"},
     {"files.atomic", "files.lock", "files.npyheader"},
     {"data"},
     {"fast"},

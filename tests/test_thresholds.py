@@ -10,6 +10,7 @@ import minisae
 from minisae import SparseAutoencoder
 from minisae.backend import to_numpy
 from minisae.gradcheck import straight_through_gradient
+from minisae.comm import Alone
 from minisae.layers import BatchTopK
 
 
@@ -32,7 +33,7 @@ def test_batchtopk_keeps_k_times_batch_codes_of_the_whole_batch():
 
 def test_batchtopk_threshold_is_a_running_mean_of_the_smallest_kept_code():
     xp = np
-    layer = BatchTopK(1, xp.full((), -1.0))
+    layer = BatchTopK(1, xp.full((), -1.0), Alone())
     first = np.array([[0.5, 0.0, 2.0], [0.0, 1.0, 0.0]])
     layer.update_threshold(first)
     assert float(layer.threshold) == 0.5           # the first batch sets it

@@ -25,3 +25,14 @@ def positive_int(text):
 def count(text):
     """A whole number of at least 0."""
     return whole_number(text, 0)
+
+
+def positive_real(text):
+    """A finite number above 0 (seconds, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value

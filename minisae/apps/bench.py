@@ -1069,6 +1069,12 @@ def add_parser(subparsers):
     p.add_argument("--stream-folder", default=None, metavar="DIR",
                    help="where the --stream file is written and removed (default: the "
                         "system's temporary folder)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="instead: data-parallel training through fit on N processes of this "
+                        "machine against one process, interleaved rounds of one epoch of "
+                        "--steps global batches each, with the time in collectives and the "
+                        "bytes sent (--configs, --sparsity kl or topk, --steps, --rounds; "
+                        "minisae.apps.parallelbench; needs PyTorch)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the result as JSON (default: the table only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
@@ -1114,6 +1120,22 @@ _STEP_SWITCHES = {"no_torch": "--no-torch", "no_fit": "--no-fit", "no_compile": 
 
 def _refuse_flags_that_do_not_apply(args):
     """A flag the benchmark asked for would not use is an error, never ignored."""
+    if getattr(args, "workers", None) is not None:
+        given = [f"--{name.replace('_', '-')}" for name in ("k", "aux_k", "dead_share", "inputs",
+                                                            "samples", "warmup", "stream_rows",
+                                                            "stream_folder", "backend")
+                 if getattr(args, name, None) is not None]
+        given += [f"--{name.replace('_', '-')}" for name in ("stream", "no_torch", "no_fit",
+                                                            "no_compile", "quick")
+                  if getattr(args, name, False)]
+        given += [f"--{name} {getattr(args, name)}" for name, default in (
+            ("path", "fast"), ("threads", "auto"), ("load", "none"))
+            if getattr(args, name, default) != default]
+        if given:
+            raise ConfigError(f"--workers times fit on N processes against one with the model "
+                              f"of --sparsity and --configs; {', '.join(given)} does not apply "
+                              f"to it: drop it or --workers")
+        return
     if getattr(args, "stream", False):
         given = [flag for name, flag in _STEP_FLAGS.items() if getattr(args, name, None) is not None]
         given += [flag for name, flag in _STEP_SWITCHES.items() if getattr(args, name, False)]
@@ -1154,7 +1176,15 @@ def main(args):
     _refuse_flags_that_do_not_apply(args)
     progress = None if getattr(args, "quiet", False) else \
         (lambda line: print(line, file=sys.stderr, flush=True))
-    if getattr(args, "stream", False):
+    if getattr(args, "workers", None) is not None:
+        from .parallelbench import format_parallel_result, run_parallel_benchmark
+        _check_counts(workers=(args.workers, 2, None))
+        configs = _config_pairs(parse_configs(args.configs or "1000x256,196x1000"))
+        result = run_parallel_benchmark(
+            model_settings(args.sparsity), args.workers, configs, steps=args.steps or 100,
+            rounds=args.rounds or 3, sparsity=args.sparsity, say=progress)
+        print(format_parallel_result(result))
+    elif getattr(args, "stream", False):
         from .streambench import ROWS, format_stream_result, run_stream_benchmark
         rows = ROWS if args.stream_rows is None else args.stream_rows
         _check_counts(stream_rows=(rows, 1, None))

@@ -26,8 +26,10 @@ from .. import backend as B
 from ..config import FIELDS, MECHANISMS, Config, applies
 from .argtypes import count as _count
 from .argtypes import positive_int as _positive_int
+from .argtypes import positive_real as _positive_float
 from ..data import DATASETS, IDX_DATASETS
-from ..errors import ConfigError, MinisaeError
+from ..comm import Alone
+from ..errors import CommError, ConfigError, MinisaeError
 from ..files.atomic import atomic_write
 from ..files.lock import RunLock
 from ..presets import MECHANISM_PRESETS, PRESETS, SIZING, default_preset, get_preset
@@ -242,6 +244,15 @@ def _add_train(sub):
                    help="continue a run: its folder, or its checkpoint.npz (default: start a "
                         "new run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="train on N processes of this machine, data parallel over "
+                        "torch.distributed (needs PyTorch), as `torchrun --nproc-per-node N -m "
+                        "minisae train ...` does; --batch-size stays the whole batch, shared "
+                        "by the processes, so the run is the same on any number of them "
+                        "(default: one process)")
+    p.add_argument("--comm-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                   help="on several processes: how long one may wait for the others before "
+                        "every one stops (one that died is noticed at once) (default: 300)")
     p.set_defaults(func=cmd_train)
 
 
@@ -361,7 +372,8 @@ def resume_command(args, run_folder, settings, out=None):
     if out is not None and os.path.abspath(out) != os.path.abspath(run_folder):
         argv += ["--out", out]
     for flag, value in (("--backend", args.backend), ("--data-dir", args.data_dir),
-                        ("--threads", None if args.threads == "auto" else args.threads)):
+                        ("--threads", None if args.threads == "auto" else args.threads),
+                        ("--workers", getattr(args, "workers", None))):
         if value is not None:
             argv += [flag, str(value)]
     argv += [flag for flag, on in (("--no-download", args.no_download),
@@ -372,7 +384,33 @@ def resume_command(args, run_folder, settings, out=None):
 
 def cmd_train(args):
     """The settings, then the data (read and checked before the output folder is looked at:
-    a missing --data file is reported as missing), then the folder, under its lock."""
+    a missing --data file is reported as missing), then the folder, under its lock. With
+    --workers N, N processes of this command (minisae.distributed.launch); in a process that
+    torchrun or --workers started, one rank of the run: rank 0 writes the run's folder and
+    prints, the others train in silence."""
+    from .. import distributed
+    if args.workers is not None and args.workers > 1 and not distributed.launched():
+        return distributed.launch(args.argv, args.workers,
+                                  grace=args.comm_timeout or distributed.TIMEOUT)
+    comm = distributed.join(args.comm_timeout or distributed.TIMEOUT, _comm_backend(args))
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")
+        args.no_progress = True
+    try:
+        return _train_ranks(args, comm)
+    finally:
+        getattr(comm, "close", lambda: None)()
+
+
+def _comm_backend(args):
+    """NCCL for a run on GPUs, gloo on the CPU."""
+    if args.backend in (None, "numpy"):
+        return "gloo"
+    be = B.get_backend(args.backend)
+    return "nccl" if be.name == "cupy" or str(be.device).startswith("cuda") else "gloo"
+
+
+def _train_ranks(args, comm):
     from ..files import checkpoint
     from ..training import History
 
@@ -390,10 +428,13 @@ def cmd_train(args):
         if saved_in else (f"nothing was saved yet (the first checkpoint is written after "
                           f"{_unit(settings, 1)} 1)")
     data, record = _run_data(args, ck, settings)
+    if comm.rank != 0:  # rank 0 writes the folder; the others' Ctrl-C line says so
+        Interruption.note = f"rank {comm.rank} of {comm.size}: rank 0 says what was saved"
+        return _train(args, ck, settings, history, saved_in, out, data, record, comm)
     with RunLock(out):  # one writer at a time; checked, then written, under the lock
         if saved_in is None or os.path.abspath(out) != saved_in:
             _refuse_to_overwrite(out, args.force)
-        return _train(args, ck, settings, history, saved_in, out, data, record)
+        return _train(args, ck, settings, history, saved_in, out, data, record, comm)
 
 
 def _saved_note(args, settings, out, folder, n, at=None):
@@ -431,7 +472,7 @@ def _run_data(args, ck, settings):
     return data, record
 
 
-def _train(args, ck, settings, history, saved_in, out, data, record):
+def _train(args, ck, settings, history, saved_in, out, data, record, comm):
     from ..files import checkpoint
     from ..training import Checkpoints, DeadUnits, Engine, Stream, fit
     done, target, unit = len(history), _target(settings), _unit(settings)
@@ -442,6 +483,7 @@ def _train(args, ck, settings, history, saved_in, out, data, record):
 
     width = record["data_shape"][1]
     model = ck.model if ck is not None else _build_model(settings, width, args)
+    model.comm = comm
     if ck is None and settings["normalize"] != "none":
         from ..normalize import Normalizer
         print(f"normalising ({settings['normalize']}): one pass over {data.source}")
@@ -483,10 +525,15 @@ def _train(args, ck, settings, history, saved_in, out, data, record):
             engine=Engine(fast=not args.reference, threads=args.threads))
     except ConfigError as e:
         raise ConfigError(flag_names(str(e))) from None
+    except CommError as e:  # another rank stopped: say what this one knows of the saves
+        raise CommError(f"{e}; {Interruption.note}") from None
     except KeyboardInterrupt:
         if not args.no_progress:
             print(file=sys.stderr)  # after the progress bar's line
         raise
+    if comm.rank != 0:  # rank 0 writes the results
+        return 0
+    model.comm = Alone()  # what follows (the results, the figures) runs on rank 0 alone
     if len(history) > done and len(history) % every:  # L-BFGS converged between saves
         checkpoint.save(ckpt_path, model, optimizer, history, extra)
     wall = time.perf_counter() - t0
@@ -1198,7 +1245,15 @@ def _parse(parser, argv):
         hint = f"; did you mean {close[0]}?" if close else f"; see `minisae {args.command} --help`"
         sub.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: "
                   f"{' '.join(extras)}{hint}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts it again
     return args
+
+
+def _last_line(line):
+    """The command's one line on stderr, written whole in one write (the ranks of a run share
+    the terminal: two lines must not interleave)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def main(argv=None):
@@ -1207,17 +1262,16 @@ def main(argv=None):
         args = _parse(build_parser(), argv)
         return args.func(args) or 0
     except MinisaeError as e:
-        print(f"minisae: error: {' '.join(flag_names(str(e)).split())}", file=sys.stderr)
+        _last_line(f"minisae: error: {' '.join(flag_names(str(e)).split())}")
         return 2
     except MemoryError:
-        print("minisae: error: out of memory; use a smaller model, batch or data set, or a "
-              "machine with more memory", file=sys.stderr)
+        _last_line("minisae: error: out of memory; use a smaller model, batch or data set, or "
+                   "a machine with more memory")
         return 2
     except OSError as e:  # a folder we cannot write, a full disk: the OS says which file
-        print(f"minisae: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        _last_line(f"minisae: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "))
         return 2
     except KeyboardInterrupt:
         note = f"; {Interruption.note}" if Interruption.note else ""
-        print(f"minisae: interrupted{note}", file=sys.stderr)
+        _last_line(f"minisae: interrupted{note}")
         return 130

@@ -145,17 +145,20 @@ def topk_(z, b, k, relu):
     return z, rows, kept
 
 
-def batch_topk_(h, k):
-    """Keep the k * batch largest entries of h (batch, n) over the whole batch, zero the rest,
-    in place: layers.BatchTopK's selection (h already through its ReLU), by argpartition.
-    Ties at the cut, which continuous data all but never have, may keep another entry than
-    the reference's lower index."""
-    xp = array_module(h)
-    flat = h.reshape(-1)
-    n_keep = min(k * h.shape[0], flat.shape[0])
-    cut = xp.argpartition(flat, flat.shape[0] - n_keep)[:flat.shape[0] - n_keep]
-    flat[cut] = 0
-    return h
+def largest(a, n):
+    """functional.largest by partial selection: the n largest entries of a (1-d, n of them,
+    in no order), padded with -inf where a has fewer."""
+    xp = array_module(a)
+    flat = a.reshape(-1)
+    if flat.shape[0] <= n:
+        return xp.concatenate([flat, xp.full(n - flat.shape[0], -xp.inf, dtype=a.dtype)])
+    return xp.partition(flat, flat.shape[0] - n)[flat.shape[0] - n:]
+
+
+def kth_largest(values, n):
+    """functional.kth_largest by partial selection: the n-th largest of a 1-d array (a 0-d
+    array: no wait for a GPU)."""
+    return array_module(values).partition(values, values.shape[0] - n)[values.shape[0] - n]
 
 
 def topk_backward_(dh, h, rows, kept, relu):

@@ -117,6 +117,8 @@ def _loss_and_grads(model, x):
     batch, n_inputs = x.shape
     n_hidden = W1.shape[1]
     on_numpy = xp.__name__ == "numpy"
+    comm = model.comm
+    comm.begin(batch)  # data parallel: the batch is every rank's rows (minisae/comm.py)
 
     def buf(name, shape):
         return buffers.get(name, xp, shape, dtype)
@@ -134,6 +136,7 @@ def _loss_and_grads(model, x):
     h, kept = coding.forward(h, b1, model, buf)
     rho_hat = xp.matmul(ones, h)  # a fresh (small) array: the returned Loss keeps it
     rho_hat *= 1.0 / batch
+    rho_hat = comm.batch_mean(rho_hat)
 
     # output layer and reconstruction term: dz = d(reconstruction) / d(h @ W2 + b2)
     sparse = _sparse_topk(cfg, on_numpy)
@@ -207,7 +210,8 @@ def _loss_and_grads(model, x):
             G["encoder.W"][:, dead[0]] += aux[2].T
         else:
             G["decoder.W"][dead[0]] += aux[2]
-    return loss
+    # data parallel: the batch's gradient and loss, the ranks' weighted by their shares
+    return comm.combine(loss, model.flat_grads)
 
 
 def _sparse_topk(cfg, on_numpy):
@@ -253,9 +257,12 @@ def _auxk(model, dead, err, W2, xp):
     h_aux[rows, cols] = xp.maximum(z[rows, cols], 0)
     W2_dead = W2[units]
     e_hat = h_aux @ W2_dead
-    # e's own variance (the sign cancels); 0-d arrays, so a GPU is not waited for here
-    variance = ((err - err.mean(axis=0)) ** 2).sum()
-    scale = model.config.aux_weight * (variance > 0) / xp.where(variance > 0, variance, 1.0)
+    # e's own variance over the batch, every rank's rows (the sign cancels); 0-d arrays, so a
+    # GPU is not waited for here
+    comm = model.comm
+    variance = comm.sum(((err - comm.batch_mean(err.mean(axis=0))) ** 2).sum())
+    scale = model.config.aux_weight * (variance > 0) / \
+        (comm.share * xp.where(variance > 0, variance, 1.0))
     d_e_hat = e_hat + err                                     # e_hat - e
     aux = scale * (d_e_hat * d_e_hat).sum()
     d_e_hat *= 2.0 * scale
@@ -301,15 +308,20 @@ class _TopK:
 
 
 class _BatchTopK:
-    """layers.BatchTopK's forward (with its threshold's update) and backward: the k * batch
-    largest ReLU codes of the batch by partial selection (argpartition), not a sort."""
+    """layers.BatchTopK's forward (with its threshold's update) and backward: the cut, the
+    (k * batch)-th largest ReLU code of the batch (every rank's rows), by partial selection
+    (partition), not a sort."""
 
     @staticmethod
     def forward(z, b, model, buf):
         K.bias_relu_(z, b)
-        h = K.batch_topk_(z, model.config.k)
-        model.coding.update_threshold(h)
-        return h, None
+        comm = model.comm
+        n = model.config.k * comm.rows
+        candidates = comm.gather(K.largest(z, n))   # every rank's n largest codes
+        cut = K.kth_largest(candidates, n)
+        z[z < cut] = 0
+        model.coding.update_threshold(array_module(z).where(candidates >= cut, candidates, 0))
+        return z, None
 
     @staticmethod
     def backward(dh, h, row, kept, model, work):

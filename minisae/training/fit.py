@@ -38,8 +38,10 @@ from ..errors import ConfigError, InputError, TrainingError
 from ..fast import fast_optimizer, fused
 from ..fast import loss_and_grads as fast_loss_and_grads
 from ..fast import values as fast_values
-from ..fast.threads import MAX_THREADS, PROBE_ROWS, parse_threads, thread_limits
-from .batches import ArrayBatches
+from ..fast.threads import (MAX_THREADS, PROBE_ROWS, available_cores, parse_threads,
+                            thread_limits)
+from ..comm import Alone
+from .batches import ArrayBatches, share_of
 from .history import History
 from .stream import Stream, StreamBatches, is_source
 from . import units
@@ -47,6 +49,7 @@ from .units import DeadUnits
 from .progress import progress_bar
 
 _SAID = set()  # notes printed once per process
+ALONE = Alone()
 
 
 def evaluate(model, x, batch_size=1000, per_unit=False):
@@ -72,15 +75,19 @@ def evaluate(model, x, batch_size=1000, per_unit=False):
     return _evaluate(model, _checked_data(model, x, "x"), batch_size, per_unit)
 
 
-def _evaluate(model, x, batch_size, per_unit=False):
+def _evaluate(model, x, batch_size, per_unit=False, comm=ALONE):
     """evaluate() of data already checked (fit checks its validation set once, not per epoch).
     x: a NumPy array or a row source, read batch_size rows at a time. The FVU is measured
-    where the model works (after its normalizer, if it has one)."""
+    where the model works (after its normalizer, if it has one). comm: a data-parallel run's
+    communicator; each rank evaluates its share of the rows and the ranks' sums are added."""
     n, c = _rows(x), model.config
-    per_sample, rho_hat, counts = {}, 0.0, 0.0
-    squared_error, x_sum, x_squares = 0.0, 0.0, 0.0
-    for start in range(0, n, batch_size):
-        xb = model.as_batch(_read(x, start, min(start + batch_size, n)), validate=False)
+    per_sample = {t.name: 0.0 for t in model.objective.terms
+                  if t.per_sample and not t.training_only}
+    rho_hat, counts = np.zeros(c.n_hidden), np.zeros(c.n_hidden)
+    squared_error, x_sum, x_squares = 0.0, np.zeros(c.n_inputs), np.zeros(c.n_inputs)
+    first, last = share_of(n, comm.rank, comm.size)
+    for start in range(first, last, batch_size):
+        xb = model.as_batch(_read(x, start, min(start + batch_size, last)), validate=False)
         xp = namespace(xb)
         v = fast_values(model, xb)  # model.values(xb), TopK's selection without a sort
         h, y = v["h"], v["y"]
@@ -92,6 +99,13 @@ def _evaluate(model, x, batch_size, per_unit=False):
         squared_error += float(xp.sum((y - xb) ** 2))
         x_sum = x_sum + to_numpy(xp.sum(xb, axis=0)).astype(np.float64)
         x_squares = x_squares + to_numpy(xp.sum(xb * xb, axis=0)).astype(np.float64)
+    # data parallel: every rank's sums, added (one collective); alone, nothing changes
+    sums = comm.sum(np.concatenate([list(per_sample.values()), rho_hat, counts,
+                                    [squared_error], x_sum, x_squares]))
+    sums = np.split(sums, np.cumsum([len(per_sample), c.n_hidden, c.n_hidden, 1, c.n_inputs]))
+    per_sample = dict(zip(per_sample, sums[0].tolist()))
+    rho_hat, counts, squared_error, x_sum, x_squares = sums[1], sums[2], float(sums[3][0]), \
+        sums[4], sums[5]
     # the terms of rho_hat (over all of x) and of the weights, once
     params = {name: to_numpy(p).astype(np.float64) for name, p in model.params.items()}
     loss = model.objective.forward({"rho_hat": rho_hat}, params, per_sample, training=False)
@@ -274,13 +288,21 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
         raise ConfigError("L-BFGS trains on the whole data set at once: give it an array that "
                           "fits in memory, or use Adam on a source of rows")
     batch_size = _rows(x_train) if lbfgs else min(batch_size, _rows(x_train))
+    comm = model.comm
+    _check_ranks(comm, lbfgs, batch_size)
     position = _resumed_position(checkpoints.position, history)
-    if engine.fast and fused(model) is not None:
+    if engine.fast and fused(model) is not None and comm.rank == 0:
         _say_once(f"minisae: {fused(model)}")
     threads = _resumed_threads(engine.threads, history, position)
+    if threads == "auto" and comm.size > 1:  # the cores shared by this machine's ranks
+        threads = max(1, available_cores() // getattr(comm, "local_size", comm.size))
     c = model.config
     if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
         model.params["decoder.b"][...] = model.backend.asarray(_model_mean(model, x_train))
+    comm.broadcast(model.flat_params)  # data parallel: every rank starts from rank 0's weights
+    if comm.rank != 0:  # rank 0 alone shows progress and saves
+        progress, checkpoints = False, Checkpoints(_nothing, checkpoints.every,
+                                                   checkpoints.position)
     with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size) as policy:
         if epochs > len(history) and model.backend.name == "numpy":
             _measure_threads(policy, model, x_train, batch_size, engine.fast)
@@ -288,7 +310,8 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
             _fit_lbfgs(model, optimizer, x_train, epochs, x_val, progress, history,
                        checkpoints.save, engine.fast, policy)
         else:
-            batches = _batches(model, x_train, stream, batch_size, seed)
+            batches = _batches(model, x_train, stream, batch_size, seed,
+                               share_of(batch_size, comm.rank, comm.size))
             loop = _Loop(model, optimizer, x_train, batches, seed, x_val, progress, history,
                          checkpoints, dead_units.window, resample_every, engine, policy)
             loop.run(epochs, position)
@@ -302,14 +325,30 @@ def _settings(value, name, kind):
     return checks.check_type(value, name, kind, f"a {kind.__name__}{inspect.signature(kind)}")
 
 
-def _batches(model, x_train, stream, batch_size, seed):
+def _batches(model, x_train, stream, batch_size, seed, part):
     """The epochs' batches: a full shuffle of an array, or a source streamed in the sizes
-    of its Stream."""
+    of its Stream; part: (first, last) of the rows of each batch this rank takes."""
     if stream is None:
-        return ArrayBatches(x_train, batch_size, seed, model.backend)
+        return ArrayBatches(x_train, batch_size, seed, model.backend, part)
     return StreamBatches(x_train, batch_size, seed, model.backend, chunk_rows=stream.chunk_rows,
                          buffer_rows=stream.buffer_rows,
-                         unit_range=model.needs_unit_range and model.normalizer is None)
+                         unit_range=model.needs_unit_range and model.normalizer is None,
+                         part=part)
+
+
+def _check_ranks(comm, lbfgs, batch_size):
+    """A data-parallel run needs minibatches of at least a row a rank."""
+    if comm.size == 1:
+        return
+    if lbfgs:
+        raise ConfigError("L-BFGS trains in one process: train it without --workers or torchrun")
+    if batch_size < comm.size:
+        raise ConfigError(f"the batch of {batch_size} rows cannot be shared by {comm.size} "
+                          f"ranks: use a batch_size of at least {comm.size}")
+
+
+def _nothing(history, position):
+    """The save of a rank other than 0: rank 0 writes the run's files."""
 
 
 def _model_mean(model, x):
@@ -420,6 +459,8 @@ class _Loop:
         sums = dict(position["sums"]) if position else {}
         earlier = position["seconds"] if position else 0.0
         self.resampled = position["resampled"] if position else 0
+        self.comm_at = (getattr(self.model.comm, "seconds", 0.0),
+                        getattr(self.model.comm, "bytes", 0))
         pending = []
         self.rate = _Rate(first=self.rate is None)   # the first epoch of this fit call
         for step, x in self.batches.epoch(epoch, start=position["step"] if position else 0):
@@ -435,7 +476,7 @@ class _Loop:
                 _read_losses(pending, sums, epoch, self.steps, len(self.history))
                 bar.update(len(pending))
                 pending.clear()
-            self.rate.step(x.shape[0])
+            self.rate.step(self.batches.batch_size)  # the global batch, every rank's rows
             done = (epoch - 1) * self.steps + step + 1
             if self.checkpoint_every and done % self.checkpoint_every == 0 and \
                     step + 1 < self.steps:
@@ -463,7 +504,12 @@ class _Loop:
             record["train_dead_fraction"] = float(self.activity.dead(self.dead_window).mean())
         if self.resample_every:
             record["resampled"] = self.resampled
-        record.update(_validation_record(self.model, self.x_val, self.batches.batch_size))
+        comm = self.model.comm
+        if comm.size > 1:  # the collectives' share: this epoch's seconds in them, bytes sent
+            record["comm_seconds"] = comm.seconds - self.comm_at[0]
+            record["comm_bytes_per_step"] = (comm.bytes - self.comm_at[1]) / self.steps
+        record.update(_validation_record(self.model, self.x_val, self.batches.batch_size,
+                                         self.model.comm))
         self.history.append(epoch=epoch, seconds=seconds, threads=self.policy.threads,
                             samples_per_second=self.rate.per_second(), **record)
         _show(bar, self.history, epochs)
@@ -530,11 +576,12 @@ def _show(bar, history, epochs):
         bar.set_postfix(**fields, refresh=False)
 
 
-def _validation_record(model, x_val, batch_size):
-    """The held-out set's loss parts and diagnostics for the history (empty without one)."""
+def _validation_record(model, x_val, batch_size, comm=None):
+    """The held-out set's loss parts and diagnostics for the history (empty without one);
+    comm: every rank evaluates its share of the rows."""
     if x_val is None:
         return {}
-    val = _evaluate(model, x_val, batch_size)
+    val = _evaluate(model, x_val, batch_size, comm=comm or ALONE)
     return {f"val_{k}": v for k, v in val.items()}
 
 

@@ -164,10 +164,13 @@ class StreamBatches:
     chunk_rows, buffer_rows: default CHUNK_BYTES and BUFFER_BYTES of rows (buffer_rows is
     rounded down to whole chunks, and never more than n_rows); normalizer: applied to the
     rows in the buffer (an object with apply(x, out=x)); unit_range: refuse values outside
-    [0, 1] as they are read (a sigmoid output needs them in range)."""
+    [0, 1] as they are read (a sigmoid output needs them in range). part: (first, last), the
+    rows of every batch this rank of a data-parallel run takes (None: all). Every rank reads
+    the whole stream, so the global batches are the same whatever the number of ranks (and
+    a run resumes on any number); reading is not shared out."""
 
     def __init__(self, source, batch_size, seed, backend, dtype=None, chunk_rows=None,
-                 buffer_rows=None, normalizer=None, unit_range=False):
+                 buffer_rows=None, normalizer=None, unit_range=False, part=None):
         self.source, self.backend, self.normalizer = source, backend, normalizer
         self.unit_range = checks.check_bool(unit_range, "unit_range")
         self.seed = checks.check_int(seed, "seed", 0, 2**63 - 1)
@@ -189,6 +192,7 @@ class StreamBatches:
         self.n_rows, self.n_features = n, w
         self.n_chunks = -(-n // self.chunk_rows)
         self.steps_per_epoch = n // self.batch_size
+        self.part = (0, self.batch_size) if part is None else part
         self.rows_read = 0          # rows read from the source so far (tests, benchmarks)
         self._buffer = self._batch = None
 
@@ -256,7 +260,7 @@ class StreamBatches:
                         mode="clip")
                 fill, i, pos = fill + take, i + take, pos + take
                 if fill == B:
-                    yield pos // B - 1, self._out(batch)
+                    yield pos // B - 1, self._out(batch[self.part[0]:self.part[1]])
                     fill = 0
             w += 1
 

@@ -1,0 +1,296 @@
+"""Data-parallel training on torch.distributed: the communicator of a run of several processes,
+and a local launcher. The one module of minisae that imports torch.distributed (PyTorch is
+the optional extra `minisae[distributed]`; without it, everything else works).
+
+    torchrun --nproc-per-node 2 -m minisae train --preset book        # as the field launches
+    minisae train --preset book --workers 2                           # the same, started here
+
+Each process (rank) calls `join()`, which reads torchrun's environment (RANK, WORLD_SIZE,
+LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and returns a TorchComm, or
+comm.Alone() when there is no such environment, and builds its model with it:
+
+    comm = minisae.distributed.join()
+    model = minisae.SparseAutoencoder(784, 1000, comm=comm)
+    minisae.fit(model, opt, x, epochs=10, batch_size=256)   # batch_size: the global batch
+
+What the communicator carries and why is minisae/comm.py's story; this module moves the bytes.
+NumPy arrays go to torch.distributed without a copy (torch.from_numpy shares their memory),
+CuPy arrays through DLPack (torch.from_dlpack); gloo on the CPU, NCCL on CUDA. Every
+collective waits at most `timeout` seconds; a rank that stops (killed, interrupted, an error)
+closes its connections, and the others' next collective fails at once with a CommError, so
+that every rank ends with one line instead of hanging.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+
+from . import checks
+from .backend import library
+from .comm import Alone
+from .errors import CommError, ConfigError
+
+TIMEOUT = 300.0
+"""Seconds a collective may wait for the other ranks before the run stops (a rank that died
+is noticed at once: its connections close). Long enough for rank 0 to write a checkpoint and
+for every rank to evaluate the held-out set, which they do together."""
+
+ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""What torchrun (and `minisae train --workers`) set for each rank."""
+
+
+def launched():
+    """True inside a process that torchrun (or --workers) started as a rank of several."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def join(timeout=TIMEOUT, backend=None):
+    """This process's communicator: a TorchComm when torchrun's environment says it is one
+    rank of several (its process group made here: gloo, or NCCL for a GPU with backend="nccl"),
+    else comm.Alone(). timeout: seconds a collective may wait for the others."""
+    timeout = checks.check_real(timeout, "timeout", 0.0, low_open=True)
+    if not launched():
+        return Alone()
+    missing = [name for name in ENVIRONMENT if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE is set but not {', '.join(missing)}: start the ranks with "
+                          f"torchrun, or with `minisae train --workers N`")
+    return TorchComm(timeout, backend)
+
+
+class TorchComm:
+    """A communicator on torch.distributed (the methods of comm.Alone, moving bytes)."""
+
+    def __init__(self, timeout=TIMEOUT, backend=None):
+        self.torch, self.dist = _import_torch()
+        self.timeout = float(timeout)
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        backend = backend or "gloo"
+        checks.check_choice(backend, "backend", ("gloo", "nccl"))
+        if backend == "nccl":  # one GPU a rank, for CuPy and for torch
+            self.torch.cuda.set_device(self.local_rank)
+            try:
+                import cupy
+                cupy.cuda.Device(self.local_rank).use()
+            except ImportError:
+                pass
+        self._run("joining the other ranks", lambda: self.dist.init_process_group(
+            backend, timeout=timedelta(seconds=self.timeout)))
+        self.backend = backend
+        self.rank, self.size = self.dist.get_rank(), self.dist.get_world_size()
+        self.rows, self.share = None, None
+        self.seconds, self.bytes = 0.0, 0
+        """Time spent in collectives (waiting for the others included), and the bytes this
+        rank put into them, since it joined (fit records each epoch's)."""
+
+    # ------------------------------------------------------------------ the collectives
+
+    def begin(self, rows):
+        t = self.torch.tensor([int(rows)], dtype=self.torch.int64, device=self._device())
+        self._run("summing the batch's rows", lambda: self.dist.all_reduce(t))
+        self.rows = int(t.item())
+        self.share = rows / self.rows
+
+    def batch_mean(self, a):
+        return self.sum(a * self.share)
+
+    def sum(self, a):
+        a = _fresh(a)
+        self._run("a sum over the ranks", lambda: self._all_reduce(a).wait())
+        return a
+
+    def gather(self, a):
+        t = self._tensor(a)
+        parts = [self.torch.empty_like(t) for _ in range(self.size)]
+        self._run("gathering from the ranks", lambda: self.dist.all_gather(parts, t))
+        return self._array(self.torch.cat(parts), a)
+
+    def combine(self, loss, flat_grads):
+        flat_grads *= self.share
+        names = loss.names
+        parts = np.array([loss_part(loss, name) for name in names], dtype=np.float64) \
+            * self.share
+
+        def reduce():  # both at once: the small one's latency hides behind the big one
+            for work in [self._all_reduce(flat_grads), self._all_reduce(parts)]:
+                work.wait()
+        self._run("combining the gradients", reduce)
+        return loss.with_parts(dict(zip(names, parts.tolist())))
+
+    def broadcast(self, a):
+        def send():
+            t = self._tensor(a)
+            on = t.cuda() if self.backend == "nccl" and t.device.type == "cpu" else t
+            self.dist.broadcast(on, 0)
+            if on is not t:
+                t.copy_(on)
+        self._run("broadcasting rank 0's values", send)
+        return a
+
+    def agree(self, ok):
+        """True when every rank says ok (a barrier: a rank that failed to set up stops them
+        all here, not at the first step)."""
+        t = self.torch.tensor([1 if ok else 0], dtype=self.torch.int64, device=self._device())
+        self._run("checking that every rank is ready",
+                  lambda: self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN))
+        return bool(t.item())
+
+    def close(self):
+        """Leave the process group (after the last collective)."""
+        if self.dist.is_initialized():
+            try:
+                self.dist.destroy_process_group()
+            except RuntimeError:
+                pass
+
+    # ------------------------------------------------------------------ arrays and errors
+
+    def _device(self):
+        return "cuda" if self.backend == "nccl" else "cpu"
+
+    def _all_reduce(self, a):
+        """Start summing a (an array) over the ranks, in place; returns what to wait() on.
+        NCCL reduces only GPU memory: a host array goes there and back."""
+        t = self._tensor(a)
+        if self.backend != "nccl" or t.device.type != "cpu":
+            return self.dist.all_reduce(t, async_op=True)
+        on = t.cuda()
+        self.dist.all_reduce(on)
+        t.copy_(on)
+        return _Done()
+
+    def _tensor(self, a):
+        """A tensor sharing a's memory (no copy)."""
+        self.bytes = getattr(self, "bytes", 0) + int(a.nbytes)
+        kind = library(a)
+        if kind == "numpy":
+            return self.torch.from_numpy(np.ascontiguousarray(a))
+        if kind == "torch":
+            return a
+        return self.torch.from_dlpack(a)  # CuPy
+
+    def _array(self, t, like):
+        """t as an array of like's library."""
+        kind = library(like)
+        if kind == "numpy":
+            return t.numpy()
+        if kind == "torch":
+            return t
+        import cupy
+        return cupy.from_dlpack(t)
+
+    def _run(self, what, f):
+        t0 = time.perf_counter()
+        try:
+            return f()
+        except RuntimeError as e:  # torch.distributed's errors (DistBackendError, timeouts)
+            rank = getattr(self, "rank", os.environ.get("RANK", "?"))
+            size = getattr(self, "size", os.environ.get("WORLD_SIZE", "?"))
+            reason = _reason(e)
+            raise CommError(f"rank {rank} of {size}: {what} failed: another rank stopped or "
+                            f"did not answer within {self.timeout:g} s ({reason})") from None
+        finally:
+            self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - t0
+
+    def __repr__(self):
+        return f"TorchComm(rank {self.rank} of {self.size}, {self.backend})"
+
+
+def _reason(error):
+    """torch.distributed's message, short: without gloo's source locations, its first
+    sentence."""
+    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", " ".join(str(error).split()))
+    return text.split(". ")[0].rstrip(".")[:200]
+
+
+class _Done:
+    """A collective already finished."""
+
+    def wait(self):
+        return True
+
+
+def loss_part(loss, name):
+    """A loss part as a float (a 0-d array or a number)."""
+    return float(getattr(loss, name))
+
+
+def _fresh(a):
+    """a as a new contiguous array of its library (a number becomes a 0-d NumPy array), which
+    a collective may overwrite."""
+    if library(a) is None:
+        return np.array(a, dtype=np.float64)
+    if library(a) == "numpy":
+        return np.array(a, copy=True)
+    return a.clone() if library(a) == "torch" else a.copy()
+
+
+def _import_torch():
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        raise ConfigError("training on several processes needs PyTorch (torch.distributed): "
+                          "pip install 'minisae[distributed]'") from None
+    if not dist.is_available():
+        raise ConfigError("this PyTorch was built without torch.distributed; install a build "
+                          "that has it (the wheels on PyPI do)")
+    return torch, dist
+
+
+# ----------------------------------------------------------------------------- the launcher
+
+def free_port():
+    """A TCP port free on this machine now (rank 0 listens on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(argv, workers, grace=TIMEOUT, module="minisae"):
+    """`python -m minisae argv...` (or another module) as `workers` ranks on this machine, as torchrun
+    --nproc-per-node would start them; waits for every one. Returns 0 when all succeeded,
+    else the first non-zero exit status. When one fails, the others stop on their own (their
+    next collective fails), and any still running after `grace` seconds is ended. Ctrl-C
+    reaches every rank (they print what was saved) and returns 130."""
+    workers = checks.check_int(workers, "workers", 1)
+    port = free_port()
+    procs = []
+    for rank in range(workers):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", module, *argv], env=env))
+    try:
+        return _wait(procs, grace)
+    except KeyboardInterrupt:
+        for p in procs:  # a terminal's Ctrl-C reached them too; a signal to this one alone not
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        _wait(procs, grace)
+        return 130
+
+
+def _wait(procs, grace):
+    """Wait for every process; after the first failure, give the rest `grace` seconds."""
+    failed_at = None
+    while True:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes):
+            return next((c for c in codes if c), 0)
+        if failed_at is None and any(c for c in codes if c is not None):
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > grace:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.05)

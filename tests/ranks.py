@@ -1,0 +1,79 @@
+"""A rank of the data-parallel equivalence tests (tests/test_distributed.py): run as
+`python tests/ranks.py OUT` by each of N processes with torchrun's environment set, it
+trains every model of CASES on both paths with `fit` and writes rank 0's results to OUT (a
+.npz). Run with WORLD_SIZE unset it is the one process the ranks are compared with.
+
+    NAIVE=1: rho_hat is each rank's own, and only the gradients and losses are combined: the
+    naive data parallelism the README measures, for the cases whose penalty reads rho_hat
+    (COUPLED; the others would disagree on their dead units, and so on their collectives)."""
+import os
+import sys
+
+import numpy as np
+
+import minisae
+from minisae.backend import to_numpy
+from minisae.distributed import join
+from minisae.training import DeadUnits, Engine
+
+ROWS, WIDTH, HIDDEN, EPOCHS = 60, 8, 12, 2
+BATCH = int(os.environ.get("BATCH", 12))
+BASE = dict(n_inputs=WIDTH, n_hidden=HIDDEN, dtype="float64", seed=3)
+LINEAR = dict(hidden_activation="relu", output_activation="linear")
+CASES = {
+    "kl": dict(sparsity="kl", sparsity_weight=3.0, weight_decay=1e-3),
+    "kl-bce": dict(sparsity="kl", sparsity_weight=3.0, reconstruction_loss="bce"),
+    "squared-halfsum": dict(sparsity="squared", sparsity_weight=3.0, reduction="halfsum"),
+    "absolute": dict(sparsity="absolute", sparsity_weight=1.0),
+    "l1-tied-norms": dict(LINEAR, sparsity="l1", sparsity_weight=0.1, l1_decoder_norm=True,
+                          tied_weights=True),
+    "topk-auxk": dict(LINEAR, sparsity="topk", k=3, aux_k=4, subtract_decoder_bias=True,
+                      init="gao", weight_decay=1e-3),
+    "batchtopk-auxk": dict(LINEAR, sparsity="batchtopk", k=3, aux_k=4, init="gao"),
+    "jumprelu": dict(LINEAR, sparsity="jumprelu", sparsity_weight=0.01, jump_bandwidth=0.05,
+                     jump_threshold=0.1),
+}
+PATHS = {"fast": True, "reference": False}
+COUPLED = ("kl", "kl-bce", "squared-halfsum", "absolute", "l1-tied-norms")
+
+
+def data():
+    rng = np.random.default_rng(7)
+    return rng.random((ROWS, WIDTH)), rng.random((20, WIDTH))
+
+
+def train(name, fast, comm):
+    """The case's model after EPOCHS epochs of Adam: {what: array} to compare."""
+    x, x_val = data()
+    model = minisae.SparseAutoencoder(**BASE, **CASES[name], comm=comm)
+    opt = minisae.Adam(model.params, model.grads, lr=1e-2)
+    history = minisae.fit(model, opt, x, epochs=EPOCHS, batch_size=BATCH, x_val=x_val,
+                          progress=False, dead_units=DeadUnits(window=BATCH),
+                          engine=Engine(fast=fast, threads=1))
+    last = history.last()
+    out = {"params": to_numpy(model.flat_params),
+           "losses": np.array([last["train_total"], last["val_total"], last["val_fvu"]]),
+           "silent": model.silent.copy()}
+    if hasattr(model.coding, "threshold"):
+        out["threshold"] = np.array(float(model.coding.threshold))
+    return out
+
+
+def main(out):
+    comm = join(timeout=60)
+    cases = CASES
+    if os.environ.get("NAIVE"):
+        comm.batch_mean = lambda a: a
+        cases = COUPLED
+    results = {}
+    for name in cases:
+        for path, fast in PATHS.items():
+            for what, value in train(name, fast, comm).items():
+                results[f"{name}/{path}/{what}"] = value
+    if comm.rank == 0:
+        np.savez(out, **results)
+    getattr(comm, "close", lambda: None)()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

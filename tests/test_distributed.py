@@ -1,0 +1,248 @@
+"""Data parallelism: N gloo processes with batch B/N each train the same model as one process
+with batch B (float64, to 1e-12, every mechanism, both paths), the naive version does not,
+`minisae train --workers N` writes one run that resumes on any number of ranks, and a rank
+that dies or a Ctrl-C ends every rank with one line each."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minisae
+from minisae.comm import Alone
+from minisae.distributed import free_port, join
+from minisae.errors import ConfigError
+from minisae.training.batches import share_of
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import ranks  # noqa: E402  (the rank script, tests/ranks.py)
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("this PyTorch has no gloo", allow_module_level=True)
+
+
+def ranks_env(rank, size, port, **extra):
+    return {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
+            "LOCAL_WORLD_SIZE": str(size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            **{k: str(v) for k, v in extra.items()}}
+
+
+def run_ranks(size, out, **extra):
+    """tests/ranks.py on `size` processes (or one process, size None); rank 0's results."""
+    port = free_port()
+    envs = [{k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")} |
+            {k: str(v) for k, v in extra.items()}] if size is None else \
+        [ranks_env(r, size, port, **extra) for r in range(size)]
+    procs = [subprocess.Popen([sys.executable, str(HERE / "ranks.py"), str(out)], env=env,
+                              stderr=subprocess.PIPE, text=True) for env in envs]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(errors)
+    return dict(np.load(out))
+
+
+def relative(a, b):
+    scale = max(float(np.max(np.abs(a))), 1e-300)
+    return float(np.max(np.abs(a - b))) / scale
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The single-process results for both batch sizes the ranks use."""
+    folder = tmp_path_factory.mktemp("one")
+    return {batch: run_ranks(None, folder / f"{batch}.npz", BATCH=batch) for batch in (12, 10)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size, batch", [(2, 12), (3, 10)], ids=["2 ranks of 6", "3 ranks of 3-4"])
+def test_ranks_train_what_one_process_trains(size, batch, one_process, tmp_path):
+    """Every mechanism (KL with BCE, squared with halfsum, absolute, L1 with decoder norms and
+    tied weights, TopK and BatchTopK with AuxK and x - b2, JumpReLU), the fast engine and the
+    reference: parameters, losses, held-out FVU, dead-unit counts and BatchTopK's threshold
+    after 10 Adam steps, to 1e-12 relative."""
+    alone, split = one_process[batch], run_ranks(size, tmp_path / "out.npz", BATCH=batch)
+    assert set(split) == set(alone) and len(alone) == 2 * len(ranks.CASES) * 3 + 2
+    worst = {key: relative(alone[key], split[key]) for key in alone}
+    assert max(worst.values()) < 1e-12, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+
+
+@pytest.mark.slow
+def test_the_naive_split_is_wrong_where_the_penalty_is_not_linear(one_process, tmp_path):
+    """Each rank's penalty on its own rho_hat, gradients averaged: KL and squared move away
+    from one process's run; L1, linear in rho_hat, does not (the mean of the ranks'
+    penalties is the penalty of their mean)."""
+    alone, naive = one_process[12], run_ranks(2, tmp_path / "naive.npz", BATCH=12, NAIVE=1)
+    for case in ("kl", "kl-bce", "squared-halfsum"):
+        assert relative(alone[f"{case}/fast/params"], naive[f"{case}/fast/params"]) > 1e-5
+    assert relative(alone["l1-tied-norms/fast/params"],
+                    naive["l1-tied-norms/fast/params"]) < 1e-12
+
+
+def test_auxk_is_at_work_in_the_equivalence_cases():
+    """The AuxK cases have dead units (the window is one batch), so the term is compared."""
+    x, _ = ranks.data()
+    model = minisae.SparseAutoencoder(**ranks.BASE, **ranks.CASES["topk-auxk"])
+    history = minisae.fit(model, minisae.Adam(model.params, model.grads, lr=1e-2), x, epochs=2,
+                          batch_size=12, progress=False,
+                          dead_units=minisae.DeadUnits(window=12))
+    assert history.last()["train_auxk"] > 0
+
+
+# ----------------------------------------------------------------------------- the pieces
+
+def test_alone_gives_back_what_it_is_given():
+    comm, a = Alone(), np.arange(3.0)
+    comm.begin(7)
+    assert (comm.rank, comm.size, comm.rows, comm.share) == (0, 1, 7, 1.0)
+    for method in (comm.batch_mean, comm.sum, comm.gather, comm.broadcast):
+        assert method(a) is a
+    loss = minisae.Loss({"reconstruction": 1.0})
+    assert comm.combine(loss, a) is loss
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 500), size=st.integers(1, 16))
+def test_shares_cover_the_batch_in_order(n, size):
+    parts = [share_of(n, r, size) for r in range(size)]
+    assert parts[0][0] == 0 and parts[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    sizes = [last - first for first, last in parts]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_join_without_torchrun_is_alone(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert isinstance(join(), Alone)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert isinstance(join(), Alone)
+
+
+def test_half_an_environment_says_what_is_missing(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ConfigError, match="RANK.*MASTER_PORT|MASTER_PORT.*RANK"):
+        join()
+
+
+def test_without_pytorch_the_error_says_what_to_install(monkeypatch):
+    from minisae import distributed
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "torch.distributed", None)
+    with pytest.raises(ConfigError, match=r"minisae\[distributed\]"):
+        distributed.TorchComm()
+
+
+class TwoRanks(Alone):
+    """A communicator that says there are two ranks (for checks made before any collective)."""
+    size = 2
+
+
+def test_fit_refuses_what_ranks_cannot_share():
+    x = np.random.default_rng(0).random((20, 4))
+    model = minisae.SparseAutoencoder(4, 3, comm=TwoRanks())
+    with pytest.raises(ConfigError, match="at least 2"):
+        minisae.fit(model, minisae.Adam(model.params, model.grads), x, epochs=1, batch_size=1,
+                    progress=False)
+    with pytest.raises(ConfigError, match="one process"):
+        minisae.fit(model, minisae.LBFGS(model.flat_params, model.flat_grads), x, epochs=1,
+                    progress=False)
+    with pytest.raises(ConfigError, match="communicator"):
+        minisae.SparseAutoencoder(4, 3, comm="gloo")
+
+
+# ----------------------------------------------------------------------------- the command
+
+@pytest.fixture
+def acts(tmp_path):
+    path = tmp_path / "acts.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((400, 12)).astype(np.float32))
+    return path
+
+
+def minisae_train(*args, cwd, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "minisae", "train", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=240, **kw)
+
+
+def final_params(run):
+    return minisae.to_numpy(minisae.load(run / "checkpoint.npz").model.flat_params)
+
+
+@pytest.mark.slow
+def test_workers_train_one_run_that_resumes_on_any_number_of_ranks(acts, tmp_path):
+    common = ["--data", acts, "--batch-size", 24, "--no-progress"]
+    whole = minisae_train(*common, "--epochs", 3, "--out", tmp_path / "one", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    two = minisae_train(*common, "--epochs", 1, "--out", tmp_path / "two", "--workers", 2,
+                        cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["one", "two"]
+    assert two.stdout.count("model: SparseAutoencoder") == 1  # rank 0 alone prints
+    resumed = minisae_train("--resume", tmp_path / "two", "--epochs", 2, "--workers", 3,
+                            "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    alone = minisae_train("--resume", tmp_path / "two", "--epochs", 3, "--no-progress",
+                          cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    np.testing.assert_allclose(final_params(tmp_path / "two"), final_params(tmp_path / "one"),
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_every_rank_with_the_checkpoint_kept(acts, tmp_path):
+    """Rank 1 killed mid-run: rank 0 stops at its next collective (at once: the connection
+    closes), says so in one line with the resume command, and the checkpoint loads."""
+    port, run = free_port(), tmp_path / "run"
+    argv = [sys.executable, "-m", "minisae", "train", "--data", str(acts), "--batch-size", "8",
+            "--epochs", "500", "--checkpoint-every", "20", "--no-progress", "--out", str(run),
+            "--comm-timeout", "60"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=ranks_env(r, 2, port), text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for r in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.npz").exists() and time.monotonic() < deadline:
+            assert procs[0].poll() is None, procs[0].communicate()[1]
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        err = procs[0].communicate(timeout=60)[1]
+        assert time.monotonic() - t0 < 30
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    lines = err.strip().splitlines()
+    assert procs[0].returncode != 0 and len(lines) == 1, err
+    assert "rank 0 of 2" in lines[0] and "another rank stopped" in lines[0]
+    assert "minisae train --resume" in lines[0]
+    assert len(minisae.load(run / "checkpoint.npz").history) >= 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_with_one_line_each(acts, tmp_path):
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "minisae", "train", "--data", str(acts),
+                          "--batch-size", "8", "--epochs", "500", "--checkpoint-every", "20",
+                          "--no-progress", "--out", str(run), "--workers", "2"],
+                         cwd=tmp_path, text=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE,  # SIGINT as a terminal leaves it:
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1]
+    lines = err.strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 2, err
+    assert all(line.startswith("minisae: ") for line in lines)
+    assert any("--workers 2" in line and "--resume" in line for line in lines)
+    minisae.load(run / "checkpoint.npz")
