@@ -29,7 +29,7 @@ import importlib
 from .errors import (BackendError, CheckpointError, CommError, ConfigError, DatasetError,
                      GradientCheckError, InputError, MinisaeError, TrainingError)
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 _PUBLIC = {  # name -> the module that defines it
     "Backend": "backend", "get_backend": "backend", "to_numpy": "backend",

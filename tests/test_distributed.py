@@ -246,3 +246,22 @@ def test_ctrl_c_stops_every_worker_with_one_line_each(acts, tmp_path):
     assert all(line.startswith("minisae: ") for line in lines)
     assert any("--workers 2" in line and "--resume" in line for line in lines)
     minisae.load(run / "checkpoint.npz")
+
+
+@pytest.mark.slow
+def test_bench_workers_times_fit_on_ranks_against_one_process(capsys):
+    from minisae.apps import cli
+    assert cli.main(["bench", "--workers", "2", "--configs", "16x8", "--steps", "3",
+                     "--rounds", "1", "-q"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    row = next(line for line in table if line.split()[:3] == ["16", "x", "8"])
+    alone, many, ratio = (float(v.replace(",", "")) for v in row.split()[3:6])
+    assert alone > 0 and many > 0 and ratio == pytest.approx(many / alone, abs=0.006)
+    assert row.endswith("MB")
+
+
+def test_bench_workers_refuses_flags_it_does_not_use(capsys):
+    from minisae.apps import cli
+    assert cli.main(["bench", "--workers", "2", "--path", "both"]) == 2
+    assert "--path both does not apply" in capsys.readouterr().err
+    assert cli.main(["bench", "--workers", "1"]) == 2
