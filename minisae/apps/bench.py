@@ -1074,7 +1074,8 @@ def add_parser(subparsers):
                         "machine against one process, interleaved rounds of one epoch of "
                         "--steps global batches each, with the time in collectives and the "
                         "bytes sent (--configs, --sparsity kl or topk, --steps, --rounds; "
-                        "minisae.apps.parallelbench; needs PyTorch)")
+                        "minisae.apps.parallelbench; needs PyTorch) (default: the step "
+                        "benchmark, one process)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the result as JSON (default: the table only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
@@ -1118,30 +1119,30 @@ _STEP_SWITCHES = {"no_torch": "--no-torch", "no_fit": "--no-fit", "no_compile": 
                   "quick": "--quick"}
 
 
+def _given(args, values, switches, defaults):
+    """The flags of args that were given: those of `values` set, of `switches` on, of
+    `defaults` ({name: default}) away from their default."""
+    flag = "--{}".format
+    return ([flag(n.replace("_", "-")) for n in values if getattr(args, n, None) is not None]
+            + [flag(n.replace("_", "-")) for n in switches if getattr(args, n, False)]
+            + [f"--{n} {getattr(args, n)}" for n, default in defaults.items()
+               if getattr(args, n, default) != default])
+
+
 def _refuse_flags_that_do_not_apply(args):
     """A flag the benchmark asked for would not use is an error, never ignored."""
+    modes = {"path": "fast", "threads": "auto", "load": "none"}
     if getattr(args, "workers", None) is not None:
-        given = [f"--{name.replace('_', '-')}" for name in ("k", "aux_k", "dead_share", "inputs",
-                                                            "samples", "warmup", "stream_rows",
-                                                            "stream_folder", "backend")
-                 if getattr(args, name, None) is not None]
-        given += [f"--{name.replace('_', '-')}" for name in ("stream", "no_torch", "no_fit",
-                                                            "no_compile", "quick")
-                  if getattr(args, name, False)]
-        given += [f"--{name} {getattr(args, name)}" for name, default in (
-            ("path", "fast"), ("threads", "auto"), ("load", "none"))
-            if getattr(args, name, default) != default]
+        given = _given(args, ("k", "aux_k", "dead_share", "inputs", "samples", "warmup",
+                              "stream_rows", "stream_folder", "backend"),
+                       ("stream", *_STEP_SWITCHES), modes)
         if given:
             raise ConfigError(f"--workers times fit on N processes against one with the model "
                               f"of --sparsity and --configs; {', '.join(given)} does not apply "
                               f"to it: drop it or --workers")
         return
     if getattr(args, "stream", False):
-        given = [flag for name, flag in _STEP_FLAGS.items() if getattr(args, name, None) is not None]
-        given += [flag for name, flag in _STEP_SWITCHES.items() if getattr(args, name, False)]
-        given += [f"--{name} {getattr(args, name)}" for name, default in (
-            ("sparsity", "kl"), ("path", "fast"), ("threads", "auto"), ("load", "none"))
-            if getattr(args, name, default) != default]
+        given = _given(args, _STEP_FLAGS, _STEP_SWITCHES, {"sparsity": "kl", **modes})
         if given:
             raise ConfigError(f"--stream times one fixed model (784 -> 1000, the book's, batch "
                               f"1000) from a file against from memory; {', '.join(given)} "
