@@ -178,21 +178,21 @@ def final_params(run):
 
 @pytest.mark.slow
 def test_workers_train_one_run_that_resumes_on_any_number_of_ranks(acts, tmp_path):
+    """3 workers for 2 epochs; 2 workers for 1 epoch, then 1 process resuming it to 2: one
+    run folder each, rank 0 alone printing, and the same model."""
     common = ["--data", acts, "--batch-size", 24, "--no-progress"]
-    whole = minisae_train(*common, "--epochs", 3, "--out", tmp_path / "one", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    three = minisae_train(*common, "--epochs", 2, "--out", tmp_path / "three", "--workers", 3,
+                          cwd=tmp_path)
+    assert three.returncode == 0, three.stderr
     two = minisae_train(*common, "--epochs", 1, "--out", tmp_path / "two", "--workers", 2,
                         cwd=tmp_path)
     assert two.returncode == 0, two.stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["one", "two"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["three", "two"]
     assert two.stdout.count("model: SparseAutoencoder") == 1  # rank 0 alone prints
-    resumed = minisae_train("--resume", tmp_path / "two", "--epochs", 2, "--workers", 3,
-                            "--no-progress", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    alone = minisae_train("--resume", tmp_path / "two", "--epochs", 3, "--no-progress",
+    alone = minisae_train("--resume", tmp_path / "two", "--epochs", 2, "--no-progress",
                           cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
-    np.testing.assert_allclose(final_params(tmp_path / "two"), final_params(tmp_path / "one"),
+    np.testing.assert_allclose(final_params(tmp_path / "two"), final_params(tmp_path / "three"),
                                rtol=1e-4, atol=1e-6)
 
 
