@@ -56,6 +56,7 @@ def test_run_benchmark_without_torch():
         assert r["torch_samples_per_s"] is None and r["ratio"] is None
         assert r["compiled_samples_per_s"] is None and r["reference_samples_per_s"] is None
         assert r["threads"] == 1  # auto: products this small run on one thread
+        assert r["fit_threads"] == [1]  # and fit's own decision, recorded beside it
         assert r["minisae_samples_per_s"] > 0 and r["roofline_samples_per_s"] > 0
         assert r["roofline_fraction"] == pytest.approx(
             r["minisae_samples_per_s"] / r["roofline_samples_per_s"])

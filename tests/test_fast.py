@@ -525,3 +525,21 @@ def test_tied_topk_keeps_the_dense_products():
                      hidden_activation="relu", tied_weights=True).config
     assert step._sparse_topk(cfg, on_numpy=True) is None
     assert step._sparse_topk(cfg, on_numpy=False) is None
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 7 * 3, 1 << 30])
+def test_the_sigmoid_head_gives_the_same_numbers_block_by_block(monkeypatch, block_bytes):
+    """The head runs over blocks of rows (kernels.row_blocks) so that its passes stay in the
+    cache: dz is the same to the bit whatever the blocks, the sum the same to rounding."""
+    from minisae.fast import kernels
+    rng = np.random.default_rng(0)
+    z, b = rng.standard_normal((50, 7)).astype(np.float32), rng.random(7).astype(np.float32)
+    x = rng.random((50, 7)).astype(np.float32)
+    whole_dz = np.empty_like(z)
+    whole = kernels._sigmoid_mse_block(z.copy(), b, x, 0.3, whole_dz)
+    monkeypatch.setattr(kernels, "BLOCK_BYTES", block_bytes)
+    assert sum(r.stop - r.start if r.stop <= 50 else 50 - r.start
+               for r in kernels.row_blocks(z)) == 50
+    dz = np.empty_like(z)
+    assert kernels.sigmoid_mse_head_(z.copy(), b, x, 0.3, dz) == pytest.approx(whole, rel=1e-6)
+    np.testing.assert_array_equal(dz, whole_dz)

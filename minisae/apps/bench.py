@@ -847,6 +847,10 @@ def _bench_config(run, hidden, batch, steps, warmup, rounds):
         times, adam = _rounds(run, runners, hidden, batch, steps, warmup, rounds)
         if policy is not None:
             row.update(threads=policy.threads, thread_trials=policy.trials)
+    fit_runner = next((r for r in runners if r.name == "fit"), None)
+    if fit_runner is not None and len(fit_runner.history):  # the count fit's own "auto" chose
+        row["fit_threads"] = sorted({t for t in fit_runner.history.as_dict().get("threads", [])
+                                     if t is not None})
     if run.aux_k:  # the dead units every contender had, and those fit's tracking held at the end
         row["dead_units"] = int(to_numpy(runners[0].model.dead).sum())
         row["fit_dead_share"] = next((r.dead_share() for r in runners if r.name == "fit"), None)
