@@ -854,6 +854,35 @@ for kind in ("kl", "squared", "absolute"):
 # SparseAutoencoder.from_preset("ufldl", sparsity="topk", hidden_activation="relu", k=20)
 # ```
 #
+# **Beyond one machine.** `minisae train --workers N` (or `torchrun`) trains on N processes,
+# each taking its share of every batch, and the ranks combine their gradients. Averaging the
+# ranks' gradients is exact for the reconstruction, a mean over the samples, but not for the
+# book's penalty: KL(rho || rho_hat) acts on rho_hat, the mean over the *whole* batch, and
+# KL is not linear. So minisae sums rho_hat over the ranks in the forward pass, before the
+# penalty reads it (`minisae/comm.py`; the README's "Beyond one machine"). What skipping
+# that costs, on UFLDL's trained model and a batch of 256 test digits, in float64: each of N
+# "ranks" puts the penalty on its own rows' rho_hat, and their gradients are averaged:
+
+# %%
+dp = SparseAutoencoder.from_preset("ufldl", dtype="float64")
+dp.flat_params[...] = ufldl.flat_params              # the trained weights, in float64
+batch256 = x_test[:256].astype(np.float64)
+dp.loss_and_grads(batch256)
+exact = dp.flat_grads.copy()                         # what N ranks give when rho_hat is summed
+for n in (2, 8, 32):
+    naive = 0.0
+    for r in range(n):
+        rows = batch256[256 * r // n:256 * (r + 1) // n]
+        dp.loss_and_grads(rows)                      # this rank's rows, its own rho_hat
+        naive = naive + dp.flat_grads * (len(rows) / 256)
+    print(f"{n:>2} ranks of {256 // n:>3} digits: the naive gradient is off by "
+          f"{np.linalg.norm(naive - exact) / np.linalg.norm(exact):.1e} of its length")
+
+# %% [markdown]
+# The fewer rows each rank holds, the noisier its rho_hat and the further off its penalty's
+# gradient. With rho_hat summed first, `tests/test_distributed.py` shows 2 and 3 processes
+# training the same weights as one process, to 1e-15, for every mechanism.
+#
 # **The classic results.** `minisae train --dataset patches --preset ufldl-patches` is UFLDL's
 # sparse autoencoder exercise: 8x8 whitened natural-image patches, 25 units, L-BFGS; its units
 # become oriented edge detectors. `python demos/self_taught_learning.py` uses sparse features
