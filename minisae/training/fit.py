@@ -152,7 +152,9 @@ class Engine:
     the load during the run, at the price of bit-for-bit repeatability); see
     minisae/fast/threads.py. The count used is recorded in the history ("threads") and in
     mid-epoch positions, and a resumed run under "auto" keeps it: resumed runs are bit-exact,
-    and threads=N with the recorded N repeats an "auto" run's bits.
+    and threads=N with the recorded N repeats an "auto" run's bits. Under data parallelism (a
+    model whose comm has several ranks), "auto" gives each rank its share of this machine's
+    cores, unmeasured (the ranks must take the same steps; a probe could differ by rank).
     log_every: read the losses back every this many steps (None: every step on NumPy, every
     20 on a GPU, where reading one waits for the device)."""
 
@@ -294,7 +296,7 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     if engine.fast and fused(model) is not None and comm.rank == 0:
         _say_once(f"minisae: {fused(model)}")
     threads = _resumed_threads(engine.threads, history, position)
-    if threads == "auto" and comm.size > 1:  # the cores shared by this machine's ranks
+    if engine.threads == "auto" and comm.size > 1:  # the cores shared by this machine's ranks
         threads = max(1, available_cores() // getattr(comm, "local_size", comm.size))
     c = model.config
     if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
