@@ -43,7 +43,10 @@ class Alone:
     gather(a)          the ranks' 1-d arrays a, end to end (rank 0's first)
     combine(loss, g)   the global batch's gradient, in place in the flat gradient g, and its
                        loss: both the share-weighted sum over the ranks
-    broadcast(a)       rank 0's values of a, written into a on every rank"""
+    broadcast(a)       rank 0's values of a (a contiguous array), written into a on every
+                       rank
+    agree(ok)          True when every rank says ok: a barrier where a rank that could not
+                       start stops them all"""
 
     rank = 0
     size = 1
@@ -68,6 +71,9 @@ class Alone:
 
     def broadcast(self, a):
         return a
+
+    def agree(self, ok):
+        return bool(ok)
 
     def __repr__(self):
         return "Alone()"

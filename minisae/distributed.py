@@ -110,11 +110,15 @@ class TorchComm:
 
     def gather(self, a):
         t = self._tensor(a)
+        if self.backend == "nccl" and t.device.type == "cpu":  # NCCL gathers GPU memory only
+            t = t.cuda()
         parts = [self.torch.empty_like(t) for _ in range(self.size)]
         self._run("gathering from the ranks", lambda: self.dist.all_gather(parts, t))
-        return self._array(self.torch.cat(parts), a)
+        whole = self.torch.cat(parts)
+        return self._array(whole.cpu() if library(a) == "numpy" else whole, a)
 
     def combine(self, loss, flat_grads):
+        _check_contiguous(flat_grads, "the flat gradient")
         flat_grads *= self.share
         names = loss.names
         parts = np.array([loss_part(loss, name) for name in names], dtype=np.float64) \
@@ -127,6 +131,8 @@ class TorchComm:
         return loss.with_parts(dict(zip(names, parts.tolist())))
 
     def broadcast(self, a):
+        _check_contiguous(a, "an array to broadcast")
+
         def send():
             t = self._tensor(a)
             on = t.cuda() if self.backend == "nccl" and t.device.type == "cpu" else t
@@ -192,17 +198,46 @@ class TorchComm:
         t0 = time.perf_counter()
         try:
             return f()
-        except RuntimeError as e:  # torch.distributed's errors (DistBackendError, timeouts)
+        except RuntimeError as e:  # gloo's and NCCL's errors (DistError, or plain RuntimeError
+            # from an asynchronous collective's wait); the reason says which it was
             rank = getattr(self, "rank", os.environ.get("RANK", "?"))
             size = getattr(self, "size", os.environ.get("WORLD_SIZE", "?"))
             reason = _reason(e)
-            raise CommError(f"rank {rank} of {size}: {what} failed: another rank stopped or "
-                            f"did not answer within {self.timeout:g} s ({reason})") from None
+            raise CommError(f"rank {rank} of {size}: {what} failed ({reason}): another rank "
+                            f"stopped, or did not answer within {self.timeout:g} s") from None
         finally:
             self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - t0
 
     def __repr__(self):
         return f"TorchComm(rank {self.rank} of {self.size}, {self.backend})"
+
+
+def _check_contiguous(a, what):
+    """Collectives write in place: into a itself only when it is one contiguous block."""
+    flags = getattr(a, "flags", None)
+    contiguous = a.is_contiguous() if library(a) == "torch" else \
+        flags is not None and flags.c_contiguous
+    if not contiguous:
+        raise ConfigError(f"{what} must be one contiguous array for a collective to write "
+                          f"into it (a model's flat_params and flat_grads are)")
+
+
+def use_local_gpu():
+    """Select this rank's GPU (LOCAL_RANK's) for CuPy and PyTorch, before anything makes a
+    CUDA context on GPU 0: a machine's ranks then each have their own GPU. Nothing happens
+    where neither library, or no GPU, is there."""
+    local = int(os.environ.get("LOCAL_RANK", 0) or 0)
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count:
+            cupy.cuda.Device(local % count).use()
+    except Exception:  # no CuPy, no driver: nothing to select
+        pass
+    if "torch" in sys.modules:  # only where PyTorch is already in use
+        torch = sys.modules["torch"]
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local % torch.cuda.device_count())
 
 
 def _reason(error):
@@ -265,19 +300,34 @@ def launch(argv, workers, grace=TIMEOUT, module="minisae"):
     workers = checks.check_int(workers, "workers", 1)
     port = free_port()
     procs = []
-    for rank in range(workers):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", module, *argv], env=env))
+
+    def terminate(signum, frame):  # a scheduler's SIGTERM: the ranks get it too
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminate)
     try:
+        for rank in range(workers):
+            env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
+                   "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            # a session of their own: a terminal's Ctrl-C reaches this process alone, which
+            # passes it on once (two SIGINTs could land in a rank's own Ctrl-C handling)
+            procs.append(subprocess.Popen([sys.executable, "-m", module, *argv], env=env,
+                                          start_new_session=True))
         return _wait(procs, grace)
     except KeyboardInterrupt:
-        for p in procs:  # a terminal's Ctrl-C reached them too; a signal to this one alone not
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the ranks are stopping
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
         _wait(procs, grace)
         return 130
+    finally:
+        for p in procs:  # an error here (a rank that could not start): none left behind
+            if p.poll() is None:
+                p.kill()
 
 
 def _wait(procs, grace):
@@ -286,7 +336,8 @@ def _wait(procs, grace):
     while True:
         codes = [p.poll() for p in procs]
         if all(c is not None for c in codes):
-            return next((c for c in codes if c), 0)
+            code = next((c for c in codes if c), 0)
+            return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells say
         if failed_at is None and any(c for c in codes if c is not None):
             failed_at = time.monotonic()
         if failed_at is not None and time.monotonic() - failed_at > grace:

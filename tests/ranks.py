@@ -32,7 +32,10 @@ CASES = {
     "batchtopk-auxk": dict(LINEAR, sparsity="batchtopk", k=3, aux_k=4, init="gao"),
     "jumprelu": dict(LINEAR, sparsity="jumprelu", sparsity_weight=0.01, jump_bandwidth=0.05,
                      jump_threshold=0.1),
+    "topk-resampled": dict(LINEAR, sparsity="topk", k=2),
 }
+RESAMPLE_EVERY = {"topk-resampled": 3}
+"""Cases whose dead units are resampled (every this many steps), on every rank alike."""
 PATHS = {"fast": True, "reference": False}
 COUPLED = ("kl", "kl-bce", "squared-halfsum", "absolute", "l1-tied-norms")
 
@@ -48,9 +51,12 @@ def train(name, fast, comm):
     model = minisae.SparseAutoencoder(**BASE, **CASES[name], comm=comm)
     opt = minisae.Adam(model.params, model.grads, lr=1e-2)
     history = minisae.fit(model, opt, x, epochs=EPOCHS, batch_size=BATCH, x_val=x_val,
-                          progress=False, dead_units=DeadUnits(window=BATCH),
+                          progress=False,
+                          dead_units=DeadUnits(window=BATCH,
+                                               resample_every=RESAMPLE_EVERY.get(name)),
                           engine=Engine(fast=fast, threads=1))
     last = history.last()
+    assert RESAMPLE_EVERY.get(name) is None or last["resampled"] > 0, "nothing was resampled"
     out = {"params": to_numpy(model.flat_params),
            "losses": np.array([last["train_total"], last["val_total"], last["val_fvu"]]),
            "silent": model.silent.copy()}

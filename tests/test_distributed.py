@@ -265,3 +265,17 @@ def test_bench_workers_refuses_flags_it_does_not_use(capsys):
     assert cli.main(["bench", "--workers", "2", "--path", "both"]) == 2
     assert "--path both does not apply" in capsys.readouterr().err
     assert cli.main(["bench", "--workers", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_a_run_rank_0_refuses_stops_every_rank_at_once(acts, tmp_path):
+    """Rank 0 alone checks the run's folder; the others wait for it at a barrier (agree) and
+    stop with a line that points to rank 0's, not at their first collective's timeout."""
+    common = ["--data", acts, "--batch-size", 24, "--epochs", 1, "--no-progress",
+              "--out", tmp_path / "run"]
+    assert minisae_train(*common, cwd=tmp_path).returncode == 0
+    again = minisae_train(*common, "--workers", 2, cwd=tmp_path)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 2, again.stderr
+    assert any("already holds a run" in line for line in lines)
+    assert any("rank 1 of 2: rank 0 could not start the run" in line for line in lines)

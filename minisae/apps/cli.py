@@ -403,9 +403,13 @@ def cmd_train(args):
 
 
 def _comm_backend(args):
-    """NCCL for a run on GPUs, gloo on the CPU."""
-    if args.backend in (None, "numpy"):
+    """NCCL for a run on GPUs, gloo on the CPU. On several ranks, each first selects its own
+    GPU (LOCAL_RANK's), before the backend's probe makes a CUDA context."""
+    from .. import distributed
+    if (args.backend or os.environ.get(B.ENV_VAR, "").strip() or "auto") == "numpy":
         return "gloo"
+    if distributed.launched():
+        distributed.use_local_gpu()
     be = B.get_backend(args.backend)
     return "nccl" if be.name == "cupy" or str(be.device).startswith("cuda") else "gloo"
 
@@ -430,11 +434,21 @@ def _train_ranks(args, comm):
     data, record = _run_data(args, ck, settings)
     if comm.rank != 0:  # rank 0 writes the folder; the others' Ctrl-C line says so
         Interruption.note = f"rank {comm.rank} of {comm.size}: rank 0 says what was saved"
+        if not comm.agree(True):
+            raise ConfigError(f"rank {comm.rank} of {comm.size}: rank 0 could not start the "
+                              f"run (its line says why)")
         return _train(args, ck, settings, history, saved_in, out, data, record, comm)
-    with RunLock(out):  # one writer at a time; checked, then written, under the lock
-        if saved_in is None or os.path.abspath(out) != saved_in:
-            _refuse_to_overwrite(out, args.force)
-        return _train(args, ck, settings, history, saved_in, out, data, record, comm)
+    ready = False
+    try:
+        with RunLock(out):  # one writer at a time; checked, then written, under the lock
+            if saved_in is None or os.path.abspath(out) != saved_in:
+                _refuse_to_overwrite(out, args.force)
+            ready = True
+            comm.agree(True)  # every rank waits here for the folder (a barrier)
+            return _train(args, ck, settings, history, saved_in, out, data, record, comm)
+    finally:
+        if not ready:  # the folder was refused: the other ranks stop too
+            comm.agree(False)
 
 
 def _saved_note(args, settings, out, folder, n, at=None):

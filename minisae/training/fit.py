@@ -33,7 +33,7 @@ import numpy as np
 from .. import checks
 from .. import functional as F
 from .. import losses
-from ..backend import namespace, to_numpy
+from ..backend import flat_owner, namespace, to_numpy
 from ..errors import ConfigError, InputError, TrainingError
 from ..fast import fast_optimizer, fused
 from ..fast import loss_and_grads as fast_loss_and_grads
@@ -349,6 +349,19 @@ def _check_ranks(comm, lbfgs, batch_size):
                           f"ranks: use a batch_size of at least {comm.size}")
 
 
+def _broadcast_state(model, optimizer):
+    """Data parallel: rank 0's weights and optimizer state on every rank. Each rank resampled
+    the same units from the same rows; a BLAS that rounds otherwise on another machine must
+    not let the ranks drift apart."""
+    comm = model.comm
+    comm.broadcast(model.flat_params)
+    for slot in getattr(type(optimizer), "SLOTS", ()):
+        state = getattr(optimizer, slot)
+        owner = flat_owner(list(state.values()))
+        for a in [owner] if owner is not None else state.values():
+            comm.broadcast(a)
+
+
 def _nothing(history, position):
     """The save of a rank other than 0: rank 0 writes the run's files."""
 
@@ -499,6 +512,7 @@ class _Loop:
             rng = np.random.default_rng([self.seed, epoch, step])
             self.resampled += units.resample(self.model, self.optimizer, self.x_train,
                                              self.activity.dead(self.dead_window), rng)
+            _broadcast_state(self.model, self.optimizer)
 
     def _end(self, epoch, sums, seconds, bar, epochs):
         record = {f"train_{k}": v / self.steps for k, v in sums.items()}
