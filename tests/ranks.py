@@ -3,9 +3,10 @@
 trains every model of CASES on both paths with `fit` and writes rank 0's results to OUT (a
 .npz). Run with WORLD_SIZE unset it is the one process the ranks are compared with.
 
-    NAIVE=1: rho_hat is each rank's own, and only the gradients and losses are combined: the
-    naive data parallelism the README measures, for the cases whose penalty reads rho_hat
-    (COUPLED; the others would disagree on their dead units, and so on their collectives)."""
+    NAIVE=after: then, rho_hat each rank's own, and only the gradients and losses combined:
+    the naive data parallelism the README measures, for the cases whose penalty reads rho_hat
+    (COUPLED; the others would disagree on their dead units, and so on their collectives);
+    those results are named "naive/..."."""
 import os
 import sys
 
@@ -67,15 +68,16 @@ def train(name, fast, comm):
 
 def main(out):
     comm = join(timeout=60)
-    cases = CASES
-    if os.environ.get("NAIVE"):
-        comm.batch_mean = lambda a: a
-        cases = COUPLED
     results = {}
-    for name in cases:
+    for name in CASES:
         for path, fast in PATHS.items():
             for what, value in train(name, fast, comm).items():
                 results[f"{name}/{path}/{what}"] = value
+    if os.environ.get("NAIVE") == "after":
+        comm.batch_mean = lambda a: a
+        for name in COUPLED:
+            for what, value in train(name, True, comm).items():
+                results[f"naive/{name}/fast/{what}"] = value
     if comm.rank == 0:
         np.savez(out, **results)
     getattr(comm, "close", lambda: None)()
