@@ -120,15 +120,14 @@ class TorchComm:
     def combine(self, loss, flat_grads):
         _check_contiguous(flat_grads, "the flat gradient")
         flat_grads *= self.share
-        names = loss.names
-        parts = np.array([loss_part(loss, name) for name in names], dtype=np.float64) \
-            * self.share
+        names, values = loss.names, loss.values()
+        parts = _stacked([values[name] for name in names], flat_grads) * self.share
 
         def reduce():  # both at once: the small one's latency hides behind the big one
             for work in [self._all_reduce(flat_grads), self._all_reduce(parts)]:
                 work.wait()
         self._run("combining the gradients", reduce)
-        return loss.with_parts(dict(zip(names, parts.tolist())))
+        return loss.with_parts({name: parts[i] for i, name in enumerate(names)})
 
     def broadcast(self, a):
         _check_contiguous(a, "an array to broadcast")
@@ -254,9 +253,13 @@ class _Done:
         return True
 
 
-def loss_part(loss, name):
-    """A loss part as a float (a 0-d array or a number)."""
-    return float(getattr(loss, name))
+def _stacked(values, like):
+    """Numbers and 0-d arrays as one float64 vector where `like` lives: on a GPU for CuPy,
+    so that a step does not wait for the device to read its loss; on the host otherwise."""
+    if library(like) == "cupy":
+        import cupy
+        return cupy.stack([cupy.asarray(v, dtype=cupy.float64) for v in values])
+    return np.array([float(v) for v in values], dtype=np.float64)
 
 
 def _fresh(a):

@@ -333,6 +333,11 @@ class Loss:
         loss._parts, loss._rho_hat, loss._metrics = parts, rho_hat, metrics or {}
         return loss
 
+    def values(self):
+        """{name: value} of the parts as they are held (0-d arrays on the device, or numbers):
+        for code that must not wait for a GPU (a data-parallel run's reduction)."""
+        return dict(self._parts)
+
     def with_parts(self, parts):
         """This record with its parts' values replaced (a data-parallel run's, combined over
         the ranks), its rho_hat and metrics kept."""
