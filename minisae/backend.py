@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -286,6 +287,31 @@ def get_backend(name: str | Backend | None = None, dtype: str = "float32") -> Ba
     if key == "auto":
         key = "cupy" if cupy_available() else "torch" if torch_gpu_available() else "numpy"
     return _make(key, dtype)
+
+
+def select_gpu(index):
+    """Make GPU `index` (modulo the GPUs there are) the current one for CuPy, and for PyTorch
+    where it is already imported, before either makes a CUDA context on GPU 0 (each rank of
+    a data-parallel run on its own GPU). Nothing happens where there is no GPU."""
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count:
+            cupy.cuda.Device(index % count).use()
+    except Exception:  # no CuPy, no driver: nothing to select
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.set_device(index % torch.cuda.device_count())
+
+
+def from_dlpack(obj, like):
+    """The DLPack-capable obj (a tensor) as an array of like's library, sharing its memory."""
+    kind = library(like)
+    if kind == "cupy":
+        import cupy
+        return cupy.from_dlpack(obj)
+    return np.from_dlpack(obj)
 
 
 # ----------------------------------------------------------------------------- flat buffers

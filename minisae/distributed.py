@@ -34,7 +34,7 @@ from datetime import timedelta
 import numpy as np
 
 from . import checks
-from .backend import library
+from .backend import array_module, from_dlpack, library, select_gpu
 from .comm import Alone
 from .errors import CommError, ConfigError
 
@@ -77,12 +77,7 @@ class TorchComm:
         backend = backend or "gloo"
         checks.check_choice(backend, "backend", ("gloo", "nccl"))
         if backend == "nccl":  # one GPU a rank, for CuPy and for torch
-            self.torch.cuda.set_device(self.local_rank)
-            try:
-                import cupy
-                cupy.cuda.Device(self.local_rank).use()
-            except ImportError:
-                pass
+            select_gpu(self.local_rank)
         self._run("joining the other ranks", lambda: self.dist.init_process_group(
             backend, timeout=timedelta(seconds=self.timeout)))
         self.backend = backend
@@ -188,10 +183,7 @@ class TorchComm:
         kind = library(like)
         if kind == "numpy":
             return t.numpy()
-        if kind == "torch":
-            return t
-        import cupy
-        return cupy.from_dlpack(t)
+        return t if kind == "torch" else from_dlpack(t, like)
 
     def _run(self, what, f):
         t0 = time.perf_counter()
@@ -222,21 +214,8 @@ def _check_contiguous(a, what):
 
 
 def use_local_gpu():
-    """Select this rank's GPU (LOCAL_RANK's) for CuPy and PyTorch, before anything makes a
-    CUDA context on GPU 0: a machine's ranks then each have their own GPU. Nothing happens
-    where neither library, or no GPU, is there."""
-    local = int(os.environ.get("LOCAL_RANK", 0) or 0)
-    try:
-        import cupy
-        count = cupy.cuda.runtime.getDeviceCount()
-        if count:
-            cupy.cuda.Device(local % count).use()
-    except Exception:  # no CuPy, no driver: nothing to select
-        pass
-    if "torch" in sys.modules:  # only where PyTorch is already in use
-        torch = sys.modules["torch"]
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local % torch.cuda.device_count())
+    """Select this rank's GPU (LOCAL_RANK's) before anything makes a CUDA context on GPU 0."""
+    select_gpu(int(os.environ.get("LOCAL_RANK", 0) or 0))
 
 
 def _reason(error):
@@ -257,8 +236,8 @@ def _stacked(values, like):
     """Numbers and 0-d arrays as one float64 vector where `like` lives: on a GPU for CuPy,
     so that a step does not wait for the device to read its loss; on the host otherwise."""
     if library(like) == "cupy":
-        import cupy
-        return cupy.stack([cupy.asarray(v, dtype=cupy.float64) for v in values])
+        xp = array_module(like)
+        return xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])
     return np.array([float(v) for v in values], dtype=np.float64)
 
 
