@@ -1,7 +1,7 @@
 """A rank of the data-parallel equivalence tests (tests/test_distributed.py): run as
 `python tests/ranks.py OUT` by each of N processes with torchrun's environment set, it
 trains every model of CASES on both paths with `fit` and writes rank 0's results to OUT (a
-.npz). Run with WORLD_SIZE unset it is the one process the ranks are compared with.
+.npz). `results(Alone(), batch)` is the one process the ranks are compared with.
 
     NAIVE=after: then, rho_hat each rank's own, and only the gradients and losses combined:
     the naive data parallelism the README measures, for the cases whose penalty reads rho_hat
@@ -46,14 +46,14 @@ def data():
     return rng.random((ROWS, WIDTH)), rng.random((20, WIDTH))
 
 
-def train(name, fast, comm):
+def train(name, fast, comm, batch=BATCH):
     """The case's model after EPOCHS epochs of Adam: {what: array} to compare."""
     x, x_val = data()
     model = minisae.SparseAutoencoder(**BASE, **CASES[name], comm=comm)
     opt = minisae.Adam(model.params, model.grads, lr=1e-2)
-    history = minisae.fit(model, opt, x, epochs=EPOCHS, batch_size=BATCH, x_val=x_val,
+    history = minisae.fit(model, opt, x, epochs=EPOCHS, batch_size=batch, x_val=x_val,
                           progress=False,
-                          dead_units=DeadUnits(window=BATCH,
+                          dead_units=DeadUnits(window=batch,
                                                resample_every=RESAMPLE_EVERY.get(name)),
                           engine=Engine(fast=fast, threads=1))
     last = history.last()
@@ -66,20 +66,26 @@ def train(name, fast, comm):
     return out
 
 
-def main(out):
-    comm = join(timeout=60)
-    results = {}
+def results(comm, batch=BATCH):
+    """{case/path/what: array} for every case on both paths."""
+    out = {}
     for name in CASES:
         for path, fast in PATHS.items():
-            for what, value in train(name, fast, comm).items():
-                results[f"{name}/{path}/{what}"] = value
+            for what, value in train(name, fast, comm, batch).items():
+                out[f"{name}/{path}/{what}"] = value
+    return out
+
+
+def main(out):
+    comm = join(timeout=60)
+    results_ = results(comm)
     if os.environ.get("NAIVE") == "after":
         comm.batch_mean = lambda a: a
         for name in COUPLED:
             for what, value in train(name, True, comm).items():
-                results[f"naive/{name}/fast/{what}"] = value
+                results_[f"naive/{name}/fast/{what}"] = value
     if comm.rank == 0:
-        np.savez(out, **results)
+        np.savez(out, **results_)
     getattr(comm, "close", lambda: None)()
 
 

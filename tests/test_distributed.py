@@ -36,11 +36,9 @@ def ranks_env(rank, size, port, **extra):
 
 
 def run_ranks(size, out, **extra):
-    """tests/ranks.py on `size` processes (or one process, size None); rank 0's results."""
+    """tests/ranks.py on `size` processes; rank 0's results."""
     port = free_port()
-    envs = [{k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")} |
-            {k: str(v) for k, v in extra.items()}] if size is None else \
-        [ranks_env(r, size, port, **extra) for r in range(size)]
+    envs = [ranks_env(r, size, port, **extra) for r in range(size)]
     procs = [subprocess.Popen([sys.executable, str(HERE / "ranks.py"), str(out)], env=env,
                               stderr=subprocess.PIPE, text=True) for env in envs]
     errors = [p.communicate(timeout=240)[1] for p in procs]
@@ -54,10 +52,9 @@ def relative(a, b):
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """The single-process results for both batch sizes the ranks use."""
-    folder = tmp_path_factory.mktemp("one")
-    return {batch: run_ranks(None, folder / f"{batch}.npz", BATCH=batch) for batch in (12, 10)}
+def one_process():
+    """The single-process results for both batch sizes the ranks use (in this process)."""
+    return {batch: ranks.results(Alone(), batch) for batch in (12, 10)}
 
 
 @pytest.fixture(scope="module")
