@@ -225,6 +225,7 @@ def test_a_killed_rank_ends_every_rank_with_the_checkpoint_kept(acts, tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
+            p.communicate()  # its pipe read and closed
     lines = err.strip().splitlines()
     assert procs[0].returncode != 0 and len(lines) == 1, err
     assert "rank 0 of 2" in lines[0] and "another rank stopped" in lines[0]
