@@ -406,10 +406,10 @@ def _comm_backend(args):
     """NCCL for a run on GPUs, gloo on the CPU. On several ranks, each first selects its own
     GPU (LOCAL_RANK's), before the backend's probe makes a CUDA context."""
     from .. import distributed
-    if (args.backend or os.environ.get(B.ENV_VAR, "").strip() or "auto") == "numpy":
-        return "gloo"
-    if distributed.launched():
-        distributed.use_local_gpu()
+    if not distributed.launched() or \
+            (args.backend or os.environ.get(B.ENV_VAR, "").strip() or "auto") == "numpy":
+        return "gloo"  # one process needs none; NumPy's ranks talk over gloo
+    distributed.use_local_gpu()
     be = B.get_backend(args.backend)
     return "nccl" if be.name == "cupy" or str(be.device).startswith("cuda") else "gloo"
 
