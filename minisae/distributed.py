@@ -77,6 +77,11 @@ class TorchComm:
         backend = backend or "gloo"
         checks.check_choice(backend, "backend", ("gloo", "nccl"))
         if backend == "nccl":  # one GPU a rank, for CuPy and for torch
+            gpus = self.torch.cuda.device_count()
+            if self.local_size > gpus:
+                raise ConfigError(f"{self.local_size} ranks on this machine but {gpus} GPU(s): "
+                                  f"NCCL needs a GPU for each; start at most {gpus} here, or "
+                                  f"train on the CPU (--backend numpy, over gloo)")
             select_gpu(self.local_rank)
         self._run("joining the other ranks", lambda: self.dist.init_process_group(
             backend, timeout=timedelta(seconds=self.timeout)))
