@@ -285,3 +285,32 @@ def test_a_run_rank_0_refuses_stops_every_rank_at_once(acts, tmp_path):
     assert again.returncode == 2 and len(lines) == 2, again.stderr
     assert any("already holds a run" in line for line in lines)
     assert any("rank 1 of 2: rank 0 could not start the run" in line for line in lines)
+
+
+@pytest.mark.gpu
+def test_nccl_with_one_rank_on_cupy_matches_one_process(monkeypatch):
+    """On a GPU (the GPU check runs it): a world of one rank over NCCL, CuPy arrays through
+    DLPack, trains what comm.Alone trains (BatchTopK with AuxK: every collective is used)."""
+    from minisae.backend import cupy_available
+    from minisae.distributed import TorchComm
+    import torch
+    if not (cupy_available() and torch.cuda.is_available() and dist.is_nccl_available()):
+        pytest.skip("needs CuPy on a GPU and a PyTorch with CUDA and NCCL")
+    for name, value in ranks_env(0, 1, free_port()).items():
+        monkeypatch.setenv(name, value)
+    x, x_val = ranks.data()
+    case = dict(ranks.BASE, **ranks.CASES["batchtopk-auxk"], backend="cupy")
+
+    def trained(comm):
+        model = minisae.SparseAutoencoder(**case, comm=comm)
+        minisae.fit(model, minisae.Adam(model.params, model.grads, lr=1e-2), x, epochs=2,
+                    batch_size=12, x_val=x_val, progress=False,
+                    dead_units=minisae.DeadUnits(window=12))
+        return minisae.to_numpy(model.flat_params)
+
+    comm = TorchComm(timeout=60, backend="nccl")
+    try:
+        over_nccl = trained(comm)
+    finally:
+        comm.close()
+    assert relative(trained(Alone()), over_nccl) < 1e-12
