@@ -101,10 +101,13 @@ class TorchComm:
         self.share = rows / self.rows
 
     def batch_mean(self, a):
-        return self.sum(a * self.share)
+        return self._summed(_array_of(a * self.share))  # the product is already a new array
 
     def sum(self, a):
-        a = _fresh(a)
+        return self._summed(_fresh(a))
+
+    def _summed(self, a):
+        """a (a new contiguous array, overwritten) summed over the ranks."""
         self._run("a sum over the ranks", lambda: self._all_reduce(a).wait())
         return a
 
@@ -244,6 +247,11 @@ def _stacked(values, like):
         xp = array_module(like)
         return xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])
     return np.array([float(v) for v in values], dtype=np.float64)
+
+
+def _array_of(a):
+    """A number (or NumPy scalar) as a 0-d NumPy array; an array as it is."""
+    return np.asarray(a) if library(a) is None or np.isscalar(a) else a
 
 
 def _fresh(a):
