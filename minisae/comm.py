@@ -24,12 +24,36 @@ weights and rho_hat alone, like weight decay, are the same on every rank, and th
 to 1). MeanOverBatch's backward gives each of rank r's rows d rho_hat / b_r; weighted by s_r,
 that is d rho_hat / B, each sample's share of the global mean.
 
-A communicator has `rank`, `size`, and the methods below. `Alone` is the world of one
+The dictionary sharded (minisae.distributed.Shards, "units split, rows whole"): the other way
+to share the work, for a dictionary too large for one device. Every rank takes the whole
+batch and holds n_hidden / N of the units: its columns of W1 and b1, its rows of W2 (b2 is
+every rank's). A unit's code needs no other rank, nor do the gradients of its weights; what
+crosses ranks is what mixes the units:
+
+    what                          where                      how
+    the decoder's output          layers.UnitsDense          units_sum of the ranks' h_r @ W2_r
+    TopK's cut, per sample        layers.TopK                units_gather each rank's k largest
+    BatchTopK's cut               layers.BatchTopK           gather each rank's k B largest
+    AuxK's cut and e_hat          losses.AuxK                as TopK's, and units_sum
+    x - b2's gradient for b2      layers.SubtractBias        units_sum of W1_r's share
+    a penalty summed over units   losses.Objective           units_sum
+
+Then every rank's gradient is already the whole batch's, for its own units (and the same
+b2 gradient on every rank): nothing is combined after the backward pass.
+
+A communicator has `rank`, `size`, `splits` (None alone, "rows" for data parallelism, "units"
+for a sharded dictionary) and the methods below. `Alone` is the world of one
 process: every method gives back what it was given, so a model trains the same, to the bit,
 with or without data parallelism in its code (no `if distributed` anywhere). The real one,
 on torch.distributed, is minisae.distributed.TorchComm: the only module that imports it.
 """
 from __future__ import annotations
+
+
+def share_of(n, rank, size):
+    """(first, last): the part [first, last) of n rows (or units) that rank `rank` of `size`
+    takes, in order; parts differ by one at most (10 over 3 ranks: 3, 3, 4)."""
+    return n * rank // size, n * (rank + 1) // size
 
 
 class Alone:
@@ -46,10 +70,18 @@ class Alone:
     broadcast(a)       rank 0's values of a (a contiguous array), written into a on every
                        rank
     agree(ok)          True when every rank says ok: a barrier where a rank that could not
-                       start stops them all"""
+                       start stops them all
+    part(n)            (first, last): the rows of n (a batch, a data set) this rank takes
+    units(n)           (first, last): the units of n this rank holds
+    units_sum(a)       a summed over the ranks that hold the other units (a partial sum over
+                       units: the decoder's output, a penalty)
+    units_gather(a)    (rows, m_r) arrays of this rank's units, every rank's side by side
+                       along the last axis (rank 0's first)
+    parts(a)           the ranks' 1-d arrays, as a list (their lengths may differ)"""
 
     rank = 0
     size = 1
+    splits = None
 
     def __init__(self):
         self.rows, self.share = None, 1.0
@@ -74,6 +106,21 @@ class Alone:
 
     def agree(self, ok):
         return bool(ok)
+
+    def part(self, n):
+        return 0, n
+
+    def units(self, n):
+        return 0, n
+
+    def units_sum(self, a):
+        return a
+
+    def units_gather(self, a):
+        return a
+
+    def parts(self, a):
+        return [a]
 
     def __repr__(self):
         return "Alone()"

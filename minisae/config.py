@@ -182,16 +182,25 @@ def combination_problem(c):
     return None
 
 
-def param_shapes(c):
+def param_shapes(c, units=None):
     """The model's parameters by name, with their shapes, in the order of its flat buffer.
-    With tied weights there is no decoder.W: the decoder uses encoder.W transposed."""
-    shapes = {"encoder.W": (c.n_inputs, c.n_hidden), "encoder.b": (c.n_hidden,),
-              "decoder.W": (c.n_hidden, c.n_inputs), "decoder.b": (c.n_inputs,)}
+    With tied weights there is no decoder.W: the decoder uses encoder.W transposed. units:
+    how many of the n_hidden units the model holds (a rank of a sharded dictionary: its
+    share; None: all)."""
+    m = c.n_hidden if units is None else units
+    shapes = {"encoder.W": (c.n_inputs, m), "encoder.b": (m,),
+              "decoder.W": (m, c.n_inputs), "decoder.b": (c.n_inputs,)}
     if c.tied_weights:
         del shapes["decoder.W"]
     if c.sparsity == "jumprelu":  # each unit's threshold, as its log
-        shapes["coding.log_theta"] = (c.n_hidden,)
+        shapes["coding.log_theta"] = (m,)
     return shapes
+
+
+UNIT_AXIS = {"encoder.W": 1, "encoder.b": 0, "decoder.W": 0, "decoder.b": None,
+             "coding.log_theta": 0}
+"""The axis of each parameter along which its units lie (None: it has none, every rank of a
+sharded dictionary holds it whole)."""
 
 
 def needs_unit_range(c):

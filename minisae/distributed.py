@@ -35,7 +35,7 @@ import numpy as np
 
 from . import checks
 from .backend import array_module, from_dlpack, library, select_gpu
-from .comm import Alone
+from .comm import Alone, share_of
 from .errors import CommError, ConfigError
 
 TIMEOUT = 300.0
@@ -52,22 +52,28 @@ def launched():
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
-def join(timeout=TIMEOUT, backend=None):
+def join(timeout=TIMEOUT, backend=None, shard=False):
     """This process's communicator: a TorchComm when torchrun's environment says it is one
     rank of several (its process group made here: gloo, or NCCL for a GPU with backend="nccl"),
-    else comm.Alone(). timeout: seconds a collective may wait for the others."""
+    else comm.Alone(). timeout: seconds a collective may wait for the others. shard=True: a
+    Shards instead, the dictionary's units split over the ranks, every rank taking the whole
+    batch (build the model with it, or split a whole one with `shard`)."""
     timeout = checks.check_real(timeout, "timeout", 0.0, low_open=True)
+    shard = checks.check_bool(shard, "shard")
     if not launched():
         return Alone()
     missing = [name for name in ENVIRONMENT if not os.environ.get(name)]
     if missing:
         raise ConfigError(f"WORLD_SIZE is set but not {', '.join(missing)}: start the ranks with "
                           f"torchrun, or with `minisae train --workers N`")
-    return TorchComm(timeout, backend)
+    return (Shards if shard else TorchComm)(timeout, backend)
 
 
 class TorchComm:
-    """A communicator on torch.distributed (the methods of comm.Alone, moving bytes)."""
+    """A communicator on torch.distributed (the methods of comm.Alone, moving bytes): data
+    parallel, each rank its share of every batch's rows, every unit on every rank."""
+
+    splits = "rows"
 
     def __init__(self, timeout=TIMEOUT, backend=None):
         self.torch, self.dist = _import_torch()
@@ -112,13 +118,40 @@ class TorchComm:
         return a
 
     def gather(self, a):
+        return self._gathered(a, 0)
+
+    def _gathered(self, a, axis):
+        """The ranks' arrays a (of one shape), end to end along axis."""
         t = self._tensor(a)
         if self.backend == "nccl" and t.device.type == "cpu":  # NCCL gathers GPU memory only
             t = t.cuda()
         parts = [self.torch.empty_like(t) for _ in range(self.size)]
         self._run("gathering from the ranks", lambda: self.dist.all_gather(parts, t))
-        whole = self.torch.cat(parts)
+        whole = self.torch.cat(parts, dim=axis)
         return self._array(whole.cpu() if library(a) == "numpy" else whole, a)
+
+    def parts(self, a):
+        """The ranks' 1-d arrays, whose lengths may differ: padded to the longest, gathered,
+        and cut back."""
+        xp = array_module(a)
+        lengths = self._gathered(np.array([a.shape[0]], dtype=np.int64), 0).tolist()
+        longest = max(lengths)
+        padded = xp.zeros(longest, dtype=a.dtype)
+        padded[:a.shape[0]] = a
+        whole = self._gathered(padded, 0)
+        return [whole[r * longest:r * longest + n] for r, n in enumerate(lengths)]
+
+    def part(self, n):
+        return share_of(n, self.rank, self.size)
+
+    def units(self, n):
+        return 0, n
+
+    def units_sum(self, a):
+        return a
+
+    def units_gather(self, a):
+        return a
 
     def combine(self, loss, flat_grads):
         _check_contiguous(flat_grads, "the flat gradient")
@@ -209,6 +242,69 @@ class TorchComm:
 
     def __repr__(self):
         return f"TorchComm(rank {self.rank} of {self.size}, {self.backend})"
+
+
+class Shards(TorchComm):
+    """A sharded dictionary's communicator: the units split over the ranks, the rows whole.
+
+    Rank r holds the units share_of(n_hidden, r, N) (`units`), takes every batch whole (no
+    share of the rows: `begin`, `batch_mean` and `sum`, sums over the rows' holders, have
+    nothing to do), and adds its partial sums over units to the other ranks' (`units_sum`).
+    What crosses ranks, and why every rank's gradient is then its units' whole gradient:
+    minisae/comm.py. The model of a rank is built with it (SparseAutoencoder(..., comm=it))
+    or split from a whole one (`shard`); `whole` puts the ranks' units back together."""
+
+    splits = "units"
+
+    def begin(self, rows):
+        self.rows, self.share = rows, 1.0
+
+    def batch_mean(self, a):
+        return a
+
+    def sum(self, a):
+        return a
+
+    def combine(self, loss, flat_grads):
+        """Each rank's gradient is already the batch's, for its own units; the loss's parts
+        are every rank's (its penalties summed over all units). What is left: the mean
+        activation over all the units, which the history records."""
+        rho_hat = loss.rho_hat
+        if rho_hat is None:
+            return loss
+        xp = array_module(rho_hat)
+        both = self.units_sum(xp.stack([xp.sum(rho_hat), xp.asarray(float(rho_hat.shape[0]),
+                                                                    dtype=rho_hat.dtype)]))
+        return loss.with_mean_activation(both[0] / both[1])
+
+    def part(self, n):
+        return 0, n
+
+    def units(self, n):
+        return share_of(n, self.rank, self.size)
+
+    def units_sum(self, a):
+        """a (an array this call may overwrite, or a number) summed over the ranks."""
+        if library(a) is None or np.isscalar(a):
+            a = np.array(a, dtype=np.float64)
+        elif not _writable_block(a):
+            a = _fresh(a)
+        self._run("summing over the units' ranks", lambda: self._all_reduce(a).wait())
+        return a
+
+    def units_gather(self, a):
+        return self._gathered(a, a.ndim - 1)
+
+    def __repr__(self):
+        return f"Shards(rank {self.rank} of {self.size}, {self.backend})"
+
+
+def _writable_block(a):
+    """True for an array a collective may write into: one contiguous, writable block."""
+    if library(a) == "torch":
+        return a.is_contiguous()
+    flags = getattr(a, "flags", None)
+    return flags is not None and flags.c_contiguous and getattr(flags, "writeable", True)
 
 
 def _check_contiguous(a, what):

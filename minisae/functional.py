@@ -260,6 +260,24 @@ def largest(a, n):
                                     device=device_of(a))])
 
 
+def row_largest(z, k):
+    """The k largest entries of each row of z, from the largest down, (batch, k): padded
+    with -inf where a row has fewer than k."""
+    xp = namespace(z)
+    top = xp.sort(z, axis=1, descending=True)[:, :k]
+    if top.shape[1] == k:
+        return top
+    pad = xp.full((z.shape[0], k - top.shape[1]), -xp.inf, dtype=z.dtype, device=device_of(z))
+    return xp.concat([top, pad], axis=1)
+
+
+def kth_of_rows(values, k):
+    """The k-th largest of each row of values (batch, >= k), as a column (batch, 1): TopK's
+    cut when each rank sent its k largest of a row."""
+    xp = namespace(values)
+    return xp.sort(values, axis=1, descending=True)[:, k - 1:k]
+
+
 def kth_largest(values, n):
     """The n-th largest of a 1-d array of at least n values (BatchTopK's cut)."""
     xp = namespace(values)

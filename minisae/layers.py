@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import functional as F
 from .backend import namespace
+from .comm import Alone
 
 
 class Dense:
@@ -39,6 +40,22 @@ class Dense:
         return dy @ self.W.T                            # dL/dx[i, j] = sum_k dy[i, k] W[j, k]
 
 
+class UnitsDense(Dense):
+    """The decoder, y = h @ W + b, whose input is the units. A sharded dictionary's ranks each
+    hold some units (comm, minisae/comm.py: rank r has h_r and its rows W_r of W): h @ W is
+    the sum over ranks of h_r @ W_r, added up by comm.units_sum before the bias. backward needs
+    no rank but its own: dy is every rank's, dh_r = dy @ W_r.T, dW_r = h_r.T @ dy. Alone,
+    units_sum gives back what it is given: a Dense."""
+
+    def __init__(self, W, b, dW, db, comm=None):
+        super().__init__(W, b, dW, db)
+        self.comm = Alone() if comm is None else comm
+
+    def forward(self, x):
+        self._x = x
+        return self.comm.units_sum(x @ self.W) + self.b
+
+
 class TiedDense(Dense):
     """The encoder of a model with tied weights, y = x @ W + b, whose W the decoder also uses,
     transposed (W2 = W1.T). W is used twice, so its gradient is the sum of both uses:
@@ -62,16 +79,17 @@ class SubtractBias:
 
     b is the decoder's: its gradient dL/db = -sum_i dx_in[i, :] is added to the decoder's db,
     which the decoder's backward (earlier, in reverse order) assigned. Returns no dx: nothing
-    upstream of x is learned."""
+    upstream of x is learned. With a sharded dictionary (comm) dx_in is each rank's units'
+    part (dz1_r @ W1_r.T): the ranks' parts are added up (comm.units_sum)."""
 
-    def __init__(self, b, db):
-        self.b, self.db = b, db
+    def __init__(self, b, db, comm=None):
+        self.b, self.db, self.comm = b, db, Alone() if comm is None else comm
 
     def forward(self, x):
         return x - self.b
 
     def backward(self, dx_in):
-        self.db -= namespace(dx_in).sum(dx_in, axis=0)
+        self.db -= self.comm.units_sum(namespace(dx_in).sum(dx_in, axis=0))
         return None
 
 
@@ -141,14 +159,21 @@ class TopK:
         keep = the k largest z[i, :] of each row;   h = activation(z) where keep, else 0
         backward: dz = activation's backward of dh where keep, else 0
 
-    Only the kept units pass a gradient: a unit outside a sample's top k is not in its code."""
+    Only the kept units pass a gradient: a unit outside a sample's top k is not in its code.
 
-    def __init__(self, k, activation):
-        self.k, self.activation = k, activation
+    A sharded dictionary (comm, minisae/comm.py) holds a sample's units on several ranks: each
+    sends its k largest of the row (comm.units_gather), and a unit stays kept when it is at or
+    above the k-th largest of all that the ranks sent, its row's cut over every unit (codes
+    tied at the cut on different ranks are all kept). Alone, every unit of the k kept is at
+    or above it: nothing changes."""
+
+    def __init__(self, k, activation, comm=None):
+        self.k, self.activation, self.comm = k, activation, Alone() if comm is None else comm
 
     def forward(self, z):
         """z: (batch, n). Returns h: (batch, n) with at most k nonzero entries per row."""
-        self.keep = F.topk_mask(z, self.k)
+        cut = F.kth_of_rows(self.comm.units_gather(F.row_largest(z, self.k)), self.k)
+        self.keep = F.topk_mask(z, self.k) & (z >= cut)
         return F.keep(self.activation.forward(z), self.keep)
 
     def backward(self, dh):
@@ -255,4 +280,4 @@ def coding_layer(config, params, grads, threshold, comm):
         return JumpReLU(params["coding.log_theta"], grads["coding.log_theta"],
                         config.jump_bandwidth)
     activation = ACTIVATIONS[config.hidden_activation]()
-    return TopK(config.k, activation) if config.sparsity == "topk" else activation
+    return TopK(config.k, activation, comm) if config.sparsity == "topk" else activation

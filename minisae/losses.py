@@ -21,6 +21,7 @@ from __future__ import annotations
 from . import checks
 from . import functional as F
 from .backend import namespace, to_numpy
+from .comm import Alone
 
 
 class Term:
@@ -31,6 +32,9 @@ class Term:
     name = "sparsity"
     training_only = False
     per_sample = False
+    sums_units = False
+    """True for a sum over the units (a penalty of rho_hat, weight decay): with a sharded
+    dictionary each rank's value is its units' part, and the Objective adds the ranks'."""
 
     def __init__(self, config):
         self.config = config
@@ -79,6 +83,8 @@ RECONSTRUCTION = {"mse": MSE, "bce": BCE}
 class KL(Term):
     """beta * sum_j KL(rho || rho_hat_j), rho_hat clipped before the logs (the book's)."""
 
+    sums_units = True
+
     formula = "beta * sum_j KL(rho || rho_hat_j)"
 
     def forward(self, v, params):
@@ -93,6 +99,8 @@ class KL(Term):
 
 class Squared(Term):
     """beta * sum_j (rho_hat_j - rho)^2 (the book's Figure 15-10 alternative)."""
+
+    sums_units = True
 
     formula = "beta * sum_j (rho_hat_j - rho)^2"
 
@@ -110,6 +118,8 @@ class Squared(Term):
 class Absolute(Term):
     """beta * sum_j |rho_hat_j - rho| (the book's other alternative)."""
 
+    sums_units = True
+
     formula = "beta * sum_j |rho_hat_j - rho|"
 
     def forward(self, v, params):
@@ -126,6 +136,8 @@ class Absolute(Term):
 class L1(Term):
     """beta * mean_i sum_j |h_ij| (* ||W2[j, :]|| with l1_decoder_norm, Anthropic 2024), for
     codes h >= 0: beta * sum_j rho_hat_j w_j. With decoder norms it reads W2 too."""
+
+    sums_units = True
 
     formula = "beta * mean_i sum_j |h_ij| (* ||W2[j, :]|| with l1_decoder_norm)"
 
@@ -157,6 +169,10 @@ class WeightDecay(Term):
     """lambda / 2 * sum ||W||^2 over the weight matrices (biases are not decayed)."""
 
     name = "weight_decay"
+
+    @property
+    def sums_units(self):  # a sum over every unit's weights (nothing to add up at lambda 0)
+        return bool(self.config.weight_decay)
 
     def forward(self, v, params):
         self.weights = {name: params[name] for name in decayed(params)}
@@ -192,16 +208,22 @@ class AuxK(Term):
     def forward(self, v, params):
         c, z1 = self.config, v["z1"]
         xp = namespace(z1)
+        comm = v["comm"]
         self.W2 = decoder_weight(params)
-        self.keep = F.topk_among(z1, c.aux_k, v["dead"])
+        # the k_aux largest among the dead units; a sharded dictionary's ranks each hold some
+        # units (comm, minisae/comm.py): each row's cut among every rank's candidates
+        dead_z1 = xp.where(v["dead"][None, :], z1, xp.full_like(z1, -xp.inf))
+        candidates = comm.units_gather(F.row_largest(dead_z1, c.aux_k))
+        self.keep = F.topk_among(z1, c.aux_k, v["dead"]) & \
+            (z1 >= F.kth_of_rows(candidates, c.aux_k))
         self.h_aux = F.keep(F.relu(z1), self.keep)
         self.e = v["x"] - v["y"] if v.get("residual") is None else v["residual"]
-        self.e_hat = self.h_aux @ self.W2
-        # the residual's variance over the whole batch: over every rank's rows, data parallel
-        # (comm, minisae/comm.py); this rank's sum of squares is its share of the numerator
-        comm = v["comm"]
+        self.e_hat = comm.units_sum(self.h_aux @ self.W2)
+        # the residual's variance over the whole batch: over every rank's rows, data parallel;
+        # this rank's sum of squares is its share of the numerator
         variance = comm.sum(F.variance_sum(self.e, comm.batch_mean(xp.mean(self.e, axis=0))))
-        used = xp.astype(xp.any(self.keep) & (variance > 0), z1.dtype)
+        any_dead = xp.any(candidates > -xp.inf)  # a dead unit on some rank
+        used = xp.astype(any_dead & (variance > 0), z1.dtype)
         self.scale = c.aux_weight * used / (comm.share * xp.where(variance > 0, variance,
                                                                   xp.ones_like(variance)))
         return self.scale * xp.sum((self.e_hat - self.e) ** 2)
@@ -221,6 +243,8 @@ class L0(Term):
     Its gradient reaches theta alone, through the straight-through pseudo-derivative
     dH(z - theta)/d theta := -(1/eps) K((z - theta)/eps), K the rectangle (their eq. 12), and
     log_theta by the chain rule: d/d log_theta = theta d/d theta."""
+
+    sums_units = True
 
     formula = "beta * mean_i sum_j H(z1_ij - theta_j)  (JumpReLU's L0)"
     per_sample = True
@@ -253,12 +277,19 @@ class Objective:
     other terms; backward then gives theirs only. training=False leaves out training-only
     terms (the loss of a data set)."""
 
-    def __init__(self, config):
+    def __init__(self, config, comm=None):
         penalty = SPARSITY[config.sparsity]
         kinds = [RECONSTRUCTION[config.reconstruction_loss]] + ([penalty] if penalty else []) \
             + [WeightDecay] + ([AuxK] if config.aux_k else [])
         self.terms = [kind(config) for kind in kinds]
+        self.comm = Alone() if comm is None else comm
+        """The run's communicator: a sharded dictionary's ranks each sum their own units in a
+        term that sums over units; `units_sum` adds them (minisae/comm.py)."""
         self._ran = []
+
+    def _value(self, term, v, params):
+        value = term.forward(v, params)
+        return self.comm.units_sum(value) if term.sums_units else value
 
     @property
     def names(self):
@@ -273,14 +304,14 @@ class Objective:
         given = given or {}
         used = [t for t in self.terms if training or not t.training_only]
         self._ran = [t for t in used if t.name not in given]
-        parts = {t.name: given[t.name] if t.name in given else t.forward(v, params)
+        parts = {t.name: given[t.name] if t.name in given else self._value(t, v, params)
                  for t in used}
         return Loss.of(parts, v.get("rho_hat"))
 
     def per_sample(self, v, params):
         """{name: value} of the per-sample terms (training-only ones left out) for the batch
         v: what `evaluate` averages over a data set's batches."""
-        return {t.name: t.forward(v, params) for t in self.terms
+        return {t.name: self._value(t, v, params) for t in self.terms
                 if t.per_sample and not t.training_only}
 
     def backward(self, skip=()):
@@ -321,6 +352,8 @@ class Loss:
     activation (n_hidden,), or None. metrics: {name: value} read like parts but not summed
     (a classifier's accuracy)."""
 
+    _units_mean = None  # the mean activation over every rank's units (a sharded dictionary)
+
     def __init__(self, parts, rho_hat=None, metrics=None):
         self._parts = checks.check_numbers(parts, "parts")
         self._rho_hat = checks.check_optional(rho_hat, checks.check_vector, "rho_hat")
@@ -331,6 +364,18 @@ class Loss:
         """A Loss of parts the caller made (a model's terms): not checked again at each step."""
         loss = cls.__new__(cls)
         loss._parts, loss._rho_hat, loss._metrics = parts, rho_hat, metrics or {}
+        return loss
+
+    @property
+    def rho_hat(self):
+        """rho_hat as it is held (on the device), or None."""
+        return self._rho_hat
+
+    def with_mean_activation(self, value):
+        """This record, its mean activation (as_dict's) given: a sharded dictionary's, over
+        every rank's units, where rho_hat holds this rank's."""
+        loss = Loss.of(self._parts, self._rho_hat, self._metrics)
+        loss._units_mean = value
         return loss
 
     def values(self):
@@ -375,7 +420,9 @@ class Loss:
         parts = self.parts
         d = {"total": sum(parts.values()), **parts,
              **{k: float(v) for k, v in self._metrics.items()}}
-        if self._rho_hat is not None:
+        if self._units_mean is not None:
+            d["mean_activation"] = float(self._units_mean)
+        elif self._rho_hat is not None:
             d["mean_activation"] = float(self.mean_activation.mean())
         return d
 

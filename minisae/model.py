@@ -25,11 +25,11 @@ from . import checks
 from . import functional as F
 from . import losses
 from .backend import flat_views, get_backend, namespace
-from .config import Config, needs_unit_range, param_shapes
+from .config import UNIT_AXIS, Config, needs_unit_range, param_shapes
 from .errors import ConfigError
 from .comm import Alone
 from .layers import (ACTIVATIONS, Dense, Identity, MeanOverBatch, SubtractBias,
-                     TiedDense, coding_layer)
+                     TiedDense, UnitsDense, coding_layer)
 
 
 class SparseAutoencoder:
@@ -63,10 +63,16 @@ class SparseAutoencoder:
             jump_bandwidth=jump_bandwidth, jump_threshold=jump_threshold).validated()
         self.backend = get_backend(backend, dtype=self.config.dtype)
         self.dtype = self.backend.dtype
-        shapes = param_shapes(self.config)
+        self._comm = _checked_comm(comm)
+        self.units = self._comm.units(self.config.n_hidden)
+        """(first, last): the units this model holds, all of them unless its dictionary is
+        sharded over the ranks of a run (comm: minisae.distributed.Shards)."""
+        m = self.units[1] - self.units[0]
+        shapes = param_shapes(self.config, m)
         self._check_size(sum(math.prod(s) for s in shapes.values()))
         try:
-            self.flat_params = self.backend.asarray(initial_weights(shapes, self.config))
+            self.flat_params = self.backend.asarray(
+                initial_weights(param_shapes(self.config), self.config, self.units))
             self.flat_grads = self.backend.zeros(self.flat_params.shape)
         except MemoryError:
             raise ConfigError(f"not enough memory for a model of {n_inputs} inputs and "
@@ -74,12 +80,11 @@ class SparseAutoencoder:
         self.params = flat_views(self.flat_params, shapes)
         self.grads = flat_views(self.flat_grads, shapes)
 
-        self._comm = _checked_comm(comm)
         self._build_layers()
-        self.dead = self.backend.xp.zeros(n_hidden, dtype=self.backend.xp.bool,
+        self.dead = self.backend.xp.zeros(m, dtype=self.backend.xp.bool,
                                           device=self.backend.device)
         """The units AuxK treats as dead (training sets it from how long each has been silent)."""
-        self.silent = np.zeros(n_hidden, dtype=np.int64)
+        self.silent = np.zeros(m, dtype=np.int64)
         """Training samples since each unit last fired (kept by training: minisae.training.units)."""
         self.normalizer = None
         """How data are normalised before they reach the model (minisae.normalize.Normalizer),
@@ -88,7 +93,7 @@ class SparseAutoencoder:
         self.frozen_residual = None
         """AuxK's target e = x - y is a constant of its term, not differentiated; a gradient
         check holds it at its value here (None: computed from the forward pass)."""
-        self.objective = losses.Objective(self.config)
+        self.objective = losses.Objective(self.config, self.comm)
         """The loss's terms (losses.py), each with its forward and backward."""
 
     def _build_layers(self):
@@ -101,19 +106,22 @@ class SparseAutoencoder:
         self.coding = coding_layer(c, p, g, xp.full((), -1.0, dtype=getattr(xp, c.dtype),
                                                     device=self.backend.device), self.comm)
         self.mean = MeanOverBatch(self.comm)
+        m = self.units[1] - self.units[0]
         if c.tied_weights:  # W2 = W1.T: the decoder writes its dW2 apart; the encoder adds it
-            self.decoder = Dense(p["encoder.W"].T, p["decoder.b"],
-                                 self.backend.zeros((c.n_hidden, c.n_inputs)), g["decoder.b"])
+            self.decoder = UnitsDense(p["encoder.W"].T, p["decoder.b"],
+                                      self.backend.zeros((m, c.n_inputs)), g["decoder.b"],
+                                      self.comm)
             self.encoder = TiedDense(p["encoder.W"], p["encoder.b"], g["encoder.W"],
                                      g["encoder.b"], self.decoder, c.subtract_decoder_bias)
         else:
-            self.decoder = Dense(p["decoder.W"], p["decoder.b"], g["decoder.W"], g["decoder.b"])
+            self.decoder = UnitsDense(p["decoder.W"], p["decoder.b"], g["decoder.W"],
+                                      g["decoder.b"], self.comm)
             # the first layer needs no dx: nothing upstream of x is learned (unless its input
             # is x - b2, and b2 is learned)
             self.encoder = Dense(p["encoder.W"], p["encoder.b"], g["encoder.W"], g["encoder.b"],
                                  needs_input_grad=c.subtract_decoder_bias)
-        self.input = SubtractBias(p["decoder.b"], g["decoder.b"]) if c.subtract_decoder_bias \
-            else Identity()
+        self.input = SubtractBias(p["decoder.b"], g["decoder.b"], self.comm) \
+            if c.subtract_decoder_bias else Identity()
 
     @property
     def comm(self):
@@ -123,11 +131,20 @@ class SparseAutoencoder:
 
     @comm.setter
     def comm(self, comm):
-        """A model trained on several ranks evaluates alone afterwards: model.comm = Alone()."""
-        comm = self._comm = _checked_comm(comm)
-        self.mean.comm = comm
-        if hasattr(self.coding, "comm"):
-            self.coding.comm = comm
+        """A model trained on several ranks evaluates alone afterwards: model.comm = Alone().
+        The units it holds stay: a whole model is split over the ranks of a sharded
+        dictionary by minisae.distributed.shard, and put back together by whole."""
+        comm = _checked_comm(comm)
+        if comm.units(self.config.n_hidden) != self.units:
+            first, last = comm.units(self.config.n_hidden)
+            raise ConfigError(f"this model holds units {self.units[0]} to {self.units[1]} of "
+                              f"{self.config.n_hidden}, the communicator's rank holds {first} "
+                              f"to {last}: split or join the dictionary with "
+                              f"minisae.distributed.shard or whole")
+        self._comm = comm
+        for part in (self.mean, self.coding, self.decoder, self.input, self.objective):
+            if hasattr(part, "comm"):
+                part.comm = comm
 
     # ------------------------------------------------------------------ training
 
@@ -295,7 +312,7 @@ def _checked_comm(comm):
     return comm
 
 
-def initial_weights(shapes, config):
+def initial_weights(shapes, config, units=None):
     """One flat NumPy array of all the parameters, in the config's dtype, drawn with NumPy's
     generator from its seed, so that one seed gives one model on every backend:
 
@@ -317,4 +334,23 @@ def initial_weights(shapes, config):
         views["encoder.W"][...] = W2.T
     if "coding.log_theta" in views:
         views["coding.log_theta"][...] = math.log(config.jump_threshold)
-    return flat
+    if units is None or tuple(units) == (0, config.n_hidden):
+        return flat
+    # a rank of a sharded dictionary: the same draws, its own units kept
+    return flatten(select_units(views, *units))
+
+
+def select_units(arrays, first, last):
+    """{name: the part of each named array (a parameter, its gradient, an optimizer's
+    moment) for the units [first, last)}: encoder.W's columns, decoder.W's rows, ... (views);
+    decoder.b whole. config.UNIT_AXIS says which axis holds the units."""
+    out = {}
+    for name, a in arrays.items():
+        axis = UNIT_AXIS[name]
+        out[name] = a if axis is None else (a[:, first:last] if axis == 1 else a[first:last])
+    return out
+
+
+def flatten(arrays):
+    """One flat NumPy array of the named arrays, in their order (a model's flat layout)."""
+    return np.concatenate([np.ascontiguousarray(a).reshape(-1) for a in arrays.values()])

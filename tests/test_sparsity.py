@@ -25,6 +25,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import minisae.fast
+from minisae.comm import Alone
 from conftest import COMBO_IDS, OPTION_COMBOS
 from minisae import SparseAutoencoder, to_numpy
 from minisae import functional as F
@@ -490,11 +491,17 @@ def test_engine_topk_kernel_matches_the_layer(relu):
     for k in (1, 4, 7):
         layer = TopK(k, ReLU() if relu else Identity())
         h_ref = layer.forward(z + b)
-        h, rows, kept = K.topk_(z.copy(), b, k, relu)
+        h, rows, kept, mask = K.topk_(z.copy(), b, k, relu)
         np.testing.assert_array_equal(h, h_ref)
-        assert kept.shape == (9, k)
+        assert kept.shape == (9, k) and mask is None
         dh = rng.standard_normal((9, 7))
         np.testing.assert_array_equal(K.topk_backward_(dh.copy(), h, rows, kept, relu),
+                                      layer.backward(dh))
+        # through a communicator alone: every candidate stays
+        h2, rows, kept, mask = K.topk_(z.copy(), b, k, relu, Alone().units_gather)
+        np.testing.assert_array_equal(h2, h_ref)
+        assert mask.all()
+        np.testing.assert_array_equal(K.topk_backward_(dh.copy(), h, rows, kept, relu, mask),
                                       layer.backward(dh))
 
 

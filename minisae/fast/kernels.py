@@ -124,10 +124,15 @@ def relu_backward_(dy, y, row=None):
     return dy
 
 
-def topk_(z, b, k, relu):
+def topk_(z, b, k, relu, units_gather=None):
     """The TopK coding layer in place: z = z + b, then keep each row's k largest (through a
-    ReLU when relu), zero the rest. Returns (z, rows, kept): z now holds h, and kept (batch, k)
-    the column of each row's kept units (rows (batch, 1) indexes the rows beside it).
+    ReLU when relu), zero the rest. Returns (z, rows, kept, mask): z now holds h, and kept
+    (batch, k) the column of each row's kept units (rows (batch, 1) indexes the rows beside
+    it); mask (batch, k) says which of them stayed (None: all).
+
+    units_gather: a communicator's (a sharded dictionary's ranks each hold some units): the
+    row's k candidates of every rank, side by side; a candidate below the row's k-th largest
+    of them all is dropped (its code 0, mask False). Alone (or None) every candidate stays.
 
     Reproduces layers.TopK.forward. Selection by argpartition (linear time, not a sort); ties
     at the k-th value, which continuous data all but never have, may keep another unit than
@@ -135,14 +140,35 @@ def topk_(z, b, k, relu):
     xp = array_module(z)
     z += b
     n = z.shape[1]
-    kept = xp.argpartition(z, n - k, axis=1)[:, n - k:]
+    top = min(k, n)
+    kept = xp.argpartition(z, n - top, axis=1)[:, n - top:]
     rows = xp.arange(z.shape[0])[:, None]
     values = z[rows, kept]
+    mask = None
+    if units_gather is not None:
+        candidates = units_gather(_padded(values, k))
+        mask = values >= kth_of_rows(candidates, k)
+        values *= mask
     if relu:
         xp.maximum(values, 0, out=values)
     z.fill(0)
     z[rows, kept] = values
-    return z, rows, kept
+    return z, rows, kept, mask
+
+
+def _padded(values, k):
+    """values (batch, <= k) with -inf columns after them to make k."""
+    xp = array_module(values)
+    if values.shape[1] == k:
+        return values
+    pad = xp.full((values.shape[0], k - values.shape[1]), -xp.inf, dtype=values.dtype)
+    return xp.concatenate([values, pad], axis=1)
+
+
+def kth_of_rows(values, k):
+    """functional.kth_of_rows by partial selection: the k-th largest of each row (batch, 1)."""
+    n = values.shape[1]
+    return array_module(values).partition(values, n - k, axis=1)[:, n - k:n - k + 1]
 
 
 def largest(a, n):
@@ -161,11 +187,14 @@ def kth_largest(values, n):
     return array_module(values).partition(values, values.shape[0] - n)[values.shape[0] - n]
 
 
-def topk_backward_(dh, h, rows, kept, relu):
+def topk_backward_(dh, h, rows, kept, relu, mask=None):
     """dh = the TopK layer's backward, in place: dh where kept (and h > 0 with relu), else 0.
+    mask: which of kept stayed (topk_'s), or None for all.
 
     Reproduces layers.TopK.backward."""
     g = dh[rows, kept]
+    if mask is not None:
+        g *= mask
     if relu:
         g *= h[rows, kept] > 0
     dh.fill(0)

@@ -101,7 +101,8 @@ def values(model, x):
     if c.sparsity != "topk" or not model.backend.fast:
         return model.values(x)
     z1 = model.encoder.forward(model.input.forward(x))
-    h = K.topk_(z1.copy(), 0.0, c.k, c.hidden_activation == "relu")[0]
+    h = K.topk_(z1.copy(), 0.0, c.k, c.hidden_activation == "relu",
+                model.comm.units_gather)[0]
     z = model.decoder.forward(h)
     return dict(x=x, z1=z1, h=h, z=z, y=model.output.forward(z))
 
@@ -141,12 +142,13 @@ def _loss_and_grads(model, x):
     # output layer and reconstruction term: dz = d(reconstruction) / d(h @ W2 + b2)
     sparse = _sparse_topk(cfg, on_numpy)
     if sparse:  # TopK: z from the k kept codes of each sample (fast/sparse.py)
-        rows, cols = kept
+        rows, cols = kept[:2]
         v = h[rows, cols]
         z = buf("z", (batch, n_inputs))
         sparse[0](v, cols, W2, z)
     else:
         z = xp.matmul(h, W2, out=buf("z", (batch, n_inputs)))
+    z = comm.units_sum(z)  # a sharded dictionary: every rank's units' share of the output
     dz = buf("dz", (batch, n_inputs))
     err = _residual(model, z, b2, x_out) if cfg.aux_k else None  # before the head takes z
     if cfg.reconstruction_loss == "bce":
@@ -197,7 +199,7 @@ def _loss_and_grads(model, x):
     if cfg.subtract_decoder_bias:
         # b2 reached the encoder too: db2 -= sum_i (dz1 @ W1.T)[i] = W1 @ (sum_i dz1[i]),
         # and sum_i dz1[i] is db1: a matrix-vector product instead of the matrix product dx
-        G["decoder.b"] -= xp.matmul(W1, G["encoder.b"])
+        G["decoder.b"] -= comm.units_sum(xp.matmul(W1, G["encoder.b"]))
     if cfg.tied_weights:
         G["encoder.W"] += dW2.T
     if cfg.weight_decay:
@@ -247,19 +249,22 @@ def _auxk(model, dead, err, W2, xp):
     (batch, n_dead), d aux / d W2 at the dead units' rows (n_dead, n_inputs)), or None with no
     dead unit."""
     units, z = dead
-    n_dead = units.shape[0]
-    if n_dead == 0:
-        return None
-    k = min(model.config.aux_k, n_dead)
+    n_dead, k_aux, comm = units.shape[0], model.config.aux_k, model.comm
+    k = min(k_aux, n_dead)
     rows = xp.arange(z.shape[0])[:, None]
-    cols = xp.argpartition(z, n_dead - k, axis=1)[:, n_dead - k:]
+    cols = xp.argpartition(z, n_dead - k, axis=1)[:, n_dead - k:] if k else \
+        xp.zeros((z.shape[0], 0), dtype=xp.intp)
+    top = z[rows, cols]
+    # a sharded dictionary (minisae/comm.py): the row's cut among every rank's dead units
+    candidates = comm.units_gather(K._padded(top, k_aux))
+    if not bool((candidates > -xp.inf).any()):  # no dead unit (on any rank)
+        return None
     h_aux = xp.zeros_like(z)
-    h_aux[rows, cols] = xp.maximum(z[rows, cols], 0)
+    h_aux[rows, cols] = xp.maximum(top * (top >= K.kth_of_rows(candidates, k_aux)), 0)
     W2_dead = W2[units]
-    e_hat = h_aux @ W2_dead
+    e_hat = comm.units_sum(h_aux @ W2_dead)
     # e's own variance over the batch, every rank's rows (the sign cancels); 0-d arrays, so a
     # GPU is not waited for here
-    comm = model.comm
     variance = comm.sum(((err - comm.batch_mean(err.mean(axis=0))) ** 2).sum())
     scale = model.config.aux_weight * (variance > 0) / \
         (comm.share * xp.where(variance > 0, variance, 1.0))
@@ -299,12 +304,16 @@ class _TopK:
 
     @staticmethod
     def forward(z, b, model, buf):
-        h, rows, kept = K.topk_(z, b, model.config.k, model.config.hidden_activation == "relu")
-        return h, (rows, kept)
+        h, rows, kept, mask = K.topk_(z, b, model.config.k,
+                                      model.config.hidden_activation == "relu",
+                                      model.comm.units_gather)  # a sharded dictionary's cut
+        return h, (rows, kept, mask)
 
     @staticmethod
     def backward(dh, h, row, kept, model, work):
-        return K.topk_backward_(dh, h, *kept, model.config.hidden_activation == "relu")
+        rows, cols, mask = kept
+        return K.topk_backward_(dh, h, rows, cols, model.config.hidden_activation == "relu",
+                                mask)
 
 
 class _BatchTopK:

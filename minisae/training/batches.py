@@ -21,12 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, namespace
-
-
-def share_of(n, rank, size):
-    """(first, last): the rows [first, last) of n that rank `rank` of `size` takes, in order;
-    shares differ by a row at most (10 rows over 3 ranks: 3, 3, 4)."""
-    return n * rank // size, n * (rank + 1) // size
+from ..comm import share_of  # noqa: F401  (where training takes it from)
 
 
 def epoch_order(n_rows, seed, epoch):
