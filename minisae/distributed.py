@@ -34,7 +34,7 @@ from datetime import timedelta
 import numpy as np
 
 from . import checks
-from .backend import array_module, from_dlpack, library, select_gpu
+from .backend import array_module, from_dlpack, library, select_gpu, to_numpy
 from .comm import Alone, share_of
 from .errors import CommError, ConfigError
 
@@ -297,6 +297,111 @@ class Shards(TorchComm):
 
     def __repr__(self):
         return f"Shards(rank {self.rank} of {self.size}, {self.backend})"
+
+
+# ----------------------------------------------------------------------------- a dictionary's parts
+
+def shard(model, optimizer, comm):
+    """This rank's part of a whole model (and of its optimizer's state): a model of the same
+    settings holding the units comm.units(n_hidden) (comm: a Shards), their weights, silent
+    counts and optimizer moments copied from the whole; what every rank holds (b2, BatchTopK's
+    threshold, the normalizer, the step count) copied whole. Returns (model, optimizer);
+    optimizer may be None. No collective: every rank splits the same whole model (a
+    checkpoint each read) alike."""
+    from .model import SparseAutoencoder, select_units
+    _check_model(model)
+    if model.units != (0, model.config.n_hidden):
+        raise ConfigError(f"shard takes a whole model; this one holds units {model.units[0]} "
+                          f"to {model.units[1]}: put it together with whole() first")
+    part = SparseAutoencoder(**model.config.as_dict(), backend=model.backend, comm=comm)
+    first, last = part.units
+    _copy(select_units(_host(model.params), first, last), part.params, part.backend)
+    _copy_units(model, part, model.silent[first:last], _host(model.dead)[first:last])
+    states = {slot: select_units(_host(getattr(optimizer, slot)), first, last)
+              for slot in getattr(type(optimizer), "SLOTS", ())}
+    return part, _moved_optimizer(optimizer, part, states)
+
+
+def whole(model, optimizer=None):
+    """Every rank's units put back together (every rank calls it: collectives): on rank 0, a
+    model of the whole dictionary, alone (comm.Alone), and its optimizer, the state of the
+    ranks' parts end to end; on the other ranks (None, None). A model that holds every unit
+    is given back as it is."""
+    from .model import SparseAutoencoder
+    _check_model(model)
+    comm = model.comm
+    if model.units == (0, model.config.n_hidden):
+        return model, optimizer
+    params = _joined(comm, _host(model.params))
+    silent = np.concatenate(comm.parts(model.silent.astype(np.float64))).astype(np.int64)
+    dead = np.concatenate(comm.parts(_host(model.dead).astype(np.float64))) > 0
+    states = {slot: _joined(comm, _host(getattr(optimizer, slot)))
+              for slot in getattr(type(optimizer), "SLOTS", ())}
+    if comm.rank != 0:
+        return None, None
+    full = SparseAutoencoder(**model.config.as_dict(), backend=model.backend)
+    _copy(params, full.params, full.backend)
+    _copy_units(model, full, silent, dead)
+    return full, _moved_optimizer(optimizer, full, states)
+
+
+def _check_model(model):
+    from .model import SparseAutoencoder
+    if not isinstance(model, SparseAutoencoder):
+        raise ConfigError(f"model must be a SparseAutoencoder, got {type(model).__name__}")
+
+
+def _host(arrays):
+    """A named array (or one array) as NumPy arrays."""
+    if isinstance(arrays, dict):
+        return {name: np.asarray(to_numpy(a)) for name, a in arrays.items()}
+    return np.asarray(to_numpy(arrays))
+
+
+def _copy(arrays, into, backend):
+    for name, a in arrays.items():
+        into[name][...] = backend.asarray(np.ascontiguousarray(a))
+
+
+def _copy_units(source, target, silent, dead):
+    """The units' training state (silent counts, AuxK's dead set) and what every rank holds
+    alike (BatchTopK's threshold, the normalizer) from source to target."""
+    target.silent[...] = silent
+    target.dead[...] = target.backend.asarray(np.asarray(dead), dtype=target.backend.xp.bool)
+    if hasattr(source.coding, "threshold"):
+        target.coding.threshold[...] = source.coding.threshold
+    target.normalizer = source.normalizer
+
+
+def _moved_optimizer(optimizer, model, states):
+    """An optimizer of optimizer's kind and settings on model, its step count kept and its
+    state {slot: {name: array}} copied in (None for None)."""
+    if optimizer is None:
+        return None
+    kind = type(optimizer)
+    settings = {name: getattr(optimizer, name) for name in getattr(kind, "SETTINGS", ())}
+    moved = kind(model.params, model.grads, **settings)
+    moved.t = optimizer.t
+    for slot, arrays in states.items():
+        _copy(arrays, getattr(moved, slot), model.backend)
+    return moved
+
+
+def _joined(comm, arrays):
+    """{name: the whole array}: each named array's units from every rank, end to end along
+    its unit axis (config.UNIT_AXIS); an array without units, rank 0's."""
+    from .config import UNIT_AXIS
+    out = {}
+    for name, a in arrays.items():
+        axis = UNIT_AXIS[name]
+        if axis is None:
+            out[name] = a
+            continue
+        rows = np.ascontiguousarray(np.moveaxis(a, axis, 0))  # the units first
+        parts = comm.parts(rows.reshape(-1))
+        blocks = [p.reshape((-1,) + rows.shape[1:]) for p in parts]
+        out[name] = np.moveaxis(np.concatenate(blocks), 0, axis)
+    return out
 
 
 def _writable_block(a):

@@ -3,6 +3,10 @@
 trains every model of CASES on both paths with `fit` and writes rank 0's results to OUT (a
 .npz). `results(Alone(), batch)` is the one process the ranks are compared with.
 
+    SHARD=1: the dictionary sharded instead (distributed.Shards: units split, every rank the
+    whole batch), for every case but the resampled one; the model put back together on rank
+    0 (distributed.whole) is what is compared.
+
     NAIVE=after: then, rho_hat each rank's own, and only the gradients and losses combined:
     the naive data parallelism the README measures, for the cases whose penalty reads rho_hat
     (COUPLED; the others would disagree on their dead units, and so on their collectives);
@@ -14,7 +18,7 @@ import numpy as np
 
 import minisae
 from minisae.backend import to_numpy
-from minisae.distributed import join
+from minisae.distributed import join, whole
 from minisae.training import DeadUnits, Engine
 
 ROWS, WIDTH, HIDDEN, EPOCHS = 60, 8, 12, 2
@@ -58,6 +62,9 @@ def train(name, fast, comm, batch=BATCH):
                           engine=Engine(fast=fast, threads=1))
     last = history.last()
     assert RESAMPLE_EVERY.get(name) is None or last["resampled"] > 0, "nothing was resampled"
+    first, last = comm.units(HIDDEN)
+    assert model.params["encoder.W"].shape == (WIDTH, last - first)  # only this rank's units
+    model = whole(model)[0] or model  # a sharded dictionary's ranks: rank 0 holds it whole
     out = {"params": to_numpy(model.flat_params),
            "losses": np.array([last["train_total"], last["val_total"], last["val_fvu"]]),
            "silent": model.silent.copy()}
@@ -67,9 +74,12 @@ def train(name, fast, comm, batch=BATCH):
 
 
 def results(comm, batch=BATCH):
-    """{case/path/what: array} for every case on both paths."""
+    """{case/path/what: array} for every case on both paths (a sharded dictionary: every
+    case it trains)."""
     out = {}
     for name in CASES:
+        if comm.splits == "units" and name in RESAMPLE_EVERY:
+            continue
         for path, fast in PATHS.items():
             for what, value in train(name, fast, comm, batch).items():
                 out[f"{name}/{path}/{what}"] = value
@@ -77,7 +87,7 @@ def results(comm, batch=BATCH):
 
 
 def main(out):
-    comm = join(timeout=60)
+    comm = join(timeout=60, shard=os.environ.get("SHARD") == "1")
     results_ = results(comm)
     if os.environ.get("NAIVE") == "after":
         comm.batch_mean = lambda a: a

@@ -41,7 +41,7 @@ from ..fast import values as fast_values
 from ..fast.threads import (MAX_THREADS, PROBE_ROWS, available_cores, parse_threads,
                             thread_limits)
 from ..comm import Alone
-from .batches import ArrayBatches, share_of
+from .batches import ArrayBatches
 from .history import History
 from .stream import Stream, StreamBatches, is_source
 from . import units
@@ -83,9 +83,10 @@ def _evaluate(model, x, batch_size, per_unit=False, comm=ALONE):
     n, c = _rows(x), model.config
     per_sample = {t.name: 0.0 for t in model.objective.terms
                   if t.per_sample and not t.training_only}
-    rho_hat, counts = np.zeros(c.n_hidden), np.zeros(c.n_hidden)
+    m = model.units[1] - model.units[0]  # the units this rank holds (a sharded dictionary)
+    rho_hat, counts = np.zeros(m), np.zeros(m)
     squared_error, x_sum, x_squares = 0.0, np.zeros(c.n_inputs), np.zeros(c.n_inputs)
-    first, last = share_of(n, comm.rank, comm.size)
+    first, last = comm.part(n)
     for start in range(first, last, batch_size):
         xb = model.as_batch(_read(x, start, min(start + batch_size, last)), validate=False)
         xp = namespace(xb)
@@ -102,13 +103,17 @@ def _evaluate(model, x, batch_size, per_unit=False, comm=ALONE):
     # data parallel: every rank's sums, added (one collective); alone, nothing changes
     sums = comm.sum(np.concatenate([list(per_sample.values()), rho_hat, counts,
                                     [squared_error], x_sum, x_squares]))
-    sums = np.split(sums, np.cumsum([len(per_sample), c.n_hidden, c.n_hidden, 1, c.n_inputs]))
+    sums = np.split(sums, np.cumsum([len(per_sample), m, m, 1, c.n_inputs]))
     per_sample = dict(zip(per_sample, sums[0].tolist()))
     rho_hat, counts, squared_error, x_sum, x_squares = sums[1], sums[2], float(sums[3][0]), \
         sums[4], sums[5]
-    # the terms of rho_hat (over all of x) and of the weights, once
+    # the terms of rho_hat (over all of x) and of the weights, once (a sharded dictionary's
+    # ranks each their units', added up by the objective)
     params = {name: to_numpy(p).astype(np.float64) for name, p in model.params.items()}
     loss = model.objective.forward({"rho_hat": rho_hat}, params, per_sample, training=False)
+    # every unit's figures (a sharded dictionary's ranks hold some each)
+    rho_hat, counts = (np.concatenate(model.comm.parts(a)) for a in (rho_hat, counts))
+    loss = loss.with_mean_activation(rho_hat.mean())
     variance = float(np.sum(x_squares - x_sum * x_sum / n))
     metrics = {**loss.as_dict(), "l0": float(counts.sum() / n),
                "dead_fraction": float((counts == 0).mean()),
@@ -291,7 +296,7 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
                           "fits in memory, or use Adam on a source of rows")
     batch_size = _rows(x_train) if lbfgs else min(batch_size, _rows(x_train))
     comm = model.comm
-    _check_ranks(comm, lbfgs, batch_size)
+    _check_ranks(comm, lbfgs, batch_size, resample_every)
     position = _resumed_position(checkpoints.position, history)
     if engine.fast and fused(model) is not None and comm.rank == 0:
         _say_once(f"minisae: {fused(model)}")
@@ -301,10 +306,13 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     c = model.config
     if c.subtract_decoder_bias and len(history) == 0 and getattr(optimizer, "t", 0) == 0:
         model.params["decoder.b"][...] = model.backend.asarray(_model_mean(model, x_train))
-    comm.broadcast(model.flat_params)  # data parallel: every rank starts from rank 0's weights
-    if comm.rank != 0:  # rank 0 alone shows progress and saves
-        progress, checkpoints = False, Checkpoints(_nothing, checkpoints.every,
-                                                   checkpoints.position)
+    if comm.splits == "rows":  # data parallel: every rank starts from rank 0's weights
+        comm.broadcast(model.flat_params)
+    if comm.rank != 0:  # rank 0 alone shows progress and saves (a sharded dictionary's
+        # ranks all call save: the checkpoint gathers their units, rank 0 writes it)
+        progress = False
+        if comm.splits != "units":
+            checkpoints = Checkpoints(_nothing, checkpoints.every, checkpoints.position)
     with thread_limits(threads, c.n_inputs, c.n_hidden, batch_size) as policy:
         if epochs > len(history) and model.backend.name == "numpy":
             _measure_threads(policy, model, x_train, batch_size, engine.fast)
@@ -313,7 +321,7 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
                        checkpoints.save, engine.fast, policy)
         else:
             batches = _batches(model, x_train, stream, batch_size, seed,
-                               share_of(batch_size, comm.rank, comm.size))
+                               comm.part(batch_size))
             loop = _Loop(model, optimizer, x_train, batches, seed, x_val, progress, history,
                          checkpoints, dead_units.window, resample_every, engine, policy)
             loop.run(epochs, position)
@@ -338,13 +346,18 @@ def _batches(model, x_train, stream, batch_size, seed, part):
                          part=part)
 
 
-def _check_ranks(comm, lbfgs, batch_size):
-    """A data-parallel run needs minibatches of at least a row a rank."""
+def _check_ranks(comm, lbfgs, batch_size, resample_every):
+    """A data-parallel run needs minibatches of at least a row a rank; a sharded dictionary
+    is not resampled."""
     if comm.size == 1:
         return
     if lbfgs:
         raise ConfigError("L-BFGS trains in one process: train it without --workers or torchrun")
-    if batch_size < comm.size:
+    if comm.splits == "units" and resample_every:
+        raise ConfigError("a sharded dictionary's dead units are not resampled (resampling "
+                          "reads the whole dictionary's reconstruction on one rank): leave "
+                          "resample_every out, and let AuxK (aux_k) revive them")
+    if comm.splits == "rows" and batch_size < comm.size:
         raise ConfigError(f"the batch of {batch_size} rows cannot be shared by {comm.size} "
                           f"ranks: use a batch_size of at least {comm.size}")
 
@@ -516,8 +529,10 @@ class _Loop:
 
     def _end(self, epoch, sums, seconds, bar, epochs):
         record = {f"train_{k}": v / self.steps for k, v in sums.items()}
-        if self.activity is not None:
-            record["train_dead_fraction"] = float(self.activity.dead(self.dead_window).mean())
+        if self.activity is not None:  # over every rank's units (a sharded dictionary)
+            dead = self.activity.dead(self.dead_window).astype(np.float64)
+            dead = np.concatenate(self.model.comm.parts(dead))
+            record["train_dead_fraction"] = float(dead.mean())
         if self.resample_every:
             record["resampled"] = self.resampled
         comm = self.model.comm
