@@ -21,9 +21,10 @@ from minisae.backend import to_numpy
 from minisae.distributed import join, whole
 from minisae.training import DeadUnits, Engine
 
-ROWS, WIDTH, HIDDEN, EPOCHS = 60, 8, 12, 2
+ROWS, WIDTH, EPOCHS = 60, 8, 2
 BATCH = int(os.environ.get("BATCH", 12))
-BASE = dict(n_inputs=WIDTH, n_hidden=HIDDEN, dtype="float64", seed=3)
+HIDDEN = int(os.environ.get("HIDDEN", 12))  # 7 on 3 shards: 2-3 units a rank, fewer than k
+BASE = dict(n_inputs=WIDTH, dtype="float64", seed=3)
 LINEAR = dict(hidden_activation="relu", output_activation="linear")
 CASES = {
     "kl": dict(sparsity="kl", sparsity_weight=3.0, weight_decay=1e-3),
@@ -50,10 +51,10 @@ def data():
     return rng.random((ROWS, WIDTH)), rng.random((20, WIDTH))
 
 
-def train(name, fast, comm, batch=BATCH):
+def train(name, fast, comm, batch=BATCH, hidden=HIDDEN):
     """The case's model after EPOCHS epochs of Adam: {what: array} to compare."""
     x, x_val = data()
-    model = minisae.SparseAutoencoder(**BASE, **CASES[name], comm=comm)
+    model = minisae.SparseAutoencoder(**BASE, n_hidden=hidden, **CASES[name], comm=comm)
     opt = minisae.Adam(model.params, model.grads, lr=1e-2)
     history = minisae.fit(model, opt, x, epochs=EPOCHS, batch_size=batch, x_val=x_val,
                           progress=False,
@@ -62,8 +63,8 @@ def train(name, fast, comm, batch=BATCH):
                           engine=Engine(fast=fast, threads=1))
     last = history.last()
     assert RESAMPLE_EVERY.get(name) is None or last["resampled"] > 0, "nothing was resampled"
-    first, last = comm.units(HIDDEN)
-    assert model.params["encoder.W"].shape == (WIDTH, last - first)  # only this rank's units
+    units = comm.units(hidden)
+    assert model.params["encoder.W"].shape == (WIDTH, units[1] - units[0])  # this rank's own
     model = whole(model)[0] or model  # a sharded dictionary's ranks: rank 0 holds it whole
     out = {"params": to_numpy(model.flat_params),
            "losses": np.array([last["train_total"], last["val_total"], last["val_fvu"]]),
@@ -73,7 +74,7 @@ def train(name, fast, comm, batch=BATCH):
     return out
 
 
-def results(comm, batch=BATCH):
+def results(comm, batch=BATCH, hidden=HIDDEN):
     """{case/path/what: array} for every case on both paths (a sharded dictionary: every
     case it trains)."""
     out = {}
@@ -81,7 +82,7 @@ def results(comm, batch=BATCH):
         if comm.splits == "units" and name in RESAMPLE_EVERY:
             continue
         for path, fast in PATHS.items():
-            for what, value in train(name, fast, comm, batch).items():
+            for what, value in train(name, fast, comm, batch, hidden).items():
                 out[f"{name}/{path}/{what}"] = value
     return out
 

@@ -79,6 +79,23 @@ def test_ranks_train_what_one_process_trains(size, batch, one_process, two_ranks
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("size, hidden", [(2, 12), (3, 7)],
+                         ids=["2 shards of 6 units", "3 shards of 2-3 units (fewer than k)"])
+def test_a_sharded_dictionary_trains_what_one_process_trains(size, hidden, one_process,
+                                                             tmp_path):
+    """The units split over the ranks (each the whole batch of 12): every mechanism (but
+    resampling, which a sharded run refuses), both paths, the model put back together on
+    rank 0 against one process, to 1e-12 relative; on 3 ranks of 7 units, a rank holds fewer
+    units than TopK's k and AuxK's k_aux."""
+    alone = one_process[12] if hidden == ranks.HIDDEN else ranks.results(Alone(), 12, hidden)
+    split = run_ranks(size, tmp_path / "out.npz", BATCH=12, SHARD=1, HIDDEN=hidden)
+    alone = {k: v for k, v in alone.items() if not k.startswith("topk-resampled/")}
+    assert set(split) == set(alone) and len(alone) == 2 * (len(ranks.CASES) - 1) * 3 + 2
+    worst = {key: relative(alone[key], split[key]) for key in alone}
+    assert max(worst.values()) < 1e-12, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+
+
+@pytest.mark.slow
 def test_the_naive_split_is_wrong_where_the_penalty_is_not_linear(one_process, two_ranks):
     """Each rank's penalty on its own rho_hat, gradients averaged: KL and squared move away
     from one process's run; L1, linear in rho_hat, does not (the mean of the ranks'
@@ -93,7 +110,8 @@ def test_the_naive_split_is_wrong_where_the_penalty_is_not_linear(one_process, t
 def test_auxk_is_at_work_in_the_equivalence_cases():
     """The AuxK cases have dead units (the window is one batch), so the term is compared."""
     x, _ = ranks.data()
-    model = minisae.SparseAutoencoder(**ranks.BASE, **ranks.CASES["topk-auxk"])
+    model = minisae.SparseAutoencoder(**ranks.BASE, n_hidden=ranks.HIDDEN,
+                                      **ranks.CASES["topk-auxk"])
     history = minisae.fit(model, minisae.Adam(model.params, model.grads, lr=1e-2), x, epochs=2,
                           batch_size=12, progress=False,
                           dead_units=minisae.DeadUnits(window=12))
@@ -147,7 +165,56 @@ def test_without_pytorch_the_error_says_what_to_install(monkeypatch):
 
 class TwoRanks(Alone):
     """A communicator that says there are two ranks (for checks made before any collective)."""
-    size = 2
+    size, splits = 2, "rows"
+
+
+class FirstOfTwoShards(Alone):
+    """Rank 0 of a dictionary sharded over two ranks, as far as checks made before any
+    collective see it."""
+    size, splits = 2, "units"
+
+    def units(self, n):
+        return share_of(n, 0, 2)
+
+
+def test_a_shard_holds_its_units_of_the_same_draw():
+    whole = minisae.SparseAutoencoder(5, 7, sparsity="topk", k=2, hidden_activation="relu",
+                                      output_activation="linear", tied_weights=False)
+    part = minisae.SparseAutoencoder(5, 7, sparsity="topk", k=2, hidden_activation="relu",
+                                     output_activation="linear", comm=FirstOfTwoShards())
+    assert part.units == (0, 3) and part.dead.shape == part.silent.shape == (3,)
+    np.testing.assert_array_equal(part.params["encoder.W"], whole.params["encoder.W"][:, :3])
+    np.testing.assert_array_equal(part.params["decoder.W"], whole.params["decoder.W"][:3])
+    np.testing.assert_array_equal(part.params["decoder.b"], whole.params["decoder.b"])
+    with pytest.raises(ConfigError, match="holds units 0 to 7 of 7.*shard"):
+        whole.comm = FirstOfTwoShards()
+    with pytest.raises(ConfigError, match="resampl"):
+        minisae.fit(part, minisae.Adam(part.params, part.grads), np.zeros((8, 5)), epochs=1,
+                    batch_size=4, progress=False, dead_units=minisae.DeadUnits(resample_every=2))
+
+
+def test_shard_splits_a_model_and_its_optimizer_and_alone_whole_gives_it_back():
+    from minisae.distributed import shard, whole
+    model = minisae.SparseAutoencoder(5, 7, sparsity="batchtopk", k=2, hidden_activation="relu",
+                                      output_activation="linear", aux_k=3)
+    opt = minisae.Adam(model.params, model.grads, lr=0.01)
+    x = np.random.default_rng(1).standard_normal((16, 5))
+    minisae.fit(model, opt, x, epochs=2, batch_size=8, progress=False,
+                dead_units=minisae.DeadUnits(window=8))
+    part, part_opt = shard(model, opt, FirstOfTwoShards())
+    assert part_opt.t == opt.t and part_opt.lr == opt.lr
+    for name, a in part.params.items():
+        axis = 1 if name == "encoder.W" else 0
+        want = model.params[name] if name == "decoder.b" else np.take(model.params[name],
+                                                                       range(3), axis=axis)
+        np.testing.assert_array_equal(a, want)
+        np.testing.assert_array_equal(part_opt.v[name], want * 0 + np.take(
+            opt.v[name], range(3), axis=axis) if name != "decoder.b" else opt.v[name])
+    np.testing.assert_array_equal(part.silent, model.silent[:3])
+    assert float(part.coding.threshold) == float(model.coding.threshold)
+    with pytest.raises(ConfigError, match="whole model"):
+        shard(part, part_opt, FirstOfTwoShards())
+    assert whole(model, opt) == (model, opt)  # a model of every unit is whole already
 
 
 def test_fit_refuses_what_ranks_cannot_share():
@@ -183,17 +250,19 @@ def final_params(run):
 
 @pytest.mark.slow
 def test_workers_train_one_run_that_resumes_on_any_number_of_ranks(acts, tmp_path):
-    """3 workers for 2 epochs; 2 workers for 1 epoch, then 1 process resuming it to 2: one
-    run folder each, rank 0 alone printing, and the same model."""
+    """3 workers, data parallel, for 2 epochs; 2 workers with the dictionary sharded (a TopK
+    with AuxK) for 1 epoch, then 1 process resuming it to 2: one run folder each, rank 0
+    alone printing, and the same model."""
     common = ["--data", acts, "--batch-size", 24, "--no-progress"]
     three = minisae_train(*common, "--epochs", 2, "--out", tmp_path / "three", "--workers", 3,
                           cwd=tmp_path)
     assert three.returncode == 0, three.stderr
     two = minisae_train(*common, "--epochs", 1, "--out", tmp_path / "two", "--workers", 2,
-                        cwd=tmp_path)
+                        "--shard", cwd=tmp_path)
     assert two.returncode == 0, two.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["three", "two"]
     assert two.stdout.count("model: SparseAutoencoder") == 1  # rank 0 alone prints
+    assert "sharded: the 48 units split over 2 ranks (24 on rank 0)" in two.stdout
     alone = minisae_train("--resume", tmp_path / "two", "--epochs", 2, "--no-progress",
                           cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
@@ -292,14 +361,15 @@ def test_nccl_with_one_rank_on_cupy_matches_one_process(monkeypatch):
     """On a GPU (the GPU check runs it): a world of one rank over NCCL, CuPy arrays through
     DLPack, trains what comm.Alone trains (BatchTopK with AuxK: every collective is used)."""
     from minisae.backend import cupy_available
-    from minisae.distributed import TorchComm
+    from minisae.distributed import Shards, TorchComm
     import torch
     if not (cupy_available() and torch.cuda.is_available() and dist.is_nccl_available()):
         pytest.skip("needs CuPy on a GPU and a PyTorch with CUDA and NCCL")
     for name, value in ranks_env(0, 1, free_port()).items():
         monkeypatch.setenv(name, value)
     x, x_val = ranks.data()
-    case = dict(ranks.BASE, **ranks.CASES["batchtopk-auxk"], backend="cupy")
+    case = dict(ranks.BASE, n_hidden=ranks.HIDDEN, **ranks.CASES["batchtopk-auxk"],
+                backend="cupy")
 
     def trained(comm):
         model = minisae.SparseAutoencoder(**case, comm=comm)
@@ -308,9 +378,11 @@ def test_nccl_with_one_rank_on_cupy_matches_one_process(monkeypatch):
                     dead_units=minisae.DeadUnits(window=12))
         return minisae.to_numpy(model.flat_params)
 
-    comm = TorchComm(timeout=60, backend="nccl")
-    try:
-        over_nccl = trained(comm)
-    finally:
-        comm.close()
-    assert relative(trained(Alone()), over_nccl) < 1e-12
+    alone = trained(Alone())
+    for kind in (TorchComm, Shards):  # data parallel, and a dictionary of one shard
+        comm = kind(timeout=60, backend="nccl")
+        try:
+            over_nccl = trained(comm)
+        finally:
+            comm.close()
+        assert relative(alone, over_nccl) < 1e-12, kind.__name__

@@ -250,6 +250,11 @@ def _add_train(sub):
                         "minisae train ...` does; --batch-size stays the whole batch, shared "
                         "by the processes, so the run is the same on any number of them "
                         "(default: one process)")
+    p.add_argument("--shard", action="store_true",
+                   help="on several processes: split the dictionary's units over them instead "
+                        "of the batch's rows (each holds n_hidden / N units and takes every "
+                        "batch whole), for a dictionary too large for one; the run and its "
+                        "checkpoint are the same (default: data parallel)")
     p.add_argument("--comm-timeout", type=_positive_float, default=None, metavar="SECONDS",
                    help="on several processes: how long one may wait for the others before "
                         "every one stops (one that died is noticed at once) (default: 300)")
@@ -376,7 +381,8 @@ def resume_command(args, run_folder, settings, out=None):
                         ("--workers", getattr(args, "workers", None))):
         if value is not None:
             argv += [flag, str(value)]
-    argv += [flag for flag, on in (("--no-download", args.no_download),
+    argv += [flag for flag, on in (("--shard", getattr(args, "shard", False)),
+                                   ("--no-download", args.no_download),
                                    ("--reference", args.reference),
                                    ("--no-progress", args.no_progress)) if on]
     return shlex.join(argv)
@@ -392,7 +398,8 @@ def cmd_train(args):
     if args.workers is not None and args.workers > 1 and not distributed.launched():
         return distributed.launch(args.argv, args.workers,
                                   grace=args.comm_timeout or distributed.TIMEOUT)
-    comm = distributed.join(args.comm_timeout or distributed.TIMEOUT, _comm_backend(args))
+    comm = distributed.join(args.comm_timeout or distributed.TIMEOUT, _comm_backend(args),
+                            shard=args.shard)
     if comm.rank != 0:
         sys.stdout = open(os.devnull, "w")
         args.no_progress = True
@@ -497,13 +504,19 @@ def _train(args, ck, settings, history, saved_in, out, data, record, comm):
 
     width = record["data_shape"][1]
     model = ck.model if ck is not None else _build_model(settings, width, args)
-    model.comm = comm
+    if comm.splits != "units":
+        model.comm = comm
     if ck is None and settings["normalize"] != "none":
         from ..normalize import Normalizer
         print(f"normalising ({settings['normalize']}): one pass over {data.source}")
         model.normalizer = Normalizer.fit(data.x_train, settings["normalize"])
     optimizer = _optimizer(settings, model, ck)
     print(f"model: {model}" + (" (the reference path)" if args.reference else ""))
+    if comm.splits == "units":  # every rank keeps its units of the whole model
+        from ..distributed import shard
+        model, optimizer = shard(model, optimizer, comm)
+        print(f"sharded: the {model.config.n_hidden:,} units split over {comm.size} ranks "
+              f"({model.units[1] - model.units[0]:,} on rank 0), every batch whole on each")
     print(f"optimizer: {_describe_optimizer(settings)}")
 
     ckpt_path = os.path.join(out, "checkpoint.npz")
@@ -545,6 +558,9 @@ def _train(args, ck, settings, history, saved_in, out, data, record, comm):
         if not args.no_progress:
             print(file=sys.stderr)  # after the progress bar's line
         raise
+    if comm.splits == "units":  # the ranks' units, together on rank 0
+        from ..distributed import whole
+        model, optimizer = whole(model, optimizer)
     if comm.rank != 0:  # rank 0 writes the results
         return 0
     model.comm = Alone()  # what follows (the results, the figures) runs on rank 0 alone

@@ -125,7 +125,11 @@ def save(path, model, optimizer=None, history=None, extra=None):
 
     Everything is checked first, with the checks load() runs: a state load() would refuse
     (NaN or negative moments, an optimizer of another model, an extra that is not plain
-    JSON, ...) is refused with a CheckpointError, and whatever was at `path` stays."""
+    JSON, ...) is refused with a CheckpointError, and whatever was at `path` stays.
+
+    A rank of a sharded dictionary (minisae.distributed.Shards): every rank calls save, the
+    ranks' units are put together (distributed.whole) and rank 0 writes the whole model, the
+    checkpoint one process would write; it loads into any number of ranks."""
     path = checks.check_path(path, "path", CheckpointError)
     if os.path.isdir(path):
         raise CheckpointError(f"cannot save the checkpoint to {path}: it is a folder; give a file "
@@ -136,6 +140,11 @@ def save(path, model, optimizer=None, history=None, extra=None):
     if history is not None and not isinstance(history, History):
         raise CheckpointError(f"history must be a History (what fit returned), got "
                               f"{type(history).__name__}")
+    if model.units != (0, model.config.n_hidden):  # a rank of a sharded dictionary: every
+        from ..distributed import whole          # rank's units to rank 0, which writes them
+        model, optimizer = whole(model, optimizer)
+        if model is None:
+            return path
     extra = {} if extra is None else extra
     _check_extra(extra, CheckpointError, "cannot save: extra")
     arrays = {"format_version": np.array(FORMAT_VERSION),
