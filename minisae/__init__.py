@@ -14,7 +14,8 @@ The house, from the bottom (a module imports only from its own floor or below):
     the teaching core   errors, checks, backend, comm, functional, layers, losses, config,
                         model, optim, gradcheck, softmax, presets: what a learner reads, and
                         the reference the gradient check verifies
-    distributed         data parallel on torch.distributed (the communicator, the launcher)
+    distributed         several processes on torch.distributed: data parallel, or the
+                        dictionary sharded (the communicators, the launcher)
     fast/               the fast engine: the same numbers with fused kernels and threads
     training/           fit (which drives the engine) and its settings (Engine, Checkpoints,
                         DeadUnits, Stream), evaluate, History, L-BFGS
@@ -29,7 +30,7 @@ import importlib
 from .errors import (BackendError, CheckpointError, CommError, ConfigError, DatasetError,
                      GradientCheckError, InputError, MinisaeError, TrainingError)
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 _PUBLIC = {  # name -> the module that defines it
     "Backend": "backend", "get_backend": "backend", "to_numpy": "backend",

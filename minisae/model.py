@@ -305,7 +305,8 @@ def _checked_comm(comm):
     """A communicator (comm.Alone's methods), Alone() for None, or a ConfigError."""
     if comm is None:
         return Alone()
-    needed = ("rank", "size", "begin", "batch_mean", "sum", "gather", "combine", "broadcast")
+    needed = ("rank", "size", "splits", "begin", "batch_mean", "sum", "gather", "combine",
+              "broadcast", "part", "units", "units_sum", "units_gather", "parts")
     if not all(hasattr(comm, name) for name in needed):
         raise ConfigError(f"comm must be a communicator (minisae.distributed.join() gives one; "
                           f"None: one process), got {checks.shown(comm)}")

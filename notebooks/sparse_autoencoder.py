@@ -883,6 +883,34 @@ for n in (2, 8, 32):
 # gradient. With rho_hat summed first, `tests/test_distributed.py` shows 2 and 3 processes
 # training the same weights as one process, to 1e-15, for every mechanism.
 #
+# **The dictionary sharded.** For a dictionary too large for one device, `--shard` splits the
+# *units* over the ranks instead: each holds its columns of W1 and its rows of W2, and takes
+# every batch whole. Two halves of a TopK dictionary, in one process: a sample's cut is the
+# k-th largest of the k candidates each half sends, and the decoder's output is the sum of
+# the halves' partial products (what the ranks' all-reduce adds up):
+
+# %%
+topk = SparseAutoencoder(784, 200, sparsity="topk", k=25, hidden_activation="relu",
+                         output_activation="linear", dtype="float64")
+W1, b1, W2, b2 = (topk.params[name] for name in ("encoder.W", "encoder.b", "decoder.W",
+                                                  "decoder.b"))
+z1 = batch256 @ W1 + b1                                    # every unit's pre-activation
+halves = [slice(0, 100), slice(100, 200)]                  # rank 0's units, rank 1's
+sent = np.concatenate([np.sort(z1[:, s], axis=1)[:, -25:] for s in halves], axis=1)
+cut = np.sort(sent, axis=1)[:, -25:-24]                    # each sample's 25th of the 50 sent
+h = np.where(z1 >= cut, np.maximum(z1, 0), 0)
+z = sum(h[:, s] @ W2[s] for s in halves)                   # the ranks' partial outputs, added
+whole = topk.values(batch256)                              # one dictionary, for comparison
+kept = np.count_nonzero(z1 >= cut, axis=1)
+print(f"codes kept per sample: {kept.min()} to {kept.max()}")
+print(f"largest difference from one dictionary: codes {np.abs(h - whole['h']).max():.1e}, "
+      f"output {np.abs(z + b2 - whole['z']).max():.1e}")
+
+# %% [markdown]
+# Nothing else crosses ranks in the backward pass: the output's gradient is every rank's, and
+# from it each rank's gradients of its own units' weights follow. `tests/test_distributed.py`
+# shows 2 and 3 such shards training what one process trains, to 1e-15.
+#
 # **The classic results.** `minisae train --dataset patches --preset ufldl-patches` is UFLDL's
 # sparse autoencoder exercise: 8x8 whitened natural-image patches, 25 units, L-BFGS; its units
 # become oriented edge detectors. `python demos/self_taught_learning.py` uses sparse features

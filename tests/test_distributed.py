@@ -324,15 +324,19 @@ def test_ctrl_c_stops_every_worker_with_one_line_each(acts, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_workers_times_fit_on_ranks_against_one_process(capsys):
+@pytest.mark.parametrize("flags, heading", [
+    ((), "data parallel"),
+    (("--shard", "--sparsity", "topk", "--k", "3"), "sharded dictionary")])
+def test_bench_workers_times_fit_on_ranks_against_one_process(flags, heading, capsys):
     from minisae.apps import cli
     assert cli.main(["bench", "--workers", "2", "--configs", "16x8", "--steps", "3",
-                     "--rounds", "1", "-q"]) == 0
+                     "--rounds", "1", "-q", *flags]) == 0
     table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith(heading + " through fit")
     row = next(line for line in table if line.split()[:3] == ["16", "x", "8"])
     alone, many, ratio = (float(v.replace(",", "")) for v in row.split()[3:6])
     assert alone > 0 and many > 0 and ratio == pytest.approx(many / alone, abs=0.006)
-    assert row.endswith("MB")
+    assert row.endswith("MB") and float(row.split()[-2]) > 0  # the ranks sent something
 
 
 def test_bench_workers_refuses_flags_it_does_not_use(capsys):
@@ -340,6 +344,12 @@ def test_bench_workers_refuses_flags_it_does_not_use(capsys):
     assert cli.main(["bench", "--workers", "2", "--path", "both"]) == 2
     assert "--path both does not apply" in capsys.readouterr().err
     assert cli.main(["bench", "--workers", "1"]) == 2
+    capsys.readouterr()
+    assert cli.main(["bench", "--shard"]) == 2  # --shard without --workers
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--shard applies to --workers" in err
+    assert cli.main(["bench", "--workers", "2", "--shard", "--configs", "1x8"]) == 2
+    assert "cannot be split over 2 workers" in capsys.readouterr().err
 
 
 @pytest.mark.slow

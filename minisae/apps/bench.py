@@ -1074,12 +1074,19 @@ def add_parser(subparsers):
                    help="where the --stream file is written and removed (default: the "
                         "system's temporary folder)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="instead: data-parallel training through fit on N processes of this "
-                        "machine against one process, interleaved rounds of one epoch of "
+                   help="instead: training through fit on N processes of this machine, data "
+                        "parallel (or the dictionary sharded, --shard), against one process, interleaved rounds of one epoch of "
                         "--steps global batches each, with the time in collectives and the "
-                        "bytes sent (--configs, --sparsity kl or topk, --steps, --rounds; "
+                        "bytes sent (--configs, --sparsity kl or topk, --k, --steps, "
+                        "--rounds, --shard; "
                         "minisae.apps.parallelbench; needs PyTorch) (default: the step "
                         "benchmark, one process)")
+    p.add_argument("--shard", action="store_true",
+                   help="with --workers: shard the dictionary instead, each of the N processes "
+                        "holding n_hidden / N of the units and taking every batch whole (the "
+                        "decoder's partial outputs summed over the processes), as `minisae "
+                        "train --workers N --shard` trains (default: data parallel, each "
+                        "process batch / N rows of every batch and every unit)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the result as JSON (default: the table only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
@@ -1136,14 +1143,20 @@ def _given(args, values, switches, defaults):
 def _refuse_flags_that_do_not_apply(args):
     """A flag the benchmark asked for would not use is an error, never ignored."""
     modes = {"path": "fast", "threads": "auto", "load": "none"}
+    if getattr(args, "shard", False) and getattr(args, "workers", None) is None:
+        raise ConfigError("--shard applies to --workers N (the dictionary's units split over "
+                          "the N processes); give --workers N or drop the flag")
     if getattr(args, "workers", None) is not None:
-        given = _given(args, ("k", "aux_k", "dead_share", "inputs", "samples", "warmup",
+        if getattr(args, "k", None) is not None and getattr(args, "sparsity", "kl") != "topk":
+            raise ConfigError("--k applies to --sparsity topk (the units each sample keeps); "
+                              "drop the flag")
+        given = _given(args, ("aux_k", "dead_share", "inputs", "samples", "warmup",
                               "stream_rows", "stream_folder", "backend"),
                        ("stream", *_STEP_SWITCHES), modes)
         if given:
             raise ConfigError(f"--workers times fit on N processes against one with the model "
-                              f"of --sparsity and --configs; {', '.join(given)} does not apply "
-                              f"to it: drop it or --workers")
+                              f"of --sparsity (and --k) and --configs; {', '.join(given)} does "
+                              f"not apply to it: drop it or --workers")
         return
     if getattr(args, "stream", False):
         given = _given(args, _STEP_FLAGS, _STEP_SWITCHES, {"sparsity": "kl", **modes})
@@ -1185,9 +1198,14 @@ def main(args):
         from .parallelbench import format_parallel_result, run_parallel_benchmark
         _check_counts(workers=(args.workers, 2, None))
         configs = _config_pairs(parse_configs(args.configs or "1000x256,196x1000"))
+        k, = _check_counts(k=(K if getattr(args, "k", None) is None else args.k, 1, None))
+        if args.sparsity == "topk" and k > min(h for h, _ in configs):
+            raise ConfigError(f"--k {k} is larger than the hidden layer of a config "
+                              f"({min(h for h, _ in configs)} units)")
         result = run_parallel_benchmark(
-            model_settings(args.sparsity), args.workers, configs, steps=args.steps or 100,
-            rounds=args.rounds or 3, sparsity=args.sparsity, say=progress)
+            model_settings(args.sparsity, k), args.workers, configs, steps=args.steps or 100,
+            rounds=args.rounds or 3, sparsity=args.sparsity, say=progress,
+            shard=getattr(args, "shard", False))
         print(format_parallel_result(result))
     elif getattr(args, "stream", False):
         from .streambench import ROWS, format_stream_result, run_stream_benchmark

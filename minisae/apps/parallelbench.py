@@ -1,5 +1,6 @@
-"""`minisae bench --workers N`: data-parallel training on this machine against one process,
-through `fit`, as a user runs it.
+"""`minisae bench --workers N [--shard]`: training on N processes of this machine against one
+process, through `fit`, as a user runs it; data parallel, or with --shard the dictionary
+sharded.
 
 Each round trains the benchmark's model (bench.model_settings: the book's KL model, or TopK)
 for one epoch of `steps` global batches of random data of MNIST's width, Adam, float32, the
@@ -7,16 +8,24 @@ fast engine, twice, in fresh processes, one after the other (interleaved rounds)
 
 - alone:    one process with BLAS on every core (`--threads` as fit's default decides);
 - workers:  N processes (minisae.distributed.launch, gloo) with the cores shared out (fit's
-            default under data parallelism: cores // N threads each), each taking batch / N
-            rows of every global batch.
+            default on several processes: cores // N threads each), either
+            data parallel (distributed.join(): TorchComm), each rank taking batch / N rows
+                of every global batch and holding every unit, the gradients all-reduced; or
+            sharded (--shard, distributed.join(shard=True): Shards), each rank holding
+                n_hidden / N of the units and taking every batch whole, the decoder's partial
+                outputs all-reduced (and TopK's per-row cut all-gathered from each rank's k
+                candidates: minisae/comm.py).
 
 Each reports fit's samples/s for the epoch (the global batch's rows; the first step, the
 warm-up, left out), and the workers their time in collectives (comm_seconds, rank 0's: waiting
 for the others included) and the bytes each rank put into collectives per step. The median
-round of each is reported, and the ratio workers / alone per round.
+round of each is reported, and the ratio workers / alone per round; the table's first line
+says which way the work was split.
 
     minisae bench --workers 2 --configs 1000x256,196x1000
-    python -m minisae.apps.parallelbench --worker OUT HIDDEN BATCH STEPS MODEL  (a round's rank)
+    minisae bench --workers 2 --shard --sparsity topk --k 32 --configs 4096x256
+    python -m minisae.apps.parallelbench --worker OUT HIDDEN BATCH STEPS MODEL [SPLIT]
+        (a round's process or rank; SPLIT: rows, the default, or units for a sharded dictionary)
 """
 from __future__ import annotations
 
@@ -34,14 +43,21 @@ from ..errors import ConfigError
 N_INPUTS = 784
 
 
-def worker(out, hidden, batch, steps, model, threads="auto"):
+SPLITS = ("rows", "units")
+"""How the workers share the work: the batch's rows (data parallel) or the dictionary's units
+(sharded)."""
+
+
+def worker(out, hidden, batch, steps, model, threads="auto", split="rows"):
     """One process (or rank) of a round: fit for one epoch; rank 0 writes its numbers to out.
-    model: SparseAutoencoder's other arguments (bench.model_settings')."""
+    model: SparseAutoencoder's other arguments (bench.model_settings'). split: "rows" (data
+    parallel) or "units" (the dictionary sharded); one process alone trains the whole model
+    either way."""
     from .. import distributed
     from ..model import SparseAutoencoder
     from ..optim import Adam
     from ..training import Engine, fit
-    comm = distributed.join()
+    comm = distributed.join(shard=split == "units")
     x = np.random.default_rng(0).random((steps * batch, N_INPUTS), dtype=np.float32)
     model = SparseAutoencoder(n_inputs=N_INPUTS, n_hidden=hidden, seed=0, comm=comm, **model)
     history = fit(model, Adam(model.params, model.grads, lr=1e-3), x, epochs=1,
@@ -54,11 +70,11 @@ def worker(out, hidden, batch, steps, model, threads="auto"):
     getattr(comm, "close", lambda: None)()
 
 
-def _round(workers, hidden, batch, steps, model, folder):
+def _round(workers, hidden, batch, steps, model, folder, split="rows"):
     """One contender's epoch in fresh processes; its rank 0's numbers."""
     out = os.path.join(folder, f"{workers}.json")
     argv = ["-m", "minisae.apps.parallelbench", "--worker", out, str(hidden), str(batch),
-            str(steps), json.dumps(model)]
+            str(steps), json.dumps(model), split]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
     if workers == 1:
         code = subprocess.run([sys.executable, *argv], env=env).returncode
@@ -72,19 +88,26 @@ def _round(workers, hidden, batch, steps, model, folder):
 
 
 def run_parallel_benchmark(model, workers=2, configs=((1000, 256), (196, 1000)), steps=100,
-                           rounds=3, sparsity="kl", say=None):
-    """{"workers", "configs": [{"hidden", "batch", "alone", "workers", "ratios"}]}: each
-    contender's rounds (fit's numbers) and the ratio workers / alone of each round. model:
-    SparseAutoencoder's arguments besides the sizes (bench.model_settings(sparsity))."""
+                           rounds=3, sparsity="kl", say=None, shard=False):
+    """{"workers", "split", "configs": [{"hidden", "batch", "alone", "workers", "ratios"}]}:
+    each contender's rounds (fit's numbers) and the ratio workers / alone of each round. model:
+    SparseAutoencoder's arguments besides the sizes (bench.model_settings(sparsity)). shard:
+    the workers split the dictionary's units (every one taking the whole batch) instead of
+    the batch's rows; result["split"] says which ("units" or "rows")."""
+    split = "units" if shard else "rows"
+    for hidden, batch in configs:  # refused before any round runs
+        if split == "rows" and batch < workers:
+            raise ConfigError(f"a batch of {batch} cannot be shared by {workers} workers")
+        if split == "units" and hidden < workers:
+            raise ConfigError(f"a dictionary of {hidden} units cannot be split over {workers} "
+                              f"workers: give each at least one unit")
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for hidden, batch in configs:
-            if batch < workers:
-                raise ConfigError(f"a batch of {batch} cannot be shared by {workers} workers")
             runs = {1: [], workers: []}
             for r in range(rounds):
                 for n in (1, workers):
-                    runs[n].append(_round(n, hidden, batch, steps, model, folder))
+                    runs[n].append(_round(n, hidden, batch, steps, model, folder, split))
                     if say:
                         say(f"{hidden}x{batch} round {r + 1}: {n} process(es) "
                             f"{runs[n][-1]['samples_per_second']:,.0f} samples/s")
@@ -92,13 +115,17 @@ def run_parallel_benchmark(model, workers=2, configs=((1000, 256), (196, 1000)),
                       for w, a in zip(runs[workers], runs[1])]
             results.append({"hidden": hidden, "batch": batch, "alone": runs[1],
                             "workers": runs[workers], "ratios": ratios})
-    return {"workers": workers, "sparsity": sparsity, "steps": steps, "rounds": rounds,
-            "configs": results}
+    return {"workers": workers, "split": split, "sparsity": sparsity, "k": model.get("k"),
+            "steps": steps, "rounds": rounds, "configs": results}
 
 
 def format_parallel_result(result):
     n = result["workers"]
-    lines = [f"data parallel through fit: {n} processes against one, {result['sparsity']}, "
+    how = ("sharded dictionary through fit (units split, every process the whole batch)"
+           if result.get("split") == "units" else
+           "data parallel through fit (rows split, every process every unit)")
+    model = result["sparsity"] + (f" (k {result['k']})" if result.get("k") else "")
+    lines = [f"{how}: {n} processes against one, {model}, "
              f"{result['steps']} steps of the global batch, median of {result['rounds']} rounds",
              f"{'hidden x batch':>15} {'one process':>12} {f'{n} processes':>12} {'ratio':>6} "
              f"{'in collectives':>15} {'sent/step':>10}"]
@@ -115,4 +142,7 @@ def format_parallel_result(result):
 
 if __name__ == "__main__":
     out, hidden, batch, steps, model = sys.argv[2:7]  # --worker ...: a round's process
-    worker(out, int(hidden), int(batch), int(steps), json.loads(model))
+    split = sys.argv[7] if len(sys.argv) > 7 else "rows"
+    if split not in SPLITS:
+        sys.exit(f"minisae: error: SPLIT must be one of {', '.join(SPLITS)}, got {split!r}")
+    worker(out, int(hidden), int(batch), int(steps), json.loads(model), split=split)

@@ -146,7 +146,7 @@ def topk_(z, b, k, relu, units_gather=None):
     values = z[rows, kept]
     mask = None
     if units_gather is not None:
-        candidates = units_gather(_padded(values, k))
+        candidates = units_gather(padded(values, k))
         mask = values >= kth_of_rows(candidates, k)
         values *= mask
     if relu:
@@ -156,7 +156,7 @@ def topk_(z, b, k, relu, units_gather=None):
     return z, rows, kept, mask
 
 
-def _padded(values, k):
+def padded(values, k):
     """values (batch, <= k) with -inf columns after them to make k."""
     xp = array_module(values)
     if values.shape[1] == k:

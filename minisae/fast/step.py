@@ -13,6 +13,9 @@ rounding (tests/test_fast.py). What differs:
   (kernels.sigmoid_backward_);
 - on CuPy each fused pass is one kernel;
 - TopK: three of the five products use only the kept codes (fast/sparse.py);
+- a sharded dictionary (minisae/comm.py) crosses ranks where the reference does: the
+  decoder's output and x - b2's bias gradient summed over the ranks (comm.units_sum), TopK's
+  and AuxK's cut from every rank's candidates (comm.units_gather);
 - the thread policy in force (threads.py) is told when each step starts and ends: under
   threads="adaptive" it times steps to choose BLAS's thread count.
 
@@ -256,7 +259,7 @@ def _auxk(model, dead, err, W2, xp):
         xp.zeros((z.shape[0], 0), dtype=xp.intp)
     top = z[rows, cols]
     # a sharded dictionary (minisae/comm.py): the row's cut among every rank's dead units
-    candidates = comm.units_gather(K._padded(top, k_aux))
+    candidates = comm.units_gather(K.padded(top, k_aux))
     if not bool((candidates > -xp.inf).any()):  # no dead unit (on any rank)
         return None
     h_aux = xp.zeros_like(z)
