@@ -208,13 +208,39 @@ def test_reconstructions(tmp_path):
 
 
 def test_reconstructions_of_8x8_patches():
+    """One image per row (a mosaic of its n tiles, NaN between them), not one axes per tile:
+    originals above, reconstructions below, each row labelled on its left."""
     x = np.random.default_rng(0).random((12, 64))
     fig = plots.reconstructions_figure(x, 1 - x, n=4, image_shape=(8, 8))
     axes = fig.axes
-    assert len(axes) == 8
-    np.testing.assert_array_equal(axes[0].get_images()[0].get_array(), x[0].reshape(8, 8))
-    np.testing.assert_array_equal(axes[4].get_images()[0].get_array(), 1 - x[0].reshape(8, 8))
-    assert axes[0].get_ylabel() == "original" and axes[4].get_ylabel() == "reconstruction"
+    assert len(axes) == 2
+    for ax, images, label in [(axes[0], x, "original"), (axes[1], 1 - x, "reconstruction")]:
+        (image,) = ax.get_images()
+        mosaic = np.ma.filled(image.get_array(), np.nan)
+        gap = (mosaic.shape[1] - 4 * 8) // 3
+        assert gap >= 1 and mosaic.shape == (8, 4 * 8 + 3 * gap)
+        for i in range(4):
+            left = i * (8 + gap)
+            np.testing.assert_array_equal(mosaic[:, left:left + 8], images[i].reshape(8, 8))
+            if i < 3:
+                assert np.isnan(mosaic[:, left + 8:left + 8 + gap]).all()
+        assert [t.get_text() for t in ax.texts] == [label]
+    fig.canvas.draw()
+    top, bottom = (ax.get_window_extent() for ax in axes)
+    assert bottom.y1 < top.y0  # originals above, not overlapping
+    for ax in axes:  # each label left of its row, beside it
+        label = ax.texts[0].get_window_extent()
+        box = ax.get_window_extent()
+        assert label.x1 < box.x0 and box.y0 <= (label.y0 + label.y1) / 2 <= box.y1
+
+
+def test_reconstructions_keep_their_labels_apart_for_wide_images():
+    """Rows of short wide images each sit in their half of the figure: labels don't collide."""
+    x = np.random.default_rng(0).random((3, 10 * 40))
+    fig = plots.reconstructions_figure(x, x, n=3, image_shape=(10, 40))
+    fig.canvas.draw()
+    original, reconstruction = (ax.texts[0].get_window_extent() for ax in fig.axes)
+    assert reconstruction.y1 < original.y0
 
 
 # ------------------------------------------------------------------------------ activations
@@ -549,6 +575,22 @@ def test_crash_mid_write_leaves_old_png_and_no_temp_file(name, tmp_path, monkeyp
         WRITERS[name](path)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_saving_draws_each_figure_once(name, tmp_path, monkeypatch):
+    """fig.tight_layout() leaves a placeholder layout engine on the figure, and savefig, seeing
+    one, ran a whole draw to lay out nothing before the real one: twice the time. Not now."""
+    draws = []
+    draw = plots.Figure.draw
+
+    def counted(self, renderer):
+        draws.append(self)
+        return draw(self, renderer)
+
+    monkeypatch.setattr(plots.Figure, "draw", counted)
+    WRITERS[name](tmp_path / "figure.png")
+    assert len(draws) == 1
 
 
 @pytest.mark.parametrize("path", [None, ""])
