@@ -314,6 +314,13 @@ def test_training_curves_name_the_held_out_split():
     assert "validation total" in legend_texts(default.axes[0])
 
 
+def test_training_curves_draw_no_diagnostic_as_a_loss():
+    h = history()
+    h["val_log10_density"] = [-1.5] * 20  # evaluate's median feature density: not a loss
+    assert not any("density" in label for label in
+                   legend_texts(plots.training_curves_figure(h).axes[0]))
+
+
 def test_training_curves_plot_weight_decay_on_a_log_axis():
     h = history(weight_decay=0.002)
     ax_loss = plots.training_curves_figure(h).axes[0]

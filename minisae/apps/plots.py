@@ -46,7 +46,7 @@ LOSS_COLORS = {"total": "k", "reconstruction": "tab:blue", "sparsity": "tab:oran
 """Colours of the usual loss parts; training_curves draws every part the history has (keys
 "train_<part>", "val_<part>"), other parts in the colours of OTHER_COLORS."""
 OTHER_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-NOT_LOSSES = ("mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu")
+NOT_LOSSES = ("mean_activation", "l0", "dead_fraction", "dense_fraction", "fvu", "log10_density")
 """History keys of a split that are diagnostics, not loss parts."""
 SHOWABLE = 1e100
 """The largest magnitude a figure is given to draw (see _showable)."""
