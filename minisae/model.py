@@ -68,6 +68,10 @@ class SparseAutoencoder:
         """(first, last): the units this model holds, all of them unless its dictionary is
         sharded over the ranks of a run (comm: minisae.distributed.Shards)."""
         m = self.units[1] - self.units[0]
+        if m < 1:
+            raise ConfigError(f"{n_hidden} hidden unit(s) cannot be shared by "
+                              f"{self._comm.size} ranks of a sharded dictionary: use at least "
+                              f"{self._comm.size} hidden units, or fewer ranks")
         shapes = param_shapes(self.config, m)
         self._check_size(sum(math.prod(s) for s in shapes.values()))
         try:

@@ -186,6 +186,8 @@ def test_a_shard_holds_its_units_of_the_same_draw():
     np.testing.assert_array_equal(part.params["encoder.W"], whole.params["encoder.W"][:, :3])
     np.testing.assert_array_equal(part.params["decoder.W"], whole.params["decoder.W"][:3])
     np.testing.assert_array_equal(part.params["decoder.b"], whole.params["decoder.b"])
+    with pytest.raises(ConfigError, match="1 hidden unit.* 2 ranks"):
+        minisae.SparseAutoencoder(5, 1, comm=FirstOfTwoShards())
     with pytest.raises(ConfigError, match="holds units 0 to 7 of 7.*shard"):
         whole.comm = FirstOfTwoShards()
     with pytest.raises(ConfigError, match="resampl"):
