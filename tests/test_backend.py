@@ -1,4 +1,5 @@
 """The backends (minisae.backend): NumPy, CuPy, PyTorch or auto; dtypes; to_numpy; errors."""
+import os
 import sys
 import types
 
@@ -97,6 +98,19 @@ def test_get_backend_passes_a_backend_through():
 def test_auto_falls_back_to_numpy_without_cupy(no_cupy, no_torch_gpu):
     assert not cupy_available()
     assert get_backend("auto").name == "numpy"
+
+
+def test_auto_on_a_machine_without_a_gpu_driver_imports_neither_gpu_library():
+    """"auto" asks for a driver before importing CuPy (0.4 s) or PyTorch (1.6 s) to find no
+    GPU: every `minisae` command pays it."""
+    import subprocess
+    if minisae.backend.gpu_driver():
+        pytest.skip("this machine has a GPU driver: auto must import the libraries")
+    out = subprocess.run([sys.executable, "-c", "import sys, minisae.backend as b; "
+                          "print(b.get_backend('auto').name, 'torch' in sys.modules, "
+                          "'cupy' in sys.modules)"], capture_output=True, text=True,
+                         env={**os.environ, "MINISAE_BACKEND": ""}, timeout=60)
+    assert out.stdout.split() == ["numpy", "False", "False"], out.stderr
 
 
 def test_auto_takes_a_pytorch_gpu_when_cupy_has_none(monkeypatch):
