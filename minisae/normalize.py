@@ -44,6 +44,7 @@ import numpy as np
 
 from . import checks
 from .backend import device_of, namespace, to_numpy
+from .comm import Alone
 from .errors import ConfigError, InputError
 
 __all__ = ["MODES", "Normalizer"]
@@ -87,27 +88,34 @@ class Normalizer:
     # ------------------------------------------------------------------------- the pass
 
     @classmethod
-    def fit(cls, source, mode="norm", center=True, chunk_rows=None, unit_range=False):
+    def fit(cls, source, mode="norm", center=True, chunk_rows=None, unit_range=False,
+            comm=None):
         """Statistics of every row of `source` (a row source, e.g. minisae.data.ArrayFiles,
         or a 2-D float NumPy array), in one pass; the rows are checked as they are read
-        (NaN/inf, named by file and row)."""
+        (NaN/inf, named by file and row).
+
+        comm: a data-parallel run's communicator (minisae/comm.py): each rank reads its part
+        of the rows (comm.part) and the ranks' moments are put together, every rank getting
+        the same normaliser; alone (None), every row is this process's."""
         mode = checks.check_choice(mode, "mode", MODES)
         center = checks.check_bool(center, "center")
         unit_range = checks.check_bool(unit_range, "unit_range")
+        comm = Alone() if comm is None else comm
         if not all(hasattr(source, a) for a in ("n_rows", "n_features", "read", "check_rows")):
             source = _Rows(source)
         n, w = source.n_rows, source.n_features
         if chunk_rows is None:
             chunk_rows = max(1, PASS_BYTES // (8 * w))
         chunk_rows = checks.check_int(chunk_rows, "chunk_rows", 1)
-        buf = np.empty((min(chunk_rows, n), w), np.float64)
+        first, last = comm.part(n)
+        buf = np.empty((max(1, min(chunk_rows, last - first)), w), np.float64)
         count, mean, m2 = 0, np.zeros(w), np.zeros(w)
-        for a in range(0, n, chunk_rows):
-            b = min(n, a + chunk_rows)
+        for a in range(first, last, chunk_rows):
+            b = min(last, a + chunk_rows)
             x = source.read(a, b, out=buf[:b - a])
             source.check_rows(x, a, unit_range)
             count, mean, m2 = combine((count, mean, m2), moments(x, "source"))
-        return cls.from_moments(count, mean, m2, mode, center)
+        return cls.from_moments(*_every_ranks(comm, count, mean, m2), mode, center)
 
     @classmethod
     def from_moments(cls, count, mean, m2, mode="norm", center=True):
@@ -221,6 +229,19 @@ def moments(x, what="x"):
         raise InputError(f"{what} holds values too large for their squares to be summed in "
                          f"float64 (near 1e154 or more); scale the data first")
     return len(x), mean, m2
+
+
+
+def _every_ranks(comm, count, mean, m2):
+    """(count, mean, m2) of every rank's rows, from each rank's own: the counts added, the
+    mean the count-weighted mean of the ranks' means, and the sums of squared deviations
+    taken about that mean (each rank's m2 plus its count times its mean's squared distance
+    from it: Chan et al.'s update, for N parts at once). Alone: what was given, to the bit."""
+    total = int(comm.sum(np.array(float(count))))
+    if total == 0:
+        return total, mean, m2
+    mean_all = comm.sum(mean * (count / total))
+    return total, mean_all, comm.sum(m2 + count * (mean - mean_all) ** 2)
 
 
 def combine(a, b):

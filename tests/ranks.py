@@ -19,6 +19,7 @@ import numpy as np
 import minisae
 from minisae.backend import to_numpy
 from minisae.distributed import join, whole
+from minisae.normalize import Normalizer
 from minisae.training import DeadUnits, Engine
 
 ROWS, WIDTH, EPOCHS = 60, 8, 2
@@ -78,6 +79,10 @@ def results(comm, batch=BATCH, hidden=HIDDEN):
     """{case/path/what: array} for every case on both paths (a sharded dictionary: every
     case it trains)."""
     out = {}
+    x = data()[0] * 3.0 + 1.0  # the normaliser's moments, each rank reading its part of the rows
+    for mode in ("norm", "standard"):
+        norm = Normalizer.fit(x, mode, comm=comm)
+        out[f"normalizer/{mode}"] = np.concatenate([norm.mean, norm.scale, [norm.rows]])
     for name in CASES:
         if comm.splits == "units" and name in RESAMPLE_EVERY:
             continue

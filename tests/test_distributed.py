@@ -69,11 +69,12 @@ def test_ranks_train_what_one_process_trains(size, batch, one_process, two_ranks
     """Every mechanism (KL with BCE, squared with halfsum, absolute, L1 with decoder norms and
     tied weights, TopK and BatchTopK with AuxK and x - b2, JumpReLU), the fast engine and the
     reference: parameters, losses, held-out FVU, dead-unit counts and BatchTopK's threshold
-    after 10 Adam steps, to 1e-12 relative."""
+    after 10 Adam steps, and the normaliser's moments (each rank reading its part of the
+    rows), to 1e-12 relative."""
     alone = one_process[batch]
     split = two_ranks if size == 2 else run_ranks(size, tmp_path / "out.npz", BATCH=batch)
     split = {k: v for k, v in split.items() if not k.startswith("naive/")}
-    assert set(split) == set(alone) and len(alone) == 2 * len(ranks.CASES) * 3 + 2
+    assert set(split) == set(alone) and len(alone) == 2 * len(ranks.CASES) * 3 + 2 + 2
     worst = {key: relative(alone[key], split[key]) for key in alone}
     assert max(worst.values()) < 1e-12, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
 
@@ -90,7 +91,7 @@ def test_a_sharded_dictionary_trains_what_one_process_trains(size, hidden, one_p
     alone = one_process[12] if hidden == ranks.HIDDEN else ranks.results(Alone(), 12, hidden)
     split = run_ranks(size, tmp_path / "out.npz", BATCH=12, SHARD=1, HIDDEN=hidden)
     alone = {k: v for k, v in alone.items() if not k.startswith("topk-resampled/")}
-    assert set(split) == set(alone) and len(alone) == 2 * (len(ranks.CASES) - 1) * 3 + 2
+    assert set(split) == set(alone) and len(alone) == 2 * (len(ranks.CASES) - 1) * 3 + 2 + 2
     worst = {key: relative(alone[key], split[key]) for key in alone}
     assert max(worst.values()) < 1e-12, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
 

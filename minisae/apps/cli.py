@@ -509,7 +509,7 @@ def _train(args, ck, settings, history, saved_in, out, data, record, comm):
     if ck is None and settings["normalize"] != "none":
         from ..normalize import Normalizer
         print(f"normalising ({settings['normalize']}): one pass over {data.source}")
-        model.normalizer = Normalizer.fit(data.x_train, settings["normalize"])
+        model.normalizer = Normalizer.fit(data.x_train, settings["normalize"], comm=comm)
     optimizer = _optimizer(settings, model, ck)
     print(f"model: {model}" + (" (the reference path)" if args.reference else ""))
     if comm.splits == "units":  # every rank keeps its units of the whole model

@@ -381,14 +381,16 @@ def _nothing(history, position):
 
 def _model_mean(model, x):
     """The mean of the training rows where the model sees them (after its normalizer), in
-    float64: where a subtracted decoder bias starts."""
-    n, total = _rows(x), 0.0
-    for start in range(0, n, 4096):
-        block = _read(x, start, min(start + 4096, n))
+    float64: where a subtracted decoder bias starts. Data parallel, each rank sums its part
+    of the rows and the ranks' sums are added (a sharded dictionary's ranks each sum all)."""
+    n, total = _rows(x), np.zeros(model.config.n_inputs)
+    first, last = model.comm.part(n)
+    for start in range(first, last, 4096):
+        block = _read(x, start, min(start + 4096, last))
         if model.normalizer is not None:
             block = model.normalizer.apply(np.asarray(block, dtype=np.float64))
         total = total + np.asarray(block, dtype=np.float64).sum(axis=0)
-    return total / n
+    return model.comm.sum(total) / n
 
 
 def _check_position(position):
