@@ -77,6 +77,8 @@ class Alone:
                        units: the decoder's output, a penalty)
     units_gather(a)    (rows, m_r) arrays of this rank's units, every rank's side by side
                        along the last axis (rank 0's first)
+    units_whole(a)     a per-unit 1-d array of this rank's units, for every unit of the
+                       dictionary (a sharded one's ranks' parts end to end)
     parts(a)           the ranks' 1-d arrays, as a list (their lengths may differ)"""
 
     rank = 0
@@ -117,6 +119,9 @@ class Alone:
         return a
 
     def units_gather(self, a):
+        return a
+
+    def units_whole(self, a):
         return a
 
     def parts(self, a):

@@ -153,6 +153,9 @@ class TorchComm:
     def units_gather(self, a):
         return a
 
+    def units_whole(self, a):
+        return a
+
     def combine(self, loss, flat_grads):
         _check_contiguous(flat_grads, "the flat gradient")
         flat_grads *= self.share
@@ -217,7 +220,9 @@ class TorchComm:
             return self.torch.from_numpy(np.ascontiguousarray(a))
         if kind == "torch":
             return a
-        return self.torch.from_dlpack(a)  # CuPy
+        # CuPy; a collective reads (or writes) one block: an array written into in place is
+        # checked to be one before it comes here, so this copies only what is read
+        return self.torch.from_dlpack(array_module(a).ascontiguousarray(a))
 
     def _array(self, t, like):
         """t as an array of like's library."""
@@ -295,25 +300,31 @@ class Shards(TorchComm):
     def units_gather(self, a):
         return self._gathered(a, a.ndim - 1)
 
+    def units_whole(self, a):
+        return array_module(a).concatenate(self.parts(a))
+
     def __repr__(self):
         return f"Shards(rank {self.rank} of {self.size}, {self.backend})"
 
 
 # ----------------------------------------------------------------------------- a dictionary's parts
 
-def shard(model, optimizer, comm):
+def shard(model, optimizer, comm, backend=None):
     """This rank's part of a whole model (and of its optimizer's state): a model of the same
     settings holding the units comm.units(n_hidden) (comm: a Shards), their weights, silent
     counts and optimizer moments copied from the whole; what every rank holds (b2, BatchTopK's
     threshold, the normalizer, the step count) copied whole. Returns (model, optimizer);
-    optimizer may be None. No collective: every rank splits the same whole model (a
-    checkpoint each read) alike."""
+    optimizer may be None. backend: where the part goes (default: the whole model's; a whole
+    model on the host, "numpy", can so be split onto GPUs too small for it). No collective:
+    every rank splits the same whole model (a checkpoint each read) alike."""
     from .model import SparseAutoencoder, select_units
     _check_model(model)
     if model.units != (0, model.config.n_hidden):
         raise ConfigError(f"shard takes a whole model; this one holds units {model.units[0]} "
                           f"to {model.units[1]}: put it together with whole() first")
-    part = SparseAutoencoder(**model.config.as_dict(), backend=model.backend, comm=comm)
+    _check_optimizer(model, optimizer)
+    part = SparseAutoencoder(**model.config.as_dict(), comm=comm,
+                             backend=model.backend if backend is None else backend)
     first, last = part.units
     _copy(select_units(_host(model.params), first, last), part.params, part.backend)
     _copy_units(model, part, model.silent[first:last], _host(model.dead)[first:last])
@@ -324,14 +335,23 @@ def shard(model, optimizer, comm):
 
 def whole(model, optimizer=None):
     """Every rank's units put back together (every rank calls it: collectives): on rank 0, a
-    model of the whole dictionary, alone (comm.Alone), and its optimizer, the state of the
-    ranks' parts end to end; on the other ranks (None, None). A model that holds every unit
-    is given back as it is."""
+    model of the whole dictionary on the host (NumPy, alone: comm.Alone), and its optimizer,
+    the state of the ranks' parts end to end; on the other ranks (None, None). A model that
+    holds every unit is given back as it is. An optimizer that is not this model's is
+    refused on every rank at once (a ConfigError), before anything is gathered."""
     from .model import SparseAutoencoder
     _check_model(model)
     comm = model.comm
     if model.units == (0, model.config.n_hidden):
         return model, optimizer
+    try:
+        _check_optimizer(model, optimizer)
+        problem = None
+    except ConfigError as e:
+        problem = e
+    if not comm.agree(problem is None):  # every rank stops here, none waits in a gather
+        raise problem or ConfigError(f"rank {comm.rank} of {comm.size}: another rank's "
+                                     f"optimizer is not its model's (its line says so)")
     params = _joined(comm, _host(model.params))
     silent = np.concatenate(comm.parts(model.silent.astype(np.float64))).astype(np.int64)
     dead = np.concatenate(comm.parts(_host(model.dead).astype(np.float64))) > 0
@@ -339,10 +359,24 @@ def whole(model, optimizer=None):
               for slot in getattr(type(optimizer), "SLOTS", ())}
     if comm.rank != 0:
         return None, None
-    full = SparseAutoencoder(**model.config.as_dict(), backend=model.backend)
+    full = SparseAutoencoder(**model.config.as_dict(), backend="numpy")
     _copy(params, full.params, full.backend)
     _copy_units(model, full, silent, dead)
     return full, _moved_optimizer(optimizer, full, states)
+
+
+def _check_optimizer(model, optimizer):
+    """optimizer is None, or a minibatch optimizer (Adam, SGD) built on model's parameters."""
+    if optimizer is None:
+        return
+    params = getattr(optimizer, "params", None)
+    if not (hasattr(type(optimizer), "SLOTS") and isinstance(params, dict)):
+        raise ConfigError(f"optimizer must be a minibatch optimizer of the model (Adam, SGD), "
+                          f"got {type(optimizer).__name__}")
+    if set(params) != set(model.params) or \
+            not all(params[name] is model.params[name] for name in model.params):
+        raise ConfigError("the optimizer was not built on this model's parameters; give the "
+                          "model's own (Adam(model.params, model.grads))")
 
 
 def _check_model(model):
@@ -369,7 +403,8 @@ def _copy_units(source, target, silent, dead):
     target.silent[...] = silent
     target.dead[...] = target.backend.asarray(np.asarray(dead), dtype=target.backend.xp.bool)
     if hasattr(source.coding, "threshold"):
-        target.coding.threshold[...] = source.coding.threshold
+        target.coding.threshold[...] = target.backend.asarray(
+            np.asarray(to_numpy(source.coding.threshold)))
     target.normalizer = source.normalizer
 
 

@@ -229,10 +229,22 @@ def topk_mask(z, k):
     Written with the standard's sort: rank[i, j] is the position of z[i, j] when row i is
     sorted from the largest down (argsort of the descending argsort), and keep = rank < k.
     Ties go to the lower index (stable sorts), so exactly k units are kept per row."""
+    return topk(z, k)[0]
+
+
+def topk(z, k):
+    """(keep, top): topk_mask's keep, and each row's k largest values from the largest down,
+    (batch, k), padded with -inf where a row has fewer than k (what a rank of a sharded
+    dictionary sends the others: minisae/comm.py). One sort serves both."""
     xp = namespace(z)
     order = xp.argsort(z, axis=1, descending=True, stable=True)
     rank = xp.argsort(order, axis=1, stable=True)
-    return rank < k
+    top = xp.take_along_axis(z, order[:, :k], axis=1)
+    if top.shape[1] < k:
+        pad = xp.full((z.shape[0], k - top.shape[1]), -xp.inf, dtype=z.dtype,
+                      device=device_of(z))
+        top = xp.concat([top, pad], axis=1)
+    return rank < k, top
 
 
 def keep(a, mask):
@@ -242,11 +254,12 @@ def keep(a, mask):
 
 
 def topk_among(z, k, allowed):
-    """The topk_mask of z restricted to the units `allowed` (n,) bool: for each row, the k
-    largest z among the allowed units (fewer where fewer are allowed)."""
+    """topk restricted to the units `allowed` (n,) bool: (keep, top), keep the k largest z of
+    each row among the allowed units (fewer where fewer are allowed), top their values from
+    the largest down (-inf for the places no allowed unit fills)."""
     xp = namespace(z)
-    lowest = xp.full_like(z, -xp.inf)
-    return topk_mask(xp.where(allowed[None, :], z, lowest), k) & allowed[None, :]
+    keep, top = topk(xp.where(allowed[None, :], z, xp.full_like(z, -xp.inf)), k)
+    return keep & allowed[None, :], top
 
 
 def largest(a, n):
@@ -258,17 +271,6 @@ def largest(a, n):
         return flat
     return xp.concat([flat, xp.full(n - flat.shape[0], -xp.inf, dtype=a.dtype,
                                     device=device_of(a))])
-
-
-def row_largest(z, k):
-    """The k largest entries of each row of z, from the largest down, (batch, k): padded
-    with -inf where a row has fewer than k."""
-    xp = namespace(z)
-    top = xp.sort(z, axis=1, descending=True)[:, :k]
-    if top.shape[1] == k:
-        return top
-    pad = xp.full((z.shape[0], k - top.shape[1]), -xp.inf, dtype=z.dtype, device=device_of(z))
-    return xp.concat([top, pad], axis=1)
 
 
 def kth_of_rows(values, k):

@@ -172,8 +172,9 @@ class TopK:
 
     def forward(self, z):
         """z: (batch, n). Returns h: (batch, n) with at most k nonzero entries per row."""
-        cut = F.kth_of_rows(self.comm.units_gather(F.row_largest(z, self.k)), self.k)
-        self.keep = F.topk_mask(z, self.k) & (z >= cut)
+        keep, top = F.topk(z, self.k)                  # this rank's k largest of each row
+        cut = F.kth_of_rows(self.comm.units_gather(top), self.k)  # of every rank's
+        self.keep = keep & (z >= cut)
         return F.keep(self.activation.forward(z), self.keep)
 
     def backward(self, dh):

@@ -212,10 +212,9 @@ class AuxK(Term):
         self.W2 = decoder_weight(params)
         # the k_aux largest among the dead units; a sharded dictionary's ranks each hold some
         # units (comm, minisae/comm.py): each row's cut among every rank's candidates
-        dead_z1 = xp.where(v["dead"][None, :], z1, xp.full_like(z1, -xp.inf))
-        candidates = comm.units_gather(F.row_largest(dead_z1, c.aux_k))
-        self.keep = F.topk_among(z1, c.aux_k, v["dead"]) & \
-            (z1 >= F.kth_of_rows(candidates, c.aux_k))
+        keep, top = F.topk_among(z1, c.aux_k, v["dead"])
+        candidates = comm.units_gather(top)
+        self.keep = keep & (z1 >= F.kth_of_rows(candidates, c.aux_k))
         self.h_aux = F.keep(F.relu(z1), self.keep)
         self.e = v["x"] - v["y"] if v.get("residual") is None else v["residual"]
         self.e_hat = comm.units_sum(self.h_aux @ self.W2)

@@ -222,7 +222,10 @@ class SparseAutoencoder:
         return parts[0] if len(parts) == 1 else namespace(x).concat(parts)
 
     def decode(self, h):
-        """y = sigmoid(h @ W2 + b2) (or h @ W2 + b2 for a linear output), (batch, n_inputs)."""
+        """y = sigmoid(h @ W2 + b2) (or h @ W2 + b2 for a linear output), (batch, n_inputs).
+
+        A rank of a sharded dictionary decodes its own units' codes (what its encode gives),
+        with every rank decoding at once (their outputs are summed)."""
         h = self._as_batch(h, True, "the codes h", "n_hidden", unit_range=False)
         return self._output(self.output.forward(self.decoder.forward(h)))
 
@@ -266,7 +269,9 @@ class SparseAutoencoder:
         model's output needs)."""
         if validate:
             x = checks.as_numeric(x, what)
-            checks.check_matrix(x, getattr(self.config, columns), what, columns)
+            width = self.config.n_inputs if columns == "n_inputs" else \
+                self.units[1] - self.units[0]  # the codes of the units this model holds
+            checks.check_matrix(x, width, what, columns)
         x = self.backend.asarray(x)
         if self.normalizer is not None and columns == "n_inputs":
             x = self.normalizer.apply(x)
@@ -310,7 +315,7 @@ def _checked_comm(comm):
     if comm is None:
         return Alone()
     needed = ("rank", "size", "splits", "begin", "batch_mean", "sum", "gather", "combine",
-              "broadcast", "part", "units", "units_sum", "units_gather", "parts")
+              "broadcast", "part", "units", "units_sum", "units_gather", "units_whole", "parts")
     if not all(hasattr(comm, name) for name in needed):
         raise ConfigError(f"comm must be a communicator (minisae.distributed.join() gives one; "
                           f"None: one process), got {checks.shown(comm)}")

@@ -68,7 +68,11 @@ def train(name, fast, comm, batch=BATCH, hidden=HIDDEN):
     assert model.params["encoder.W"].shape == (WIDTH, units[1] - units[0])  # this rank's own
     model = whole(model)[0] or model  # a sharded dictionary's ranks: rank 0 holds it whole
     out = {"params": to_numpy(model.flat_params),
-           "losses": np.array([last["train_total"], last["val_total"], last["val_fvu"]]),
+           "losses": np.nan_to_num(np.array([  # the history's figures, per-unit ones too
+               last["train_total"], last["val_total"], last["val_fvu"], last["val_l0"],
+               last["train_mean_activation"], last["val_mean_activation"],
+               last["val_dead_fraction"], last["val_log10_density"],
+               last.get("train_dead_fraction", 0.0)])),
            "silent": model.silent.copy()}
     if hasattr(model.coding, "threshold"):
         out["threshold"] = np.array(float(model.coding.threshold))

@@ -178,6 +178,10 @@ class FirstOfTwoShards(Alone):
         return share_of(n, 0, 2)
 
 
+def whole_params(n_hidden):
+    return minisae.SparseAutoencoder(5, n_hidden).params
+
+
 def test_a_shard_holds_its_units_of_the_same_draw():
     whole = minisae.SparseAutoencoder(5, 7, sparsity="topk", k=2, hidden_activation="relu",
                                       output_activation="linear", tied_weights=False)
@@ -194,6 +198,14 @@ def test_a_shard_holds_its_units_of_the_same_draw():
     with pytest.raises(ConfigError, match="resampl"):
         minisae.fit(part, minisae.Adam(part.params, part.grads), np.zeros((8, 5)), epochs=1,
                     batch_size=4, progress=False, dead_units=minisae.DeadUnits(resample_every=2))
+    with pytest.raises(ConfigError, match="adaptive"):
+        minisae.fit(part, minisae.Adam(part.params, part.grads), np.zeros((8, 5)), epochs=1,
+                    batch_size=4, progress=False, engine=minisae.Engine(threads="adaptive"))
+    with pytest.raises(minisae.InputError, match="expected .batch, 3."):  # its own units only
+        part.decode(np.zeros((2, 7)))
+    from minisae.distributed import whole
+    with pytest.raises(ConfigError, match="not built on this model"):  # before any gather
+        whole(part, minisae.Adam(whole_params(7), whole_params(7)))
 
 
 def test_shard_splits_a_model_and_its_optimizer_and_alone_whole_gives_it_back():
@@ -217,6 +229,10 @@ def test_shard_splits_a_model_and_its_optimizer_and_alone_whole_gives_it_back():
     assert float(part.coding.threshold) == float(model.coding.threshold)
     with pytest.raises(ConfigError, match="whole model"):
         shard(part, part_opt, FirstOfTwoShards())
+    with pytest.raises(ConfigError, match="not built on this model"):
+        shard(model, part_opt, FirstOfTwoShards())
+    with pytest.raises(ConfigError, match="minibatch optimizer"):
+        shard(model, "adam", FirstOfTwoShards())
     assert whole(model, opt) == (model, opt)  # a model of every unit is whole already
 
 
@@ -340,6 +356,13 @@ def test_bench_workers_times_fit_on_ranks_against_one_process(flags, heading, ca
     alone, many, ratio = (float(v.replace(",", "")) for v in row.split()[3:6])
     assert alone > 0 and many > 0 and ratio == pytest.approx(many / alone, abs=0.006)
     assert row.endswith("MB") and float(row.split()[-2]) > 0  # the ranks sent something
+
+
+def test_train_shard_needs_several_processes(capsys, tmp_path, monkeypatch):
+    from minisae.apps import cli
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["train", "--shard", "--out", str(tmp_path / "r")]) == 2
+    assert "--shard splits the dictionary over several processes" in capsys.readouterr().err
 
 
 def test_bench_workers_refuses_flags_it_does_not_use(capsys):

@@ -26,7 +26,7 @@ def rows_and_parts(draw):
 @given(rows_and_parts())
 def test_the_cut_from_every_part_keeps_the_whole_rows_top_k(case):
     z, k, parts = case
-    sent = np.concatenate([F.row_largest(z[:, p], k) for p in parts], axis=1)
+    sent = np.concatenate([F.topk(z[:, p], k)[1] for p in parts], axis=1)
     cut = F.kth_of_rows(sent, k)
     kept = np.concatenate([F.topk_mask(z[:, p], k) & (z[:, p] >= cut) for p in parts], axis=1)
     np.testing.assert_array_equal(kept, F.topk_mask(z, k))
@@ -48,9 +48,10 @@ def test_the_engine_keeps_the_same_codes_and_passes_the_same_gradient(case, relu
         np.testing.assert_array_equal(dz, dz_whole[:, p])
 
 
-def test_row_largest_pads_a_short_row_with_minus_infinity():
+def test_topk_pads_a_short_row_with_minus_infinity():
     z = np.array([[3.0, 1.0], [0.0, 2.0]])
-    np.testing.assert_array_equal(F.row_largest(z, 3), [[3.0, 1.0, -np.inf],
-                                                        [2.0, 0.0, -np.inf]])
-    np.testing.assert_array_equal(F.kth_of_rows(F.row_largest(z, 3), 3), [[-np.inf]] * 2)
+    keep, top = F.topk(z, 3)
+    assert keep.all()
+    np.testing.assert_array_equal(top, [[3.0, 1.0, -np.inf], [2.0, 0.0, -np.inf]])
+    np.testing.assert_array_equal(F.kth_of_rows(top, 3), [[-np.inf]] * 2)
     np.testing.assert_array_equal(K.kth_of_rows(np.array([[5.0, 1.0, 3.0]]), 2), [[3.0]])

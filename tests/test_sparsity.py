@@ -512,9 +512,12 @@ def test_topk_mask_functional():
     # ties go to the lower index (the engine's argpartition may choose otherwise: documented)
     np.testing.assert_array_equal(F.topk_mask(np.zeros((1, 4)), 2), [[True, True, False, False]])
     allowed = np.array([True, False, True, True])
-    np.testing.assert_array_equal(F.topk_among(z, 2, allowed), [[False, False, True, True],
-                                                                 [True, False, True, False]])
-    np.testing.assert_array_equal(F.topk_among(z, 9, allowed).sum(axis=1), [3, 3])
+    keep, top = F.topk_among(z, 2, allowed)
+    np.testing.assert_array_equal(keep, [[False, False, True, True], [True, False, True, False]])
+    np.testing.assert_array_equal(top, [[2.0, 0.5], [1.0, 0.0]])
+    keep, top = F.topk_among(z, 9, allowed)
+    assert keep.sum(axis=1).tolist() == [3, 3] and top.shape == (2, 9)
+    assert np.isinf(top[:, 3:]).all() and (top[:, 3:] < 0).all()
 
 
 def test_coding_layer_follows_the_config():

@@ -398,6 +398,9 @@ def cmd_train(args):
     if args.workers is not None and args.workers > 1 and not distributed.launched():
         return distributed.launch(args.argv, args.workers,
                                   grace=args.comm_timeout or distributed.TIMEOUT)
+    if args.shard and not distributed.launched():
+        raise ConfigError("--shard splits the dictionary over several processes: give "
+                          "--workers N (N > 1), or start the command with torchrun")
     comm = distributed.join(args.comm_timeout or distributed.TIMEOUT, _comm_backend(args),
                             shard=args.shard)
     if comm.rank != 0:
@@ -425,8 +428,10 @@ def _train_ranks(args, comm):
     from ..files import checkpoint
     from ..training import History
 
-    if args.resume:
-        ck = checkpoint.load(args.resume, backend=B.get_backend(args.backend))
+    if args.resume:  # a sharded run's ranks read the whole checkpoint to the host, and keep
+        # their part on the device (distributed.shard)
+        ck = checkpoint.load(args.resume, backend=B.get_backend(
+            "numpy" if comm.splits == "units" else args.backend))
         settings = _resumed_settings(args, ck)
         history, saved_in = ck.history, _run_folder(args.resume)
         out = args.out or saved_in
@@ -503,8 +508,10 @@ def _train(args, ck, settings, history, saved_in, out, data, record, comm):
         return _saved_note(args, settings, out, folder, n, at)
 
     width = record["data_shape"][1]
-    model = ck.model if ck is not None else _build_model(settings, width, args)
-    if comm.splits != "units":
+    sharded = comm.splits == "units"  # a new sharded run builds this rank's units alone
+    model = ck.model if ck is not None else _build_model(settings, width, args,
+                                                         comm if sharded else None)
+    if not sharded:
         model.comm = comm
     if ck is None and settings["normalize"] != "none":
         from ..normalize import Normalizer
@@ -512,9 +519,11 @@ def _train(args, ck, settings, history, saved_in, out, data, record, comm):
         model.normalizer = Normalizer.fit(data.x_train, settings["normalize"], comm=comm)
     optimizer = _optimizer(settings, model, ck)
     print(f"model: {model}" + (" (the reference path)" if args.reference else ""))
-    if comm.splits == "units":  # every rank keeps its units of the whole model
+    if sharded and ck is not None:  # every rank keeps its units of the checkpoint's model
         from ..distributed import shard
-        model, optimizer = shard(model, optimizer, comm)
+        model, optimizer = shard(model, optimizer, comm, B.get_backend(args.backend))
+        ck.model = ck.optimizer = None  # the whole model is not held for the run
+    if sharded:
         print(f"sharded: the {model.config.n_hidden:,} units split over {comm.size} ranks "
               f"({model.units[1] - model.units[0]:,} on rank 0), every batch whole on each")
     print(f"optimizer: {_describe_optimizer(settings)}")
@@ -743,12 +752,12 @@ def _resumed_settings(args, ck):
     return settings
 
 
-def _build_model(settings, n_inputs, args):
+def _build_model(settings, n_inputs, args, comm=None):
     from ..model import SparseAutoencoder
     kwargs = {arg: settings[cli] for cli, arg in MODEL_KEYS.items()}
     try:
         return SparseAutoencoder(n_inputs=n_inputs, backend=args.backend, seed=settings["seed"],
-                                 **kwargs)
+                                 comm=comm, **kwargs)
     except ConfigError as e:
         raise ConfigError(flag_names(str(e))) from None
 

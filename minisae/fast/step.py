@@ -253,6 +253,8 @@ def _auxk(model, dead, err, W2, xp):
     dead unit."""
     units, z = dead
     n_dead, k_aux, comm = units.shape[0], model.config.aux_k, model.comm
+    if comm.units_sum(n_dead) == 0:  # no dead unit (a sharded dictionary: on any rank)
+        return None
     k = min(k_aux, n_dead)
     rows = xp.arange(z.shape[0])[:, None]
     cols = xp.argpartition(z, n_dead - k, axis=1)[:, n_dead - k:] if k else \
@@ -260,8 +262,6 @@ def _auxk(model, dead, err, W2, xp):
     top = z[rows, cols]
     # a sharded dictionary (minisae/comm.py): the row's cut among every rank's dead units
     candidates = comm.units_gather(K.padded(top, k_aux))
-    if not bool((candidates > -xp.inf).any()):  # no dead unit (on any rank)
-        return None
     h_aux = xp.zeros_like(z)
     h_aux[rows, cols] = xp.maximum(top * (top >= K.kth_of_rows(candidates, k_aux)), 0)
     W2_dead = W2[units]

@@ -142,7 +142,10 @@ def save(path, model, optimizer=None, history=None, extra=None):
                               f"{type(history).__name__}")
     if model.units != (0, model.config.n_hidden):  # a rank of a sharded dictionary: every
         from ..distributed import whole          # rank's units to rank 0, which writes them
-        model, optimizer = whole(model, optimizer)
+        try:
+            model, optimizer = whole(model, optimizer)
+        except ConfigError as e:
+            raise CheckpointError(f"cannot save: {e}") from None
         if model is None:
             return path
     extra = {} if extra is None else extra

@@ -112,7 +112,7 @@ def _evaluate(model, x, batch_size, per_unit=False, comm=ALONE):
     params = {name: to_numpy(p).astype(np.float64) for name, p in model.params.items()}
     loss = model.objective.forward({"rho_hat": rho_hat}, params, per_sample, training=False)
     # every unit's figures (a sharded dictionary's ranks hold some each)
-    rho_hat, counts = (np.concatenate(model.comm.parts(a)) for a in (rho_hat, counts))
+    rho_hat, counts = (model.comm.units_whole(a) for a in (rho_hat, counts))
     loss = loss.with_mean_activation(rho_hat.mean())
     variance = float(np.sum(x_squares - x_sum * x_sum / n))
     metrics = {**loss.as_dict(), "l0": float(counts.sum() / n),
@@ -250,6 +250,11 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
     checkpoints there). dead_units: a DeadUnits(window, resample_every) (below). engine: an
     Engine(fast, threads, log_every): the fast engine by default, or the reference.
 
+    Several ranks (model.comm, minisae/comm.py): data parallel, each rank takes its rows of
+    every batch, and rank 0 alone shows progress and calls checkpoints' save; a sharded
+    dictionary's ranks take every batch whole, and every rank calls save (minisae.save
+    gathers the units to rank 0, which writes).
+
     Dead units (ReLU codes; minisae.training.units): a unit silent for `window` training
     samples is dead. AuxK (a model with aux_k) reconstructs the residual from them at each
     step; resample_every=N gives them new directions every N steps (Anthropic's resampling).
@@ -296,7 +301,7 @@ def fit(model, optimizer, x_train, epochs, batch_size=None, seed=0, x_val=None, 
                           "fits in memory, or use Adam on a source of rows")
     batch_size = _rows(x_train) if lbfgs else min(batch_size, _rows(x_train))
     comm = model.comm
-    _check_ranks(comm, lbfgs, batch_size, resample_every)
+    _check_ranks(comm, lbfgs, batch_size, resample_every, engine.threads)
     position = _resumed_position(checkpoints.position, history)
     if engine.fast and fused(model) is not None and comm.rank == 0:
         _say_once(f"minisae: {fused(model)}")
@@ -346,13 +351,18 @@ def _batches(model, x_train, stream, batch_size, seed, part):
                          part=part)
 
 
-def _check_ranks(comm, lbfgs, batch_size, resample_every):
+def _check_ranks(comm, lbfgs, batch_size, resample_every, threads):
     """A data-parallel run needs minibatches of at least a row a rank; a sharded dictionary
-    is not resampled."""
+    is not resampled, and its ranks, which each compute b2's gradient from the same numbers,
+    keep one BLAS thread count (that gradient is not reduced: it must come out the same)."""
     if comm.size == 1:
         return
     if lbfgs:
         raise ConfigError("L-BFGS trains in one process: train it without --workers or torchrun")
+    if comm.splits == "units" and threads == "adaptive":
+        raise ConfigError("a sharded dictionary's ranks keep one thread count for the run, so "
+                          "that each computes the decoder bias's gradient alike: use threads "
+                          "\"auto\" or a number, not \"adaptive\"")
     if comm.splits == "units" and resample_every:
         raise ConfigError("a sharded dictionary's dead units are not resampled (resampling "
                           "reads the whole dictionary's reconstruction on one rank): leave "
@@ -533,7 +543,7 @@ class _Loop:
         record = {f"train_{k}": v / self.steps for k, v in sums.items()}
         if self.activity is not None:  # over every rank's units (a sharded dictionary)
             dead = self.activity.dead(self.dead_window).astype(np.float64)
-            dead = np.concatenate(self.model.comm.parts(dead))
+            dead = self.model.comm.units_whole(dead)
             record["train_dead_fraction"] = float(dead.mean())
         if self.resample_every:
             record["resampled"] = self.resampled
