@@ -89,8 +89,9 @@ class TorchComm:
                                   f"NCCL needs a GPU for each; start at most {gpus} here, or "
                                   f"train on the CPU (--backend numpy, over gloo)")
             select_gpu(self.local_rank)
-        self._run("joining the other ranks", lambda: self.dist.init_process_group(
-            backend, timeout=timedelta(seconds=self.timeout)))
+        if not self.dist.is_initialized():  # (a second communicator shares the group)
+            self._run("joining the other ranks", lambda: self.dist.init_process_group(
+                backend, timeout=timedelta(seconds=self.timeout)))
         self.backend = backend
         self.rank, self.size = self.dist.get_rank(), self.dist.get_world_size()
         self.rows, self.share = None, None

@@ -3,9 +3,8 @@
 trains every model of CASES on both paths with `fit` and writes rank 0's results to OUT (a
 .npz). `results(Alone(), batch)` is the one process the ranks are compared with.
 
-    SHARD=1: the dictionary sharded instead (distributed.Shards: units split, every rank the
-    whole batch), for every case but the resampled one; the model put back together on rank
-    0 (distributed.whole) is what is compared.
+    SHARD_HIDDEN=H: then, in the same processes, a sharded dictionary of H units, every rank
+    the batch of 12, results named "shard/...".
 
     NAIVE=after: then, rho_hat each rank's own, and only the gradients and losses combined:
     the naive data parallelism the README measures, for the cases whose penalty reads rho_hat
@@ -18,7 +17,7 @@ import numpy as np
 
 import minisae
 from minisae.backend import to_numpy
-from minisae.distributed import join, whole
+from minisae.distributed import Shards, join, whole
 from minisae.normalize import Normalizer
 from minisae.training import DeadUnits, Engine
 
@@ -97,8 +96,12 @@ def results(comm, batch=BATCH, hidden=HIDDEN):
 
 
 def main(out):
-    comm = join(timeout=60, shard=os.environ.get("SHARD") == "1")
+    comm = join(timeout=60)
     results_ = results(comm)
+    if os.environ.get("SHARD_HIDDEN"):  # then, in the same processes, a sharded dictionary
+        shards = Shards(timeout=60)
+        for key, value in results(shards, 12, int(os.environ["SHARD_HIDDEN"])).items():
+            results_[f"shard/{key}"] = value
     if os.environ.get("NAIVE") == "after":
         comm.batch_mean = lambda a: a
         for name in COUPLED:

@@ -59,21 +59,31 @@ def one_process():
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """2 ranks of 6 rows: every case, then the naive split of the coupled ones (NAIVE=after)."""
-    return run_ranks(2, tmp_path_factory.mktemp("two") / "out.npz", BATCH=12, NAIVE="after")
+    """2 ranks of 6 rows: every case, then 12 units sharded over the 2 (SHARD_HIDDEN), then
+    the naive split of the coupled ones (NAIVE=after)."""
+    return run_ranks(2, tmp_path_factory.mktemp("two") / "out.npz", BATCH=12, NAIVE="after",
+                     SHARD_HIDDEN=12)
+
+
+@pytest.fixture(scope="module")
+def three_ranks(tmp_path_factory):
+    """3 ranks of 3, 3 and 4 rows: every case, then 7 units sharded over the 3."""
+    return run_ranks(3, tmp_path_factory.mktemp("three") / "out.npz", BATCH=10,
+                     SHARD_HIDDEN=7)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size, batch", [(2, 12), (3, 10)], ids=["2 ranks of 6", "3 ranks of 3-4"])
-def test_ranks_train_what_one_process_trains(size, batch, one_process, two_ranks, tmp_path):
+def test_ranks_train_what_one_process_trains(size, batch, one_process, two_ranks,
+                                             three_ranks):
     """Every mechanism (KL with BCE, squared with halfsum, absolute, L1 with decoder norms and
     tied weights, TopK and BatchTopK with AuxK and x - b2, JumpReLU), the fast engine and the
     reference: parameters, losses, held-out FVU, dead-unit counts and BatchTopK's threshold
     after 10 Adam steps, and the normaliser's moments (each rank reading its part of the
     rows), to 1e-12 relative."""
     alone = one_process[batch]
-    split = two_ranks if size == 2 else run_ranks(size, tmp_path / "out.npz", BATCH=batch)
-    split = {k: v for k, v in split.items() if not k.startswith("naive/")}
+    split = two_ranks if size == 2 else three_ranks
+    split = {k: v for k, v in split.items() if not k.startswith(("naive/", "shard/"))}
     assert set(split) == set(alone) and len(alone) == 2 * len(ranks.CASES) * 3 + 2 + 2
     worst = {key: relative(alone[key], split[key]) for key in alone}
     assert max(worst.values()) < 1e-12, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
@@ -83,13 +93,14 @@ def test_ranks_train_what_one_process_trains(size, batch, one_process, two_ranks
 @pytest.mark.parametrize("size, hidden", [(2, 12), (3, 7)],
                          ids=["2 shards of 6 units", "3 shards of 2-3 units (fewer than k)"])
 def test_a_sharded_dictionary_trains_what_one_process_trains(size, hidden, one_process,
-                                                             tmp_path):
+                                                             two_ranks, three_ranks):
     """The units split over the ranks (each the whole batch of 12): every mechanism (but
     resampling, which a sharded run refuses), both paths, the model put back together on
     rank 0 against one process, to 1e-12 relative; on 3 ranks of 7 units, a rank holds fewer
     units than TopK's k and AuxK's k_aux."""
     alone = one_process[12] if hidden == ranks.HIDDEN else ranks.results(Alone(), 12, hidden)
-    split = run_ranks(size, tmp_path / "out.npz", BATCH=12, SHARD=1, HIDDEN=hidden)
+    split = {k[len("shard/"):]: v for k, v in (two_ranks if size == 2 else three_ranks).items()
+             if k.startswith("shard/")}
     alone = {k: v for k, v in alone.items() if not k.startswith("topk-resampled/")}
     assert set(split) == set(alone) and len(alone) == 2 * (len(ranks.CASES) - 1) * 3 + 2 + 2
     worst = {key: relative(alone[key], split[key]) for key in alone}
