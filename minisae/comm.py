@@ -79,7 +79,8 @@ class Alone:
                        along the last axis (rank 0's first)
     units_whole(a)     a per-unit 1-d array of this rank's units, for every unit of the
                        dictionary (a sharded one's ranks' parts end to end)
-    parts(a)           the ranks' 1-d arrays, as a list (their lengths may differ)"""
+    parts(a, to=None)  the ranks' 1-d arrays, as a list (their lengths may differ); to=0:
+                       on rank 0 alone, None on the others"""
 
     rank = 0
     size = 1
@@ -124,7 +125,7 @@ class Alone:
     def units_whole(self, a):
         return a
 
-    def parts(self, a):
+    def parts(self, a, to=None):
         return [a]
 
     def __repr__(self):

@@ -131,16 +131,26 @@ class TorchComm:
         whole = self.torch.cat(parts, dim=axis)
         return self._array(whole.cpu() if library(a) == "numpy" else whole, a)
 
-    def parts(self, a):
+    def parts(self, a, to=None):
         """The ranks' 1-d arrays, whose lengths may differ: padded to the longest, gathered,
-        and cut back."""
+        and cut back. to=0: to rank 0 alone (the others get None), which alone holds them."""
         xp = array_module(a)
         lengths = self._gathered(np.array([a.shape[0]], dtype=np.int64), 0).tolist()
         longest = max(lengths)
         padded = xp.zeros(longest, dtype=a.dtype)
         padded[:a.shape[0]] = a
-        whole = self._gathered(padded, 0)
-        return [whole[r * longest:r * longest + n] for r, n in enumerate(lengths)]
+        if to is None:
+            whole = self._gathered(padded, 0)
+            return [whole[r * longest:r * longest + n] for r, n in enumerate(lengths)]
+        t = self._tensor(padded)
+        if self.backend == "nccl" and t.device.type == "cpu":
+            t = t.cuda()
+        into = [self.torch.empty_like(t) for _ in range(self.size)] if self.rank == to else None
+        self._run("gathering to one rank", lambda: self.dist.gather(t, into, dst=to))
+        if into is None:
+            return None
+        return [self._array(p.cpu() if library(a) == "numpy" else p, a)[:n]
+                for p, n in zip(into, lengths)]
 
     def part(self, n):
         return share_of(n, self.rank, self.size)
@@ -353,13 +363,14 @@ def whole(model, optimizer=None):
     if not comm.agree(problem is None):  # every rank stops here, none waits in a gather
         raise problem or ConfigError(f"rank {comm.rank} of {comm.size}: another rank's "
                                      f"optimizer is not its model's (its line says so)")
-    params = _joined(comm, _host(model.params))
-    silent = np.concatenate(comm.parts(model.silent.astype(np.float64))).astype(np.int64)
-    dead = np.concatenate(comm.parts(_host(model.dead).astype(np.float64))) > 0
+    params = _joined(comm, _host(model.params))  # on rank 0 alone (None on the others)
+    silent, dead = (comm.parts(a.astype(np.float64), to=0)
+                    for a in (model.silent, _host(model.dead)))
     states = {slot: _joined(comm, _host(getattr(optimizer, slot)))
               for slot in getattr(type(optimizer), "SLOTS", ())}
     if comm.rank != 0:
         return None, None
+    silent, dead = np.concatenate(silent).astype(np.int64), np.concatenate(dead) > 0
     full = SparseAutoencoder(**model.config.as_dict(), backend="numpy")
     _copy(params, full.params, full.backend)
     _copy_units(model, full, silent, dead)
@@ -424,8 +435,9 @@ def _moved_optimizer(optimizer, model, states):
 
 
 def _joined(comm, arrays):
-    """{name: the whole array}: each named array's units from every rank, end to end along
-    its unit axis (config.UNIT_AXIS); an array without units, rank 0's."""
+    """{name: the whole array}, on rank 0 (None on the others): each named array's units
+    from every rank, end to end along its unit axis (config.UNIT_AXIS); an array without
+    units, rank 0's."""
     from .config import UNIT_AXIS
     out = {}
     for name, a in arrays.items():
@@ -434,10 +446,11 @@ def _joined(comm, arrays):
             out[name] = a
             continue
         rows = np.ascontiguousarray(np.moveaxis(a, axis, 0))  # the units first
-        parts = comm.parts(rows.reshape(-1))
-        blocks = [p.reshape((-1,) + rows.shape[1:]) for p in parts]
-        out[name] = np.moveaxis(np.concatenate(blocks), 0, axis)
-    return out
+        parts = comm.parts(rows.reshape(-1), to=0)
+        if parts is not None:
+            blocks = [p.reshape((-1,) + rows.shape[1:]) for p in parts]
+            out[name] = np.moveaxis(np.concatenate(blocks), 0, axis)
+    return out if comm.rank == 0 else None
 
 
 def _writable_block(a):
