@@ -354,11 +354,9 @@ def select_units(arrays, first, last):
     """{name: the part of each named array (a parameter, its gradient, an optimizer's
     moment) for the units [first, last)}: encoder.W's columns, decoder.W's rows, ... (views);
     decoder.b whole. config.UNIT_AXIS says which axis holds the units."""
-    out = {}
-    for name, a in arrays.items():
-        axis = UNIT_AXIS[name]
-        out[name] = a if axis is None else (a[:, first:last] if axis == 1 else a[first:last])
-    return out
+    return {name: a if UNIT_AXIS[name] is None else
+            (a[:, first:last] if UNIT_AXIS[name] == 1 else a[first:last])
+            for name, a in arrays.items()}
 
 
 def flatten(arrays):

@@ -1075,7 +1075,8 @@ def add_parser(subparsers):
                         "system's temporary folder)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="instead: training through fit on N processes of this machine, data "
-                        "parallel (or the dictionary sharded, --shard), against one process, interleaved rounds of one epoch of "
+                        "parallel (or the dictionary sharded, --shard), against one process, "
+                        "interleaved rounds of one epoch of "
                         "--steps global batches each, with the time in collectives and the "
                         "bytes sent (--configs, --sparsity kl or topk, --k, --steps, "
                         "--rounds, --shard; "
