@@ -69,9 +69,10 @@ def join(timeout=TIMEOUT, backend=None, shard=False):
     return (Shards if shard else TorchComm)(timeout, backend)
 
 
-class TorchComm:
+class TorchComm(Alone):
     """A communicator on torch.distributed (the methods of comm.Alone, moving bytes): data
-    parallel, each rank its share of every batch's rows, every unit on every rank."""
+    parallel, each rank its share of every batch's rows, every unit on every rank (so the
+    methods about units are Alone's: nothing to add up)."""
 
     splits = "rows"
 
@@ -154,18 +155,6 @@ class TorchComm:
 
     def part(self, n):
         return share_of(n, self.rank, self.size)
-
-    def units(self, n):
-        return 0, n
-
-    def units_sum(self, a):
-        return a
-
-    def units_gather(self, a):
-        return a
-
-    def units_whole(self, a):
-        return a
 
     def combine(self, loss, flat_grads):
         _check_contiguous(flat_grads, "the flat gradient")
