@@ -260,15 +260,8 @@ class Shards(TorchComm):
     or split from a whole one (`shard`); `whole` puts the ranks' units back together."""
 
     splits = "units"
-
-    def begin(self, rows):
-        self.rows, self.share = rows, 1.0
-
-    def batch_mean(self, a):
-        return a
-
-    def sum(self, a):
-        return a
+    # every rank holds every row: the sums over the rows' holders are one process's
+    begin, batch_mean, sum, part = Alone.begin, Alone.batch_mean, Alone.sum, Alone.part
 
     def combine(self, loss, flat_grads):
         """Each rank's gradient is already the batch's, for its own units; the loss's parts
@@ -281,9 +274,6 @@ class Shards(TorchComm):
         both = self.units_sum(xp.stack([xp.sum(rho_hat), xp.asarray(float(rho_hat.shape[0]),
                                                                     dtype=rho_hat.dtype)]))
         return loss.with_mean_activation(both[0] / both[1])
-
-    def part(self, n):
-        return 0, n
 
     def units(self, n):
         return share_of(n, self.rank, self.size)
