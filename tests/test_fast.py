@@ -532,6 +532,7 @@ def test_the_sigmoid_head_gives_the_same_numbers_block_by_block(monkeypatch, blo
     """The head runs over blocks of rows (kernels.row_blocks) so that its passes stay in the
     cache: dz is the same to the bit whatever the blocks, the sum the same to rounding."""
     from minisae.fast import kernels
+    monkeypatch.setattr(kernels, "_float32_loops", lambda: None)  # NumPy's passes, not numba's
     rng = np.random.default_rng(0)
     z, b = rng.standard_normal((50, 7)).astype(np.float32), rng.random(7).astype(np.float32)
     x = rng.random((50, 7)).astype(np.float32)
@@ -543,3 +544,125 @@ def test_the_sigmoid_head_gives_the_same_numbers_block_by_block(monkeypatch, blo
     dz = np.empty_like(z)
     assert kernels.sigmoid_mse_head_(z.copy(), b, x, 0.3, dz) == pytest.approx(whole, rel=1e-6)
     np.testing.assert_array_equal(dz, whole_dz)
+
+
+# ----------------------------------------------------------------------------- compiled float32 loops
+
+def float32_loops():
+    loops = K._float32_loops()
+    if loops is None:
+        pytest.skip("numba is not installed: the engine keeps NumPy's passes")
+    return loops
+
+
+def ulps(values, a):
+    """|values - tanh(a)| in units in the last place of float64's tanh(a) rounded to float32."""
+    exact = np.tanh(a.astype(np.float64))
+    return np.abs(values - exact) / np.spacing(np.abs(exact).astype(np.float32))
+
+
+def test_the_rational_tanh_is_within_a_few_units_in_the_last_place():
+    """kernels._tanh_f32 on every 2^-17 step of [-10, 10] in float32 (2.6 million numbers):
+    within 6 units in the last place of the exact tanh, 1 on average (NumPy's own float32
+    tanh: 1.4 and 0.4), odd, and +-1, NaN, +-0 where tanh gives them."""
+    tanh = float32_loops()[2]
+    a = (np.arange(-10 * 2**17, 10 * 2**17 + 1) / 2**17).astype(np.float32)
+    out = np.empty_like(a)
+    tanh(a, out)
+    error = ulps(out, a)
+    assert error.max() <= 6 and error.mean() <= 1.0, (error.max(), error.mean())
+    assert ulps(np.tanh(a), a).max() <= 1.5  # the bar: NumPy's own
+    np.testing.assert_array_equal(out[::-1], -out)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 8.0, -8.0, 1e30], np.float32)
+    tanh(special, out[:8])
+    np.testing.assert_array_equal(out[:8], [np.nan, 1, -1, 0, 0, 1, -1, 1])
+    assert np.signbit(out[4])
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 9), n=st.integers(1, 40), spread=st.floats(0.1, 30.0),
+       scale=st.floats(1e-4, 10.0), seed=st.integers(0, 2**16))
+def test_the_compiled_float32_sigmoid_head_is_as_close_to_exact_as_numpys(batch, n, spread,
+                                                                         scale, seed):
+    """The float32 loop (one pass, rational tanh) and NumPy's float32 passes against the head
+    computed in float64 from the same float32 inputs: the loop's error is of the passes' size
+    (at most four times theirs, plus a few units of float32's rounding), for the squared error
+    and for dz."""
+    loops = float32_loops()
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((batch, n)) * spread).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x = rng.random((batch, n)).astype(np.float32)
+    exact_dz = np.empty((batch, n))
+    exact = K._sigmoid_mse_block(z.astype(np.float64), b.astype(np.float64),
+                                 x.astype(np.float64), scale, exact_dz)
+    passes_dz, loop_dz = np.empty_like(z), np.empty_like(z)
+    passes = K._sigmoid_mse_block(z.copy(), b, x, scale, passes_dz)
+    loop = loops[0](z.copy(), b, x, np.float32(0.5 * scale), loop_dz)
+    eps = np.finfo(np.float32).eps
+    assert abs(loop - exact) <= 4 * abs(passes - exact) + 8 * eps * exact + 1e-30
+    size = np.abs(exact_dz).max()
+    assert np.abs(loop_dz - exact_dz).max() <= \
+        4 * np.abs(passes_dz - exact_dz).max() + 8 * eps * size + 1e-30
+
+
+def test_the_float32_sigmoid_head_and_layer_run_compiled_and_keep_nan(monkeypatch):
+    """In float32 the head and the hidden sigmoid are numba's loops where numba is installed
+    (the same numbers as calling the loop), NumPy's passes in float64 and with numba off; a
+    NaN in z stays NaN in dz, in the loss and in the codes, as it does in NumPy's passes."""
+    loops = float32_loops()
+    rng = np.random.default_rng(1)
+    z, b = rng.standard_normal((6, 5)).astype(np.float32), rng.random(5).astype(np.float32)
+    x = rng.random((6, 5)).astype(np.float32)
+    dz, expected_dz = np.empty_like(z), np.empty_like(z)
+    expected = loops[0](z.copy(), b, x, np.float32(0.15), expected_dz)
+    assert K.sigmoid_mse_head_(z.copy(), b, x, 0.3, dz) == expected
+    np.testing.assert_array_equal(dz, expected_dz)
+    h = z.copy()
+    loops[1](h, b)
+    np.testing.assert_array_equal(K.bias_sigmoid_(z.copy(), b), h)
+    np.testing.assert_allclose(h, F.sigmoid(z.astype(np.float64) + b), rtol=2e-7, atol=0)
+    bad = z.copy()
+    bad[2, 3] = np.nan
+    assert np.isnan(K.sigmoid_mse_head_(bad.copy(), b, x, 0.3, dz))
+    assert np.isnan(dz[2, 3]) and np.isfinite(np.delete(dz.ravel(), 2 * 5 + 3)).all()
+    assert np.isnan(K.bias_sigmoid_(bad.copy(), b)[2, 3])
+    monkeypatch.setattr(K, "_NUMBA", {})
+    monkeypatch.setenv("MINISAE_NUMBA", "0")
+    assert K._float32_loops() is None
+    dz_passes = np.empty_like(z)
+    assert K.sigmoid_mse_head_(z.copy(), b, x, 0.3, dz_passes) == \
+        pytest.approx(K._sigmoid_mse_block(z.copy(), b, x, 0.3, expected_dz), rel=1e-6)
+    np.testing.assert_array_equal(dz_passes, expected_dz)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_row", [True, False])
+def test_the_compiled_sigmoid_backward_is_numpys_passes_to_the_bit(monkeypatch, dtype, with_row):
+    """sigmoid_backward_'s loop does the passes' operations in their order, without fast-math:
+    the same bits as NumPy's passes, in float32 and float64."""
+    rng = np.random.default_rng(2)
+    dy, y = rng.standard_normal((7, 9)).astype(dtype), rng.random((7, 9)).astype(dtype)
+    row = rng.standard_normal(9).astype(dtype) if with_row else None
+    compiled = K.sigmoid_backward_(dy.copy(), y, row, np.empty_like(y))
+    monkeypatch.setattr(K, "_NUMBA", {})
+    monkeypatch.setenv("MINISAE_NUMBA", "0")
+    passes = K.sigmoid_backward_(dy.copy(), y, row, np.empty_like(y))
+    assert compiled.dtype == passes.dtype == dtype
+    np.testing.assert_array_equal(compiled, passes)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_linear_head_gives_the_passes_dz_to_the_bit(monkeypatch, dtype):
+    """linear_mse_head_'s loop: dz = ((z + b) - x) k as NumPy's passes round it, the squared
+    error summed in another order (to rounding)."""
+    rng = np.random.default_rng(3)
+    z, b = rng.standard_normal((13, 21)).astype(dtype), rng.random(21).astype(dtype)
+    x = rng.random((13, 21)).astype(dtype)
+    dz, dz_passes = np.empty_like(z), np.empty_like(z)
+    compiled = K.linear_mse_head_(z.copy(), b, x, 0.3, dz)
+    monkeypatch.setattr(K, "_NUMBA", {})
+    monkeypatch.setenv("MINISAE_NUMBA", "0")
+    passes = K.linear_mse_head_(z.copy(), b, x, 0.3, dz_passes)
+    np.testing.assert_array_equal(dz, dz_passes)
+    assert compiled == pytest.approx(passes, rel=10 * np.finfo(dtype).eps)
