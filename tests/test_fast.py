@@ -499,11 +499,12 @@ def test_topk_sparse_products_match_the_dense_ones_and_the_reference(monkeypatch
     if sparse.kernels() is None:
         pytest.skip("numba is not installed: the engine keeps the dense products")
     x = np.random.default_rng(3).random((37, 30))
+    monkeypatch.setattr(step, "available_cores", lambda: 1)  # 50 units, k 6: sparse on 1 thread
     results = {}
     for name, kernels in (("sparse", sparse.kernels()), ("dense", None)):
         monkeypatch.setattr(step, "sparse_kernels", lambda k=kernels: k)
         model = make_model("numpy", 30, 50, combo=("linear", "mse", "mean"), sparsity="topk",
-                           k=7, hidden_activation=activation, dtype="float64", seed=2)
+                           k=6, hidden_activation=activation, dtype="float64", seed=2)
         calls = []
         if kernels is not None:
             monkeypatch.setattr(step, "sparse_kernels", lambda k=kernels: (
@@ -517,6 +518,29 @@ def test_topk_sparse_products_match_the_dense_ones_and_the_reference(monkeypatch
         assert results[name][0] == pytest.approx(reference[0], rel=1e-12)
     np.testing.assert_allclose(results["sparse"][1], results["dense"][1], rtol=1e-10,
                                atol=1e-13)
+
+
+def test_topk_takes_the_sparse_products_where_there_are_enough_units_per_code(monkeypatch):
+    """Sparse where n_hidden >= SPARSE_RATIO * k * BLAS's threads (the run's policy's count,
+    or every core outside a run), dense below: the same choice for the same run."""
+    from minisae.fast import sparse, step
+    from minisae.fast.threads import thread_limits
+    if sparse.kernels() is None:
+        pytest.skip("numba is not installed: the engine keeps the dense products")
+
+    def config(n_hidden, k):
+        return make_model("numpy", 6, n_hidden, combo=("linear", "mse", "mean"),
+                          sparsity="topk", k=k, hidden_activation="relu").config
+
+    monkeypatch.setattr(step, "available_cores", lambda: 2)
+    assert step._sparse_topk(config(16 * 4, 4), on_numpy=True) is sparse.kernels()
+    assert step._sparse_topk(config(16 * 4 - 1, 4), on_numpy=True) is None
+    with thread_limits(1, 6, 63, 10) as policy:
+        assert policy.threads == 1
+        assert step._sparse_topk(config(8 * 4, 4), on_numpy=True) is sparse.kernels()
+        assert step._sparse_topk(config(8 * 4 - 1, 4), on_numpy=True) is None
+    assert step._sparse_topk(config(1000, 25), on_numpy=True) is sparse.kernels()
+    assert step._sparse_topk(config(196, 25), on_numpy=True) is None
 
 
 def test_tied_topk_keeps_the_dense_products():

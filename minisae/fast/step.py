@@ -12,7 +12,8 @@ rounding (tests/test_fast.py). What differs:
 - the sparsity gradient is added to dh inside the sigmoid's backward pass
   (kernels.sigmoid_backward_);
 - on CuPy each fused pass is one kernel;
-- TopK: three of the five products use only the kept codes (fast/sparse.py);
+- TopK: three of the five products use only the kept codes (fast/sparse.py), where there
+  are enough units per kept code for that to pay (SPARSE_RATIO);
 - a sharded dictionary (minisae/comm.py) crosses ranks where the reference does: the
   decoder's output and x - b2's bias gradient summed over the ranks (comm.units_sum), TopK's
   and AuxK's cut from every rank's candidates (comm.units_gather);
@@ -37,7 +38,7 @@ from ..backend import array_module
 from ..model import SparseAutoencoder
 from . import kernels as K
 from .sparse import kernels as sparse_kernels
-from .threads import active
+from .threads import active, available_cores
 
 _BUFFERS = weakref.WeakKeyDictionary()  # model -> its Buffers (dropped with the model)
 
@@ -219,10 +220,25 @@ def _loss_and_grads(model, x):
     return comm.combine(loss, model.flat_grads)
 
 
+SPARSE_RATIO = 8
+"""TopK's sparse products run where n_hidden >= SPARSE_RATIO * k * BLAS's threads: the
+compiled loops (one thread) do k / n_hidden of the dense products' work, at about an eighth
+of the speed per multiplication that BLAS reaches on one core. Measured on a 2-core Xeon
+(BENCHMARKS.md, 0.7): the three products break even at n_hidden / k of 7.5-8 on one thread
+and 15-17 on two, for k 25 and 32 and batches of 256 and 1000."""
+
+
 def _sparse_topk(cfg, on_numpy):
-    """TopK's compiled sparse products (fast/sparse.py), where they apply: NumPy, TopK, untied
-    weights (W2 = W1.T would be read down its columns), numba installed; else None."""
+    """TopK's compiled sparse products (fast/sparse.py), where they apply and pay: NumPy,
+    TopK, untied weights (W2 = W1.T would be read down its columns), numba installed, and
+    enough units per kept code for the threads BLAS has (SPARSE_RATIO); else None. The count
+    is the run's (the thread policy's, kept on resume, so the choice is too), or every core
+    outside one."""
     if cfg.sparsity != "topk" or not on_numpy or cfg.tied_weights:
+        return None
+    policy = active()
+    threads = policy.threads if policy is not None else available_cores()
+    if cfg.n_hidden < SPARSE_RATIO * cfg.k * threads:
         return None
     return sparse_kernels()
 

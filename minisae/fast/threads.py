@@ -78,6 +78,7 @@ a thread_limits block nothing is timed and nothing changes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 
@@ -105,9 +106,10 @@ PROBE_ROWS = 4096         # at most this many rows in "auto"'s passes (L-BFGS: t
 _active = []              # the policies in force, innermost last
 
 
+@functools.lru_cache(maxsize=None)
 def available_cores():
     """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota
-    (containers), else os.cpu_count()."""
+    (containers), else os.cpu_count(). Read once per process."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
