@@ -82,8 +82,22 @@ class Probe:
         self.clock.now += self.seconds_for(self.policy.threads)
 
 
-def measured_policy(monkeypatch, threads="auto", cores=4, size=BIG):
-    """A policy on a fake clock and a fake sleep (which moves the clock), and what it did."""
+class FakeWatch:
+    """A CpuWatch that reports `elsewhere` cores busy with other programs."""
+
+    def __init__(self, elsewhere):
+        self.elsewhere, self.started = elsewhere, 0
+
+    def start(self):
+        self.started += 1
+
+    def cores(self):
+        return self.elsewhere
+
+
+def measured_policy(monkeypatch, threads="auto", cores=4, size=BIG, elsewhere=0.0):
+    """A policy on a fake clock and a fake sleep (which moves the clock), and what it did;
+    other programs keep `elsewhere` cores busy meanwhile."""
     monkeypatch.setattr(T, "available_cores", lambda: cores)
     clock, applied, slept = FakeClock(), [], []
 
@@ -91,7 +105,8 @@ def measured_policy(monkeypatch, threads="auto", cores=4, size=BIG):
         slept.append(seconds)
         clock.now += seconds
 
-    policy = T.ThreadPolicy(threads, *size, set_blas=applied.append, clock=clock, sleep=sleep)
+    policy = T.ThreadPolicy(threads, *size, set_blas=applied.append, clock=clock, sleep=sleep,
+                            watch=FakeWatch(elsewhere))
     return policy, clock, applied, slept
 
 
@@ -118,6 +133,48 @@ def test_auto_measures_once_and_keeps_the_faster_count(monkeypatch, every, one, 
     before = list(applied)
     used = run_steps(policy, clock, lambda n: 10.0 if n == chosen else 0.001, 500)
     assert set(used) == {chosen} and applied == before and policy.trials == 1
+
+
+@pytest.mark.parametrize("elsewhere, every, chosen", [
+    (0.0, 0.8, 4),    # idle: 1.25x faster is enough
+    (None, 0.8, 4),   # no /proc/stat: as idle
+    (0.4, 0.8, 4),    # under half a core elsewhere: as idle
+    (1.0, 0.8, 1),    # a core busy elsewhere: 1.25x is not enough ...
+    (1.0, 0.7, 4),    # ... 1.43x is
+    (2.5, 0.76, 1)])
+def test_auto_asks_more_of_every_core_on_a_loaded_machine(monkeypatch, elsewhere, every, chosen):
+    """Where other programs kept BUSY_ELSEWHERE of a core busy during the measurement, every
+    core is kept only if LOADED_MARGIN times one thread's time (1.33x faster), not MARGIN."""
+    policy, clock, _, _ = measured_policy(monkeypatch, elsewhere=elsewhere)
+    assert policy.decide(Probe(policy, clock, lambda n: every if n == 4 else 1.0)) == chosen
+    assert policy._watch.started == 1 and policy.busy_elsewhere == elsewhere
+
+
+def test_the_cpu_watch_sees_another_process_and_not_its_own_threads():
+    """CpuWatch on this machine: a spinning child process is about a core more busy elsewhere
+    than this process spinning alone (its own time is not counted); too short a window tells
+    nothing."""
+    import subprocess
+    import sys
+    import time
+    watch = T.CpuWatch()
+    watch.start()
+    if watch.cores() is not None or T.CpuWatch._read() is None:
+        pytest.skip("no /proc/stat here")  # (a window this short must give None)
+    watch.start()
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        pass
+    alone = watch.cores()  # other guests' steal time may add a little, never this spinning
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the child's start-up is not counted
+        watch.start()
+        time.sleep(0.4)
+        assert watch.cores() - alone > 0.6
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_auto_stops_timing_a_clear_loser_and_long_passes_early(monkeypatch):

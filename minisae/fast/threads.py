@@ -28,7 +28,15 @@ PROBE_ROWS) without training: fit puts back what a step changes besides the grad
 thread: one pass to warm up (buffers allocated, compiled loops loaded), a wait until
 SETTLE_SECONDS after the start (see below), then SAMPLES timed passes; on every core, up to
 SAMPLES more, stopping as soon as even their fastest is EARLY times the one-thread median.
-Each count stops early too once MEASURE_SECONDS / 2 of its passes have run. It costs 3 to 7
+Each count stops early too once MEASURE_SECONDS / 2 of its passes have run. Every core is
+kept if its median is MARGIN times the one-thread one, or LOADED_MARGIN (1.33x faster) where
+other programs kept at least BUSY_ELSEWHERE of a core busy meanwhile (CpuWatch: Linux's
+/proc/stat less this process's own time): on a loaded machine the two choices do not risk
+the same, since one thread too few costs at most the other cores' share, while threads that
+wait for a taken core can run 4x slower than one, and a load that comes and goes (a second
+training run between its epochs) can make a few passes on every core look faster than the
+run will be (issue 28's "case not understood": a second training process, 5,183 samples/s
+on the two threads "auto" took against 20,946 on one, measured in the same benchmark). It costs 3 to 7
 passes (the first would be paid by the first step anyway) and at most SETTLE_SECONDS of
 waiting, with no CPU used: 0.2-0.3 s at the bench's sizes on a busy 2-core machine, about
 the time of 10 to 20 steps. None of those passes is a training step, so the run's bits
@@ -101,6 +109,8 @@ HOLD_STEPS = 30           # and at least this many steps between trials
 TRIPWIRE = 1.6            # on more than one thread, re-try when the median of the RECENT
 RECENT = 7                # steps is this much slower than the trial measured
 MEASURE_SECONDS = 0.25    # "auto"'s timed passes: each count stops after half of this
+BUSY_ELSEWHERE = 0.5      # cores other programs kept busy during decide(): a loaded machine,
+LOADED_MARGIN = 0.75      # where more threads must be at least 1.33x faster to be kept
 PROBE_ROWS = 4096         # at most this many rows in "auto"'s passes (L-BFGS: the whole set)
 
 _active = []              # the policies in force, innermost last
@@ -169,7 +179,7 @@ class ThreadPolicy:
     time's (tests give fakes)."""
 
     def __init__(self, threads, n_inputs, n_hidden, batch, set_blas=None, clock=time.perf_counter,
-                 sleep=time.sleep):
+                 sleep=time.sleep, watch=None):
         self.requested = parse_threads(threads)
         self.threads = choose_threads(threads, n_inputs, n_hidden, batch)
         self.undecided = self.requested == "auto" and self.threads > 1
@@ -180,6 +190,8 @@ class ThreadPolicy:
         self.measured = {}
         self._set_blas = set_blas or (lambda n: None)
         self._clock, self._sleep = clock, sleep
+        self._watch = watch or CpuWatch()
+        self.busy_elsewhere = None           # cores other programs used during decide()
         self._t0 = None
         self._step = 0
         self._last_multi = -1e9              # when the last step on more threads ended
@@ -202,6 +214,7 @@ class ThreadPolicy:
             return self.threads
         self.undecided = self.adaptive = False   # the probe's passes are no trial's steps
         start = self._clock()
+        self._watch.start()
         self._apply(1)
         probe()                                  # warm-up: buffers, compiled loops
         wait = SETTLE_SECONDS - (self._clock() - start)
@@ -210,7 +223,10 @@ class ThreadPolicy:
         one = self._time_passes(probe, 1, float("inf"))
         every = self._time_passes(probe, self.cores_tried, EARLY * one)
         self.measured = {1: one, self.cores_tried: every}
-        self._apply(self.cores_tried if every < MARGIN * one else 1)
+        self.busy_elsewhere = elsewhere = self._watch.cores()
+        loaded = elsewhere is not None and elsewhere >= BUSY_ELSEWHERE
+        self._apply(self.cores_tried if every < (LOADED_MARGIN if loaded else MARGIN) * one
+                    else 1)
         self.trials = 1
         return self.threads
 
@@ -301,6 +317,41 @@ class ThreadPolicy:
         if n != self.threads:
             self._set_blas(n)
             self.threads = n
+
+
+class CpuWatch:
+    """How many cores other programs kept busy between start() and cores(): the machine's busy
+    time (Linux's /proc/stat: every state but idle and iowait, steal included, summed over the
+    cores) less this process's own CPU time (all its threads, BLAS's spinning workers too),
+    over the wall time. cores() is None where /proc/stat cannot be read (not Linux) or the
+    window was under 50 ms (the counters tick every 10 ms)."""
+
+    def __init__(self):
+        self._start = None
+
+    def start(self):
+        self._start = self._read()
+
+    def cores(self):
+        end = self._read()
+        if self._start is None or end is None or end[2] - self._start[2] < 0.05:
+            return None
+        (busy0, own0, t0), (busy1, own1, t1) = self._start, end
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
+
+    @staticmethod
+    def _read():
+        """(the machine's busy CPU seconds, this process's, the wall clock), or None."""
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(v) for v in f.readline().split()[1:9]]
+            per_second = os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if len(ticks) < 5:
+            return None
+        busy = sum(ticks) - ticks[3] - ticks[4]
+        return busy / per_second, sum(os.times()[:2]), time.monotonic()
 
 
 def active():
