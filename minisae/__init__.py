@@ -30,7 +30,7 @@ import importlib
 from .errors import (BackendError, CheckpointError, CommError, ConfigError, DatasetError,
                      GradientCheckError, InputError, MinisaeError, TrainingError)
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 _PUBLIC = {  # name -> the module that defines it
     "Backend": "backend", "get_backend": "backend", "to_numpy": "backend",

@@ -153,14 +153,18 @@ def topk_(z, b, k, relu, units_gather=None):
     row's k candidates of every rank, side by side; a candidate below the row's k-th largest
     of them all is dropped (its code 0, mask False). Alone (or None) every candidate stays.
 
-    Reproduces layers.TopK.forward. Selection by argpartition (linear time, not a sort); ties
-    at the k-th value, which continuous data all but never have, may keep another unit than
-    the reference's lower index."""
+    Reproduces layers.TopK.forward. Selection in linear time, not a sort: on NumPy with numba,
+    each row's k-th largest by np.partition, then a compiled scan for the columns above it
+    and, for ties at it, the lowest columns (the reference's choice); else argpartition, whose
+    ties at the k-th value, which continuous data all but never have, may keep another unit
+    than the reference's lower index."""
     xp = array_module(z)
     z += b
     n = z.shape[1]
     top = min(k, n)
-    kept = xp.argpartition(z, n - top, axis=1)[:, n - top:]
+    kept = _kept_columns(z, top) if xp is np and top < n else None
+    if kept is None:
+        kept = xp.argpartition(z, n - top, axis=1)[:, n - top:]
     rows = xp.arange(z.shape[0])[:, None]
     values = z[rows, kept]
     mask = None
@@ -173,6 +177,40 @@ def topk_(z, b, k, relu, units_gather=None):
     z.fill(0)
     z[rows, kept] = values
     return z, rows, kept, mask
+
+
+def _kept_columns(z, k):
+    """The columns of each row's k largest values (batch, k), in column order, ties at the
+    k-th value going to the lowest columns; None without numba, or where a row holds NaN
+    (then argpartition decides, as it did before this scan existed)."""
+    loops = numba_loops("topk_scan", _kept_columns_loop)
+    if loops is None:
+        return None
+    kth = np.partition(z, z.shape[1] - k, axis=1)[:, z.shape[1] - k]
+    kept = np.empty((z.shape[0], k), dtype=np.intp)
+    return kept if loops[0](z, kth, kept) else None
+
+
+def _kept_columns_loop(z, kth, kept):
+    # kept[i] = the columns of row i above kth[i], then those equal to it, k in all; returns
+    # False if a row falls short (a NaN: no comparison holds)
+    batch, n = z.shape
+    k = kept.shape[1]
+    for i in range(batch):
+        c = 0
+        for j in range(n):
+            if z[i, j] > kth[i]:
+                kept[i, c] = j
+                c += 1
+        j = 0
+        while c < k and j < n:
+            if z[i, j] == kth[i]:
+                kept[i, c] = j
+                c += 1
+            j += 1
+        if c < k:
+            return False
+    return True
 
 
 def padded(values, k):
