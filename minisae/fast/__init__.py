@@ -8,6 +8,8 @@ tests/test_fast.py checks that both give the same numbers:
     step.py      loss_and_grads(model, x)  <- SparseAutoencoder.loss_and_grads
                  values(model, x)          <- SparseAutoencoder.values (evaluate's forward)
     kernels.py   fused elementwise passes  <- functional.py's sigmoid, mse, bce, ...
+                 (NumPy passes, one compiled loop each where numba is installed, one
+                 ElementwiseKernel each on CuPy); TopK's selection by partial selection
     sparse.py    TopK's products on the kept codes only (numba loops) <- layers.TopK with
                  the dense products of Dense.forward and Dense.backward
     adam.py      FastAdam(opt)             <- Adam.step (the paper's Algorithm 1), on the same

@@ -309,7 +309,7 @@ def _sigmoid_mse_block(z, b, x, scale, dz):
 
 # tanh in float32 as a rational function, for the compiled loops: NumPy's np.tanh is vectorised
 # (SIMD) but runs as a pass of its own over memory, and numba's math.tanh calls the C library
-# once per number (ten times slower). With s = a^2, for |a| < TANH_BOUND,
+# once per number (45x slower than np.tanh, BENCHMARKS.md). With s = a^2, for |a| < TANH_BOUND,
 #
 #     tanh(a) = a (1 + P1 s + P2 s^2 + P3 s^3 + P4 s^4 + P5 s^5) / (1 + Q1 s + Q2 s^2 + Q3 s^3)
 #

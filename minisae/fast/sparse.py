@@ -13,8 +13,10 @@ needs whole, and x.T @ dz1) stay BLAS's.
 Reproduces h @ W2, dz @ W2.T (at the kept units) and h.T @ dz of fast/step.py's dense TopK
 path, and so layers.TopK with the Dense layers around it; the sums run in another order than
 BLAS's, so float32 results agree to rounding (tests/test_fast.py). Compiled by numba on first
-use (cached on disk), single-threaded and without fast-math, so a run repeats bit for bit;
-where numba is missing (or MINISAE_NUMBA=0) the engine keeps the dense products.
+use (cached on disk), single-threaded, with fast-math's reassociation alone (the dot products
+vectorise; the compiled order is fixed, so a run repeats bit for bit); where numba is missing
+(or MINISAE_NUMBA=0) the engine keeps the dense products, and where there are too few units
+per kept code for these loops to beat BLAS (fast/step.py's SPARSE_RATIO) it takes them.
 """
 from __future__ import annotations
 
