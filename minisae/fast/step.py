@@ -224,8 +224,8 @@ SPARSE_RATIO = 8
 """TopK's sparse products run where n_hidden >= SPARSE_RATIO * k * BLAS's threads: the
 compiled loops (one thread) do k / n_hidden of the dense products' work, at about an eighth
 of the speed per multiplication that BLAS reaches on one core. Measured on a 2-core Xeon
-(BENCHMARKS.md, 0.7): the three products break even at n_hidden / k of 7.5-8 on one thread
-and 15-17 on two, for k 25 and 32 and batches of 256 and 1000."""
+(BENCHMARKS.md, 0.7): the three products break even at n_hidden / k of 7-8 on one thread
+and 14-17 on two, for k 25 and 32 and batches of 256 and 1000."""
 
 
 def _sparse_topk(cfg, on_numpy):

@@ -35,9 +35,9 @@ other programs kept at least BUSY_ELSEWHERE of a core busy meanwhile (CpuWatch: 
 the same, since one thread too few costs at most the other cores' share, while threads that
 wait for a taken core can run 4x slower than one, and a load that comes and goes (a second
 training run between its epochs) can make a few passes on every core look faster than the
-run will be (issue 28's "case not understood": a second training process, 5,183 samples/s
-on the two threads "auto" took against 20,946 on one, measured in the same benchmark). It costs 3 to 7
-passes (the first would be paid by the first step anyway) and at most SETTLE_SECONDS of
+run will be (issue 28's "case not understood": beside a second training process, 5,183
+samples/s on the two threads "auto" took, 20,946 on one, in the same benchmark). It costs
+3 to 7 passes (the first would be paid by the first step anyway) and at most SETTLE_SECONDS of
 waiting, with no CPU used: 0.2-0.3 s at the bench's sizes on a busy 2-core machine, about
 the time of 10 to 20 steps. None of those passes is a training step, so the run's bits
 depend only on the count chosen, recorded in the history ("threads", each epoch) and in
