@@ -18,8 +18,14 @@ import numpy as np
 import minisae
 from minisae.backend import to_numpy
 from minisae.distributed import Shards, join, whole
+from minisae.fast import step as fast_step
 from minisae.normalize import Normalizer
 from minisae.training import DeadUnits, Engine
+
+# TopK's sparse products at these tiny sizes too (the engine would take the dense ones here):
+# the ranks and the one process they are compared with then run them, sharded cut and AuxK
+# included
+fast_step.SPARSE_RATIO = 0
 
 ROWS, WIDTH, EPOCHS = 60, 8, 2
 BATCH = int(os.environ.get("BATCH", 12))

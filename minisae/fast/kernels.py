@@ -11,6 +11,7 @@ Names ending in `_` work in place on their first argument.
 from __future__ import annotations
 
 import os
+import threading
 import types
 
 import numpy as np
@@ -60,6 +61,7 @@ def cupy_kernel(xp, name, table=None):
 
 
 _NUMBA = {}  # name: the tuple of compiled loops, or None where numba is missing or switched off
+_NUMBA_LOCK = threading.Lock()
 
 
 def numba_loops(name, *loops, fastmath=False, helpers=()):
@@ -67,20 +69,27 @@ def numba_loops(name, *loops, fastmath=False, helpers=()):
     where numba is not installed or MINISAE_NUMBA=0 is set, and the caller keeps its NumPy
     passes. fastmath: numba's fast-math flags for these loops (False: none, every operation
     in the written order). helpers: plain-Python functions of one number that the loops call
-    by name, compiled first and inlined into them."""
+    by name, compiled first and inlined into them. numba's disk cache knows a loop by its code
+    and its file, not by these settings: give each loop one setting, always. Threads that ask
+    at once all get the compiled loops (one compiles, the others wait)."""
     if name not in _NUMBA:
-        _NUMBA[name] = None
-        if os.environ.get("MINISAE_NUMBA", "1").strip() not in ("0", "false", "no"):
-            try:
-                import numba
-            except ImportError:
-                pass
-            else:
-                jit = numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)
-                inline = numba.njit(inline="always", cache=True, fastmath=fastmath)
-                compiled = {helper.__name__: inline(helper) for helper in helpers}
-                _NUMBA[name] = tuple(jit(_seeing(loop, compiled)) for loop in loops)
+        with _NUMBA_LOCK:
+            if name not in _NUMBA:
+                _NUMBA[name] = _compiled(loops, fastmath, helpers)
     return _NUMBA[name]
+
+
+def _compiled(loops, fastmath, helpers):
+    if os.environ.get("MINISAE_NUMBA", "1").strip() in ("0", "false", "no"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)
+    inline = numba.njit(inline="always", cache=True, fastmath=fastmath)
+    compiled = {helper.__name__: inline(helper) for helper in helpers}
+    return tuple(jit(_seeing(loop, compiled)) for loop in loops)
 
 
 def _seeing(loop, names):
@@ -180,8 +189,9 @@ def topk_(z, b, k, relu, units_gather=None):
 
 
 def _kept_columns(z, k):
-    """The columns of each row's k largest values (batch, k), in column order, ties at the
-    k-th value going to the lowest columns; None without numba, or where a row holds NaN
+    """The columns of each row's k largest values (batch, k): those above the row's k-th
+    value in column order, then those tied at it, the lowest first (so exactly k, as the
+    reference's stable sort chooses them); None without numba, or where a row holds NaN
     (then argpartition decides, as it did before this scan existed)."""
     loops = numba_loops("topk_scan", _kept_columns_loop)
     if loops is None:
@@ -193,13 +203,16 @@ def _kept_columns(z, k):
 
 def _kept_columns_loop(z, kth, kept):
     # kept[i] = the columns of row i above kth[i], then those equal to it, k in all; returns
-    # False if a row falls short (a NaN: no comparison holds)
+    # False at a NaN (which no comparison sees)
     batch, n = z.shape
     k = kept.shape[1]
     for i in range(batch):
         c = 0
         for j in range(n):
-            if z[i, j] > kth[i]:
+            v = z[i, j]
+            if v != v:
+                return False
+            if v > kth[i]:
                 kept[i, c] = j
                 c += 1
         j = 0
@@ -313,7 +326,8 @@ def _sigmoid_mse_block(z, b, x, scale, dz):
 #
 #     tanh(a) = a (1 + P1 s + P2 s^2 + P3 s^3 + P4 s^4 + P5 s^5) / (1 + Q1 s + Q2 s^2 + Q3 s^3)
 #
-# and +-1 beyond (tanh(8) = 1 - 2.3e-7). Only multiplications, additions and one division, so
+# and +-1 beyond (tanh(8) = 1 - 2.3e-7: y is then exactly 0 or 1 from |z + b| >= 16, where
+# functional.sigmoid's float32 reaches them near 17). Only multiplications, additions and one division, so
 # the compiler can vectorise it (16 float32 to an AVX-512 register). The coefficients are our
 # own fit of tanh(a)/a on [0, 8] (40,000 even points and 2,000 geometric ones in [1e-6, 0.1];
 # least squares on the relative error, 80 Sanathanan-Koerner iterations with Lawson's
@@ -389,7 +403,7 @@ def linear_mse_head_(z, b, x, scale, dz):
 
     Reproduces the Identity layer, functional.mse and functional.mse_backward. Returns
     sum((y - x)^2); z is used as scratch. On NumPy, one compiled loop where numba is installed
-    (dz the same bits as the passes, the sum to rounding)."""
+    (dz and the sum to rounding; dz the passes' bits on the machines tested)."""
     xp = array_module(z)
     if xp is not np:
         cupy_kernel(xp, "linear_mse_head")(b, x, z.dtype.type(2.0 * scale), z, dz)
@@ -405,13 +419,13 @@ def linear_mse_head_(z, b, x, scale, dz):
 
 
 def _linear_mse_loop(z, b, x, k, dz):
-    # linear_mse_head_'s four passes in one: dz = ((z + b) - x) k, rounded as the passes round
-    # (the same bits); sum(e^2) is summed in another order (fast-math's reassociation only, so
-    # that it vectorises)
+    # linear_mse_head_'s four passes in one: dz = ((z + b) - x) k, the passes' operations in
+    # their order; sum(e^2) is summed in another (fast-math's reassociation only, so that it
+    # vectorises)
     batch, n = z.shape
     total = 0.0
     for i in range(batch):
-        row_sum = z[i, 0] * 0  # zero in z's dtype
+        row_sum = k - k  # zero in z's dtype (k is finite)
         for j in range(n):
             e = (z[i, j] + b[j]) - x[i, j]
             row_sum += e * e
@@ -461,9 +475,11 @@ def sigmoid_backward_(dy, y, row=None, work=None):
         cupy_kernel(xp, "sigmoid_backward")(y, row, dy)
         return dy
     loops = numba_loops("sigmoid_backward", _sigmoid_backward_loop)
-    if loops is not None:  # one compiled pass, the same operations in the same order
-        row = row if row is not None else np.zeros(dy.shape[-1], dy.dtype)
-        loops[0](dy, y, row.astype(dy.dtype, copy=False), dy.dtype.type(1))
+    if loops is not None and y.dtype == dy.dtype and (row is None or row.dtype == dy.dtype):
+        # one compiled pass, the same operations in the same order; no row adds -0.0, which
+        # leaves every number as it is (-0.0 too)
+        row = np.full(dy.shape[-1], -0.0, dy.dtype) if row is None else row
+        loops[0](dy, y, row, dy.dtype.type(1))
         return dy
     if row is not None:
         dy += row

@@ -14,7 +14,8 @@ Reproduces h @ W2, dz @ W2.T (at the kept units) and h.T @ dz of fast/step.py's 
 path, and so layers.TopK with the Dense layers around it; the sums run in another order than
 BLAS's, so float32 results agree to rounding (tests/test_fast.py). Compiled by numba on first
 use (cached on disk), single-threaded, with fast-math's reassociation alone (the dot products
-vectorise; the compiled order is fixed, so a run repeats bit for bit); where numba is missing
+vectorise; the compiled order is fixed, so a run repeats bit for bit on the same machine, as
+BLAS's do); where numba is missing
 (or MINISAE_NUMBA=0) the engine keeps the dense products, and where there are too few units
 per kept code for these loops to beat BLAS (fast/step.py's SPARSE_RATIO) it takes them.
 """
@@ -53,7 +54,8 @@ def _gather(dz, W2, kept, out):
     for b in range(batch):
         for j in range(k):
             w = kept[b, j]
-            s = dz[b, 0] * 0  # zero in dz's dtype
+            out[b, j] = 0
+            s = out[b, j]  # zero in out's dtype (a bare 0 would make the sum float64)
             for i in range(n):
                 s += dz[b, i] * W2[w, i]
             out[b, j] = s

@@ -144,7 +144,7 @@ def _loss_and_grads(model, x):
     rho_hat = comm.batch_mean(rho_hat)
 
     # output layer and reconstruction term: dz = d(reconstruction) / d(h @ W2 + b2)
-    sparse = _sparse_topk(cfg, on_numpy)
+    sparse = _sparse_topk(cfg, on_numpy, n_hidden)
     if sparse:  # TopK: z from the k kept codes of each sample (fast/sparse.py)
         rows, cols = kept[:2]
         v = h[rows, cols]
@@ -220,25 +220,25 @@ def _loss_and_grads(model, x):
     return comm.combine(loss, model.flat_grads)
 
 
-SPARSE_RATIO = 8
-"""TopK's sparse products run where n_hidden >= SPARSE_RATIO * k * BLAS's threads: the
-compiled loops (one thread) do k / n_hidden of the dense products' work, at about an eighth
-of the speed per multiplication that BLAS reaches on one core. Measured on a 2-core Xeon
-(BENCHMARKS.md, 0.7): the three products break even at n_hidden / k of 7-8 on one thread
-and 14-17 on two, for k 25 and 32 and batches of 256 and 1000."""
+SPARSE_RATIO = 6
+"""TopK's sparse products run where the units >= SPARSE_RATIO * k * BLAS's threads: the
+compiled loops (one thread) do k / units of the dense products' work, at about a sixth of
+the speed per multiplication that BLAS reaches on one core. Measured on a 2-core Xeon
+(BENCHMARKS.md, 0.7): the three products break even at units / k of about 6 on one thread
+and 10-12 on two, for k 25 and 32 and batches of 256 and 1000."""
 
 
-def _sparse_topk(cfg, on_numpy):
+def _sparse_topk(cfg, on_numpy, units):
     """TopK's compiled sparse products (fast/sparse.py), where they apply and pay: NumPy,
     TopK, untied weights (W2 = W1.T would be read down its columns), numba installed, and
-    enough units per kept code for the threads BLAS has (SPARSE_RATIO); else None. The count
-    is the run's (the thread policy's, kept on resume, so the choice is too), or every core
-    outside one."""
+    enough units (this rank's: all of them but in a sharded dictionary) per kept code for the
+    threads BLAS has (SPARSE_RATIO); else None. The count is the run's (the thread policy's,
+    kept on resume, so the choice is too), or every core outside one (BLAS's default)."""
     if cfg.sparsity != "topk" or not on_numpy or cfg.tied_weights:
         return None
     policy = active()
     threads = policy.threads if policy is not None else available_cores()
-    if cfg.n_hidden < SPARSE_RATIO * cfg.k * threads:
+    if units < SPARSE_RATIO * cfg.k * threads:
         return None
     return sparse_kernels()
 

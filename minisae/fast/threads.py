@@ -30,8 +30,8 @@ SETTLE_SECONDS after the start (see below), then SAMPLES timed passes; on every 
 SAMPLES more, stopping as soon as even their fastest is EARLY times the one-thread median.
 Each count stops early too once MEASURE_SECONDS / 2 of its passes have run. Every core is
 kept if its median is MARGIN times the one-thread one, or LOADED_MARGIN (1.33x faster) where
-other programs kept at least BUSY_ELSEWHERE of a core busy meanwhile (CpuWatch: Linux's
-/proc/stat less this process's own time): on a loaded machine the two choices do not risk
+other programs kept at least BUSY_ELSEWHERE of a core busy meanwhile on the cores this
+process may use (CpuWatch: Linux's /proc/stat less this process's own time): on a loaded machine the two choices do not risk
 the same, since one thread too few costs at most the other cores' share, while threads that
 wait for a taken core can run 4x slower than one, and a load that comes and goes (a second
 training run between its epochs) can make a few passes on every core look faster than the
@@ -320,11 +320,12 @@ class ThreadPolicy:
 
 
 class CpuWatch:
-    """How many cores other programs kept busy between start() and cores(): the machine's busy
-    time (Linux's /proc/stat: every state but idle and iowait, steal included, summed over the
-    cores) less this process's own CPU time (all its threads, BLAS's spinning workers too),
-    over the wall time. cores() is None where /proc/stat cannot be read (not Linux) or the
-    window was under 50 ms (the counters tick every 10 ms)."""
+    """How many cores other programs kept busy between start() and cores(): the busy time of
+    the cores this process may run on (Linux's /proc/stat, a line per core: every state but
+    idle and iowait, steal included) less this process's own CPU time (all its threads,
+    BLAS's spinning workers too), over the wall time. cores() is None where /proc/stat cannot
+    be read (not Linux) or the window was under 50 ms (the counters tick every 10 ms). In a
+    container, /proc/stat may be the host's: other tenants on the same cores count too."""
 
     def __init__(self):
         self._start = None
@@ -333,24 +334,37 @@ class CpuWatch:
         self._start = self._read()
 
     def cores(self):
-        end = self._read()
-        if self._start is None or end is None or end[2] - self._start[2] < 0.05:
+        return self.elsewhere(self._start, self._read())
+
+    @staticmethod
+    def elsewhere(start, end):
+        """Cores busy elsewhere from two readings (busy seconds, own seconds, wall seconds)."""
+        if start is None or end is None or end[2] - start[2] < 0.05:
             return None
-        (busy0, own0, t0), (busy1, own1, t1) = self._start, end
+        (busy0, own0, t0), (busy1, own1, t1) = start, end
         return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
 
     @staticmethod
     def _read():
-        """(the machine's busy CPU seconds, this process's, the wall clock), or None."""
+        """(the busy CPU seconds of this process's cores, this process's own, the wall
+        clock), or None."""
         try:
+            mine = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            mine = None
+        try:
+            busy, per_second = 0, os.sysconf("SC_CLK_TCK")
             with open("/proc/stat") as f:
-                ticks = [int(v) for v in f.readline().split()[1:9]]
-            per_second = os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, AttributeError):
+                for line in f:
+                    name, *ticks = line.split()
+                    if not name.startswith("cpu") or name == "cpu":
+                        continue
+                    if mine is not None and int(name[3:]) not in mine:
+                        continue
+                    ticks = [int(v) for v in ticks[:8]]
+                    busy += sum(ticks) - ticks[3] - ticks[4]
+        except (OSError, ValueError, IndexError, AttributeError):
             return None
-        if len(ticks) < 5:
-            return None
-        busy = sum(ticks) - ticks[3] - ticks[4]
         return busy / per_second, sum(os.times()[:2]), time.monotonic()
 
 
