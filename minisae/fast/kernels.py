@@ -196,7 +196,7 @@ def _kept_columns(z, k):
     loops = numba_loops("topk_scan", _kept_columns_loop)
     if loops is None:
         return None
-    kth = np.partition(z, z.shape[1] - k, axis=1)[:, z.shape[1] - k]
+    kth = kth_of_rows(z, k)[:, 0]
     kept = np.empty((z.shape[0], k), dtype=np.intp)
     return kept if loops[0](z, kth, kept) else None
 
