@@ -692,7 +692,7 @@ def test_the_compiled_linear_head_gives_the_passes_dz(monkeypatch, dtype):
     passes = K.linear_mse_head_(z.copy(), b, x, 0.3, dz_passes)
     eps = np.finfo(dtype).eps  # (the same bits on the machines tested; reassociation allows
     np.testing.assert_allclose(dz, dz_passes, rtol=2 * eps, atol=0)  # another compiler less)
-    assert compiled == pytest.approx(passes, rel=10 * eps)
+    assert compiled == pytest.approx(passes, rel=float(10 * eps))
 
 
 @settings(max_examples=40, deadline=None)
